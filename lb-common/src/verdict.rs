@@ -1,0 +1,71 @@
+//! What the XDP program decided for a frame: the index of its per-CPU verdict counter.
+
+/// Every outcome of the program, including each reason to drop. `#[repr(u32)]` because the
+/// value indexes the `VERDICT_COUNTERS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forwarded to a backend out of the ingress interface (XDP_TX).
+    Tx = 0,
+    /// Forwarded to a backend out of another interface (XDP_REDIRECT).
+    Redirect = 1,
+    /// Not service traffic: handed to the director's own stack untouched (XDP_PASS).
+    Pass = 2,
+    /// An ARP request for a VIP, answered in place (XDP_TX).
+    ArpReply = 3,
+    /// Truncated or inconsistent headers on a frame that could be service traffic (XDP_DROP).
+    DropMalformed = 4,
+    /// An IP fragment for a VIP: without ports it cannot be scheduled consistently (XDP_DROP).
+    DropFragment = 5,
+    /// Service traffic while the service has no usable backend (XDP_DROP).
+    DropNoBackend = 6,
+    /// The chosen backend sits behind an interface this program cannot send to (XDP_DROP).
+    DropNoEgress = 7,
+    /// An impossible state, e.g. a map entry userspace always writes was missing (XDP_ABORTED).
+    Aborted = 8,
+}
+
+impl Verdict {
+    /// Number of verdicts: the size of the `VERDICT_COUNTERS` array.
+    pub const COUNT: u32 = 9;
+
+    pub const ALL: [Self; Self::COUNT as usize] = [
+        Self::Tx,
+        Self::Redirect,
+        Self::Pass,
+        Self::ArpReply,
+        Self::DropMalformed,
+        Self::DropFragment,
+        Self::DropNoBackend,
+        Self::DropNoEgress,
+        Self::Aborted,
+    ];
+
+    /// Stable name used in `drlb stats`, its JSON and metrics.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Tx => "tx",
+            Self::Redirect => "redirect",
+            Self::Pass => "pass",
+            Self::ArpReply => "arp_reply",
+            Self::DropMalformed => "drop_malformed",
+            Self::DropFragment => "drop_fragment",
+            Self::DropNoBackend => "drop_no_backend",
+            Self::DropNoEgress => "drop_no_egress",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_verdict_at_its_own_index() {
+        for (i, v) in Verdict::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i, "{v:?}");
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Answering ARP for the VIPs: the real servers hold the VIP too but are set not to answer
+//! (arp_ignore), so the director is the one host on the link that does, and the gateway and
+//! clients send VIP traffic to its MAC.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{VIP_FLAG_ACTIVE, Verdict, ipv4_mapped};
+use network_types::{arp::ArpHdr, eth::EthHdr};
+
+use crate::{
+    maps::{INTERFACES, VIPS},
+    parse::ptr_at,
+};
+
+const ARP_HTYPE_ETHERNET: u16 = 1;
+const ARP_PTYPE_IPV4: u16 = 0x0800;
+const ARP_HLEN_ETHERNET: u8 = 6;
+const ARP_PLEN_IPV4: u8 = 4;
+const ARP_OP_REQUEST: u16 = 1;
+const ARP_OP_REPLY: u16 = 2;
+/// The group bit of a MAC: set for multicast and broadcast addresses.
+const MAC_GROUP_BIT: u8 = 0x01;
+
+/// Turns an ARP request for an active VIP into the reply, in place; anything else passes.
+#[inline(always)]
+pub fn answer_request(ctx: &XdpContext, offset: usize) -> Verdict {
+    let (Some(eth), Some(arp)) = (ptr_at::<EthHdr>(ctx, 0), ptr_at::<ArpHdr>(ctx, offset)) else {
+        return Verdict::Pass; // not a complete Ethernet/IPv4 ARP packet: the stack decides
+    };
+    // SAFETY: ptr_at checked the bounds of both headers; all their fields have alignment 1
+    // except ether_type, which is not touched.
+    let (eth, arp) = unsafe { (&mut *eth, &mut *arp) };
+    if !is_ipv4_request(arp) {
+        return Verdict::Pass;
+    }
+    let requester_mac = arp.sha;
+    let requester_ip = arp.spa;
+    let vip = arp.tpa;
+    // SAFETY: read only.
+    let Some(entry) = (unsafe { VIPS.get(&ipv4_mapped(vip)) }) else {
+        return Verdict::Pass;
+    };
+    // An announcement for the VIP by another host (sender IP = target IP) is a conflict, not a
+    // question: never answered. Nor is a request from a group MAC, which would make the reply
+    // a broadcast.
+    if entry.flags & VIP_FLAG_ACTIVE == 0 || requester_ip == vip || requester_mac[0] & MAC_GROUP_BIT != 0 {
+        return Verdict::Pass;
+    }
+    // SAFETY: read only.
+    let Some(interface) = (unsafe { INTERFACES.get(&(ctx.ingress_ifindex() as u32)) }) else {
+        return Verdict::Aborted; // userspace registers every interface before attaching
+    };
+    eth.dst_addr = requester_mac;
+    eth.src_addr = interface.mac;
+    arp.oper = ARP_OP_REPLY.to_be_bytes();
+    arp.tha = requester_mac;
+    arp.tpa = requester_ip;
+    arp.sha = interface.mac;
+    arp.spa = vip;
+    Verdict::ArpReply
+}
+
+#[inline(always)]
+fn is_ipv4_request(arp: &ArpHdr) -> bool {
+    u16::from_be_bytes(arp.htype) == ARP_HTYPE_ETHERNET
+        && u16::from_be_bytes(arp.ptype) == ARP_PTYPE_IPV4
+        && arp.hlen == ARP_HLEN_ETHERNET
+        && arp.plen == ARP_PLEN_IPV4
+        && u16::from_be_bytes(arp.oper) == ARP_OP_REQUEST
+}

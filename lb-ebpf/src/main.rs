@@ -1,0 +1,93 @@
+//! drlb's XDP program: LVS-DR forwarding and ARP answering for VIPs.
+//!
+//! The entry point only dispatches; each step is a small module: [`parse`] (bounds-checked header
+//! access), [`arp`] (answer ARP for a VIP), [`select`] (service and backend lookup), [`forward`]
+//! (rewrite the MACs) and [`stats`] (per-CPU counters). Every path ends in one [`Verdict`], which
+//! is counted and turned into an XDP action in one place.
+#![no_std]
+#![no_main]
+
+mod arp;
+mod forward;
+mod maps;
+mod parse;
+mod select;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::error;
+use lb_common::Verdict;
+use parse::L3;
+
+#[xdp]
+pub fn drlb(ctx: XdpContext) -> u32 {
+    let frame_len = (ctx.data_end() - ctx.data()) as u64;
+    let verdict = process(&ctx);
+    if verdict == Verdict::Aborted {
+        error!(&ctx, "drlb: impossible state, frame aborted");
+    }
+    stats::count_verdict(verdict, frame_len);
+    xdp_action_of(verdict)
+}
+
+#[inline(always)]
+fn process(ctx: &XdpContext) -> Verdict {
+    let l3 = match parse::ethernet(ctx) {
+        Ok(l3) => l3,
+        Err(verdict) => return verdict,
+    };
+    match l3 {
+        L3::Arp(offset) => arp::answer_request(ctx, offset),
+        L3::Ipv4(offset) => forward_ipv4(ctx, offset),
+        L3::Other => Verdict::Pass,
+    }
+}
+
+#[inline(always)]
+fn forward_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
+    let flow = match parse::ipv4_flow(ctx, offset) {
+        Ok(flow) => flow,
+        Err(parse::Unroutable::NotBalanced) => return Verdict::Pass,
+        // Without a complete L4 header we must not forward, but only traffic for a VIP is ours
+        // to judge: the rest goes to the stack, which applies its own checks.
+        Err(parse::Unroutable::Fragment { daddr }) => return select::drop_if_vip(daddr, Verdict::DropFragment),
+        Err(parse::Unroutable::Truncated { daddr }) => return select::drop_if_vip(daddr, Verdict::DropMalformed),
+        Err(parse::Unroutable::Malformed) => return Verdict::DropMalformed,
+    };
+    let Some(service) = select::service(&flow) else {
+        return Verdict::Pass;
+    };
+    let backend = match select::backend(service, &flow) {
+        Ok(backend) => backend,
+        Err(verdict) => return verdict,
+    };
+    let verdict = forward::to_backend(ctx, backend);
+    if verdict == Verdict::Tx {
+        stats::count_forwarded(service, backend, (ctx.data_end() - ctx.data()) as u64);
+    }
+    verdict
+}
+
+#[inline(always)]
+const fn xdp_action_of(verdict: Verdict) -> u32 {
+    match verdict {
+        Verdict::Tx | Verdict::ArpReply => xdp_action::XDP_TX,
+        Verdict::Redirect => xdp_action::XDP_REDIRECT,
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::DropMalformed | Verdict::DropFragment | Verdict::DropNoBackend | Verdict::DropNoEgress => {
+            xdp_action::XDP_DROP
+        }
+        Verdict::Aborted => xdp_action::XDP_ABORTED,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could panic, so this is never reached.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

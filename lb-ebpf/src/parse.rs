@@ -1,0 +1,128 @@
+//! Header parsing. [`ptr_at`] is the only place that compares against `data_end`; everything
+//! else asks it for a header at an offset and gets `None` when the frame is too short.
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{IPPROTO_TCP, IPPROTO_UDP, Verdict};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::Ipv4Hdr,
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+
+/// 802.1Q and 802.1ad (QinQ): up to this many tags are looked through.
+const MAX_VLAN_TAGS: usize = 2;
+const IPV4_VERSION: u8 = 4;
+const IPV4_MIN_HEADER_LEN: usize = Ipv4Hdr::LEN;
+/// "More fragments" flag and fragment offset, in the host-order flags/offset field.
+const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
+
+/// A pointer to a `T` at `offset` in the frame, if the frame holds all of it.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+/// The network layer found behind the Ethernet header (and any VLAN tags), with its offset.
+pub enum L3 {
+    Arp(usize),
+    Ipv4(usize),
+    Other,
+}
+
+#[inline(always)]
+pub fn ethernet(ctx: &XdpContext) -> Result<L3, Verdict> {
+    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(Verdict::DropMalformed)?;
+    // SAFETY: ptr_at checked that the header lies within the frame.
+    let mut ether_type = unsafe { (*eth).ether_type };
+    let mut offset = EthHdr::LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != EtherType::Ieee8021q as u16 && ether_type != EtherType::Ieee8021ad as u16 {
+            break;
+        }
+        let vlan: *const VlanHdr = ptr_at(ctx, offset).ok_or(Verdict::DropMalformed)?;
+        // SAFETY: as above.
+        ether_type = unsafe { (*vlan).ether_type };
+        offset += VlanHdr::LEN;
+    }
+    Ok(if ether_type == EtherType::Arp as u16 {
+        L3::Arp(offset)
+    } else if ether_type == EtherType::Ipv4 as u16 {
+        L3::Ipv4(offset)
+    } else {
+        L3::Other
+    })
+}
+
+/// The fields of an IPv4 packet that select its service and backend, in host order.
+pub struct Flow {
+    /// Destination address as on the wire, for map keys.
+    pub daddr_octets: [u8; 4],
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u8,
+}
+
+/// Why an IPv4 packet has no [`Flow`].
+pub enum Unroutable {
+    /// Not TCP or UDP: never balanced.
+    NotBalanced,
+    /// A fragment: the ports are not in this packet (or not all of them are).
+    Fragment { daddr: [u8; 4] },
+    /// The IPv4 header is fine but the TCP/UDP header is cut short.
+    Truncated { daddr: [u8; 4] },
+    /// The IPv4 header itself is cut short or inconsistent.
+    Malformed,
+}
+
+#[inline(always)]
+pub fn ipv4_flow(ctx: &XdpContext, offset: usize) -> Result<Flow, Unroutable> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, offset).ok_or(Unroutable::Malformed)?;
+    // SAFETY: ptr_at checked that the header lies within the frame; Ipv4Hdr has alignment 1.
+    let ip = unsafe { &*ip };
+    let header_len = usize::from(ip.vihl & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    let frame_len = ctx.data_end() - ctx.data();
+    // Ethernet padding may make the frame longer than the packet, never shorter.
+    if ip.vihl >> 4 != IPV4_VERSION
+        || header_len < IPV4_MIN_HEADER_LEN
+        || total_len < header_len
+        || offset + total_len > frame_len
+    {
+        return Err(Unroutable::Malformed);
+    }
+    let l4_len = match ip.proto {
+        IPPROTO_TCP => TcpHdr::LEN,
+        IPPROTO_UDP => UdpHdr::LEN,
+        _ => return Err(Unroutable::NotBalanced),
+    };
+    let daddr = ip.dst_addr;
+    if u16::from_be_bytes(ip.frags) & IPV4_MF_AND_OFFSET != 0 {
+        return Err(Unroutable::Fragment { daddr });
+    }
+    if header_len + l4_len > total_len {
+        return Err(Unroutable::Truncated { daddr });
+    }
+    // TCP and UDP both start with the source and destination ports.
+    let ports: *const [u8; 4] = ptr_at(ctx, offset + header_len).ok_or(Unroutable::Truncated { daddr })?;
+    // SAFETY: as above.
+    let ports = unsafe { *ports };
+    Ok(Flow {
+        daddr_octets: daddr,
+        saddr: u32::from_be_bytes(ip.src_addr),
+        daddr: u32::from_be_bytes(daddr),
+        sport: u16::from_be_bytes([ports[0], ports[1]]),
+        dport: u16::from_be_bytes([ports[2], ports[3]]),
+        protocol: ip.proto,
+    })
+}

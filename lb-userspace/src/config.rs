@@ -1,0 +1,379 @@
+//! The configuration file (`drlb.toml`): parsing and validation. Pure functions, host-tested.
+//!
+//! Validation happens in two steps, both before anything is loaded into the kernel:
+//! [`Config::validate`] checks the file on its own, [`Config::validate_for_interface`] checks
+//! it against the director's interface (its addresses and connected subnets).
+
+use std::{collections::HashSet, fmt, net::Ipv4Addr, path::Path};
+
+use anyhow::{Context as _, Result, bail};
+use lb_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES};
+use macaddr::MacAddr6;
+use serde::Deserialize;
+
+/// Largest backend weight (as in IPVS).
+pub const MAX_WEIGHT: u32 = 65_535;
+const DEFAULT_WEIGHT: u32 = 1;
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub director: DirectorConfig,
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorConfig {
+    /// Where the VIP traffic arrives.
+    pub interface: String,
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    #[default]
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    #[must_use]
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::Tcp => IPPROTO_TCP,
+            Self::Udp => IPPROTO_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub address: Ipv4Addr,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Overrides the MAC found in the kernel's neighbour table.
+    #[serde(default, deserialize_with = "mac_from_text")]
+    pub mac: Option<MacAddr6>,
+}
+
+/// MACs are written as text (`02:00:00:00:00:12`); macaddr's own serde form is a byte array.
+fn mac_from_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<MacAddr6>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(|e| serde::de::Error::custom(format!("invalid MAC address {text:?}: {e}")))
+}
+
+const fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
+}
+
+impl ServiceConfig {
+    /// How the service is named in messages and stats, e.g. `tcp 198.18.0.100:8080`.
+    #[must_use]
+    pub fn name(&self) -> String {
+        format!("{} {}:{}", self.protocol, self.vip, self.port)
+    }
+}
+
+/// What the director's interface looks like, as far as validation needs to know.
+#[derive(Clone, Debug)]
+pub struct InterfaceAddresses {
+    pub name: String,
+    /// (address, prefix length) of each IPv4 address on the interface.
+    pub ipv4: Vec<(Ipv4Addr, u8)>,
+}
+
+impl Config {
+    /// Parses and validates a config file's text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Self = toml::from_str(text).context("the config is not valid drlb TOML")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Checks what can be checked without looking at the host. Reports every problem at once.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if self.director.interface.trim().is_empty() {
+            problems.push("[director] interface is empty: name the interface VIP traffic arrives on".to_owned());
+        }
+        if self.services.len() > MAX_SERVICES as usize {
+            problems.push(format!("{} services configured; drlb supports at most {MAX_SERVICES}", self.services.len()));
+        }
+        let mut seen_services = HashSet::new();
+        for service in &self.services {
+            let name = service.name();
+            if !seen_services.insert((service.vip, service.port, service.protocol)) {
+                problems.push(format!("service {name} is configured twice"));
+            }
+            if service.port == 0 {
+                problems.push(format!("service {name}: port 0 is not a valid service port"));
+            }
+            if let Some(why) = unusable_unicast(service.vip) {
+                problems.push(format!("service {name}: the VIP {} {why}", service.vip));
+            }
+            if service.backends.len() > MAX_BACKENDS_PER_SERVICE as usize {
+                problems.push(format!(
+                    "service {name} has {} backends; at most {MAX_BACKENDS_PER_SERVICE} are supported",
+                    service.backends.len()
+                ));
+            }
+            let mut seen_backends = HashSet::new();
+            for backend in &service.backends {
+                let address = backend.address;
+                if !seen_backends.insert(address) {
+                    problems.push(format!("service {name}: backend {address} is listed twice"));
+                }
+                if let Some(why) = unusable_unicast(address) {
+                    problems.push(format!("service {name}: backend address {address} {why}"));
+                }
+                if address == service.vip {
+                    problems.push(format!("service {name}: backend {address} is the VIP itself"));
+                }
+                if backend.weight > MAX_WEIGHT {
+                    problems.push(format!(
+                        "service {name}: backend {address} has weight {}; the largest is {MAX_WEIGHT}",
+                        backend.weight
+                    ));
+                }
+                if let Some(mac) = backend.mac {
+                    if mac.is_nil() || mac.is_multicast() {
+                        problems.push(format!("service {name}: backend {address} has mac {mac}, which is not a unicast MAC"));
+                    }
+                }
+            }
+        }
+        report(problems)
+    }
+
+    /// Checks the config against the director's interface: every backend must be on one of its
+    /// connected subnets (DR forwards at L2), and no VIP may be one of its own addresses.
+    pub fn validate_for_interface(&self, interface: &InterfaceAddresses) -> Result<()> {
+        let mut problems = Vec::new();
+        let own = |a: Ipv4Addr| interface.ipv4.iter().any(|(addr, _)| *addr == a);
+        let subnets = interface
+            .ipv4
+            .iter()
+            .map(|(addr, len)| format!("{}/{len}", network(*addr, *len)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for service in &self.services {
+            let name = service.name();
+            if own(service.vip) {
+                problems.push(format!(
+                    "service {name}: the VIP is an address of {} itself; remove it there (drlb answers ARP for the VIP)",
+                    interface.name
+                ));
+            }
+            for backend in &service.backends {
+                let address = backend.address;
+                if own(address) {
+                    problems.push(format!("service {name}: backend {address} is an address of the director's {}", interface.name));
+                } else if !interface.ipv4.iter().any(|(addr, len)| contains(*addr, *len, address)) {
+                    problems.push(format!(
+                        "service {name}: backend {address} is not on a directly connected subnet of {} ({}); \
+                         direct routing needs every real server on the director's L2 network",
+                        interface.name,
+                        if subnets.is_empty() { "it has no IPv4 address" } else { &subnets }
+                    ));
+                }
+            }
+        }
+        report(problems)
+    }
+}
+
+fn report(problems: Vec<String>) -> Result<()> {
+    match problems.as_slice() {
+        [] => Ok(()),
+        [one] => bail!("{one}"),
+        many => bail!("{} problems in the config:\n  - {}", many.len(), many.join("\n  - ")),
+    }
+}
+
+/// Why an address cannot be a VIP or a backend, if it cannot.
+fn unusable_unicast(addr: Ipv4Addr) -> Option<&'static str> {
+    if addr.is_unspecified() {
+        Some("is unspecified (0.0.0.0)")
+    } else if addr.is_broadcast() {
+        Some("is the broadcast address")
+    } else if addr.is_multicast() {
+        Some("is a multicast address")
+    } else if addr.is_loopback() {
+        Some("is a loopback address")
+    } else {
+        None
+    }
+}
+
+fn mask(prefix_len: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0)
+}
+
+fn network(addr: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(addr) & mask(prefix_len))
+}
+
+fn contains(net_addr: Ipv4Addr, prefix_len: u8, addr: Ipv4Addr) -> bool {
+    (u32::from(net_addr) ^ u32::from(addr)) & mask(prefix_len) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [director]
+        interface = "eth0"
+
+        [[service]]
+        vip = "198.18.0.100"
+        port = 8080
+        protocol = "tcp"
+
+        [[service.backend]]
+        address = "198.18.0.11"
+
+        [[service.backend]]
+        address = "198.18.0.12"
+        weight = 3
+        mac = "02:00:00:00:00:12"
+
+        [[service]]
+        vip = "198.18.0.100"
+        port = 5353
+        protocol = "udp"
+    "#;
+
+    fn eth0() -> InterfaceAddresses {
+        InterfaceAddresses { name: "eth0".into(), ipv4: vec![("198.18.0.2".parse().unwrap(), 24)] }
+    }
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", Config::parse(text).expect_err("config should be refused"))
+    }
+
+    #[test]
+    fn parses_the_documented_shape_with_defaults() {
+        let config = Config::parse(GOOD).unwrap();
+        assert_eq!(config.director.interface, "eth0");
+        assert_eq!(config.director.xdp_mode, XdpMode::Native);
+        assert_eq!(config.services.len(), 2);
+        let web = &config.services[0];
+        assert_eq!((web.vip, web.port, web.protocol), ("198.18.0.100".parse().unwrap(), 8080, Protocol::Tcp));
+        assert_eq!(web.backends[0].weight, 1);
+        assert_eq!(web.backends[0].mac, None);
+        assert_eq!(web.backends[1].weight, 3);
+        assert_eq!(web.backends[1].mac, Some("02:00:00:00:00:12".parse().unwrap()));
+        assert!(config.services[1].backends.is_empty());
+        config.validate_for_interface(&eth0()).unwrap();
+    }
+
+    #[test]
+    fn generic_mode_on_request() {
+        let config = Config::parse(&GOOD.replace("interface = \"eth0\"", "interface = \"eth0\"\nxdp_mode = \"generic\"")).unwrap();
+        assert_eq!(config.director.xdp_mode, XdpMode::Generic);
+    }
+
+    #[test]
+    fn malformed_toml_is_refused_with_its_location() {
+        let err = error_of("[director\ninterface = \"eth0\"");
+        assert!(err.contains("not valid drlb TOML") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_values_are_refused() {
+        assert!(error_of(&GOOD.replace("port = 8080", "port = 8080\nprot = 1")).contains("unknown field `prot`"));
+        assert!(error_of(&GOOD.replace("\"tcp\"", "\"sctp\"")).contains("unknown variant `sctp`"));
+        assert!(error_of(&GOOD.replace("interface = \"eth0\"", "interface = \"eth0\"\nxdp_mode = \"fast\"")).contains("unknown variant `fast`"));
+    }
+
+    #[test]
+    fn invalid_addresses_and_ports_are_refused() {
+        assert!(error_of(&GOOD.replace("198.18.0.11", "198.18.0.300")).contains("invalid IPv4 address"));
+        assert!(error_of(&GOOD.replace("8080", "70000")).contains("invalid value"));
+        assert!(error_of(&GOOD.replace("8080", "0")).contains("port 0"));
+        assert!(error_of(&GOOD.replace("198.18.0.11", "224.0.0.1")).contains("multicast"));
+        assert!(error_of(&GOOD.replacen("vip = \"198.18.0.100\"", "vip = \"0.0.0.0\"", 1)).contains("unspecified"));
+        assert!(error_of(&GOOD.replace("02:00:00:00:00:12", "01:00:5e:00:00:01")).contains("not a unicast MAC"));
+        assert!(error_of(&GOOD.replace("02:00:00:00:00:12", "zz")).contains("mac"));
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let twice = GOOD.replace("port = 5353\n        protocol = \"udp\"", "port = 8080\n        protocol = \"tcp\"");
+        assert!(error_of(&twice).contains("service tcp 198.18.0.100:8080 is configured twice"));
+        let same_backend = GOOD.replace("198.18.0.12", "198.18.0.11");
+        assert!(error_of(&same_backend).contains("backend 198.18.0.11 is listed twice"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = error_of(&GOOD.replace("8080", "0").replace("weight = 3", "weight = 70000"));
+        assert!(err.contains("2 problems") && err.contains("port 0") && err.contains("weight 70000"), "{err}");
+    }
+
+    #[test]
+    fn backends_off_the_connected_subnets_are_refused() {
+        let config = Config::parse(&GOOD.replace("198.18.0.12", "198.19.0.12")).unwrap();
+        let err = format!("{:#}", config.validate_for_interface(&eth0()).unwrap_err());
+        assert!(err.contains("198.19.0.12 is not on a directly connected subnet of eth0 (198.18.0.0/24)"), "{err}");
+    }
+
+    #[test]
+    fn a_vip_or_backend_that_is_the_directors_own_address_is_refused() {
+        let config = Config::parse(&GOOD.replace("198.18.0.11", "198.18.0.2")).unwrap();
+        assert!(format!("{:#}", config.validate_for_interface(&eth0()).unwrap_err()).contains("address of the director"));
+        let mut iface = eth0();
+        iface.ipv4.push(("198.18.0.100".parse().unwrap(), 32));
+        let err = format!("{:#}", Config::parse(GOOD).unwrap().validate_for_interface(&iface).unwrap_err());
+        assert!(err.contains("the VIP is an address of eth0 itself"), "{err}");
+    }
+
+    #[test]
+    fn prefix_arithmetic() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert!(contains(a("198.18.0.2"), 24, a("198.18.0.255")));
+        assert!(!contains(a("198.18.0.2"), 24, a("198.18.1.1")));
+        assert!(contains(a("198.18.0.2"), 0, a("1.2.3.4")));
+        assert!(contains(a("198.18.0.2"), 32, a("198.18.0.2")));
+        assert!(!contains(a("198.18.0.2"), 32, a("198.18.0.3")));
+        assert_eq!(network(a("198.18.0.77"), 25), a("198.18.0.0"));
+    }
+}

@@ -1,0 +1,67 @@
+//! Loading the embedded XDP program into the kernel and attaching it to interfaces.
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
+use lb_common::PROGRAM_NAME;
+
+/// The XDP program, built by build.rs from the lb-ebpf crate.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drlb"));
+
+/// Loads the maps and the program into the kernel (verified, not yet attached).
+pub fn load() -> Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .context("could not create the BPF maps: drlb needs root (CAP_BPF and CAP_NET_ADMIN)")?;
+    program(&mut ebpf)?
+        .load()
+        .context("the kernel refused the XDP program (drlb needs root and a kernel with XDP support)")?;
+    Ok(ebpf)
+}
+
+/// The XDP program of a loaded object.
+pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .with_context(|| format!("the eBPF object has no program {PROGRAM_NAME}"))?
+        .try_into()
+        .context("the drlb program is not an XDP program")
+}
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (XDP_FLAGS_DRV_MODE): fast; the NIC driver must support XDP.
+    Native,
+    /// On the generic (skb) path: works on any interface, much slower.
+    Generic,
+}
+
+impl AttachMode {
+    fn xdp_mode(self) -> XdpMode {
+        match self {
+            Self::Native => XdpMode::Driver,
+            Self::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+/// Attaches the program to `ifindex`. The link lives as long as the returned id's program
+/// (dropping the `Ebpf` detaches it).
+pub fn attach(ebpf: &mut Ebpf, interface: &str, ifindex: u32, mode: AttachMode) -> Result<XdpLinkId> {
+    program(ebpf)?.attach_to_if_index(ifindex, mode.xdp_mode()).with_context(|| match mode {
+        AttachMode::Native => format!(
+            "attaching in native XDP mode to {interface} failed: its driver may lack XDP support, or another XDP \
+             program is attached (`ip link show {interface}`); try xdp_mode = \"generic\""
+        ),
+        AttachMode::Generic => format!(
+            "attaching in generic XDP mode to {interface} failed: is another XDP program attached (`ip link show {interface}`)?"
+        ),
+    })
+}
+
+/// Detaches the program from the interface of `link`.
+pub fn detach(ebpf: &mut Ebpf, link: XdpLinkId) -> Result<()> {
+    program(ebpf)?.detach(link).context("detaching the XDP program failed")
+}

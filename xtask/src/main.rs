@@ -1,0 +1,116 @@
+//! Project tasks: `cargo xtask setup | build | test | demo`.
+//!
+//! Every task that needs the toolchain runs `setup` first, so a fresh machine needs nothing but
+//! this repository, rustup and root.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "drlb project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the project needs (Debian packages, nightly rust-src, bpf-linker). Idempotent.
+    Setup,
+    /// Set up, then build the release `drlb` binary with the eBPF object embedded.
+    Build,
+    /// Set up, build, then run every test: host unit tests, BPF_PROG_TEST_RUN program tests and
+    /// netns end-to-end tests (needs root).
+    Test {
+        /// Extra arguments passed to the test binaries (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, then run a live demo on a throw-away netns testbed (needs root).
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::install(),
+        Task::Build => {
+            setup::install()?;
+            build_release()
+        }
+        Task::Test { args } => {
+            require_root("test")?;
+            setup::install()?;
+            build_release()?;
+            run_tests(&args)
+        }
+        Task::Demo => {
+            require_root("demo")?;
+            setup::install()?;
+            build_release()?;
+            run_demo()
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn drlb_binary() -> PathBuf {
+    workspace_root().join("target/release/drlb")
+}
+
+fn require_root(task: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "`cargo xtask {task}` loads XDP programs and creates network namespaces: run it as \
+             root (e.g. `sudo -E cargo xtask {task}`)"
+        );
+    }
+    Ok(())
+}
+
+/// Runs `cmd` in the workspace root and fails with the command line when it fails.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn build_release() -> Result<()> {
+    run(Command::new("cargo").args(["build", "--release", "--package", "lb-userspace"]))
+        .context("building drlb failed: if bpf-linker or rust-src is missing, run `cargo xtask setup`")
+}
+
+fn run_tests(args: &[String]) -> Result<()> {
+    // `--include-ignored` runs the privileged tests (program tests and netns end-to-end), which a
+    // plain `cargo test` as a non-root user lists as ignored rather than pretending they passed.
+    // One thread: the end-to-end tests share two CPUs and time their traffic.
+    run(Command::new("cargo")
+        .args(["test", "--release", "--workspace", "--exclude", "lb-ebpf", "--"])
+        .args(["--include-ignored", "--test-threads=1"])
+        .args(args)
+        .env("DRLB_BIN", drlb_binary()))
+}
+
+fn run_demo() -> Result<()> {
+    run(Command::new("cargo")
+        .args(["run", "--release", "--quiet", "--package", "tests", "--bin", "drlb-demo"])
+        .env("DRLB_BIN", drlb_binary()))
+}

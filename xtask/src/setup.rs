@@ -1,0 +1,135 @@
+//! `cargo xtask setup`: installs, idempotently, everything the build, tests and demo need.
+//! Each step first checks whether its work is already done and says what it did.
+
+use std::{fs, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::run;
+
+/// Debian packages used by the tests and the demo, with the command each provides, so a
+/// present tool is never reinstalled.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),             // netns, veth, bridges
+    ("tcpdump", "tcpdump"),         // asserting what crosses which interface
+    ("iputils-arping", "arping"),   // ARP probes of the VIP
+    ("iputils-ping", "ping"),       // ICMP to the director
+    ("curl", "curl"),               // the HTTP client of the end-to-end tests
+    ("ethtool", "ethtool"),         // interface statistics
+    ("procps", "sysctl"),           // real-server ARP sysctls
+];
+
+/// The toolchain the eBPF crate builds with (unpinned on purpose: a dated nightly may not be
+/// downloadable on a fresh machine).
+const EBPF_TOOLCHAIN: &str = "nightly";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn install() -> Result<()> {
+    apt_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    println!("setup: done");
+    Ok(())
+}
+
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(_, tool)| !on_path(tool))
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        println!("setup: Debian packages present");
+        return Ok(());
+    }
+    println!("setup: installing Debian packages {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))
+        .context("apt-get update failed: setup needs root and access to the Debian mirror")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .any(|dir| dir.join(tool).is_file())
+    })
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if toolchains.lines().any(|l| l.starts_with(EBPF_TOOLCHAIN)) {
+        // `component add` is a no-op when rust-src is already there.
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))
+    } else {
+        println!("setup: installing the {EBPF_TOOLCHAIN} toolchain with rust-src");
+        run(Command::new("rustup").args([
+            "toolchain", "install", EBPF_TOOLCHAIN, "--profile", "minimal", "--component", "rust-src",
+        ]))
+    }
+}
+
+/// bpf-linker links against the nightly toolchain's own libLLVM, so its LLVM always matches the
+/// rustc that produces the bitcode, and no system LLVM is needed.
+fn bpf_linker() -> Result<()> {
+    if let Ok(version) = output(Command::new("bpf-linker").arg("--version")) {
+        println!("setup: {} present", version.trim());
+        return Ok(());
+    }
+    let sysroot = PathBuf::from(
+        output(Command::new("rustc").args([&format!("+{EBPF_TOOLCHAIN}"), "--print", "sysroot"]))?
+            .trim(),
+    );
+    let lib_dir = sysroot.join("lib");
+    let llvm_lib = find_llvm_dylib(&lib_dir)?;
+    let llvm_major = llvm_major_version()?;
+    println!("setup: installing bpf-linker {BPF_LINKER_VERSION} against {llvm_lib} (LLVM {llvm_major})");
+    let lib_dir = lib_dir.display();
+    run(Command::new("cargo")
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+        .args(["--no-default-features", "--features", &format!("llvm-{llvm_major},no-llvm-linking")])
+        .env(
+            "RUSTFLAGS",
+            format!("-L {lib_dir} -l dylib={llvm_lib} -C link-arg=-Wl,-rpath,{lib_dir}"),
+        ))
+    .context("installing bpf-linker failed")
+}
+
+/// The name (for `-l dylib=`) of the toolchain's libLLVM, e.g. `LLVM-22-rust-1.97.0-nightly`.
+fn find_llvm_dylib(lib_dir: &std::path::Path) -> Result<String> {
+    let entries = fs::read_dir(lib_dir).with_context(|| format!("reading {}", lib_dir.display()))?;
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_prefix("lib").and_then(|n| n.strip_suffix(".so")) {
+            if stem.starts_with("LLVM-") {
+                return Ok(stem.to_owned());
+            }
+        }
+    }
+    bail!(
+        "no libLLVM-*.so in {}: reinstall the {EBPF_TOOLCHAIN} toolchain (`rustup toolchain install {EBPF_TOOLCHAIN}`)",
+        lib_dir.display()
+    )
+}
+
+fn llvm_major_version() -> Result<String> {
+    let verbose = output(Command::new("rustc").args([&format!("+{EBPF_TOOLCHAIN}"), "-vV"]))?;
+    verbose
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .map(str::to_owned)
+        .context("rustc -vV printed no LLVM version")
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("could not start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}

@@ -41,6 +41,8 @@ pub mod map_names {
 }
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "drlb";
+/// Name of the program that passes every frame (for veth peers that must receive XDP_TX'd frames).
+pub const PASS_PROGRAM_NAME: &str = "drlb_pass";
 
 /// An IP address as 16 bytes: IPv6 as is, IPv4 as an IPv4-mapped IPv6 address
 /// (`::ffff:a.b.c.d`), so one key type serves both families. Network byte order.

@@ -30,6 +30,13 @@ pub fn drlb(ctx: XdpContext) -> u32 {
     xdp_action_of(verdict)
 }
 
+/// Passes every frame. Attached to a veth that must receive frames another interface sends with
+/// XDP_TX or a redirect: veth only delivers those to a peer that runs XDP (has NAPI enabled).
+#[xdp]
+pub fn drlb_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn process(ctx: &XdpContext) -> Verdict {
     let l3 = match parse::ethernet(ctx) {

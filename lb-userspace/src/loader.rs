@@ -5,7 +5,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use lb_common::PROGRAM_NAME;
+use lb_common::{PASS_PROGRAM_NAME, PROGRAM_NAME};
 
 /// The XDP program, built by build.rs from the lb-ebpf crate.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drlb"));
@@ -23,10 +23,27 @@ pub fn load() -> Result<Ebpf> {
 
 /// The XDP program of a loaded object.
 pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    ebpf.program_mut(PROGRAM_NAME)
-        .with_context(|| format!("the eBPF object has no program {PROGRAM_NAME}"))?
+    xdp_program(ebpf, PROGRAM_NAME)
+}
+
+fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("the eBPF object has no program {name}"))?
         .try_into()
-        .context("the drlb program is not an XDP program")
+        .with_context(|| format!("{name} is not an XDP program"))
+}
+
+/// Attaches the pass-everything program (natively) to `ifindex` of the current network
+/// namespace: veth delivers frames sent with XDP_TX or a redirect only to a peer running XDP.
+/// The program stays attached while the returned object lives.
+pub fn attach_pass_program(ifindex: u32) -> Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).context("could not load the eBPF object (needs root)")?;
+    let program = xdp_program(&mut ebpf, PASS_PROGRAM_NAME)?;
+    program.load().context("the kernel refused the pass program")?;
+    program
+        .attach_to_if_index(ifindex, XdpMode::Driver)
+        .with_context(|| format!("attaching {PASS_PROGRAM_NAME} natively to ifindex {ifindex} failed"))?;
+    Ok(ebpf)
 }
 
 /// How the program is attached to an interface.

@@ -4,3 +4,9 @@
 pub mod config;
 pub mod dataplane;
 pub mod loader;
+pub mod garp;
+pub mod netlink;
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod stats;

@@ -1,0 +1,127 @@
+//! What drlb asks the kernel over rtnetlink: the director's interface (index, MAC, addresses)
+//! and the backends' MACs from the neighbour table.
+
+use std::{collections::HashMap, net::{IpAddr, Ipv4Addr}};
+
+use anyhow::{Context as _, Result, bail};
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    Handle,
+    packet_route::{
+        address::AddressAttribute,
+        link::LinkAttribute,
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState},
+    },
+};
+
+use crate::config::InterfaceAddresses;
+
+/// Neighbour entries by address: `Some(mac)` when usable, `None` when present without one.
+pub type NeighbourMacs = HashMap<Ipv4Addr, Option<[u8; 6]>>;
+
+/// The director's interface as drlb needs it.
+#[derive(Clone, Debug)]
+pub struct InterfaceInfo {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub ipv4: Vec<(Ipv4Addr, u8)>,
+}
+
+impl InterfaceInfo {
+    #[must_use]
+    pub fn addresses(&self) -> InterfaceAddresses {
+        InterfaceAddresses { name: self.name.clone(), ipv4: self.ipv4.clone() }
+    }
+}
+
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens a netlink connection, served by a task on the current tokio runtime.
+    pub fn connect() -> Result<Self> {
+        let (connection, handle, _) = rtnetlink::new_connection().context("could not open a netlink socket")?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    pub async fn interface(&self, name: &str) -> Result<InterfaceInfo> {
+        let link = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute()
+            .try_next()
+            .await
+            .ok()
+            .flatten()
+            .with_context(|| format!("interface {name} does not exist in this network namespace (see `ip link`)"))?;
+        let ifindex = link.header.index;
+        let mac = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
+                _ => None,
+            })
+            .with_context(|| format!("interface {name} has no Ethernet MAC address: drlb needs an Ethernet interface"))?;
+        let mut ipv4 = Vec::new();
+        let mut addresses = self.handle.address().get().set_link_index_filter(ifindex).execute();
+        while let Some(message) = addresses.try_next().await.with_context(|| format!("listing the addresses of {name} failed"))? {
+            for attribute in &message.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(addr)) = attribute {
+                    ipv4.push((*addr, message.header.prefix_len));
+                }
+            }
+        }
+        Ok(InterfaceInfo { name: name.to_owned(), ifindex, mac, ipv4 })
+    }
+
+    /// The IPv4 neighbour entries on `ifindex`: a MAC where the entry holds a usable one,
+    /// `None` where it is being resolved or failed to resolve.
+    pub async fn neighbour_macs(&self, ifindex: u32) -> Result<NeighbourMacs> {
+        let mut macs = HashMap::new();
+        let mut neighbours = self.handle.neighbours().get().execute();
+        while let Some(message) = neighbours.try_next().await.context("listing the neighbour table failed")? {
+            let usable = matches!(
+                message.header.state,
+                NeighbourState::Reachable
+                    | NeighbourState::Stale
+                    | NeighbourState::Delay
+                    | NeighbourState::Probe
+                    | NeighbourState::Permanent
+            );
+            if message.header.ifindex != ifindex {
+                continue;
+            }
+            let mut addr = None;
+            let mut mac = None;
+            for attribute in &message.attributes {
+                match attribute {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(*a),
+                    NeighbourAttribute::LinkLayerAddress(l) => mac = <[u8; 6]>::try_from(l.as_slice()).ok(),
+                    _ => {}
+                }
+            }
+            if let Some(addr) = addr {
+                macs.insert(addr, mac.filter(|_| usable));
+            }
+        }
+        Ok(macs)
+    }
+
+    /// Marks the neighbour entry of `addr` "managed": the kernel resolves it now if it has to
+    /// and keeps it resolved from then on, although the XDP path never confirms it. An entry
+    /// that already holds a MAC keeps it. (Linux 5.16 and later.)
+    pub async fn keep_resolved(&self, ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+        let mut request = self.handle.neighbours().add(ifindex, IpAddr::V4(addr)).state(NeighbourState::None).replace();
+        request.message_mut().attributes.push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+        match request.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => bail!("could not ask the kernel to resolve backend {addr} (managed neighbour entry): {e}"),
+        }
+    }
+}

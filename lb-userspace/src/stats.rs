@@ -1,0 +1,86 @@
+//! The counters report: built by the daemon from the maps, sent over the control socket,
+//! printed by `drlb stats` as a table or as JSON.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use serde::{Deserialize, Serialize};
+
+/// A MAC as drlb prints it everywhere: lower-case, colon-separated.
+#[must_use]
+pub fn format_mac(mac: [u8; 6]) -> String {
+    macaddr::MacAddr6::from(mac).to_string().to_lowercase()
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl From<lb_common::Counter> for Count {
+    fn from(c: lb_common::Counter) -> Self {
+        Self { packets: c.packets, bytes: c.bytes }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub interface: String,
+    pub xdp_mode: String,
+    pub services: Vec<ServiceStats>,
+    /// Frames per verdict of the XDP program (`tx`, `pass`, `arp_reply`, `drop_*`, ...).
+    pub verdicts: BTreeMap<String, Count>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    pub vip: String,
+    pub port: u16,
+    pub protocol: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub backends: Vec<BackendStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStats {
+    pub address: String,
+    pub weight: u32,
+    /// The MAC frames are sent to; `null` while it is unknown.
+    pub mac: Option<String>,
+    /// `active`, `no-mac` (left out: its MAC is unknown) or `drained` (weight 0).
+    pub state: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl StatsReport {
+    /// The human-readable table of `drlb stats`.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "director {} (XDP {})", self.interface, self.xdp_mode);
+        for s in &self.services {
+            let _ = writeln!(out, "\nservice {} {}:{}  {} packets  {} bytes", s.protocol, s.vip, s.port, s.packets, s.bytes);
+            let _ = writeln!(out, "  {:<18} {:>6} {:<19} {:<8} {:>12} {:>14}", "backend", "weight", "mac", "state", "packets", "bytes");
+            for b in &s.backends {
+                let _ = writeln!(
+                    out,
+                    "  {:<18} {:>6} {:<19} {:<8} {:>12} {:>14}",
+                    b.address,
+                    b.weight,
+                    b.mac.as_deref().unwrap_or("-"),
+                    b.state,
+                    b.packets,
+                    b.bytes
+                );
+            }
+        }
+        let _ = writeln!(out, "\nverdicts");
+        for verdict in lb_common::Verdict::ALL {
+            let c = self.verdicts.get(verdict.name()).copied().unwrap_or_default();
+            let _ = writeln!(out, "  {:<18} {:>12} packets {:>14} bytes", verdict.name(), c.packets, c.bytes);
+        }
+        out
+    }
+}

@@ -15,7 +15,10 @@ pub const FLOW_HASH_SEED: u32 = 0x6472_6c62; // "drlb"
 #[inline(always)]
 const fn mix(h: u32, k: u32) -> u32 {
     let k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(ROUND_ADD)
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(ROUND_ADD)
 }
 
 #[inline(always)]
@@ -49,7 +52,10 @@ mod tests {
     fn hash_is_fixed_across_builds_and_hosts() {
         // Changing this value changes which backend every flow goes to after an upgrade, and
         // makes directors of different versions disagree: only ever do it on purpose.
-        assert_eq!(flow_hash_v4(0xc612_0001, 0xc612_0064, 40000, 8080, 6), 0x0493_8282);
+        assert_eq!(
+            flow_hash_v4(0xc612_0001, 0xc612_0064, 40000, 8080, 6),
+            0x0493_8282
+        );
     }
 
     #[test]

@@ -145,8 +145,17 @@ const _: () = assert!(core::mem::align_of::<Backend>() == 4);
 const _: () = assert!(core::mem::size_of::<Vip>() == 4);
 const _: () = assert!(core::mem::size_of::<Interface>() == 8);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
-const _: () = assert!(backend_slot(MAX_SERVICES - 1, BACKEND_BANKS - 1, MAX_BACKENDS_PER_SERVICE - 1) == BACKEND_SLOTS - 1);
-const _: () = assert!(backend_counter_slot(MAX_SERVICES - 1, MAX_BACKENDS_PER_SERVICE - 1) == BACKEND_COUNTER_SLOTS - 1);
+const _: () = assert!(
+    backend_slot(
+        MAX_SERVICES - 1,
+        BACKEND_BANKS - 1,
+        MAX_BACKENDS_PER_SERVICE - 1
+    ) == BACKEND_SLOTS - 1
+);
+const _: () = assert!(
+    backend_counter_slot(MAX_SERVICES - 1, MAX_BACKENDS_PER_SERVICE - 1)
+        == BACKEND_COUNTER_SLOTS - 1
+);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -186,7 +195,12 @@ mod tests {
 
     #[test]
     fn service_key_bytes_follow_field_order() {
-        let key = ServiceKey { addr: ipv4_mapped([1, 2, 3, 4]), port_be: 8080u16.to_be(), protocol: IPPROTO_TCP, _pad: 0 };
+        let key = ServiceKey {
+            addr: ipv4_mapped([1, 2, 3, 4]),
+            port_be: 8080u16.to_be(),
+            protocol: IPPROTO_TCP,
+            _pad: 0,
+        };
         let bytes = bytemuck::bytes_of(&key);
         assert_eq!(&bytes[12..16], &[1, 2, 3, 4]);
         assert_eq!(&bytes[16..18], &8080u16.to_be_bytes());

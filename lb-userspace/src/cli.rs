@@ -14,7 +14,11 @@ use crate::{
 pub const DEFAULT_STATE_DIR: &str = "/run/drlb";
 
 #[derive(Parser)]
-#[command(name = "drlb", version, about = "An XDP direct-routing (LVS-DR) layer-4 load balancer")]
+#[command(
+    name = "drlb",
+    version,
+    about = "An XDP direct-routing (LVS-DR) layer-4 load balancer"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,20 +50,33 @@ pub fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Run { config, state_dir } => daemon::run(RunOptions { config, state_dir }).await,
-            Command::Stats { json, state_dir } => match control::call(&state_dir, &Request::Stats).await? {
-                Response::Stats(report) if json => Ok(println!("{}", serde_json::to_string_pretty(&report)?)),
-                Response::Stats(report) => Ok(print!("{}", report.render())),
-                Response::Error(e) => bail!("the daemon answered: {e}"),
-            },
+            Command::Run { config, state_dir } => {
+                daemon::run(RunOptions { config, state_dir }).await
+            }
+            Command::Stats { json, state_dir } => {
+                match control::call(&state_dir, &Request::Stats).await? {
+                    Response::Stats(report) => {
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&report)?);
+                        } else {
+                            print!("{}", report.render());
+                        }
+                        Ok(())
+                    }
+                    Response::Error(e) => bail!("the daemon answered: {e}"),
+                }
+            }
         }
     })
 }

@@ -88,9 +88,13 @@ pub struct BackendConfig {
 }
 
 /// MACs are written as text (`02:00:00:00:00:12`); macaddr's own serde form is a byte array.
-fn mac_from_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<MacAddr6>, D::Error> {
+fn mac_from_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<MacAddr6>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    text.parse().map(Some).map_err(|e| serde::de::Error::custom(format!("invalid MAC address {text:?}: {e}")))
+    text.parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid MAC address {text:?}: {e}")))
 }
 
 const fn default_weight() -> u32 {
@@ -131,10 +135,16 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
         if self.director.interface.trim().is_empty() {
-            problems.push("[director] interface is empty: name the interface VIP traffic arrives on".to_owned());
+            problems.push(
+                "[director] interface is empty: name the interface VIP traffic arrives on"
+                    .to_owned(),
+            );
         }
         if self.services.len() > MAX_SERVICES as usize {
-            problems.push(format!("{} services configured; drlb supports at most {MAX_SERVICES}", self.services.len()));
+            problems.push(format!(
+                "{} services configured; drlb supports at most {MAX_SERVICES}",
+                self.services.len()
+            ));
         }
         let mut seen_services = HashSet::new();
         for service in &self.services {
@@ -143,7 +153,9 @@ impl Config {
                 problems.push(format!("service {name} is configured twice"));
             }
             if service.port == 0 {
-                problems.push(format!("service {name}: port 0 is not a valid service port"));
+                problems.push(format!(
+                    "service {name}: port 0 is not a valid service port"
+                ));
             }
             if let Some(why) = unusable_unicast(service.vip) {
                 problems.push(format!("service {name}: the VIP {} {why}", service.vip));
@@ -164,7 +176,9 @@ impl Config {
                     problems.push(format!("service {name}: backend address {address} {why}"));
                 }
                 if address == service.vip {
-                    problems.push(format!("service {name}: backend {address} is the VIP itself"));
+                    problems.push(format!(
+                        "service {name}: backend {address} is the VIP itself"
+                    ));
                 }
                 if backend.weight > MAX_WEIGHT {
                     problems.push(format!(
@@ -172,10 +186,8 @@ impl Config {
                         backend.weight
                     ));
                 }
-                if let Some(mac) = backend.mac {
-                    if mac.is_nil() || mac.is_multicast() {
-                        problems.push(format!("service {name}: backend {address} has mac {mac}, which is not a unicast MAC"));
-                    }
+                if let Some(mac) = backend.mac.filter(|m| m.is_nil() || m.is_multicast()) {
+                    problems.push(format!("service {name}: backend {address} has mac {mac}, which is not a unicast MAC"));
                 }
             }
         }
@@ -204,8 +216,15 @@ impl Config {
             for backend in &service.backends {
                 let address = backend.address;
                 if own(address) {
-                    problems.push(format!("service {name}: backend {address} is an address of the director's {}", interface.name));
-                } else if !interface.ipv4.iter().any(|(addr, len)| contains(*addr, *len, address)) {
+                    problems.push(format!(
+                        "service {name}: backend {address} is an address of the director's {}",
+                        interface.name
+                    ));
+                } else if !interface
+                    .ipv4
+                    .iter()
+                    .any(|(addr, len)| contains(*addr, *len, address))
+                {
                     problems.push(format!(
                         "service {name}: backend {address} is not on a directly connected subnet of {} ({}); \
                          direct routing needs every real server on the director's L2 network",
@@ -223,7 +242,11 @@ fn report(problems: Vec<String>) -> Result<()> {
     match problems.as_slice() {
         [] => Ok(()),
         [one] => bail!("{one}"),
-        many => bail!("{} problems in the config:\n  - {}", many.len(), many.join("\n  - ")),
+        many => bail!(
+            "{} problems in the config:\n  - {}",
+            many.len(),
+            many.join("\n  - ")
+        ),
     }
 }
 
@@ -243,7 +266,9 @@ fn unusable_unicast(addr: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn mask(prefix_len: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0)
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix_len.min(32)))
+        .unwrap_or(0)
 }
 
 fn network(addr: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
@@ -282,11 +307,17 @@ mod tests {
     "#;
 
     fn eth0() -> InterfaceAddresses {
-        InterfaceAddresses { name: "eth0".into(), ipv4: vec![("198.18.0.2".parse().unwrap(), 24)] }
+        InterfaceAddresses {
+            name: "eth0".into(),
+            ipv4: vec![("198.18.0.2".parse().unwrap(), 24)],
+        }
     }
 
     fn error_of(text: &str) -> String {
-        format!("{:#}", Config::parse(text).expect_err("config should be refused"))
+        format!(
+            "{:#}",
+            Config::parse(text).expect_err("config should be refused")
+        )
     }
 
     #[test]
@@ -296,48 +327,81 @@ mod tests {
         assert_eq!(config.director.xdp_mode, XdpMode::Native);
         assert_eq!(config.services.len(), 2);
         let web = &config.services[0];
-        assert_eq!((web.vip, web.port, web.protocol), ("198.18.0.100".parse().unwrap(), 8080, Protocol::Tcp));
+        assert_eq!(
+            (web.vip, web.port, web.protocol),
+            ("198.18.0.100".parse().unwrap(), 8080, Protocol::Tcp)
+        );
         assert_eq!(web.backends[0].weight, 1);
         assert_eq!(web.backends[0].mac, None);
         assert_eq!(web.backends[1].weight, 3);
-        assert_eq!(web.backends[1].mac, Some("02:00:00:00:00:12".parse().unwrap()));
+        assert_eq!(
+            web.backends[1].mac,
+            Some("02:00:00:00:00:12".parse().unwrap())
+        );
         assert!(config.services[1].backends.is_empty());
         config.validate_for_interface(&eth0()).unwrap();
     }
 
     #[test]
     fn generic_mode_on_request() {
-        let config = Config::parse(&GOOD.replace("interface = \"eth0\"", "interface = \"eth0\"\nxdp_mode = \"generic\"")).unwrap();
+        let config = Config::parse(&GOOD.replace(
+            "interface = \"eth0\"",
+            "interface = \"eth0\"\nxdp_mode = \"generic\"",
+        ))
+        .unwrap();
         assert_eq!(config.director.xdp_mode, XdpMode::Generic);
     }
 
     #[test]
     fn malformed_toml_is_refused_with_its_location() {
         let err = error_of("[director\ninterface = \"eth0\"");
-        assert!(err.contains("not valid drlb TOML") && err.contains("line 1"), "{err}");
+        assert!(
+            err.contains("not valid drlb TOML") && err.contains("line 1"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_keys_and_values_are_refused() {
-        assert!(error_of(&GOOD.replace("port = 8080", "port = 8080\nprot = 1")).contains("unknown field `prot`"));
+        assert!(
+            error_of(&GOOD.replace("port = 8080", "port = 8080\nprot = 1"))
+                .contains("unknown field `prot`")
+        );
         assert!(error_of(&GOOD.replace("\"tcp\"", "\"sctp\"")).contains("unknown variant `sctp`"));
-        assert!(error_of(&GOOD.replace("interface = \"eth0\"", "interface = \"eth0\"\nxdp_mode = \"fast\"")).contains("unknown variant `fast`"));
+        assert!(
+            error_of(&GOOD.replace(
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nxdp_mode = \"fast\""
+            ))
+            .contains("unknown variant `fast`")
+        );
     }
 
     #[test]
     fn invalid_addresses_and_ports_are_refused() {
-        assert!(error_of(&GOOD.replace("198.18.0.11", "198.18.0.300")).contains("invalid IPv4 address"));
+        assert!(
+            error_of(&GOOD.replace("198.18.0.11", "198.18.0.300")).contains("invalid IPv4 address")
+        );
         assert!(error_of(&GOOD.replace("8080", "70000")).contains("invalid value"));
         assert!(error_of(&GOOD.replace("8080", "0")).contains("port 0"));
         assert!(error_of(&GOOD.replace("198.18.0.11", "224.0.0.1")).contains("multicast"));
-        assert!(error_of(&GOOD.replacen("vip = \"198.18.0.100\"", "vip = \"0.0.0.0\"", 1)).contains("unspecified"));
-        assert!(error_of(&GOOD.replace("02:00:00:00:00:12", "01:00:5e:00:00:01")).contains("not a unicast MAC"));
+        assert!(
+            error_of(&GOOD.replacen("vip = \"198.18.0.100\"", "vip = \"0.0.0.0\"", 1))
+                .contains("unspecified")
+        );
+        assert!(
+            error_of(&GOOD.replace("02:00:00:00:00:12", "01:00:5e:00:00:01"))
+                .contains("not a unicast MAC")
+        );
         assert!(error_of(&GOOD.replace("02:00:00:00:00:12", "zz")).contains("mac"));
     }
 
     #[test]
     fn duplicates_are_refused() {
-        let twice = GOOD.replace("port = 5353\n        protocol = \"udp\"", "port = 8080\n        protocol = \"tcp\"");
+        let twice = GOOD.replace(
+            "port = 5353\n        protocol = \"udp\"",
+            "port = 8080\n        protocol = \"tcp\"",
+        );
         assert!(error_of(&twice).contains("service tcp 198.18.0.100:8080 is configured twice"));
         let same_backend = GOOD.replace("198.18.0.12", "198.18.0.11");
         assert!(error_of(&same_backend).contains("backend 198.18.0.11 is listed twice"));
@@ -345,25 +409,49 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let err = error_of(&GOOD.replace("8080", "0").replace("weight = 3", "weight = 70000"));
-        assert!(err.contains("2 problems") && err.contains("port 0") && err.contains("weight 70000"), "{err}");
+        let err = error_of(
+            &GOOD
+                .replace("8080", "0")
+                .replace("weight = 3", "weight = 70000"),
+        );
+        assert!(
+            err.contains("2 problems") && err.contains("port 0") && err.contains("weight 70000"),
+            "{err}"
+        );
     }
 
     #[test]
     fn backends_off_the_connected_subnets_are_refused() {
         let config = Config::parse(&GOOD.replace("198.18.0.12", "198.19.0.12")).unwrap();
         let err = format!("{:#}", config.validate_for_interface(&eth0()).unwrap_err());
-        assert!(err.contains("198.19.0.12 is not on a directly connected subnet of eth0 (198.18.0.0/24)"), "{err}");
+        assert!(
+            err.contains(
+                "198.19.0.12 is not on a directly connected subnet of eth0 (198.18.0.0/24)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_vip_or_backend_that_is_the_directors_own_address_is_refused() {
         let config = Config::parse(&GOOD.replace("198.18.0.11", "198.18.0.2")).unwrap();
-        assert!(format!("{:#}", config.validate_for_interface(&eth0()).unwrap_err()).contains("address of the director"));
+        assert!(
+            format!("{:#}", config.validate_for_interface(&eth0()).unwrap_err())
+                .contains("address of the director")
+        );
         let mut iface = eth0();
         iface.ipv4.push(("198.18.0.100".parse().unwrap(), 32));
-        let err = format!("{:#}", Config::parse(GOOD).unwrap().validate_for_interface(&iface).unwrap_err());
-        assert!(err.contains("the VIP is an address of eth0 itself"), "{err}");
+        let err = format!(
+            "{:#}",
+            Config::parse(GOOD)
+                .unwrap()
+                .validate_for_interface(&iface)
+                .unwrap_err()
+        );
+        assert!(
+            err.contains("the VIP is an address of eth0 itself"),
+            "{err}"
+        );
     }
 
     #[test]

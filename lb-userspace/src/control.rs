@@ -50,7 +50,8 @@ pub struct Bound {
 }
 
 pub async fn bind(state_dir: &Path) -> Result<Bound> {
-    fs::create_dir_all(state_dir).with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
     let path = socket_path(state_dir);
     if path.exists() {
         if UnixStream::connect(&path).await.is_ok() {
@@ -59,18 +60,25 @@ pub async fn bind(state_dir: &Path) -> Result<Bound> {
                 state_dir.display()
             );
         }
-        fs::remove_file(&path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        fs::remove_file(&path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
     }
     let temporary = state_dir.join(format!(".{SOCKET_NAME}.{}", std::process::id()));
     let _ = fs::remove_file(&temporary);
-    let listener = UnixListener::bind(&temporary).with_context(|| format!("cannot bind the control socket {}", temporary.display()))?;
+    let listener = UnixListener::bind(&temporary)
+        .with_context(|| format!("cannot bind the control socket {}", temporary.display()))?;
     fs::set_permissions(&temporary, fs::Permissions::from_mode(SOCKET_MODE))?;
-    Ok(Bound { listener, temporary, path })
+    Ok(Bound {
+        listener,
+        temporary,
+        path,
+    })
 }
 
 impl Bound {
     pub fn publish(&self) -> Result<()> {
-        fs::rename(&self.temporary, &self.path).with_context(|| format!("cannot create the control socket {}", self.path.display()))
+        fs::rename(&self.temporary, &self.path)
+            .with_context(|| format!("cannot create the control socket {}", self.path.display()))
     }
 }
 
@@ -101,14 +109,20 @@ pub async fn write_response(stream: &mut UnixStream, response: &Response) -> Res
 pub async fn call(state_dir: &Path, request: &Request) -> Result<Response> {
     let path = socket_path(state_dir);
     let mut stream = UnixStream::connect(&path).await.with_context(|| {
-        format!("no drlb daemon answers on {} (is `drlb run` running with this --state-dir?)", path.display())
+        format!(
+            "no drlb daemon answers on {} (is `drlb run` running with this --state-dir?)",
+            path.display()
+        )
     })?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
     stream.write_all(line.as_bytes()).await?;
     let mut reply = String::new();
-    tokio::time::timeout(REQUEST_TIMEOUT * 2, BufReader::new(&mut stream).read_line(&mut reply))
-        .await
-        .context("the daemon did not answer in time")??;
+    tokio::time::timeout(
+        REQUEST_TIMEOUT * 2,
+        BufReader::new(&mut stream).read_line(&mut reply),
+    )
+    .await
+    .context("the daemon did not answer in time")??;
     serde_json::from_str(&reply).context("the daemon's answer is not valid JSON")
 }

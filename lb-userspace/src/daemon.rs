@@ -23,7 +23,7 @@ use crate::{
     dataplane::Dataplane,
     garp::{self, FrameSender},
     loader::{self, AttachMode},
-    netlink::{InterfaceInfo, Netlink, NeighbourMacs},
+    netlink::{InterfaceInfo, NeighbourMacs, Netlink},
     stats::{BackendStats, Count, ServiceStats, StatsReport, format_mac},
 };
 
@@ -47,13 +47,17 @@ pub async fn run(options: RunOptions) -> Result<()> {
     require_root()?;
     let netlink = Netlink::connect()?;
     let interface = netlink.interface(&config.director.interface).await?;
-    config.validate_for_interface(&interface.addresses()).with_context(|| format!("in {}", options.config.display()))?;
+    config
+        .validate_for_interface(&interface.addresses())
+        .with_context(|| format!("in {}", options.config.display()))?;
     let control = control::bind(&options.state_dir).await?;
 
     let mut ebpf = loader::load()?;
     start_ebpf_logger(&mut ebpf);
     let mut director = Director::new(&config, interface.clone(), Dataplane::take_from(&mut ebpf)?);
-    director.dataplane.set_interface(interface.ifindex, interface.mac)?;
+    director
+        .dataplane
+        .set_interface(interface.ifindex, interface.mac)?;
     let macs = resolve_backends(&netlink, &director).await?;
     director.apply_neighbours(&macs)?;
     director.publish_vips()?;
@@ -77,7 +81,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
 fn require_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("drlb run needs root (it loads an XDP program and writes BPF maps): run it with sudo");
+        bail!(
+            "drlb run needs root (it loads an XDP program and writes BPF maps): run it with sudo"
+        );
     }
     Ok(())
 }
@@ -90,7 +96,9 @@ fn start_ebpf_logger(ebpf: &mut aya::Ebpf) {
     };
     // SAFETY: the logger owns its ring-buffer fd, which stays open and the same for as long as
     // the AsyncFd owns the logger.
-    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
     let mut logger = match registered {
         Ok(logger) => logger,
         Err(e) => return warn!("the XDP program's log cannot be polled: {e}"),
@@ -147,8 +155,14 @@ async fn serve(netlink: &Netlink, director: &mut Director, control: &control::Bo
     let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
     loop {
         tokio::select! {
-            _ = sigterm.recv() => return Ok(info!("SIGTERM: stopping")),
-            _ = sigint.recv() => return Ok(info!("SIGINT: stopping")),
+            _ = sigterm.recv() => {
+                info!("SIGTERM: stopping");
+                return Ok(());
+            }
+            _ = sigint.recv() => {
+                info!("SIGINT: stopping");
+                return Ok(());
+            }
             _ = sighup.recv() => warn!("SIGHUP: reloading the config is not supported yet; nothing changed"),
             accepted = control.listener.accept() => match accepted {
                 Ok((mut stream, _)) => {
@@ -176,7 +190,10 @@ async fn refresh_neighbours(netlink: &Netlink, director: &mut Director) -> Resul
     let macs = netlink.neighbour_macs(ifindex).await?;
     // Entries someone deleted (e.g. `ip neigh flush`) are recreated; failed ones the kernel
     // keeps retrying by itself, as they are managed.
-    let missing: Vec<Ipv4Addr> = director.backends_needing_neighbours().filter(|a| !macs.contains_key(a)).collect();
+    let missing: Vec<Ipv4Addr> = director
+        .backends_needing_neighbours()
+        .filter(|a| !macs.contains_key(a))
+        .collect();
     for addr in missing {
         netlink.keep_resolved(ifindex, addr).await?;
     }
@@ -244,7 +261,12 @@ impl Director {
                     .collect(),
             })
             .collect();
-        Self { interface, xdp_mode: config.director.xdp_mode, services, dataplane }
+        Self {
+            interface,
+            xdp_mode: config.director.xdp_mode,
+            services,
+            dataplane,
+        }
     }
 
     fn mode_name(&self) -> &'static str {
@@ -262,12 +284,21 @@ impl Director {
     }
 
     fn backends_needing_neighbours(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.services.iter().flat_map(|s| &s.backends).filter(|b| b.configured_mac.is_none()).map(|b| b.address)
+        self.services
+            .iter()
+            .flat_map(|s| &s.backends)
+            .filter(|b| b.configured_mac.is_none())
+            .map(|b| b.address)
     }
 
     fn publish_vips(&mut self) -> Result<()> {
         for vip in self.vips() {
-            self.dataplane.set_vip(ipv4_mapped(vip.octets()), Vip { flags: VIP_FLAG_ACTIVE })?;
+            self.dataplane.set_vip(
+                ipv4_mapped(vip.octets()),
+                Vip {
+                    flags: VIP_FLAG_ACTIVE,
+                },
+            )?;
         }
         Ok(())
     }
@@ -289,7 +320,9 @@ impl Director {
             if first || before != after {
                 self.dataplane
                     .publish_service(&service.key, service.id, &after)
-                    .with_context(|| format!("publishing service {} failed", service.config.name()))?;
+                    .with_context(|| {
+                        format!("publishing service {} failed", service.config.name())
+                    })?;
                 info!(service = %service.config.name(), backends = after.len(), "service published");
             }
         }
@@ -323,9 +356,17 @@ impl Director {
         }
         let mut verdicts = std::collections::BTreeMap::new();
         for verdict in Verdict::ALL {
-            verdicts.insert(verdict.name().to_owned(), Count::from(self.dataplane.verdict_counter(verdict)?));
+            verdicts.insert(
+                verdict.name().to_owned(),
+                Count::from(self.dataplane.verdict_counter(verdict)?),
+            );
         }
-        Ok(StatsReport { interface: self.interface.name.clone(), xdp_mode: self.mode_name().to_owned(), services, verdicts })
+        Ok(StatsReport {
+            interface: self.interface.name.clone(),
+            xdp_mode: self.mode_name().to_owned(),
+            services,
+            verdicts,
+        })
     }
 }
 
@@ -345,7 +386,12 @@ fn live_backends(service: &ServiceState, interface: &InterfaceInfo) -> Vec<Backe
         .iter()
         .filter(|b| b.weight > 0)
         .filter_map(|b| {
-            Some(Backend { dst_mac: b.mac()?, src_mac: interface.mac, ifindex: interface.ifindex, counter: b.counter })
+            Some(Backend {
+                dst_mac: b.mac()?,
+                src_mac: interface.mac,
+                ifindex: interface.ifindex,
+                counter: b.counter,
+            })
         })
         .collect()
 }
@@ -354,9 +400,15 @@ fn log_mac(service: &ServiceConfig, backend: &BackendState, old: Option<[u8; 6]>
     let service = service.name();
     let address = backend.address;
     match backend.mac() {
-        Some(mac) => info!(%service, backend = %address, mac = %format_mac(mac), "backend MAC known"),
-        None if old.is_some() => warn!(%service, backend = %address, "backend MAC lost (no ARP answer): left out until it resolves"),
-        None => warn!(%service, backend = %address, "backend MAC unknown (no ARP answer yet): left out until it resolves"),
+        Some(mac) => {
+            info!(%service, backend = %address, mac = %format_mac(mac), "backend MAC known")
+        }
+        None if old.is_some() => {
+            warn!(%service, backend = %address, "backend MAC lost (no ARP answer): left out until it resolves")
+        }
+        None => {
+            warn!(%service, backend = %address, "backend MAC unknown (no ARP answer yet): left out until it resolves")
+        }
     }
 }
 
@@ -365,7 +417,12 @@ mod tests {
     use super::*;
 
     fn interface() -> InterfaceInfo {
-        InterfaceInfo { name: "eth0".into(), ifindex: 7, mac: [2, 0, 0, 0, 0, 2], ipv4: vec![] }
+        InterfaceInfo {
+            name: "eth0".into(),
+            ifindex: 7,
+            mac: [2, 0, 0, 0, 0, 2],
+            ipv4: vec![],
+        }
     }
 
     fn service(backends: Vec<BackendState>) -> ServiceState {
@@ -373,10 +430,21 @@ mod tests {
             .unwrap()
             .services
             .remove(0);
-        ServiceState { id: 3, key: service_key(&config), config, backends }
+        ServiceState {
+            id: 3,
+            key: service_key(&config),
+            config,
+            backends,
+        }
     }
 
-    fn backend(last: u8, weight: u32, configured: Option<u8>, neighbour: Option<u8>, counter: u32) -> BackendState {
+    fn backend(
+        last: u8,
+        weight: u32,
+        configured: Option<u8>,
+        neighbour: Option<u8>,
+        counter: u32,
+    ) -> BackendState {
         BackendState {
             address: Ipv4Addr::new(198, 18, 0, last),
             weight,
@@ -398,9 +466,19 @@ mod tests {
         assert_eq!(
             live,
             vec![
-                Backend { dst_mac: [2, 0, 0, 0, 2, 11], src_mac: [2, 0, 0, 0, 0, 2], ifindex: 7, counter: 0 },
+                Backend {
+                    dst_mac: [2, 0, 0, 0, 2, 11],
+                    src_mac: [2, 0, 0, 0, 0, 2],
+                    ifindex: 7,
+                    counter: 0
+                },
                 // A configured MAC wins over the neighbour table's.
-                Backend { dst_mac: [2, 0, 0, 0, 1, 14], src_mac: [2, 0, 0, 0, 0, 2], ifindex: 7, counter: 3 },
+                Backend {
+                    dst_mac: [2, 0, 0, 0, 1, 14],
+                    src_mac: [2, 0, 0, 0, 0, 2],
+                    ifindex: 7,
+                    counter: 3
+                },
             ]
         );
     }

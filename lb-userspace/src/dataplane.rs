@@ -6,8 +6,8 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
 };
 use lb_common::{
-    Addr, BACKEND_BANKS, Backend, Counter, Interface, MAX_BACKENDS_PER_SERVICE, Service, ServiceKey, Verdict, Vip,
-    backend_counter_slot, backend_slot, map_names,
+    Addr, BACKEND_BANKS, Backend, Counter, Interface, MAX_BACKENDS_PER_SERVICE, Service,
+    ServiceKey, Verdict, Vip, backend_counter_slot, backend_slot, map_names,
 };
 
 pub struct Dataplane {
@@ -21,7 +21,9 @@ pub struct Dataplane {
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
-    let map = ebpf.take_map(name).with_context(|| format!("the eBPF object has no map {name}"))?;
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("the eBPF object has no map {name}"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
@@ -41,11 +43,15 @@ impl Dataplane {
 
     /// Registers an interface the program is attached to (its MAC answers ARP).
     pub fn set_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
-        self.interfaces.insert(ifindex, Interface { mac, _pad: [0; 2] }, 0).context("writing INTERFACES failed")
+        self.interfaces
+            .insert(ifindex, Interface { mac, _pad: [0; 2] }, 0)
+            .context("writing INTERFACES failed")
     }
 
     pub fn set_vip(&mut self, addr: Addr, vip: Vip) -> Result<()> {
-        self.vips.insert(addr, vip, 0).context("writing VIPS failed")
+        self.vips
+            .insert(addr, vip, 0)
+            .context("writing VIPS failed")
     }
 
     pub fn remove_vip(&mut self, addr: &Addr) -> Result<()> {
@@ -54,7 +60,12 @@ impl Dataplane {
 
     /// Publishes the backend list of a service: writes it into the bank the program is not
     /// reading, then flips the service's bank with one (atomic) hash-map update.
-    pub fn publish_service(&mut self, key: &ServiceKey, id: u32, backends: &[Backend]) -> Result<()> {
+    pub fn publish_service(
+        &mut self,
+        key: &ServiceKey,
+        id: u32,
+        backends: &[Backend],
+    ) -> Result<()> {
         anyhow::ensure!(
             backends.len() <= MAX_BACKENDS_PER_SERVICE as usize,
             "a service has at most {MAX_BACKENDS_PER_SERVICE} backends"
@@ -65,14 +76,24 @@ impl Dataplane {
             Err(e) => return Err(e).context("reading SERVICES failed"),
         };
         for (position, backend) in (0..).zip(backends) {
-            self.backends.set(backend_slot(id, bank, position), backend, 0).context("writing BACKENDS failed")?;
+            self.backends
+                .set(backend_slot(id, bank, position), backend, 0)
+                .context("writing BACKENDS failed")?;
         }
-        let service = Service { id, bank, backend_count: backends.len() as u32 };
-        self.services.insert(key, service, 0).context("writing SERVICES failed")
+        let service = Service {
+            id,
+            bank,
+            backend_count: backends.len() as u32,
+        };
+        self.services
+            .insert(key, service, 0)
+            .context("writing SERVICES failed")
     }
 
     pub fn remove_service(&mut self, key: &ServiceKey) -> Result<()> {
-        self.services.remove(key).context("removing from SERVICES failed")
+        self.services
+            .remove(key)
+            .context("removing from SERVICES failed")
     }
 
     /// The live service entry, as the program sees it.
@@ -93,15 +114,23 @@ impl Dataplane {
     }
 
     pub fn backend_counter(&self, service_id: u32, counter: u32) -> Result<Counter> {
-        sum(&self.backend_counters, backend_counter_slot(service_id, counter))
+        sum(
+            &self.backend_counters,
+            backend_counter_slot(service_id, counter),
+        )
     }
 
     /// Zeroes a backend counter, so a new backend in a reused slot starts from zero.
     pub fn reset_backend_counter(&mut self, service_id: u32, counter: u32) -> Result<()> {
         let index = backend_counter_slot(service_id, counter);
-        let zeros = self.backend_counters.get(&index, 0).context("reading BACKEND_COUNTERS failed")?;
+        let zeros = self
+            .backend_counters
+            .get(&index, 0)
+            .context("reading BACKEND_COUNTERS failed")?;
         let zeros = aya::maps::PerCpuValues::try_from(vec![Counter::default(); zeros.len()])?;
-        self.backend_counters.set(index, zeros, 0).context("writing BACKEND_COUNTERS failed")
+        self.backend_counters
+            .set(index, zeros, 0)
+            .context("writing BACKEND_COUNTERS failed")
     }
 }
 

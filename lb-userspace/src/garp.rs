@@ -1,7 +1,11 @@
 //! Gratuitous ARP: tells the link that a VIP is at the director's MAC, so clients and the
 //! gateway update their caches at once instead of when their entries expire.
 
-use std::{io, mem, net::Ipv4Addr, os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd}};
+use std::{
+    io, mem,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
 
 use anyhow::{Context as _, Result};
 use etherparse::{ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header};
@@ -13,7 +17,11 @@ const UNKNOWN_MAC: [u8; 6] = [0; 6];
 /// form Linux and keepalived send, which every stack accepts as an update).
 #[must_use]
 pub fn announcement(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
-    let ethernet = Ethernet2Header { source: mac, destination: BROADCAST_MAC, ether_type: EtherType::ARP };
+    let ethernet = Ethernet2Header {
+        source: mac,
+        destination: BROADCAST_MAC,
+        ether_type: EtherType::ARP,
+    };
     let arp = ArpEthIpv4Packet {
         operation: ArpOperation::REQUEST,
         sender_mac: mac,
@@ -36,12 +44,22 @@ impl FrameSender {
     pub fn open(ifindex: u32) -> Result<Self> {
         let protocol = (libc::ETH_P_ARP as u16).to_be();
         // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(protocol)) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(protocol),
+            )
+        };
         if fd < 0 {
-            return Err(io::Error::last_os_error()).context("could not open a packet socket to send gratuitous ARP (needs root)");
+            return Err(io::Error::last_os_error())
+                .context("could not open a packet socket to send gratuitous ARP (needs root)");
         }
         // SAFETY: fd is a freshly created, owned descriptor.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) }, ifindex })
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            ifindex,
+        })
     }
 
     pub fn send(&self, frame: &[u8]) -> Result<()> {
@@ -63,7 +81,8 @@ impl FrameSender {
             )
         };
         if sent < 0 {
-            return Err(io::Error::last_os_error()).context("sending a gratuitous ARP frame failed");
+            return Err(io::Error::last_os_error())
+                .context("sending a gratuitous ARP frame failed");
         }
         Ok(())
     }
@@ -81,12 +100,19 @@ mod tests {
         let vip: Ipv4Addr = "198.18.0.100".parse().unwrap();
         let frame = announcement(mac, vip);
         let packet = SlicedPacket::from_ethernet(&frame).unwrap();
-        let Some(LinkSlice::Ethernet2(eth)) = packet.link else { panic!("not Ethernet II") };
+        let Some(LinkSlice::Ethernet2(eth)) = packet.link else {
+            panic!("not Ethernet II")
+        };
         assert_eq!(eth.destination(), BROADCAST_MAC);
         assert_eq!(eth.source(), mac);
-        let Some(NetSlice::Arp(arp)) = packet.net else { panic!("not ARP") };
+        let Some(NetSlice::Arp(arp)) = packet.net else {
+            panic!("not ARP")
+        };
         let arp = arp.to_packet().try_eth_ipv4().unwrap();
         assert_eq!(arp.operation, ArpOperation::REQUEST);
-        assert_eq!((arp.sender_mac, arp.sender_ipv4, arp.target_ipv4), (mac, vip.octets(), vip.octets()));
+        assert_eq!(
+            (arp.sender_mac, arp.sender_ipv4, arp.target_ipv4),
+            (mac, vip.octets(), vip.octets())
+        );
     }
 }

@@ -1,12 +1,12 @@
 //! drlb's control plane: configuration, loading the XDP program, writing its maps, the daemon
 //! and the CLI. The `drlb` binary (main.rs) is a thin wrapper around [`cli::main`].
 
-pub mod config;
-pub mod dataplane;
-pub mod loader;
-pub mod garp;
-pub mod netlink;
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dataplane;
+pub mod garp;
+pub mod loader;
+pub mod netlink;
 pub mod stats;

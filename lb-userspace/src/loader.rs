@@ -15,9 +15,9 @@ pub fn load() -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)
         .context("could not create the BPF maps: drlb needs root (CAP_BPF and CAP_NET_ADMIN)")?;
-    program(&mut ebpf)?
-        .load()
-        .context("the kernel refused the XDP program (drlb needs root and a kernel with XDP support)")?;
+    program(&mut ebpf)?.load().context(
+        "the kernel refused the XDP program (drlb needs root and a kernel with XDP support)",
+    )?;
     Ok(ebpf)
 }
 
@@ -37,12 +37,18 @@ fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
 /// namespace: veth delivers frames sent with XDP_TX or a redirect only to a peer running XDP.
 /// The program stays attached while the returned object lives.
 pub fn attach_pass_program(ifindex: u32) -> Result<Ebpf> {
-    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).context("could not load the eBPF object (needs root)")?;
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .context("could not load the eBPF object (needs root)")?;
     let program = xdp_program(&mut ebpf, PASS_PROGRAM_NAME)?;
-    program.load().context("the kernel refused the pass program")?;
+    program
+        .load()
+        .context("the kernel refused the pass program")?;
     program
         .attach_to_if_index(ifindex, XdpMode::Driver)
-        .with_context(|| format!("attaching {PASS_PROGRAM_NAME} natively to ifindex {ifindex} failed"))?;
+        .with_context(|| {
+            format!("attaching {PASS_PROGRAM_NAME} natively to ifindex {ifindex} failed")
+        })?;
     Ok(ebpf)
 }
 
@@ -66,7 +72,12 @@ impl AttachMode {
 
 /// Attaches the program to `ifindex`. The link lives as long as the returned id's program
 /// (dropping the `Ebpf` detaches it).
-pub fn attach(ebpf: &mut Ebpf, interface: &str, ifindex: u32, mode: AttachMode) -> Result<XdpLinkId> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    ifindex: u32,
+    mode: AttachMode,
+) -> Result<XdpLinkId> {
     program(ebpf)?.attach_to_if_index(ifindex, mode.xdp_mode()).with_context(|| match mode {
         AttachMode::Native => format!(
             "attaching in native XDP mode to {interface} failed: its driver may lack XDP support, or another XDP \
@@ -80,5 +91,7 @@ pub fn attach(ebpf: &mut Ebpf, interface: &str, ifindex: u32, mode: AttachMode) 
 
 /// Detaches the program from the interface of `link`.
 pub fn detach(ebpf: &mut Ebpf, link: XdpLinkId) -> Result<()> {
-    program(ebpf)?.detach(link).context("detaching the XDP program failed")
+    program(ebpf)?
+        .detach(link)
+        .context("detaching the XDP program failed")
 }

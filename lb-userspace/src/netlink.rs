@@ -1,7 +1,10 @@
 //! What drlb asks the kernel over rtnetlink: the director's interface (index, MAC, addresses)
 //! and the backends' MACs from the neighbour table.
 
-use std::{collections::HashMap, net::{IpAddr, Ipv4Addr}};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use anyhow::{Context as _, Result, bail};
 use futures::TryStreamExt as _;
@@ -31,7 +34,10 @@ pub struct InterfaceInfo {
 impl InterfaceInfo {
     #[must_use]
     pub fn addresses(&self) -> InterfaceAddresses {
-        InterfaceAddresses { name: self.name.clone(), ipv4: self.ipv4.clone() }
+        InterfaceAddresses {
+            name: self.name.clone(),
+            ipv4: self.ipv4.clone(),
+        }
     }
 }
 
@@ -42,7 +48,8 @@ pub struct Netlink {
 impl Netlink {
     /// Opens a netlink connection, served by a task on the current tokio runtime.
     pub fn connect() -> Result<Self> {
-        let (connection, handle, _) = rtnetlink::new_connection().context("could not open a netlink socket")?;
+        let (connection, handle, _) =
+            rtnetlink::new_connection().context("could not open a netlink socket")?;
         tokio::spawn(connection);
         Ok(Self { handle })
     }
@@ -58,7 +65,9 @@ impl Netlink {
             .await
             .ok()
             .flatten()
-            .with_context(|| format!("interface {name} does not exist in this network namespace (see `ip link`)"))?;
+            .with_context(|| {
+                format!("interface {name} does not exist in this network namespace (see `ip link`)")
+            })?;
         let ifindex = link.header.index;
         let mac = link
             .attributes
@@ -67,17 +76,35 @@ impl Netlink {
                 LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
                 _ => None,
             })
-            .with_context(|| format!("interface {name} has no Ethernet MAC address: drlb needs an Ethernet interface"))?;
+            .with_context(|| {
+                format!(
+                    "interface {name} has no Ethernet MAC address: drlb needs an Ethernet interface"
+                )
+            })?;
         let mut ipv4 = Vec::new();
-        let mut addresses = self.handle.address().get().set_link_index_filter(ifindex).execute();
-        while let Some(message) = addresses.try_next().await.with_context(|| format!("listing the addresses of {name} failed"))? {
+        let mut addresses = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute();
+        while let Some(message) = addresses
+            .try_next()
+            .await
+            .with_context(|| format!("listing the addresses of {name} failed"))?
+        {
             for attribute in &message.attributes {
                 if let AddressAttribute::Address(IpAddr::V4(addr)) = attribute {
                     ipv4.push((*addr, message.header.prefix_len));
                 }
             }
         }
-        Ok(InterfaceInfo { name: name.to_owned(), ifindex, mac, ipv4 })
+        Ok(InterfaceInfo {
+            name: name.to_owned(),
+            ifindex,
+            mac,
+            ipv4,
+        })
     }
 
     /// The IPv4 neighbour entries on `ifindex`: a MAC where the entry holds a usable one,
@@ -85,7 +112,11 @@ impl Netlink {
     pub async fn neighbour_macs(&self, ifindex: u32) -> Result<NeighbourMacs> {
         let mut macs = HashMap::new();
         let mut neighbours = self.handle.neighbours().get().execute();
-        while let Some(message) = neighbours.try_next().await.context("listing the neighbour table failed")? {
+        while let Some(message) = neighbours
+            .try_next()
+            .await
+            .context("listing the neighbour table failed")?
+        {
             let usable = matches!(
                 message.header.state,
                 NeighbourState::Reachable
@@ -102,7 +133,9 @@ impl Netlink {
             for attribute in &message.attributes {
                 match attribute {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(*a),
-                    NeighbourAttribute::LinkLayerAddress(l) => mac = <[u8; 6]>::try_from(l.as_slice()).ok(),
+                    NeighbourAttribute::LinkLayerAddress(l) => {
+                        mac = <[u8; 6]>::try_from(l.as_slice()).ok()
+                    }
                     _ => {}
                 }
             }
@@ -117,11 +150,21 @@ impl Netlink {
     /// and keeps it resolved from then on, although the XDP path never confirms it. An entry
     /// that already holds a MAC keeps it. (Linux 5.16 and later.)
     pub async fn keep_resolved(&self, ifindex: u32, addr: Ipv4Addr) -> Result<()> {
-        let mut request = self.handle.neighbours().add(ifindex, IpAddr::V4(addr)).state(NeighbourState::None).replace();
-        request.message_mut().attributes.push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+        let mut request = self
+            .handle
+            .neighbours()
+            .add(ifindex, IpAddr::V4(addr))
+            .state(NeighbourState::None)
+            .replace();
+        request
+            .message_mut()
+            .attributes
+            .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
         match request.execute().await {
             Ok(()) => Ok(()),
-            Err(e) => bail!("could not ask the kernel to resolve backend {addr} (managed neighbour entry): {e}"),
+            Err(e) => bail!(
+                "could not ask the kernel to resolve backend {addr} (managed neighbour entry): {e}"
+            ),
         }
     }
 }

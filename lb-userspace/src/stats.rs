@@ -19,7 +19,10 @@ pub struct Count {
 
 impl From<lb_common::Counter> for Count {
     fn from(c: lb_common::Counter) -> Self {
-        Self { packets: c.packets, bytes: c.bytes }
+        Self {
+            packets: c.packets,
+            bytes: c.bytes,
+        }
     }
 }
 
@@ -61,8 +64,16 @@ impl StatsReport {
         let mut out = String::new();
         let _ = writeln!(out, "director {} (XDP {})", self.interface, self.xdp_mode);
         for s in &self.services {
-            let _ = writeln!(out, "\nservice {} {}:{}  {} packets  {} bytes", s.protocol, s.vip, s.port, s.packets, s.bytes);
-            let _ = writeln!(out, "  {:<18} {:>6} {:<19} {:<8} {:>12} {:>14}", "backend", "weight", "mac", "state", "packets", "bytes");
+            let _ = writeln!(
+                out,
+                "\nservice {} {}:{}  {} packets  {} bytes",
+                s.protocol, s.vip, s.port, s.packets, s.bytes
+            );
+            let _ = writeln!(
+                out,
+                "  {:<18} {:>6} {:<19} {:<8} {:>12} {:>14}",
+                "backend", "weight", "mac", "state", "packets", "bytes"
+            );
             for b in &s.backends {
                 let _ = writeln!(
                     out,
@@ -78,8 +89,18 @@ impl StatsReport {
         }
         let _ = writeln!(out, "\nverdicts");
         for verdict in lb_common::Verdict::ALL {
-            let c = self.verdicts.get(verdict.name()).copied().unwrap_or_default();
-            let _ = writeln!(out, "  {:<18} {:>12} packets {:>14} bytes", verdict.name(), c.packets, c.bytes);
+            let c = self
+                .verdicts
+                .get(verdict.name())
+                .copied()
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<18} {:>12} packets {:>14} bytes",
+                verdict.name(),
+                c.packets,
+                c.bytes
+            );
         }
         out
     }

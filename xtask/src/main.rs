@@ -94,8 +94,9 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn build_release() -> Result<()> {
-    run(Command::new("cargo").args(["build", "--release", "--package", "lb-userspace"]))
-        .context("building drlb failed: if bpf-linker or rust-src is missing, run `cargo xtask setup`")
+    run(Command::new("cargo").args(["build", "--release", "--package", "lb-userspace"])).context(
+        "building drlb failed: if bpf-linker or rust-src is missing, run `cargo xtask setup`",
+    )
 }
 
 fn run_tests(args: &[String]) -> Result<()> {
@@ -103,7 +104,14 @@ fn run_tests(args: &[String]) -> Result<()> {
     // plain `cargo test` as a non-root user lists as ignored rather than pretending they passed.
     // One thread: the end-to-end tests share two CPUs and time their traffic.
     run(Command::new("cargo")
-        .args(["test", "--release", "--workspace", "--exclude", "lb-ebpf", "--"])
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "lb-ebpf",
+            "--",
+        ])
         .args(["--include-ignored", "--test-threads=1"])
         .args(args)
         .env("DRLB_BIN", drlb_binary()))
@@ -111,6 +119,14 @@ fn run_tests(args: &[String]) -> Result<()> {
 
 fn run_demo() -> Result<()> {
     run(Command::new("cargo")
-        .args(["run", "--release", "--quiet", "--package", "tests", "--bin", "drlb-demo"])
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "tests",
+            "--bin",
+            "drlb-demo",
+        ])
         .env("DRLB_BIN", drlb_binary()))
 }

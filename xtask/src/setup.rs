@@ -10,13 +10,13 @@ use crate::run;
 /// Debian packages used by the tests and the demo, with the command each provides, so a
 /// present tool is never reinstalled.
 const APT_PACKAGES: &[(&str, &str)] = &[
-    ("iproute2", "ip"),             // netns, veth, bridges
-    ("tcpdump", "tcpdump"),         // asserting what crosses which interface
-    ("iputils-arping", "arping"),   // ARP probes of the VIP
-    ("iputils-ping", "ping"),       // ICMP to the director
-    ("curl", "curl"),               // the HTTP client of the end-to-end tests
-    ("ethtool", "ethtool"),         // interface statistics
-    ("procps", "sysctl"),           // real-server ARP sysctls
+    ("iproute2", "ip"),           // netns, veth, bridges
+    ("tcpdump", "tcpdump"),       // asserting what crosses which interface
+    ("iputils-arping", "arping"), // ARP probes of the VIP
+    ("iputils-ping", "ping"),     // ICMP to the director
+    ("curl", "curl"),             // the HTTP client of the end-to-end tests
+    ("ethtool", "ethtool"),       // interface statistics
+    ("procps", "sysctl"),         // real-server ARP sysctls
 ];
 
 /// The toolchain the eBPF crate builds with (unpinned on purpose: a dated nightly may not be
@@ -31,7 +31,6 @@ pub fn install() -> Result<()> {
     println!("setup: done");
     Ok(())
 }
-
 
 fn apt_packages() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
@@ -64,11 +63,23 @@ fn nightly_rust_src() -> Result<()> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
     if toolchains.lines().any(|l| l.starts_with(EBPF_TOOLCHAIN)) {
         // `component add` is a no-op when rust-src is already there.
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            EBPF_TOOLCHAIN,
+        ]))
     } else {
         println!("setup: installing the {EBPF_TOOLCHAIN} toolchain with rust-src");
         run(Command::new("rustup").args([
-            "toolchain", "install", EBPF_TOOLCHAIN, "--profile", "minimal", "--component", "rust-src",
+            "toolchain",
+            "install",
+            EBPF_TOOLCHAIN,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
         ]))
     }
 }
@@ -87,11 +98,23 @@ fn bpf_linker() -> Result<()> {
     let lib_dir = sysroot.join("lib");
     let llvm_lib = find_llvm_dylib(&lib_dir)?;
     let llvm_major = llvm_major_version()?;
-    println!("setup: installing bpf-linker {BPF_LINKER_VERSION} against {llvm_lib} (LLVM {llvm_major})");
+    println!(
+        "setup: installing bpf-linker {BPF_LINKER_VERSION} against {llvm_lib} (LLVM {llvm_major})"
+    );
     let lib_dir = lib_dir.display();
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
-        .args(["--no-default-features", "--features", &format!("llvm-{llvm_major},no-llvm-linking")])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{llvm_major},no-llvm-linking"),
+        ])
         .env(
             "RUSTFLAGS",
             format!("-L {lib_dir} -l dylib={llvm_lib} -C link-arg=-Wl,-rpath,{lib_dir}"),
@@ -101,13 +124,14 @@ fn bpf_linker() -> Result<()> {
 
 /// The name (for `-l dylib=`) of the toolchain's libLLVM, e.g. `LLVM-22-rust-1.97.0-nightly`.
 fn find_llvm_dylib(lib_dir: &std::path::Path) -> Result<String> {
-    let entries = fs::read_dir(lib_dir).with_context(|| format!("reading {}", lib_dir.display()))?;
+    let entries =
+        fs::read_dir(lib_dir).with_context(|| format!("reading {}", lib_dir.display()))?;
     for entry in entries {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(stem) = name.strip_prefix("lib").and_then(|n| n.strip_suffix(".so")) {
-            if stem.starts_with("LLVM-") {
-                return Ok(stem.to_owned());
-            }
+        if let Some(stem) = name.strip_prefix("lib").and_then(|n| n.strip_suffix(".so"))
+            && stem.starts_with("LLVM-")
+        {
+            return Ok(stem.to_owned());
         }
     }
     bail!(
@@ -127,9 +151,14 @@ fn llvm_major_version() -> Result<String> {
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("could not start {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8(out.stdout)?)
 }

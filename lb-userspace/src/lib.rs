@@ -10,3 +10,4 @@ pub mod garp;
 pub mod loader;
 pub mod netlink;
 pub mod stats;
+pub mod maglev;

@@ -11,3 +11,4 @@ pub mod loader;
 pub mod netlink;
 pub mod stats;
 pub mod maglev;
+pub mod health;

@@ -103,7 +103,8 @@ pub struct Vip {
     pub flags: u32,
 }
 
-/// The VIP is served: ARP is answered and its traffic forwarded.
+/// The program answers ARP for the VIP. (Forwarding does not look at it yet: a standby
+/// director, which must not forward either, is future work.)
 pub const VIP_FLAG_ACTIVE: u32 = 1;
 
 /// Value of the `INTERFACES` hash map, keyed by ifindex: what the program needs to know about

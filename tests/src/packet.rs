@@ -9,8 +9,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
-    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IpFragOffset, IpHeaders, IpNumber, Ipv4Header,
-    Ipv4HeaderSlice, Ipv4Options, PacketBuilder, PacketBuilderStep, SingleVlanHeader, VlanId, checksum::Sum16BitWords,
+    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IpFragOffset, IpHeaders, IpNumber,
+    Ipv4Header, Ipv4HeaderSlice, Ipv4Options, PacketBuilder, PacketBuilderStep, SingleVlanHeader,
+    VlanId, checksum::Sum16BitWords,
 };
 use lb_common::{IPPROTO_TCP, IPPROTO_UDP};
 
@@ -104,18 +105,36 @@ pub struct Ipv4Flow {
 impl Ipv4Flow {
     #[must_use]
     pub const fn tcp(saddr: Ipv4Addr, sport: u16, daddr: Ipv4Addr, dport: u16) -> Self {
-        Self { saddr, daddr, sport, dport, transport: Transport::Tcp }
+        Self {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            transport: Transport::Tcp,
+        }
     }
 
     #[must_use]
     pub const fn udp(saddr: Ipv4Addr, sport: u16, daddr: Ipv4Addr, dport: u16) -> Self {
-        Self { saddr, daddr, sport, dport, transport: Transport::Udp }
+        Self {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            transport: Transport::Udp,
+        }
     }
 
     /// The same flow from another source port.
     #[must_use]
-    pub const fn from_port(self, sport: u16) -> Self {
+    pub const fn with_sport(self, sport: u16) -> Self {
         Self { sport, ..self }
+    }
+
+    /// The same flow to another destination port.
+    #[must_use]
+    pub const fn with_dport(self, dport: u16) -> Self {
+        Self { dport, ..self }
     }
 }
 
@@ -175,14 +194,34 @@ impl Ipv4Frame {
     /// The frame's bytes, with valid lengths and checksums.
     #[must_use]
     pub fn build(&self) -> Vec<u8> {
-        let Ipv4Flow { saddr, daddr, sport, dport, transport } = self.flow;
-        let mut ip = Ipv4Header::new(0, TTL, IpNumber(transport.protocol()), saddr.octets(), daddr.octets())
-            .expect("an empty payload always fits");
-        ip.options = Ipv4Options::try_from(self.ipv4_options.as_slice()).expect("IPv4 options: a multiple of 4 bytes, at most 40");
-        let ip = ip_step(self.src_mac, self.dst_mac, &self.vlans, IpHeaders::Ipv4(ip, Default::default()));
+        let Ipv4Flow {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            transport,
+        } = self.flow;
+        let mut ip = Ipv4Header::new(
+            0,
+            TTL,
+            IpNumber(transport.protocol()),
+            saddr.octets(),
+            daddr.octets(),
+        )
+        .expect("an empty payload always fits");
+        ip.options = Ipv4Options::try_from(self.ipv4_options.as_slice())
+            .expect("IPv4 options: a multiple of 4 bytes, at most 40");
+        let ip = ip_step(
+            self.src_mac,
+            self.dst_mac,
+            &self.vlans,
+            IpHeaders::Ipv4(ip, Default::default()),
+        );
         let mut frame = Vec::new();
         match transport {
-            Transport::Tcp => ip.tcp(sport, dport, TCP_SEQUENCE, TCP_WINDOW).write_to_vec(&mut frame, &self.payload),
+            Transport::Tcp => ip
+                .tcp(sport, dport, TCP_SEQUENCE, TCP_WINDOW)
+                .write_to_vec(&mut frame, &self.payload),
             Transport::Udp => ip.udp(sport, dport).write_to_vec(&mut frame, &self.payload),
         }
         .expect("etherparse writes any TCP/UDP test frame");
@@ -191,7 +230,12 @@ impl Ipv4Frame {
 }
 
 /// The builder after the link layer (Ethernet and any VLAN tags) and the IP header.
-fn ip_step(src_mac: [u8; 6], dst_mac: [u8; 6], vlans: &[u16], ip: IpHeaders) -> PacketBuilderStep<IpHeaders> {
+fn ip_step(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    vlans: &[u16],
+    ip: IpHeaders,
+) -> PacketBuilderStep<IpHeaders> {
     let ethernet = PacketBuilder::ethernet2(src_mac, dst_mac);
     match *vlans {
         [] => ethernet.ip(ip),
@@ -261,7 +305,12 @@ impl Arp {
 
     /// "`sender_ip` is at `sender_mac`", sent to the requester.
     #[must_use]
-    pub const fn reply(sender_mac: [u8; 6], sender_ip: Ipv4Addr, target_mac: [u8; 6], target_ip: Ipv4Addr) -> Self {
+    pub const fn reply(
+        sender_mac: [u8; 6],
+        sender_ip: Ipv4Addr,
+        target_mac: [u8; 6],
+        target_ip: Ipv4Addr,
+    ) -> Self {
         Self {
             eth_src: sender_mac,
             eth_dst: target_mac,
@@ -287,7 +336,10 @@ impl Arp {
         let mut frame = Vec::new();
         match self.vlan {
             None => ethernet.arp(arp.into()).write_to_vec(&mut frame),
-            Some(id) => ethernet.single_vlan(vlan_id(id)).arp(arp.into()).write_to_vec(&mut frame),
+            Some(id) => ethernet
+                .single_vlan(vlan_id(id))
+                .arp(arp.into())
+                .write_to_vec(&mut frame),
         }
         .expect("etherparse writes an ARP frame");
         frame
@@ -315,7 +367,8 @@ pub fn truncated(frame: &[u8], len: usize) -> Vec<u8> {
 /// If the frame does not carry IPv4.
 #[must_use]
 pub fn ipv4_header_offset(frame: &[u8]) -> usize {
-    let (ethernet, mut rest) = Ethernet2Header::from_slice(frame).expect("a frame with an Ethernet header");
+    let (ethernet, mut rest) =
+        Ethernet2Header::from_slice(frame).expect("a frame with an Ethernet header");
     let mut ether_type = ethernet.ether_type;
     let mut offset = Ethernet2Header::LEN;
     while is_vlan_tag(ether_type) {
@@ -327,7 +380,12 @@ pub fn ipv4_header_offset(frame: &[u8]) -> usize {
 }
 
 fn is_vlan_tag(ether_type: EtherType) -> bool {
-    [EtherType::VLAN_TAGGED_FRAME, EtherType::PROVIDER_BRIDGING, EtherType::VLAN_DOUBLE_TAGGED_FRAME].contains(&ether_type)
+    [
+        EtherType::VLAN_TAGGED_FRAME,
+        EtherType::PROVIDER_BRIDGING,
+        EtherType::VLAN_DOUBLE_TAGGED_FRAME,
+    ]
+    .contains(&ether_type)
 }
 
 /// A copy of an IPv4 frame whose IPv4 header was changed by `edit`; the checksum is recomputed
@@ -338,12 +396,18 @@ fn is_vlan_tag(ether_type: EtherType) -> bool {
 #[must_use]
 pub fn with_ipv4_header(frame: &[u8], edit: impl FnOnce(&mut Ipv4Header)) -> Vec<u8> {
     let offset = ipv4_header_offset(frame);
-    let mut header = Ipv4HeaderSlice::from_slice(&frame[offset..]).expect("a well-formed IPv4 header").to_header();
+    let mut header = Ipv4HeaderSlice::from_slice(&frame[offset..])
+        .expect("a well-formed IPv4 header")
+        .to_header();
     let len = header.header_len();
     edit(&mut header);
     header.header_checksum = header.calc_header_checksum();
     let bytes = header.to_bytes();
-    assert_eq!(bytes.len(), len, "the edit must keep the IPv4 header length");
+    assert_eq!(
+        bytes.len(),
+        len,
+        "the edit must keep the IPv4 header length"
+    );
     let mut edited = frame.to_vec();
     edited[offset..offset + len].copy_from_slice(&bytes);
     edited
@@ -382,7 +446,9 @@ pub fn with_ihl(frame: &[u8], ihl: u8) -> Vec<u8> {
         edited[checksum.clone()].fill(0);
         // Sum16BitWords adds the words as loaded in native byte order, so its result is the
         // checksum's wire bytes in native order (etherparse's own header code does the same).
-        let sum = Sum16BitWords::new().add_slice(&edited[offset..offset + header_len]).ones_complement();
+        let sum = Sum16BitWords::new()
+            .add_slice(&edited[offset..offset + header_len])
+            .ones_complement();
         edited[checksum].copy_from_slice(&sum.to_ne_bytes());
     }
     edited
@@ -400,16 +466,26 @@ mod tests {
 
     fn ipv4_of(frame: &[u8]) -> Ipv4Header {
         let offset = ipv4_header_offset(frame);
-        Ipv4HeaderSlice::from_slice(&frame[offset..]).expect("an IPv4 header").to_header()
+        Ipv4HeaderSlice::from_slice(&frame[offset..])
+            .expect("an IPv4 header")
+            .to_header()
     }
 
     fn assert_checksum_valid(frame: &[u8]) {
         let ip = ipv4_of(frame);
-        assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 header checksum");
+        assert_eq!(
+            ip.header_checksum,
+            ip.calc_header_checksum(),
+            "IPv4 header checksum"
+        );
     }
 
     fn ethernet_of(headers: &PacketHeaders<'_>) -> Ethernet2Header {
-        headers.link.clone().and_then(etherparse::LinkHeader::ethernet2).expect("Ethernet II")
+        headers
+            .link
+            .clone()
+            .and_then(etherparse::LinkHeader::ethernet2)
+            .expect("Ethernet II")
     }
 
     fn vlan_ids(headers: &PacketHeaders<'_>) -> Vec<u16> {
@@ -428,12 +504,25 @@ mod tests {
         let frame = Ipv4Frame::new(TCP_FLOW).build();
         let headers = PacketHeaders::from_ethernet_slice(&frame).expect("parses");
         let ethernet = ethernet_of(&headers);
-        assert_eq!((ethernet.source, ethernet.destination), (ROUTER_MAC, DIRECTOR_MAC));
-        let Some(NetHeaders::Ipv4(ip, _)) = &headers.net else { panic!("IPv4 expected: {:?}", headers.net) };
-        assert_eq!((ip.source, ip.destination, ip.protocol), (CLIENT_IP.octets(), VIP.octets(), ip_number::TCP));
+        assert_eq!(
+            (ethernet.source, ethernet.destination),
+            (ROUTER_MAC, DIRECTOR_MAC)
+        );
+        let Some(NetHeaders::Ipv4(ip, _)) = &headers.net else {
+            panic!("IPv4 expected: {:?}", headers.net)
+        };
+        assert_eq!(
+            (ip.source, ip.destination, ip.protocol),
+            (CLIENT_IP.octets(), VIP.octets(), ip_number::TCP)
+        );
         assert_eq!(usize::from(ip.total_len), frame.len() - ETH_HEADER_LEN);
-        let Some(TransportHeader::Tcp(tcp)) = &headers.transport else { panic!("TCP expected") };
-        assert_eq!((tcp.source_port, tcp.destination_port), (CLIENT_PORT, SERVICE_PORT));
+        let Some(TransportHeader::Tcp(tcp)) = &headers.transport else {
+            panic!("TCP expected")
+        };
+        assert_eq!(
+            (tcp.source_port, tcp.destination_port),
+            (CLIENT_PORT, SERVICE_PORT)
+        );
         assert_eq!(headers.payload.slice(), DEFAULT_PAYLOAD);
         assert_checksum_valid(&frame);
     }
@@ -442,8 +531,13 @@ mod tests {
     fn udp_frame_parses_back_to_what_was_built() {
         let frame = Ipv4Frame::new(UDP_FLOW).payload(b"x").build();
         let headers = PacketHeaders::from_ethernet_slice(&frame).expect("parses");
-        let Some(TransportHeader::Udp(udp)) = &headers.transport else { panic!("UDP expected") };
-        assert_eq!((udp.source_port, udp.destination_port), (CLIENT_PORT, SERVICE_PORT));
+        let Some(TransportHeader::Udp(udp)) = &headers.transport else {
+            panic!("UDP expected")
+        };
+        assert_eq!(
+            (udp.source_port, udp.destination_port),
+            (CLIENT_PORT, SERVICE_PORT)
+        );
         assert_eq!(headers.payload.slice(), b"x");
         assert_checksum_valid(&frame);
     }
@@ -451,16 +545,32 @@ mod tests {
     #[test]
     fn vlan_tags_are_written_outermost_first() {
         let single = Ipv4Frame::new(TCP_FLOW).vlan(VLAN_ID).build();
-        assert_eq!(vlan_ids(&PacketHeaders::from_ethernet_slice(&single).expect("parses")), [VLAN_ID]);
-        assert_eq!(ipv4_header_offset(&single), ETH_HEADER_LEN + SingleVlanHeader::LEN);
-        let double = Ipv4Frame::new(TCP_FLOW).double_vlan(OUTER_VLAN_ID, VLAN_ID).build();
-        assert_eq!(vlan_ids(&PacketHeaders::from_ethernet_slice(&double).expect("parses")), [OUTER_VLAN_ID, VLAN_ID]);
-        assert_eq!(ipv4_header_offset(&double), ETH_HEADER_LEN + 2 * SingleVlanHeader::LEN);
+        assert_eq!(
+            vlan_ids(&PacketHeaders::from_ethernet_slice(&single).expect("parses")),
+            [VLAN_ID]
+        );
+        assert_eq!(
+            ipv4_header_offset(&single),
+            ETH_HEADER_LEN + SingleVlanHeader::LEN
+        );
+        let double = Ipv4Frame::new(TCP_FLOW)
+            .double_vlan(OUTER_VLAN_ID, VLAN_ID)
+            .build();
+        assert_eq!(
+            vlan_ids(&PacketHeaders::from_ethernet_slice(&double).expect("parses")),
+            [OUTER_VLAN_ID, VLAN_ID]
+        );
+        assert_eq!(
+            ipv4_header_offset(&double),
+            ETH_HEADER_LEN + 2 * SingleVlanHeader::LEN
+        );
     }
 
     #[test]
     fn ipv4_options_make_ihl_6() {
-        let frame = Ipv4Frame::new(TCP_FLOW).ipv4_options(&ROUTER_ALERT_OPTION).build();
+        let frame = Ipv4Frame::new(TCP_FLOW)
+            .ipv4_options(&ROUTER_ALERT_OPTION)
+            .build();
         let ip = ipv4_of(&frame);
         assert_eq!(ip.ihl(), 6);
         assert_eq!(&ip.options[..], ROUTER_ALERT_OPTION);
@@ -474,7 +584,11 @@ mod tests {
         let frame = pad_to_min_frame(Ipv4Frame::new(UDP_FLOW).payload(b"x").build());
         assert_eq!(frame.len(), MIN_FRAME_LEN);
         let ip = ipv4_of(&frame);
-        assert!(usize::from(ip.total_len) + ETH_HEADER_LEN < MIN_FRAME_LEN, "IP total length {}", ip.total_len);
+        assert!(
+            usize::from(ip.total_len) + ETH_HEADER_LEN < MIN_FRAME_LEN,
+            "IP total length {}",
+            ip.total_len
+        );
         let headers = PacketHeaders::from_ethernet_slice(&frame).expect("parses");
         assert_eq!(headers.payload.slice(), b"x", "the padding is not payload");
     }
@@ -483,13 +597,21 @@ mod tests {
     fn icmp_echo_and_ipv6_frames_parse() {
         let icmp = icmp_echo_request(CLIENT_IP, VIP);
         let headers = PacketHeaders::from_ethernet_slice(&icmp).expect("parses");
-        assert!(matches!(headers.transport, Some(TransportHeader::Icmpv4(_))));
+        assert!(matches!(
+            headers.transport,
+            Some(TransportHeader::Icmpv4(_))
+        ));
         assert_checksum_valid(&icmp);
 
         let ipv6 = ipv6_udp(CLIENT_IPV6, CLIENT_PORT, VIP_IPV6, SERVICE_PORT);
         let headers = PacketHeaders::from_ethernet_slice(&ipv6).expect("parses");
-        let Some(NetHeaders::Ipv6(ip, _)) = &headers.net else { panic!("IPv6 expected") };
-        assert_eq!((ip.source, ip.destination), (CLIENT_IPV6.octets(), VIP_IPV6.octets()));
+        let Some(NetHeaders::Ipv6(ip, _)) = &headers.net else {
+            panic!("IPv6 expected")
+        };
+        assert_eq!(
+            (ip.source, ip.destination),
+            (CLIENT_IPV6.octets(), VIP_IPV6.octets())
+        );
         assert!(matches!(headers.transport, Some(TransportHeader::Udp(_))));
     }
 
@@ -498,25 +620,45 @@ mod tests {
         let request = Arp::request(ROUTER_MAC, ROUTER_IP, VIP).build();
         let headers = PacketHeaders::from_ethernet_slice(&request).expect("parses");
         let ethernet = ethernet_of(&headers);
-        assert_eq!((ethernet.source, ethernet.destination, ethernet.ether_type), (ROUTER_MAC, BROADCAST_MAC, EtherType::ARP));
-        let Some(NetHeaders::Arp(arp)) = &headers.net else { panic!("ARP expected") };
+        assert_eq!(
+            (ethernet.source, ethernet.destination, ethernet.ether_type),
+            (ROUTER_MAC, BROADCAST_MAC, EtherType::ARP)
+        );
+        let Some(NetHeaders::Arp(arp)) = &headers.net else {
+            panic!("ARP expected")
+        };
         let arp = arp.try_eth_ipv4().expect("Ethernet/IPv4 ARP");
         assert_eq!(arp.operation, ArpOperation::REQUEST);
-        assert_eq!((arp.sender_mac, arp.sender_ipv4), (ROUTER_MAC, ROUTER_IP.octets()));
-        assert_eq!((arp.target_mac, arp.target_ipv4), (UNKNOWN_MAC, VIP.octets()));
+        assert_eq!(
+            (arp.sender_mac, arp.sender_ipv4),
+            (ROUTER_MAC, ROUTER_IP.octets())
+        );
+        assert_eq!(
+            (arp.target_mac, arp.target_ipv4),
+            (UNKNOWN_MAC, VIP.octets())
+        );
         assert_eq!(request.len(), ETH_HEADER_LEN + ArpEthIpv4Packet::LEN);
 
         let reply = Arp::reply(DIRECTOR_MAC, VIP, ROUTER_MAC, ROUTER_IP).build();
         let headers = PacketHeaders::from_ethernet_slice(&reply).expect("parses");
         let ethernet = ethernet_of(&headers);
-        assert_eq!((ethernet.source, ethernet.destination), (DIRECTOR_MAC, ROUTER_MAC));
-        let Some(NetHeaders::Arp(arp)) = &headers.net else { panic!("ARP expected") };
+        assert_eq!(
+            (ethernet.source, ethernet.destination),
+            (DIRECTOR_MAC, ROUTER_MAC)
+        );
+        let Some(NetHeaders::Arp(arp)) = &headers.net else {
+            panic!("ARP expected")
+        };
         assert_eq!(arp.operation, ArpOperation::REPLY);
     }
 
     #[test]
     fn tagged_arp_keeps_its_tag() {
-        let frame = Arp { vlan: Some(VLAN_ID), ..Arp::request(ROUTER_MAC, ROUTER_IP, VIP) }.build();
+        let frame = Arp {
+            vlan: Some(VLAN_ID),
+            ..Arp::request(ROUTER_MAC, ROUTER_IP, VIP)
+        }
+        .build();
         let headers = PacketHeaders::from_ethernet_slice(&frame).expect("parses");
         assert_eq!(vlan_ids(&headers), [VLAN_ID]);
         assert!(matches!(headers.net, Some(NetHeaders::Arp(_))));
@@ -543,9 +685,16 @@ mod tests {
         assert_checksum_valid(&later);
 
         let edited = with_ipv4_header(&frame, |ip| ip.time_to_live -= 1);
-        let changed: Vec<usize> = (0..frame.len()).filter(|&i| frame[i] != edited[i]).collect();
+        let changed: Vec<usize> = (0..frame.len())
+            .filter(|&i| frame[i] != edited[i])
+            .collect();
         let ip_offset = ipv4_header_offset(&frame);
-        assert!(changed.iter().all(|i| (ip_offset..ip_offset + Ipv4Header::MIN_LEN).contains(i)), "{changed:?}");
+        assert!(
+            changed
+                .iter()
+                .all(|i| (ip_offset..ip_offset + Ipv4Header::MIN_LEN).contains(i)),
+            "{changed:?}"
+        );
     }
 
     #[test]
@@ -555,7 +704,10 @@ mod tests {
         let short = with_ihl(&frame, 4);
         assert_eq!(short[offset] & IPV4_IHL_MASK, 4);
         assert_eq!(short[offset] >> 4, 4, "the version is kept");
-        assert!(Ipv4HeaderSlice::from_slice(&short[offset..]).is_err(), "etherparse rejects IHL 4");
+        assert!(
+            Ipv4HeaderSlice::from_slice(&short[offset..]).is_err(),
+            "etherparse rejects IHL 4"
+        );
 
         // Same IHL back: the frame is what it was, checksum included.
         assert_eq!(with_ihl(&frame, 5), frame);

@@ -1,0 +1,927 @@
+//! The XDP program as the kernel runs it, through BPF_PROG_TEST_RUN.
+//!
+//! Each test loads its own program instance (the maps belong to it), configures it through
+//! `Dataplane` as the daemon does, and feeds it frames from `tests::packet`. Most cases are
+//! fixture tables in the style of Katran's BPF tests: a description, an input frame, the expected
+//! XDP action, what the output frame must be, and the one verdict counter the frame adds to.
+//! Targeted tests cover what a table cannot: counters over many runs, selection over many flows,
+//! every truncation of a frame, and the bank flip.
+//!
+//! Without `ctx_in`, BPF_PROG_TEST_RUN runs the program as if the frame arrived on loopback
+//! (ifindex 1), so that is the interface registered and the one the backends sit behind.
+
+use std::{collections::BTreeSet, net::Ipv4Addr, ops::Range};
+
+use aya::{
+    Ebpf,
+    programs::{ProgramError, TestRun, TestRunOptions},
+};
+use etherparse::{Ipv4Header, SingleVlanHeader, TcpHeader};
+use lb_common::{
+    Backend, Counter, Service, ServiceKey, VIP_FLAG_ACTIVE, Verdict, Vip, hash::flow_hash_v4,
+    ipv4_mapped,
+};
+use lb_userspace::{dataplane::Dataplane, loader};
+use tests::packet::{
+    AFTER_MACS, Arp, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_IP, DIRECTOR_MAC, ETH_DST_MAC,
+    ETH_HEADER_LEN, ETH_SRC_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN, MULTICAST_MAC,
+    OTHER_HOST_MAC, OTHER_IP, OUTER_VLAN_ID, ROUTER_ALERT_OPTION, ROUTER_IP, ROUTER_MAC, Transport,
+    VIP, VIP_IPV6, VLAN_ID, backend_mac, icmp_echo_request, ipv6_udp, pad_to_min_frame, truncated,
+    with_fragment, with_ihl, with_total_len,
+};
+
+/// The ifindex BPF_PROG_TEST_RUN reports as ingress without `ctx_in`: loopback.
+const TEST_RUN_IFINDEX: u32 = 1;
+/// An interface the program is not running on.
+const OTHER_IFINDEX: u32 = 2;
+/// Room in the output buffer beyond the input: a program that wrongly grew the frame shows up
+/// as a wrong output instead of an ENOSPC from the kernel.
+const OUTPUT_SLACK: usize = 256;
+
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5060;
+const NO_BACKEND_PORT: u16 = 8081;
+const NO_EGRESS_PORT: u16 = 8082;
+/// A port on the VIP without any service.
+const UNSERVED_PORT: u16 = 9999;
+
+const TCP_SERVICE_ID: u32 = 0;
+const UDP_SERVICE_ID: u32 = 1;
+const NO_BACKEND_SERVICE_ID: u32 = 2;
+const NO_EGRESS_SERVICE_ID: u32 = 3;
+/// Backend numbers (MAC and counter index) of each service.
+const TCP_BACKENDS: Range<u8> = 0..3;
+const UDP_BACKENDS: Range<u8> = 3..5;
+const NO_EGRESS_BACKEND: u8 = 5;
+
+/// Where the second fragment of a packet split for a 1500-byte MTU starts: 1480 bytes, in the
+/// 8-byte units of the fragment offset field.
+const SECOND_FRAGMENT_OFFSET_UNITS: u16 = 185;
+/// Header sizes for building inconsistent IPv4 lengths.
+const IPV4_MIN_HEADER_LEN: u16 = Ipv4Header::MIN_LEN_U16;
+const TCP_MIN_HEADER_LEN: u16 = TcpHeader::MIN_LEN as u16;
+/// A frame that ends in the middle of its VLAN tag.
+const HALF_A_VLAN_TAG: usize = SingleVlanHeader::LEN / 2;
+const IHL_BELOW_MINIMUM: u8 = 4;
+const IHL_MAX: u8 = 15;
+
+/// The XDP actions of the kernel's `enum xdp_action` (include/uapi/linux/bpf.h).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum XdpAction {
+    Aborted = 0,
+    Drop = 1,
+    Pass = 2,
+    Tx = 3,
+    Redirect = 4,
+}
+
+impl XdpAction {
+    const ALL: [Self; 5] = [
+        Self::Aborted,
+        Self::Drop,
+        Self::Pass,
+        Self::Tx,
+        Self::Redirect,
+    ];
+
+    fn from_return_value(value: u32) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|a| *a as u32 == value)
+            .unwrap_or_else(|| panic!("{value} is not an XDP action"))
+    }
+}
+
+/// What one run of the program returned.
+struct Run {
+    action: XdpAction,
+    output: Vec<u8>,
+}
+
+/// A service as published to the program.
+struct ServiceSpec {
+    id: u32,
+    key: ServiceKey,
+    backends: Vec<Backend>,
+}
+
+fn service_key(addr: Ipv4Addr, port: u16, transport: Transport) -> ServiceKey {
+    ServiceKey {
+        addr: ipv4_mapped(addr.octets()),
+        port_be: port.to_be(),
+        protocol: transport.protocol(),
+        _pad: 0,
+    }
+}
+
+/// Backend number `n`, on the link the test frames arrive on.
+fn backend(n: u8) -> Backend {
+    Backend {
+        dst_mac: backend_mac(n),
+        src_mac: DIRECTOR_MAC,
+        ifindex: TEST_RUN_IFINDEX,
+        counter: u32::from(n),
+    }
+}
+
+fn backends(numbers: Range<u8>) -> Vec<Backend> {
+    numbers.map(backend).collect()
+}
+
+fn tcp_service() -> ServiceSpec {
+    ServiceSpec {
+        id: TCP_SERVICE_ID,
+        key: service_key(VIP, TCP_PORT, Transport::Tcp),
+        backends: backends(TCP_BACKENDS),
+    }
+}
+
+fn udp_service() -> ServiceSpec {
+    ServiceSpec {
+        id: UDP_SERVICE_ID,
+        key: service_key(VIP, UDP_PORT, Transport::Udp),
+        backends: backends(UDP_BACKENDS),
+    }
+}
+
+/// The services of the fixture tables: two that forward, one with no backend and one whose only
+/// backend sits behind an interface the program does not run on.
+fn standard_services() -> Vec<ServiceSpec> {
+    vec![
+        tcp_service(),
+        udp_service(),
+        ServiceSpec {
+            id: NO_BACKEND_SERVICE_ID,
+            key: service_key(VIP, NO_BACKEND_PORT, Transport::Tcp),
+            backends: vec![],
+        },
+        ServiceSpec {
+            id: NO_EGRESS_SERVICE_ID,
+            key: service_key(VIP, NO_EGRESS_PORT, Transport::Tcp),
+            backends: vec![Backend {
+                ifindex: OTHER_IFINDEX,
+                ..backend(NO_EGRESS_BACKEND)
+            }],
+        },
+    ]
+}
+
+const TCP_FLOW: Ipv4Flow = Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, TCP_PORT);
+const UDP_FLOW: Ipv4Flow = Ipv4Flow::udp(CLIENT_IP, CLIENT_PORT, VIP, UDP_PORT);
+
+/// The backend the program must pick: the flow hash modulo the count, in publish order.
+fn predicted_backend(flow: &Ipv4Flow, backends: &[Backend]) -> Backend {
+    let hash = flow_hash_v4(
+        flow.saddr.to_bits(),
+        flow.daddr.to_bits(),
+        flow.sport,
+        flow.dport,
+        flow.transport.protocol(),
+    );
+    let count = u32::try_from(backends.len()).expect("few backends");
+    backends[usize::try_from(hash % count).expect("fits")]
+}
+
+/// A loaded program instance and its maps.
+struct Director {
+    ebpf: Ebpf,
+    dataplane: Dataplane,
+}
+
+impl Director {
+    /// A fresh program that knows its interface and the active VIP, and has no service.
+    fn load() -> Self {
+        let mut ebpf = loader::load().expect("loading the XDP program");
+        // Before borrowing the program: take_from moves the maps out of the Ebpf.
+        let mut dataplane = Dataplane::take_from(&mut ebpf).expect("taking the program's maps");
+        dataplane
+            .set_interface(TEST_RUN_IFINDEX, DIRECTOR_MAC)
+            .expect("registering the test-run interface");
+        dataplane
+            .set_vip(
+                ipv4_mapped(VIP.octets()),
+                Vip {
+                    flags: VIP_FLAG_ACTIVE,
+                },
+            )
+            .expect("adding the VIP");
+        Self { ebpf, dataplane }
+    }
+
+    /// The configuration of the fixture tables: [`standard_services`] and an inactive VIP.
+    fn with_standard_services() -> Self {
+        let mut director = Self::load();
+        director
+            .dataplane
+            .set_vip(ipv4_mapped(INACTIVE_VIP.octets()), Vip { flags: 0 })
+            .expect("adding the inactive VIP");
+        for service in standard_services() {
+            director.publish(&service);
+        }
+        director
+    }
+
+    fn publish(&mut self, service: &ServiceSpec) {
+        self.dataplane
+            .publish_service(&service.key, service.id, &service.backends)
+            .unwrap_or_else(|e| panic!("publishing service {}: {e:#}", service.id));
+    }
+
+    fn service(&self, key: &ServiceKey) -> Service {
+        self.dataplane
+            .service(key)
+            .expect("reading SERVICES")
+            .expect("the service is published")
+    }
+
+    fn try_run(&mut self, frame: &[u8]) -> Result<Run, ProgramError> {
+        let program = loader::program(&mut self.ebpf).expect("the XDP program");
+        let mut output = vec![0; frame.len() + OUTPUT_SLACK];
+        let result = program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut output),
+            ..TestRunOptions::new()
+        })?;
+        output.truncate(usize::try_from(result.data_size_out).expect("fits"));
+        Ok(Run {
+            action: XdpAction::from_return_value(result.return_value),
+            output,
+        })
+    }
+
+    fn run(&mut self, frame: &[u8]) -> Run {
+        self.try_run(frame).unwrap_or_else(|e| {
+            panic!(
+                "BPF_PROG_TEST_RUN failed on a {}-byte frame: {e:?}",
+                frame.len()
+            )
+        })
+    }
+
+    fn verdict_counter(&self, verdict: Verdict) -> Counter {
+        self.dataplane
+            .verdict_counter(verdict)
+            .unwrap_or_else(|e| panic!("reading the {} counter: {e:#}", verdict.name()))
+    }
+
+    fn verdict_counters(&self) -> Vec<Counter> {
+        Verdict::ALL
+            .iter()
+            .map(|&v| self.verdict_counter(v))
+            .collect()
+    }
+
+    fn service_counter(&self, id: u32) -> Counter {
+        self.dataplane
+            .service_counter(id)
+            .expect("reading a service counter")
+    }
+
+    fn backend_counter(&self, service_id: u32, backend: &Backend) -> Counter {
+        self.dataplane
+            .backend_counter(service_id, backend.counter)
+            .expect("reading a backend counter")
+    }
+}
+
+/// `packets` frames of `frame_len` bytes each.
+fn counted(packets: u64, frame_len: usize) -> Counter {
+    Counter {
+        packets,
+        bytes: packets * u64::try_from(frame_len).expect("fits"),
+    }
+}
+
+fn added(before: Counter, after: Counter) -> Counter {
+    Counter {
+        packets: after.packets - before.packets,
+        bytes: after.bytes - before.bytes,
+    }
+}
+
+/// Checks an XDP_TX'd service frame: only the MACs changed, to the backend's and the director's.
+fn assert_forwarded(context: &str, input: &[u8], output: &[u8], backend: &Backend) {
+    assert_eq!(
+        output.len(),
+        input.len(),
+        "{context}: the frame keeps its length"
+    );
+    assert_eq!(
+        output[ETH_DST_MAC], backend.dst_mac,
+        "{context}: destination MAC is the backend's"
+    );
+    assert_eq!(
+        output[ETH_SRC_MAC], DIRECTOR_MAC,
+        "{context}: source MAC is the director's"
+    );
+    assert_eq!(
+        output[AFTER_MACS..],
+        input[AFTER_MACS..],
+        "{context}: every byte after the MACs is unchanged"
+    );
+}
+
+/// What the output frame of a fixture must be.
+enum Output {
+    /// Byte for byte the input (XDP_PASS).
+    Unchanged,
+    /// The input with its MACs rewritten for this backend.
+    ForwardedTo(Backend),
+    /// Exactly these bytes (an ARP reply).
+    Exactly(Vec<u8>),
+    /// Not checked: the frame is dropped.
+    Dropped,
+}
+
+struct Fixture {
+    description: &'static str,
+    input: Vec<u8>,
+    action: XdpAction,
+    output: Output,
+    /// The one verdict counter the frame adds a packet and its bytes to.
+    verdict: Verdict,
+}
+
+fn forwarded(description: &'static str, input: Vec<u8>, backend: Backend) -> Fixture {
+    Fixture {
+        description,
+        input,
+        action: XdpAction::Tx,
+        output: Output::ForwardedTo(backend),
+        verdict: Verdict::Tx,
+    }
+}
+
+fn passed(description: &'static str, input: Vec<u8>) -> Fixture {
+    Fixture {
+        description,
+        input,
+        action: XdpAction::Pass,
+        output: Output::Unchanged,
+        verdict: Verdict::Pass,
+    }
+}
+
+fn answered(description: &'static str, input: Vec<u8>, reply: Vec<u8>) -> Fixture {
+    Fixture {
+        description,
+        input,
+        action: XdpAction::Tx,
+        output: Output::Exactly(reply),
+        verdict: Verdict::ArpReply,
+    }
+}
+
+fn dropped(description: &'static str, input: Vec<u8>, verdict: Verdict) -> Fixture {
+    Fixture {
+        description,
+        input,
+        action: XdpAction::Drop,
+        output: Output::Dropped,
+        verdict,
+    }
+}
+
+/// Runs each fixture once and checks its action, its output and that exactly its verdict
+/// counter moved, by one packet of the frame's length.
+fn run_fixtures(director: &mut Director, fixtures: &[Fixture]) {
+    for fixture in fixtures {
+        let context = fixture.description;
+        let before = director.verdict_counters();
+        let run = director.run(&fixture.input);
+        assert_eq!(run.action, fixture.action, "{context}: XDP action");
+        match &fixture.output {
+            Output::Unchanged => assert_eq!(
+                run.output, fixture.input,
+                "{context}: the frame is passed unchanged"
+            ),
+            Output::ForwardedTo(backend) => {
+                assert_forwarded(context, &fixture.input, &run.output, backend)
+            }
+            Output::Exactly(expected) => {
+                assert_eq!(&run.output, expected, "{context}: output frame")
+            }
+            Output::Dropped => {}
+        }
+        let after = director.verdict_counters();
+        for ((verdict, before), after) in Verdict::ALL.iter().zip(before).zip(after) {
+            let expected = if *verdict == fixture.verdict {
+                counted(1, fixture.input.len())
+            } else {
+                Counter::default()
+            };
+            assert_eq!(
+                added(before, after),
+                expected,
+                "{context}: the {} counter",
+                verdict.name()
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn service_traffic_is_sent_to_the_predicted_backend() {
+    tests::require_root();
+    let tcp = tcp_service().backends;
+    let udp = udp_service().backends;
+    let tcp_backend = predicted_backend(&TCP_FLOW, &tcp);
+    let udp_backend = predicted_backend(&UDP_FLOW, &udp);
+    let short_udp = Ipv4Frame::new(UDP_FLOW).payload(b"x").build();
+    assert!(
+        short_udp.len() < MIN_FRAME_LEN,
+        "the UDP frame needs padding"
+    );
+    let padded_udp = pad_to_min_frame(short_udp);
+    let fixtures = [
+        forwarded(
+            "TCP to the TCP service",
+            Ipv4Frame::new(TCP_FLOW).build(),
+            tcp_backend,
+        ),
+        forwarded(
+            "UDP to the UDP service",
+            Ipv4Frame::new(UDP_FLOW).build(),
+            udp_backend,
+        ),
+        forwarded(
+            "TCP segment without payload",
+            Ipv4Frame::new(TCP_FLOW).payload(&[]).build(),
+            tcp_backend,
+        ),
+        // The tag lies after the MACs, so the forwarded check proves it is kept.
+        forwarded(
+            "802.1Q-tagged TCP: the tag is kept",
+            Ipv4Frame::new(TCP_FLOW).vlan(VLAN_ID).build(),
+            tcp_backend,
+        ),
+        forwarded(
+            "QinQ double-tagged TCP: both tags are kept",
+            Ipv4Frame::new(TCP_FLOW)
+                .double_vlan(OUTER_VLAN_ID, VLAN_ID)
+                .build(),
+            tcp_backend,
+        ),
+        forwarded(
+            "TCP over IPv4 with options (IHL 6)",
+            Ipv4Frame::new(TCP_FLOW)
+                .ipv4_options(&ROUTER_ALERT_OPTION)
+                .build(),
+            tcp_backend,
+        ),
+        forwarded(
+            "60-byte padded UDP frame (IP total length < frame length)",
+            padded_udp,
+            udp_backend,
+        ),
+    ];
+    run_fixtures(&mut Director::with_standard_services(), &fixtures);
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn non_service_traffic_passes_unchanged() {
+    tests::require_root();
+    let fixtures = [
+        passed(
+            "TCP to the VIP on a port without service",
+            Ipv4Frame::new(TCP_FLOW.with_dport(UNSERVED_PORT)).build(),
+        ),
+        passed(
+            "UDP to the TCP service's port: the protocol is part of the service",
+            Ipv4Frame::new(Ipv4Flow::udp(CLIENT_IP, CLIENT_PORT, VIP, TCP_PORT)).build(),
+        ),
+        passed(
+            "ICMP echo request to the VIP",
+            icmp_echo_request(CLIENT_IP, VIP),
+        ),
+        passed(
+            "TCP to the director's own address on the service port",
+            Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, DIRECTOR_IP, TCP_PORT)).build(),
+        ),
+        passed(
+            "UDP over IPv6",
+            ipv6_udp(CLIENT_IPV6, CLIENT_PORT, VIP_IPV6, UDP_PORT),
+        ),
+        passed(
+            "TCP to an inactive VIP that has no service",
+            Ipv4Frame::new(Ipv4Flow::tcp(
+                CLIENT_IP,
+                CLIENT_PORT,
+                INACTIVE_VIP,
+                TCP_PORT,
+            ))
+            .build(),
+        ),
+    ];
+    run_fixtures(&mut Director::with_standard_services(), &fixtures);
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn arp_requests_for_an_active_vip_are_answered_and_the_rest_passes() {
+    tests::require_root();
+    let request = Arp::request(ROUTER_MAC, ROUTER_IP, VIP);
+    // Built independently of the request: what the director must answer.
+    let reply = Arp::reply(DIRECTOR_MAC, VIP, ROUTER_MAC, ROUTER_IP);
+    let fixtures = [
+        answered("ARP request for the VIP", request.build(), reply.build()),
+        answered(
+            "unicast ARP request for the VIP (a cache refresh)",
+            Arp {
+                eth_dst: DIRECTOR_MAC,
+                ..request.clone()
+            }
+            .build(),
+            reply.build(),
+        ),
+        answered(
+            "padded ARP request: the reply keeps the frame length",
+            pad_to_min_frame(request.build()),
+            pad_to_min_frame(reply.build()),
+        ),
+        answered(
+            "802.1Q-tagged ARP request: the reply keeps the tag",
+            Arp {
+                vlan: Some(VLAN_ID),
+                ..request.clone()
+            }
+            .build(),
+            Arp {
+                vlan: Some(VLAN_ID),
+                ..reply.clone()
+            }
+            .build(),
+        ),
+        passed(
+            "ARP request for another address",
+            Arp::request(ROUTER_MAC, ROUTER_IP, OTHER_IP).build(),
+        ),
+        passed(
+            "ARP request for the director's own address",
+            Arp::request(ROUTER_MAC, ROUTER_IP, DIRECTOR_IP).build(),
+        ),
+        passed(
+            "gratuitous ARP for the VIP from another host",
+            Arp::request(OTHER_HOST_MAC, VIP, VIP).build(),
+        ),
+        passed(
+            "ARP reply addressed to the VIP",
+            Arp::reply(ROUTER_MAC, ROUTER_IP, DIRECTOR_MAC, VIP).build(),
+        ),
+        passed(
+            "ARP reply announcing the VIP from another host",
+            Arp::reply(OTHER_HOST_MAC, VIP, ROUTER_MAC, ROUTER_IP).build(),
+        ),
+        passed(
+            "ARP request from a multicast sender MAC",
+            Arp {
+                eth_src: MULTICAST_MAC,
+                sender_mac: MULTICAST_MAC,
+                ..request.clone()
+            }
+            .build(),
+        ),
+        passed(
+            "ARP request whose ARP sender MAC alone is multicast",
+            Arp {
+                sender_mac: MULTICAST_MAC,
+                ..request.clone()
+            }
+            .build(),
+        ),
+        passed(
+            "ARP request for an inactive VIP",
+            Arp::request(ROUTER_MAC, ROUTER_IP, INACTIVE_VIP).build(),
+        ),
+    ];
+    run_fixtures(&mut Director::with_standard_services(), &fixtures);
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn malformed_and_undeliverable_frames_are_not_sent() {
+    tests::require_root();
+    let frame = Ipv4Frame::new(TCP_FLOW).build();
+    let ip_len = u16::try_from(frame.len() - ETH_HEADER_LEN).expect("small frame");
+    let to_director =
+        Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, DIRECTOR_IP, TCP_PORT)).build();
+    let short_of_tcp_header = IPV4_MIN_HEADER_LEN + TCP_MIN_HEADER_LEN - 1;
+    let tagged = Ipv4Frame::new(TCP_FLOW).vlan(VLAN_ID).build();
+    let fixtures = [
+        dropped(
+            "IHL below 5",
+            with_ihl(&frame, IHL_BELOW_MINIMUM),
+            Verdict::DropMalformed,
+        ),
+        dropped("IHL 0", with_ihl(&frame, 0), Verdict::DropMalformed),
+        dropped(
+            "IHL 15: header longer than the packet",
+            with_ihl(&frame, IHL_MAX),
+            Verdict::DropMalformed,
+        ),
+        dropped(
+            "IPv4 total length beyond the frame",
+            with_total_len(&frame, ip_len + 1),
+            Verdict::DropMalformed,
+        ),
+        dropped(
+            "IPv4 total length below the header length",
+            with_total_len(&frame, IPV4_MIN_HEADER_LEN - 1),
+            Verdict::DropMalformed,
+        ),
+        dropped(
+            "IPv4 total length cuts the TCP header short",
+            with_total_len(&frame, short_of_tcp_header),
+            Verdict::DropMalformed,
+        ),
+        dropped(
+            "802.1Q tag cut short",
+            truncated(&tagged, ETH_HEADER_LEN + HALF_A_VLAN_TAG),
+            Verdict::DropMalformed,
+        ),
+        dropped(
+            "first fragment (MF set) to the VIP",
+            with_fragment(&frame, true, 0),
+            Verdict::DropFragment,
+        ),
+        dropped(
+            "middle fragment (MF set, offset) to the VIP",
+            with_fragment(&frame, true, SECOND_FRAGMENT_OFFSET_UNITS),
+            Verdict::DropFragment,
+        ),
+        dropped(
+            "last fragment (offset, MF clear) to the VIP",
+            with_fragment(&frame, false, SECOND_FRAGMENT_OFFSET_UNITS),
+            Verdict::DropFragment,
+        ),
+        passed(
+            "first fragment to a non-VIP address",
+            with_fragment(&to_director, true, 0),
+        ),
+        passed(
+            "TCP header cut short, to a non-VIP address: the stack judges it",
+            with_total_len(&to_director, short_of_tcp_header),
+        ),
+        dropped(
+            "TCP to a service with zero backends",
+            Ipv4Frame::new(TCP_FLOW.with_dport(NO_BACKEND_PORT)).build(),
+            Verdict::DropNoBackend,
+        ),
+        dropped(
+            "TCP to a service whose backend is behind another interface",
+            Ipv4Frame::new(TCP_FLOW.with_dport(NO_EGRESS_PORT)).build(),
+            Verdict::DropNoEgress,
+        ),
+    ];
+    run_fixtures(&mut Director::with_standard_services(), &fixtures);
+}
+
+fn is_einval(error: &ProgramError) -> bool {
+    matches!(error, ProgramError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EINVAL))
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn no_prefix_of_a_service_frame_is_sent() {
+    tests::require_root();
+    let mut director = Director::with_standard_services();
+    let frame = Ipv4Frame::new(TCP_FLOW).build();
+    assert_eq!(
+        director.run(&frame).action,
+        XdpAction::Tx,
+        "the whole frame is forwarded"
+    );
+    for len in 0..frame.len() {
+        let prefix = truncated(&frame, len);
+        let before = director.verdict_counters();
+        let result = director.try_run(&prefix);
+        if len < ETH_HEADER_LEN {
+            // The kernel refuses (EINVAL) to run an XDP program on less than an Ethernet header,
+            // so such a frame never reaches the program, let alone the wire.
+            let error = result
+                .err()
+                .unwrap_or_else(|| panic!("{len}-byte frame: the kernel ran the program"));
+            assert!(
+                is_einval(&error),
+                "{len}-byte frame: expected EINVAL, got {error:?}"
+            );
+            assert_eq!(
+                director.verdict_counters(),
+                before,
+                "{len}-byte frame: nothing counted"
+            );
+            continue;
+        }
+        let run =
+            result.unwrap_or_else(|e| panic!("{len}-byte frame: BPF_PROG_TEST_RUN failed: {e:?}"));
+        // Every prefix claims an IPv4 packet it does not hold in full: malformed, for a VIP.
+        assert_eq!(
+            run.action,
+            XdpAction::Drop,
+            "{len}-byte prefix of a {}-byte frame",
+            frame.len()
+        );
+        let malformed = Verdict::DropMalformed as usize;
+        assert_eq!(
+            added(
+                before[malformed],
+                director.verdict_counter(Verdict::DropMalformed)
+            ),
+            counted(1, len),
+            "{len}-byte prefix: counted as malformed"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn counters_hold_exactly_the_forwarded_packets_and_bytes() {
+    tests::require_root();
+    const RUNS: u64 = 5;
+    let mut director = Director::with_standard_services();
+    let backends = tcp_service().backends;
+    let chosen = predicted_backend(&TCP_FLOW, &backends);
+    let frame = Ipv4Frame::new(TCP_FLOW).build();
+    for run in 0..RUNS {
+        let output = director.run(&frame);
+        assert_eq!(output.action, XdpAction::Tx, "run {run}");
+        assert_forwarded(&format!("run {run}"), &frame, &output.output, &chosen);
+    }
+    let expected = counted(RUNS, frame.len());
+    assert_eq!(
+        director.service_counter(TCP_SERVICE_ID),
+        expected,
+        "TCP service counter"
+    );
+    for backend in &backends {
+        let want = if backend.counter == chosen.counter {
+            expected
+        } else {
+            Counter::default()
+        };
+        assert_eq!(
+            director.backend_counter(TCP_SERVICE_ID, backend),
+            want,
+            "counter of backend {}",
+            backend.counter
+        );
+    }
+    assert_eq!(
+        director.service_counter(UDP_SERVICE_ID),
+        Counter::default(),
+        "UDP service counter"
+    );
+    for verdict in Verdict::ALL {
+        let want = if verdict == Verdict::Tx {
+            expected
+        } else {
+            Counter::default()
+        };
+        assert_eq!(
+            director.verdict_counter(verdict),
+            want,
+            "the {} counter",
+            verdict.name()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn flows_spread_over_the_backends_and_their_counters() {
+    tests::require_root();
+    const FLOWS: u16 = 64;
+    let mut director = Director::with_standard_services();
+    let backends = udp_service().backends;
+    let mut expected = vec![Counter::default(); backends.len()];
+    let mut total = Counter::default();
+    for sport in CLIENT_PORT..CLIENT_PORT + FLOWS {
+        let flow = UDP_FLOW.with_sport(sport);
+        // Frames of different lengths, so the byte counts tell the flows apart.
+        let frame = Ipv4Frame::new(flow)
+            .payload(&vec![0; usize::from(sport - CLIENT_PORT)])
+            .build();
+        let chosen = predicted_backend(&flow, &backends);
+        let run = director.run(&frame);
+        assert_eq!(run.action, XdpAction::Tx, "flow from port {sport}");
+        assert_forwarded(
+            &format!("flow from port {sport}"),
+            &frame,
+            &run.output,
+            &chosen,
+        );
+        let position = backends
+            .iter()
+            .position(|b| b.counter == chosen.counter)
+            .expect("a published backend");
+        for counter in [&mut expected[position], &mut total] {
+            counter.packets += 1;
+            counter.bytes += frame.len() as u64;
+        }
+    }
+    for (backend, want) in backends.iter().zip(&expected) {
+        assert!(
+            want.packets > 0,
+            "no flow reached backend {}: {expected:?}",
+            backend.counter
+        );
+        assert_eq!(
+            director.backend_counter(UDP_SERVICE_ID, backend),
+            *want,
+            "counter of backend {}",
+            backend.counter
+        );
+    }
+    assert_eq!(
+        director.service_counter(UDP_SERVICE_ID),
+        total,
+        "UDP service counter"
+    );
+    assert_eq!(director.verdict_counter(Verdict::Tx), total, "tx counter");
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn several_tcp_flows_reach_every_backend() {
+    tests::require_root();
+    const FLOWS: u16 = 32;
+    let mut director = Director::with_standard_services();
+    let backends = tcp_service().backends;
+    let mut reached = BTreeSet::new();
+    for sport in CLIENT_PORT..CLIENT_PORT + FLOWS {
+        let flow = TCP_FLOW.with_sport(sport);
+        let frame = Ipv4Frame::new(flow).build();
+        let chosen = predicted_backend(&flow, &backends);
+        let run = director.run(&frame);
+        assert_eq!(run.action, XdpAction::Tx, "flow from port {sport}");
+        assert_forwarded(
+            &format!("flow from port {sport}"),
+            &frame,
+            &run.output,
+            &chosen,
+        );
+        reached.insert(chosen.counter);
+    }
+    assert_eq!(
+        reached.len(),
+        backends.len(),
+        "{FLOWS} flows reached backends {reached:?}"
+    );
+}
+
+/// Sends one frame of each flow and checks that it reaches the backend predicted from `backends`.
+fn assert_selection_follows(director: &mut Director, context: &str, backends: &[Backend]) {
+    const FLOWS: u16 = 16;
+    for sport in CLIENT_PORT..CLIENT_PORT + FLOWS {
+        let flow = TCP_FLOW.with_sport(sport);
+        let frame = Ipv4Frame::new(flow).build();
+        let run = director.run(&frame);
+        assert_eq!(
+            run.action,
+            XdpAction::Tx,
+            "{context}, flow from port {sport}"
+        );
+        let chosen = predicted_backend(&flow, backends);
+        assert_forwarded(
+            &format!("{context}, flow from port {sport}"),
+            &frame,
+            &run.output,
+            &chosen,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn publishing_a_new_backend_list_flips_the_bank() {
+    tests::require_root();
+    let mut director = Director::load();
+    let mut service = tcp_service();
+    let key = service.key;
+    // Disjoint lists, so a frame sent from the stale bank is recognisable by its MAC.
+    let first = backends(0..2);
+    let second = backends(2..5);
+
+    for (round, (list, bank)) in [(&first, 0), (&second, 1), (&first, 0)]
+        .into_iter()
+        .enumerate()
+    {
+        service.backends = list.clone();
+        director.publish(&service);
+        let live = director.service(&key);
+        let count = u32::try_from(list.len()).expect("few backends");
+        assert_eq!(
+            live,
+            Service {
+                id: TCP_SERVICE_ID,
+                bank,
+                backend_count: count
+            },
+            "publish {round}: the banks alternate"
+        );
+        assert_selection_follows(&mut director, &format!("publish {round}"), list);
+    }
+}

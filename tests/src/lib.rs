@@ -4,6 +4,7 @@
 
 pub mod netns;
 pub mod packet;
+pub mod testbed;
 
 use std::path::PathBuf;
 

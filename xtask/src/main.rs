@@ -6,8 +6,9 @@
 mod setup;
 
 use std::{
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -103,18 +104,68 @@ fn run_tests(args: &[String]) -> Result<()> {
     // `--include-ignored` runs the privileged tests (program tests and netns end-to-end), which a
     // plain `cargo test` as a non-root user lists as ignored rather than pretending they passed.
     // One thread: the end-to-end tests share two CPUs and time their traffic.
-    run(Command::new("cargo")
-        .args([
-            "test",
-            "--release",
-            "--workspace",
-            "--exclude",
-            "lb-ebpf",
-            "--",
-        ])
+    let mut child = Command::new("cargo")
+        .args(["test", "--release", "--workspace", "--exclude", "lb-ebpf", "--"])
         .args(["--include-ignored", "--test-threads=1"])
         .args(args)
-        .env("DRLB_BIN", drlb_binary()))
+        .env("DRLB_BIN", drlb_binary())
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("could not start cargo test")?;
+    let mut totals = TestTotals::default();
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child.wait()?;
+    // One closing line over every test binary (cargo's own last line is that of the doc
+    // tests, which are few).
+    println!("\ntests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    if !status.success() {
+        bail!("cargo test failed with {status}");
+    }
+    Ok(())
+}
+
+/// Sums libtest's `test result: ok. N passed; M failed; K ignored; ...` lines.
+#[derive(Default)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(count)) = (words.next(), words.next()) else { continue };
+            let Ok(count) = count.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn totals_sum_libtest_result_lines() {
+        let mut t = TestTotals::default();
+        t.add("test result: ok. 7 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        t.add("test result: FAILED. 9 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.2s");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (16, 2, 1));
+    }
 }
 
 fn run_demo() -> Result<()> {

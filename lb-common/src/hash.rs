@@ -42,6 +42,13 @@ pub const fn flow_hash_v4(saddr: u32, daddr: u32, sport: u16, dport: u16, protoc
     finish(h)
 }
 
+/// Hash of a client address alone, for source-hash scheduling.
+#[inline(always)]
+#[must_use]
+pub const fn source_hash_v4(saddr: u32) -> u32 {
+    finish(mix(FLOW_HASH_SEED, saddr))
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

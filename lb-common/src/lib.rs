@@ -2,7 +2,7 @@
 //!
 //! Every map key and value is `#[repr(C)]`, `Copy`, free of implicit padding (checked by the
 //! `bytemuck::Pod` derive) and has its size asserted below, so both sides agree byte for byte.
-//! Fields holding network-order values say so in their name (`_be`).
+//! Fields holding network-order values say so in their name (`_be`) or type (`[u8; N]`).
 #![no_std]
 
 pub mod hash;
@@ -14,14 +14,19 @@ pub use verdict::Verdict;
 /// Most services (VIP, port, protocol) a director serves.
 pub const MAX_SERVICES: u32 = 64;
 /// Most backends one service may have.
-pub const MAX_BACKENDS_PER_SERVICE: u32 = 256;
-/// Each service has two banks of backend slots: userspace fills the idle bank, then flips
-/// [`Service::bank`] with one map update, so the program never sees a half-written list.
-pub const BACKEND_BANKS: u32 = 2;
-/// Entries of the `BACKENDS` array: `MAX_SERVICES * BACKEND_BANKS * MAX_BACKENDS_PER_SERVICE`.
-pub const BACKEND_SLOTS: u32 = MAX_SERVICES * BACKEND_BANKS * MAX_BACKENDS_PER_SERVICE;
-/// Entries of the per-backend counter array (one per service and backend position).
-pub const BACKEND_COUNTER_SLOTS: u32 = MAX_SERVICES * MAX_BACKENDS_PER_SERVICE;
+pub const MAX_BACKENDS_PER_SERVICE: u32 = 1024;
+/// Entries of the `BACKENDS` map and of the per-backend counters: one per service and backend id.
+pub const BACKEND_SLOTS: u32 = MAX_SERVICES * MAX_BACKENDS_PER_SERVICE;
+/// Each service has two banks of Maglev table: userspace fills the idle bank, then flips
+/// [`Service::bank`] with one map update, so the program never sees a half-written table.
+pub const TABLE_BANKS: u32 = 2;
+/// Maglev table size (a prime) when a service does not set one.
+pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+/// Default entries of the `MAGLEV` array: every service at the default size, both banks.
+/// Userspace resizes the array at load when the configured services need more.
+pub const DEFAULT_MAGLEV_ENTRIES: u32 = MAX_SERVICES * TABLE_BANKS * DEFAULT_TABLE_SIZE;
+/// Default capacity of the flow table.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 /// Most interfaces a director attaches to.
 pub const MAX_INTERFACES: u32 = 64;
 
@@ -33,6 +38,8 @@ pub const IPPROTO_UDP: u8 = 17;
 pub mod map_names {
     pub const SERVICES: &str = "SERVICES";
     pub const BACKENDS: &str = "BACKENDS";
+    pub const MAGLEV: &str = "MAGLEV";
+    pub const FLOWS: &str = "FLOWS";
     pub const VIPS: &str = "VIPS";
     pub const INTERFACES: &str = "INTERFACES";
     pub const SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
@@ -73,15 +80,25 @@ pub struct ServiceKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Service {
-    /// Index of the service: selects its rows in `BACKENDS` and its counters.
+    /// Index of the service: selects its backends and its counters.
     pub id: u32,
-    /// Which of the [`BACKEND_BANKS`] banks is live.
+    /// Which of the [`TABLE_BANKS`] banks of its Maglev table is live.
     pub bank: u32,
-    /// How many slots of the live bank hold a backend; 0 means "drop: no backend".
-    pub backend_count: u32,
+    /// First `MAGLEV` entry of the service's region (both banks: `TABLE_BANKS * table_size`).
+    pub table_base: u32,
+    /// Entries of one bank (a prime); 0 means "no backend in the table: drop new flows".
+    pub table_size: u32,
+    /// [`SERVICE_FLAG_SOURCE_HASH`].
+    pub flags: u32,
 }
 
-/// Value of the `BACKENDS` array, at [`backend_slot`]`(service, bank, position)`.
+/// Schedule by the client address alone (IPVS `sh`): a client keeps its backend across
+/// connections. Without it, the whole 5-tuple is hashed.
+pub const SERVICE_FLAG_SOURCE_HASH: u32 = 1;
+
+/// Value of the `BACKENDS` hash map, keyed by [`backend_index`]: where frames for a backend go.
+/// A backend that must not receive traffic (removed, unhealthy, MAC unknown) has no entry, so
+/// flows pinned to it are rescheduled; a drained one keeps its entry but leaves the table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Backend {
@@ -91,8 +108,29 @@ pub struct Backend {
     pub src_mac: [u8; 6],
     /// The egress interface. Equal to the ingress interface, the frame leaves with XDP_TX.
     pub ifindex: u32,
-    /// Index into `BACKEND_COUNTERS`, stable while the backend exists.
-    pub counter: u32,
+}
+
+/// Key of the `FLOWS` LRU map: an IPv4 5-tuple as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of the `FLOWS` map: the backend a flow was given.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct FlowEntry {
+    /// The service's id when the flow was scheduled: a flow never follows an id that another
+    /// service has taken over since.
+    pub service: u32,
+    /// The [`backend_index`] of the backend.
+    pub backend: u32,
 }
 
 /// Value of the `VIPS` hash map, keyed by [`Addr`]: the addresses the program answers ARP for.
@@ -124,39 +162,33 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Index in `BACKENDS` of a service's backend position in a bank.
+/// Key in `BACKENDS` and index in `BACKEND_COUNTERS` of a service's backend. Backend ids are
+/// stable while the backend exists; Maglev table entries hold them.
 #[inline(always)]
 #[must_use]
-pub const fn backend_slot(service_id: u32, bank: u32, position: u32) -> u32 {
-    (service_id * BACKEND_BANKS + bank) * MAX_BACKENDS_PER_SERVICE + position
+pub const fn backend_index(service_id: u32, backend_id: u32) -> u32 {
+    service_id * MAX_BACKENDS_PER_SERVICE + backend_id
 }
 
-/// Index in `BACKEND_COUNTERS` of a service's backend counter.
+/// Index in `MAGLEV` of a slot of the live bank of a service's table.
 #[inline(always)]
 #[must_use]
-pub const fn backend_counter_slot(service_id: u32, counter: u32) -> u32 {
-    service_id * MAX_BACKENDS_PER_SERVICE + counter
+pub const fn table_index(service: &Service, slot: u32) -> u32 {
+    service.table_base + service.bank * service.table_size + slot
 }
 
 // The layout both sides rely on.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
-const _: () = assert!(core::mem::size_of::<Service>() == 12);
-const _: () = assert!(core::mem::size_of::<Backend>() == 20);
+const _: () = assert!(core::mem::size_of::<Service>() == 20);
+const _: () = assert!(core::mem::size_of::<Backend>() == 16);
 const _: () = assert!(core::mem::align_of::<Backend>() == 4);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<Vip>() == 4);
 const _: () = assert!(core::mem::size_of::<Interface>() == 8);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
-const _: () = assert!(
-    backend_slot(
-        MAX_SERVICES - 1,
-        BACKEND_BANKS - 1,
-        MAX_BACKENDS_PER_SERVICE - 1
-    ) == BACKEND_SLOTS - 1
-);
-const _: () = assert!(
-    backend_counter_slot(MAX_SERVICES - 1, MAX_BACKENDS_PER_SERVICE - 1)
-        == BACKEND_COUNTER_SLOTS - 1
-);
+const _: () =
+    assert!(backend_index(MAX_SERVICES - 1, MAX_BACKENDS_PER_SERVICE - 1) == BACKEND_SLOTS - 1);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -164,6 +196,8 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::Service {}
     unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::Vip {}
     unsafe impl aya::Pod for super::Interface {}
     unsafe impl aya::Pod for super::Counter {}
@@ -181,17 +215,25 @@ mod tests {
     }
 
     #[test]
-    fn backend_slots_of_different_services_and_banks_never_overlap() {
-        let mut seen = [false; BACKEND_SLOTS as usize];
-        for service in 0..MAX_SERVICES {
-            for bank in 0..BACKEND_BANKS {
-                for pos in 0..MAX_BACKENDS_PER_SERVICE {
-                    let slot = backend_slot(service, bank, pos) as usize;
-                    assert!(!seen[slot], "slot {slot} used twice");
-                    seen[slot] = true;
-                }
-            }
-        }
+    fn backend_indices_of_neighbouring_services_do_not_overlap() {
+        assert_eq!(
+            backend_index(0, MAX_BACKENDS_PER_SERVICE - 1) + 1,
+            backend_index(1, 0)
+        );
+    }
+
+    #[test]
+    fn table_banks_of_a_service_are_adjacent_and_disjoint() {
+        let mut s = Service {
+            id: 0,
+            bank: 0,
+            table_base: 100,
+            table_size: 7,
+            flags: 0,
+        };
+        assert_eq!((table_index(&s, 0), table_index(&s, 6)), (100, 106));
+        s.bank = 1;
+        assert_eq!((table_index(&s, 0), table_index(&s, 6)), (107, 113));
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub fn answer_request(ctx: &XdpContext, offset: usize) -> Verdict {
     // An announcement for the VIP by another host (sender IP = target IP) is a conflict, not a
     // question: never answered. Nor is a request from a group MAC, which would make the reply
     // a broadcast.
-    if entry.flags & VIP_FLAG_ACTIVE == 0 || requester_ip == vip || requester_mac[0] & MAC_GROUP_BIT != 0 {
+    if entry.flags & VIP_FLAG_ACTIVE == 0
+        || requester_ip == vip
+        || requester_mac[0] & MAC_GROUP_BIT != 0
+    {
         return Verdict::Pass;
     }
     // SAFETY: read only.

@@ -57,20 +57,24 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
         Err(parse::Unroutable::NotBalanced) => return Verdict::Pass,
         // Without a complete L4 header we must not forward, but only traffic for a VIP is ours
         // to judge: the rest goes to the stack, which applies its own checks.
-        Err(parse::Unroutable::Fragment { daddr }) => return select::drop_if_vip(daddr, Verdict::DropFragment),
-        Err(parse::Unroutable::Truncated { daddr }) => return select::drop_if_vip(daddr, Verdict::DropMalformed),
+        Err(parse::Unroutable::Fragment { daddr }) => {
+            return select::drop_if_vip(daddr, Verdict::DropFragment);
+        }
+        Err(parse::Unroutable::Truncated { daddr }) => {
+            return select::drop_if_vip(daddr, Verdict::DropMalformed);
+        }
         Err(parse::Unroutable::Malformed) => return Verdict::DropMalformed,
     };
     let Some(service) = select::service(&flow) else {
         return Verdict::Pass;
     };
-    let backend = match select::backend(service, &flow) {
-        Ok(backend) => backend,
+    let (backend, backend_index) = match select::backend(service, &flow) {
+        Ok(found) => found,
         Err(verdict) => return verdict,
     };
     let verdict = forward::to_backend(ctx, backend);
     if verdict == Verdict::Tx {
-        stats::count_forwarded(service, backend, (ctx.data_end() - ctx.data()) as u64);
+        stats::count_forwarded(service, backend_index, (ctx.data_end() - ctx.data()) as u64);
     }
     verdict
 }
@@ -81,9 +85,10 @@ const fn xdp_action_of(verdict: Verdict) -> u32 {
         Verdict::Tx | Verdict::ArpReply => xdp_action::XDP_TX,
         Verdict::Redirect => xdp_action::XDP_REDIRECT,
         Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::DropMalformed | Verdict::DropFragment | Verdict::DropNoBackend | Verdict::DropNoEgress => {
-            xdp_action::XDP_DROP
-        }
+        Verdict::DropMalformed
+        | Verdict::DropFragment
+        | Verdict::DropNoBackend
+        | Verdict::DropNoEgress => xdp_action::XDP_DROP,
         Verdict::Aborted => xdp_action::XDP_ABORTED,
     }
 }

@@ -1,22 +1,38 @@
-//! Every map of the program, sized by lb-common's constants. Userspace fills the lookup maps
-//! and reads the counters; the program only writes counters.
+//! Every map of the program, sized by lb-common's constants (userspace resizes `MAGLEV` and
+//! `FLOWS` at load). Userspace fills the lookup maps and reads the counters; the program writes
+//! only the flow table and the counters.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Addr, BACKEND_COUNTER_SLOTS, BACKEND_SLOTS, Backend, Counter, Interface, MAX_INTERFACES, MAX_SERVICES, Service,
-    ServiceKey, Verdict, Vip,
+    Addr, BACKEND_SLOTS, Backend, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAGLEV_ENTRIES,
+    FlowEntry, FlowKey, Interface, MAX_INTERFACES, MAX_SERVICES, Service, ServiceKey, Verdict, Vip,
 };
 
 /// (VIP, port, protocol) -> service.
 #[map]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
-/// Backends of every service, two banks each (see `lb_common::backend_slot`).
+/// The Maglev tables of all services, two banks each (see `lb_common::table_index`): slot ->
+/// backend id.
 #[map]
-pub static BACKENDS: Array<Backend> = Array::with_max_entries(BACKEND_SLOTS, 0);
+pub static MAGLEV: Array<u32> = Array::with_max_entries(DEFAULT_MAGLEV_ENTRIES, 0);
+
+/// `backend_index(service, backend id)` -> where to send the frame. A hash map, so that an
+/// update replaces an entry atomically.
+#[map]
+pub static BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(BACKEND_SLOTS, 0);
+
+/// 5-tuple -> the backend the flow was given, so established flows keep their backend when
+/// the table changes. One hash table shared by all CPUs, so a flow whose packets arrive on
+/// several CPUs still has one backend; BPF_F_NO_COMMON_LRU gives each CPU its own LRU list, so
+/// CPUs never contend on a shared one (eviction then works within each CPU's share).
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
 
 /// VIP -> flags: the addresses the program answers ARP for.
 #[map]
@@ -30,7 +46,8 @@ pub static INTERFACES: HashMap<u32, Interface> = HashMap::with_max_entries(MAX_I
 pub static SERVICE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
 #[map]
-pub static BACKEND_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(BACKEND_COUNTER_SLOTS, 0);
+pub static BACKEND_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(BACKEND_SLOTS, 0);
 
 #[map]
-pub static VERDICT_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Verdict::COUNT, 0);
+pub static VERDICT_COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(Verdict::COUNT, 0);

@@ -114,7 +114,8 @@ pub fn ipv4_flow(ctx: &XdpContext, offset: usize) -> Result<Flow, Unroutable> {
         return Err(Unroutable::Truncated { daddr });
     }
     // TCP and UDP both start with the source and destination ports.
-    let ports: *const [u8; 4] = ptr_at(ctx, offset + header_len).ok_or(Unroutable::Truncated { daddr })?;
+    let ports: *const [u8; 4] =
+        ptr_at(ctx, offset + header_len).ok_or(Unroutable::Truncated { daddr })?;
     // SAFETY: as above.
     let ports = unsafe { *ports };
     Ok(Flow {

@@ -1,13 +1,16 @@
 //! The `drlb` command line.
 
-use std::{io::IsTerminal as _, path::PathBuf};
+use std::{io::IsTerminal as _, net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use macaddr::MacAddr6;
 
 use crate::{
+    config::{BackendConfig, Scheduler, ServiceConfig, ServiceId},
     control::{self, Request, Response},
     daemon::{self, RunOptions},
+    director::Change,
 };
 
 /// Where the daemon keeps its control socket unless told otherwise.
@@ -27,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the director in the foreground: load and attach the XDP program, serve until
-    /// SIGINT/SIGTERM, then detach.
+    /// SIGINT/SIGTERM, then detach. SIGHUP re-reads the config and applies the difference.
     Run {
         /// The configuration file (TOML).
         #[arg(long, short)]
@@ -43,6 +46,78 @@ enum Command {
         json: bool,
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+    },
+    /// Add or remove services of the running daemon (not written to the config file).
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Add, remove or reweight backends of the running daemon (not written to the config file).
+    #[command(subcommand)]
+    Backend(BackendCommand),
+}
+
+#[derive(Args)]
+struct Target {
+    /// The service, as PROTOCOL/VIP:PORT (e.g. tcp/198.18.0.100:8080).
+    #[arg(long, short)]
+    service: ServiceId,
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchedulerArg {
+    Maglev,
+    SourceHash,
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// Add a service (without backends; add them with `drlb backend add`).
+    Add {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value = "maglev")]
+        scheduler: SchedulerArg,
+        /// Maglev table size (a prime).
+        #[arg(long, default_value_t = lb_common::DEFAULT_TABLE_SIZE)]
+        table_size: u32,
+    },
+    /// Remove a service and its backends.
+    Remove {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackendCommand {
+    /// Add a backend to a service.
+    Add {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, short)]
+        address: Ipv4Addr,
+        #[arg(long, short, default_value_t = 1)]
+        weight: u32,
+        /// The backend's MAC, instead of the neighbour table's.
+        #[arg(long)]
+        mac: Option<MacAddr6>,
+    },
+    /// Remove a backend: its flows move to the others.
+    Remove {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, short)]
+        address: Ipv4Addr,
+    },
+    /// Change a backend's weight; 0 drains it (no new flows, established ones continue).
+    SetWeight {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, short)]
+        address: Ipv4Addr,
+        #[arg(long, short)]
+        weight: u32,
     },
 }
 
@@ -74,9 +149,114 @@ pub fn main() -> Result<()> {
                         }
                         Ok(())
                     }
-                    Response::Error(e) => bail!("the daemon answered: {e}"),
+                    other => unexpected(other),
                 }
+            }
+            Command::Service(command) => {
+                let (state_dir, change) = service_change(command);
+                send_change(&state_dir, change).await
+            }
+            Command::Backend(command) => {
+                let (state_dir, change) = backend_change(command);
+                send_change(&state_dir, change).await
             }
         }
     })
+}
+
+fn service_change(command: ServiceCommand) -> (PathBuf, Change) {
+    match command {
+        ServiceCommand::Add {
+            target,
+            scheduler,
+            table_size,
+        } => {
+            let ServiceId {
+                protocol,
+                vip,
+                port,
+            } = target.service;
+            let service = ServiceConfig {
+                vip,
+                port,
+                protocol,
+                scheduler: match scheduler {
+                    SchedulerArg::Maglev => Scheduler::Maglev,
+                    SchedulerArg::SourceHash => Scheduler::SourceHash,
+                },
+                table_size,
+                health_check: None,
+                backends: Vec::new(),
+            };
+            (target.state_dir, Change::ServiceAdd { service })
+        }
+        ServiceCommand::Remove { target } => (
+            target.state_dir,
+            Change::ServiceRemove {
+                service: target.service,
+            },
+        ),
+    }
+}
+
+fn backend_change(command: BackendCommand) -> (PathBuf, Change) {
+    match command {
+        BackendCommand::Add {
+            target,
+            address,
+            weight,
+            mac,
+        } => {
+            let backend = BackendConfig {
+                address,
+                weight,
+                mac,
+            };
+            (
+                target.state_dir,
+                Change::BackendAdd {
+                    service: target.service,
+                    backend,
+                },
+            )
+        }
+        BackendCommand::Remove { target, address } => (
+            target.state_dir,
+            Change::BackendRemove {
+                service: target.service,
+                address,
+            },
+        ),
+        BackendCommand::SetWeight {
+            target,
+            address,
+            weight,
+        } => (
+            target.state_dir,
+            Change::BackendSetWeight {
+                service: target.service,
+                address,
+                weight,
+            },
+        ),
+    }
+}
+
+async fn send_change(state_dir: &std::path::Path, change: Change) -> Result<()> {
+    match control::call(state_dir, &Request::Change { change }).await? {
+        Response::Applied(effects) => {
+            for effect in effects {
+                println!("{effect}");
+            }
+            Ok(())
+        }
+        other => unexpected(other),
+    }
+}
+
+fn unexpected(response: Response) -> Result<()> {
+    match response {
+        Response::Error(e) => bail!("{e}"),
+        other => bail!("the daemon gave an unexpected answer: {other:?}"),
+    }
 }

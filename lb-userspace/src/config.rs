@@ -7,8 +7,16 @@
 use std::{collections::HashSet, fmt, net::Ipv4Addr, path::Path};
 
 use anyhow::{Context as _, Result, bail};
-use lb_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES};
+use lb_common::{
+    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_TABLE_SIZE, IPPROTO_TCP, IPPROTO_UDP,
+    MAX_BACKENDS_PER_SERVICE, MAX_SERVICES,
+};
 use macaddr::MacAddr6;
+
+use crate::{
+    health::{CheckKind, HealthCheckConfig},
+    maglev::check_table_size,
+};
 use serde::Deserialize;
 
 /// Largest backend weight (as in IPVS).
@@ -30,7 +38,17 @@ pub struct DirectorConfig {
     pub interface: String,
     #[serde(default)]
     pub xdp_mode: XdpMode,
+    /// Capacity of the flow table (flows that keep their backend across table changes).
+    #[serde(default = "default_flow_table_size")]
+    pub flow_table_size: u32,
 }
+
+const fn default_flow_table_size() -> u32 {
+    DEFAULT_FLOW_TABLE_SIZE
+}
+
+/// Smallest flow table accepted: every CPU gets its own share of it for eviction.
+pub const MIN_FLOW_TABLE_SIZE: u32 = 1024;
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -40,17 +58,40 @@ pub enum XdpMode {
     Generic,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     pub vip: Ipv4Addr,
     pub port: u16,
     pub protocol: Protocol,
+    #[serde(default)]
+    pub scheduler: Scheduler,
+    /// Entries of the service's Maglev table: a prime, about 100 × the backend count or more.
+    #[serde(default = "default_table_size")]
+    pub table_size: u32,
+    /// Absent: TCP connect checks for TCP services, none for UDP services.
+    pub health_check: Option<HealthCheckConfig>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+const fn default_table_size() -> u32 {
+    DEFAULT_TABLE_SIZE
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheduler {
+    /// Weighted Maglev over the hash of the 5-tuple.
+    #[default]
+    Maglev,
+    /// Weighted Maglev over the hash of the client address: a client keeps its backend.
+    SourceHash,
+}
+
+#[derive(
+    Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -76,18 +117,33 @@ impl fmt::Display for Protocol {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub address: Ipv4Addr,
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// Overrides the MAC found in the kernel's neighbour table.
-    #[serde(default, deserialize_with = "mac_from_text")]
+    #[serde(
+        default,
+        deserialize_with = "mac_from_text",
+        serialize_with = "mac_to_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mac: Option<MacAddr6>,
 }
 
 /// MACs are written as text (`02:00:00:00:00:12`); macaddr's own serde form is a byte array.
+fn mac_to_text<S: serde::Serializer>(
+    mac: &Option<MacAddr6>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match mac {
+        Some(mac) => serializer.serialize_some(&mac.to_string().to_lowercase()),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn mac_from_text<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<MacAddr6>, D::Error> {
@@ -105,7 +161,72 @@ impl ServiceConfig {
     /// How the service is named in messages and stats, e.g. `tcp 198.18.0.100:8080`.
     #[must_use]
     pub fn name(&self) -> String {
-        format!("{} {}:{}", self.protocol, self.vip, self.port)
+        self.id().to_string()
+    }
+
+    #[must_use]
+    pub fn id(&self) -> ServiceId {
+        ServiceId {
+            protocol: self.protocol,
+            vip: self.vip,
+            port: self.port,
+        }
+    }
+
+    /// The health check in force: the configured one, else TCP connect for TCP services and
+    /// none for UDP services (a UDP port cannot be probed without knowing its protocol).
+    #[must_use]
+    pub fn health_check(&self) -> HealthCheckConfig {
+        self.health_check
+            .clone()
+            .unwrap_or_else(|| HealthCheckConfig {
+                kind: match self.protocol {
+                    Protocol::Tcp => CheckKind::Tcp,
+                    Protocol::Udp => CheckKind::None,
+                },
+                ..HealthCheckConfig::default()
+            })
+    }
+}
+
+/// What identifies a service: protocol, VIP and port. Written `tcp/198.18.0.100:8080` on the
+/// command line; shown as `tcp 198.18.0.100:8080`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
+)]
+pub struct ServiceId {
+    pub protocol: Protocol,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+}
+
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}:{}", self.protocol, self.vip, self.port)
+    }
+}
+
+impl std::str::FromStr for ServiceId {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let usage = || {
+            format!(
+                "{s:?} is not a service: write it as PROTOCOL/VIP:PORT, e.g. tcp/198.18.0.100:8080"
+            )
+        };
+        let (protocol, rest) = s.split_once('/').with_context(usage)?;
+        let protocol = match protocol {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => bail!("{}", usage()),
+        };
+        let addr: std::net::SocketAddrV4 = rest.parse().with_context(usage)?;
+        Ok(Self {
+            protocol,
+            vip: *addr.ip(),
+            port: addr.port(),
+        })
     }
 }
 
@@ -140,6 +261,12 @@ impl Config {
                     .to_owned(),
             );
         }
+        if self.director.flow_table_size < MIN_FLOW_TABLE_SIZE {
+            problems.push(format!(
+                "[director] flow_table_size {} is too small (at least {MIN_FLOW_TABLE_SIZE})",
+                self.director.flow_table_size
+            ));
+        }
         if self.services.len() > MAX_SERVICES as usize {
             problems.push(format!(
                 "{} services configured; drlb supports at most {MAX_SERVICES}",
@@ -159,6 +286,12 @@ impl Config {
             }
             if let Some(why) = unusable_unicast(service.vip) {
                 problems.push(format!("service {name}: the VIP {} {why}", service.vip));
+            }
+            if let Err(e) = check_table_size(service.table_size) {
+                problems.push(format!("service {name}: {e}"));
+            }
+            for problem in service.health_check().problems() {
+                problems.push(format!("service {name}: {problem}"));
             }
             if service.backends.len() > MAX_BACKENDS_PER_SERVICE as usize {
                 problems.push(format!(

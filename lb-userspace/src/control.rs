@@ -15,7 +15,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use crate::stats::StatsReport;
+use crate::{director::Change, stats::StatsReport};
 
 pub const SOCKET_NAME: &str = "drlb.sock";
 const SOCKET_MODE: u32 = 0o600;
@@ -26,12 +26,18 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
     Stats,
+    /// Apply a change to the running configuration.
+    Change {
+        change: Change,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Response {
     Stats(StatsReport),
+    /// The change was applied; one line per effect.
+    Applied(Vec<String>),
     Error(String),
 }
 

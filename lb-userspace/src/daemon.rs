@@ -1,10 +1,11 @@
 //! `drlb run`: validates the config, loads the program, fills its maps, attaches it, announces
-//! the VIPs, then serves the control socket and keeps the backends' MACs current until SIGINT
-//! or SIGTERM, when it detaches.
+//! the VIPs, then serves until SIGINT or SIGTERM, when it detaches. While it runs it follows
+//! the backends' MACs, runs health checks, applies changes from the CLI, and re-reads the
+//! config file on SIGHUP (applying only the difference).
 //!
-//! Order matters: everything that can fail on bad input happens before the program is attached,
-//! and the maps are complete before the first frame arrives, so a bad config never leaves a
-//! half-applied data plane.
+//! Everything that can fail on bad input happens before the program is attached, and the maps
+//! are complete before the first frame arrives, so a bad config never leaves a half-applied
+//! data plane.
 
 use std::{
     net::Ipv4Addr,
@@ -13,18 +14,22 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use lb_common::{Backend, ServiceKey, VIP_FLAG_ACTIVE, Verdict, Vip, ipv4_mapped};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    task::JoinSet,
+};
 use tracing::{info, warn};
 
 use crate::{
-    config::{Config, ServiceConfig, XdpMode},
+    config::{Config, ServiceId, XdpMode},
     control::{self, Request, Response},
     dataplane::Dataplane,
+    director::{self, Director},
     garp::{self, FrameSender},
+    health,
     loader::{self, AttachMode},
-    netlink::{InterfaceInfo, NeighbourMacs, Netlink},
-    stats::{BackendStats, Count, ServiceStats, StatsReport, format_mac},
+    netlink::{NeighbourMacs, Netlink},
 };
 
 /// How long start-up waits for the kernel to resolve backends' MACs before it goes on without
@@ -36,10 +41,19 @@ const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
 /// Gratuitous ARP at start-up: a short burst, as routers may drop a single frame.
 const ANNOUNCE_COUNT: u32 = 3;
 const ANNOUNCE_GAP: Duration = Duration::from_millis(200);
+/// Room for health results waiting for the main loop.
+const HEALTH_QUEUE: usize = 1024;
 
 pub struct RunOptions {
     pub config: PathBuf,
     pub state_dir: PathBuf,
+}
+
+/// A health probe's result, sent from a checker task to the main loop.
+struct HealthResult {
+    service: ServiceId,
+    backend: Ipv4Addr,
+    result: Result<()>,
 }
 
 pub async fn run(options: RunOptions) -> Result<()> {
@@ -52,27 +66,36 @@ pub async fn run(options: RunOptions) -> Result<()> {
         .with_context(|| format!("in {}", options.config.display()))?;
     let control = control::bind(&options.state_dir).await?;
 
-    let mut ebpf = loader::load()?;
+    let mut ebpf = loader::load(director::map_sizes(&config))?;
     start_ebpf_logger(&mut ebpf);
-    let mut director = Director::new(&config, interface.clone(), Dataplane::take_from(&mut ebpf)?);
-    director
-        .dataplane
-        .set_interface(interface.ifindex, interface.mac)?;
-    let macs = resolve_backends(&netlink, &director).await?;
-    director.apply_neighbours(&macs)?;
-    director.publish_vips()?;
+    let mut director = Director::new(&config, interface.clone(), Dataplane::take_from(&mut ebpf)?)?;
+    // Ask the kernel for the backends' MACs before the first table is built, so the first
+    // table already holds every backend that answers.
+    let wanted: Vec<Ipv4Addr> = config
+        .services
+        .iter()
+        .flat_map(|s| &s.backends)
+        .filter(|b| b.mac.is_none())
+        .map(|b| b.address)
+        .collect();
+    let macs = resolve(&netlink, interface.ifindex, &wanted).await?;
+    director.set_neighbours(macs)?;
+    for change in director.apply(config.clone())? {
+        info!("{change}");
+    }
+    director.report_unresolved();
 
     let mode = match config.director.xdp_mode {
         XdpMode::Native => AttachMode::Native,
         XdpMode::Generic => AttachMode::Generic,
     };
     let link = loader::attach(&mut ebpf, &interface.name, interface.ifindex, mode)?;
-    info!(interface = %interface.name, mode = director.mode_name(), "XDP program attached");
+    info!(interface = %interface.name, mode = mode_name(config.director.xdp_mode), "XDP program attached");
     announce_vips(&director).await;
     control.publish()?;
-    info!(state_dir = %options.state_dir.display(), services = director.services.len(), "drlb ready");
+    info!(state_dir = %options.state_dir.display(), services = config.services.len(), "drlb ready");
 
-    let served = serve(&netlink, &mut director, &control).await;
+    let served = serve(&netlink, &mut director, &control, &options).await;
     loader::detach(&mut ebpf, link)?;
     info!(interface = %interface.name, "XDP program detached");
     served
@@ -86,6 +109,13 @@ fn require_root() -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn mode_name(mode: XdpMode) -> &'static str {
+    match mode {
+        XdpMode::Native => "native",
+        XdpMode::Generic => "generic",
+    }
 }
 
 /// Forwards the program's log records (aya-log) to our logger.
@@ -111,12 +141,9 @@ fn start_ebpf_logger(ebpf: &mut aya::Ebpf) {
     });
 }
 
-/// Asks the kernel to resolve every backend without a configured MAC, and waits a little for
-/// the answers.
-async fn resolve_backends(netlink: &Netlink, director: &Director) -> Result<NeighbourMacs> {
-    let ifindex = director.interface.ifindex;
-    let wanted: Vec<Ipv4Addr> = director.backends_needing_neighbours().collect();
-    for &addr in &wanted {
+/// Asks the kernel to resolve `wanted` and waits a little for the answers.
+async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Result<NeighbourMacs> {
+    for &addr in wanted {
         netlink.keep_resolved(ifindex, addr).await?;
     }
     let deadline = Instant::now() + STARTUP_RESOLVE_TIMEOUT;
@@ -131,7 +158,8 @@ async fn resolve_backends(netlink: &Netlink, director: &Director) -> Result<Neig
 }
 
 async fn announce_vips(director: &Director) {
-    let sender = match FrameSender::open(director.interface.ifindex) {
+    let interface = director.interface();
+    let sender = match FrameSender::open(interface.ifindex) {
         Ok(sender) => sender,
         Err(e) => return warn!("VIPs not announced: {e:#}"),
     };
@@ -140,7 +168,7 @@ async fn announce_vips(director: &Director) {
             tokio::time::sleep(ANNOUNCE_GAP).await;
         }
         for vip in director.vips() {
-            if let Err(e) = sender.send(&garp::announcement(director.interface.mac, vip)) {
+            if let Err(e) = sender.send(&garp::announcement(interface.mac, vip)) {
                 warn!(%vip, "gratuitous ARP failed: {e:#}");
             }
         }
@@ -148,13 +176,48 @@ async fn announce_vips(director: &Director) {
     info!(vips = ?director.vips(), "VIPs announced with gratuitous ARP");
 }
 
-async fn serve(netlink: &Netlink, director: &mut Director, control: &control::Bound) -> Result<()> {
+/// One task per checked backend; all replaced whenever the config changes.
+fn start_health_checks(director: &Director, results: &mpsc::Sender<HealthResult>) -> JoinSet<()> {
+    let mut checkers = JoinSet::new();
+    for (service, backend, check, target) in director.health_targets() {
+        let results = results.clone();
+        checkers.spawn(async move {
+            let mut interval = tokio::time::interval(check.interval());
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let result = health::probe(&check, target).await;
+                if results
+                    .send(HealthResult {
+                        service,
+                        backend,
+                        result,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+    checkers
+}
+
+async fn serve(
+    netlink: &Netlink,
+    director: &mut Director,
+    control: &control::Bound,
+    options: &RunOptions,
+) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
+    let (health_tx, mut health_rx) = mpsc::channel(HEALTH_QUEUE);
+    let mut checkers = start_health_checks(director, &health_tx);
     loop {
-        tokio::select! {
+        let changed = tokio::select! {
             _ = sigterm.recv() => {
                 info!("SIGTERM: stopping");
                 return Ok(());
@@ -163,33 +226,80 @@ async fn serve(netlink: &Netlink, director: &mut Director, control: &control::Bo
                 info!("SIGINT: stopping");
                 return Ok(());
             }
-            _ = sighup.recv() => warn!("SIGHUP: reloading the config is not supported yet; nothing changed"),
+            _ = sighup.recv() => reload(director, options),
             accepted = control.listener.accept() => match accepted {
                 Ok((mut stream, _)) => {
-                    let response = match control::read_request(&mut stream).await {
-                        Ok(Request::Stats) => director.stats().map_or_else(|e| Response::Error(format!("{e:#}")), Response::Stats),
-                        Err(e) => Response::Error(format!("{e:#}")),
+                    let (response, changed) = match control::read_request(&mut stream).await {
+                        Ok(Request::Stats) => (director.stats(mode_name(director.config().director.xdp_mode)).map_or_else(|e| Response::Error(format!("{e:#}")), Response::Stats), false),
+                        Ok(Request::Change { change }) => match change.edit(director.config()).and_then(|new| director.apply(new)) {
+                            Ok(effects) => {
+                                for effect in &effects {
+                                    info!("control: {effect}");
+                                }
+                                (Response::Applied(effects), true)
+                            }
+                            Err(e) => {
+                                warn!("control: change refused: {e:#}");
+                                (Response::Error(format!("change refused, nothing changed: {e:#}")), false)
+                            }
+                        },
+                        Err(e) => (Response::Error(format!("{e:#}")), false),
                     };
                     if let Err(e) = control::write_response(&mut stream, &response).await {
                         warn!("control client went away: {e:#}");
                     }
+                    changed
                 }
-                Err(e) => warn!("control socket: {e}"),
+                Err(e) => {
+                    warn!("control socket: {e}");
+                    false
+                }
             },
+            Some(probe) = health_rx.recv() => {
+                if let Err(e) = director.record_health(probe.service, probe.backend, &probe.result) {
+                    warn!("applying a health change failed: {e:#}");
+                }
+                false
+            }
             _ = refresh.tick() => {
                 if let Err(e) = refresh_neighbours(netlink, director).await {
                     warn!("neighbour refresh failed: {e:#}");
                 }
+                false
             }
+        };
+        if changed {
+            checkers.abort_all();
+            checkers = start_health_checks(director, &health_tx);
+        }
+    }
+}
+
+/// SIGHUP: re-reads the config file and applies the difference, or keeps everything as it is.
+fn reload(director: &mut Director, options: &RunOptions) -> bool {
+    match Config::load(&options.config).and_then(|config| director.apply(config)) {
+        Ok(changes) if changes.is_empty() => {
+            info!("SIGHUP: config unchanged");
+            true
+        }
+        Ok(changes) => {
+            for change in changes {
+                info!("SIGHUP: {change}");
+            }
+            true
+        }
+        Err(e) => {
+            warn!("SIGHUP: config refused, nothing changed: {e:#}");
+            false
         }
     }
 }
 
 async fn refresh_neighbours(netlink: &Netlink, director: &mut Director) -> Result<()> {
-    let ifindex = director.interface.ifindex;
+    let ifindex = director.interface().ifindex;
     let macs = netlink.neighbour_macs(ifindex).await?;
-    // Entries someone deleted (e.g. `ip neigh flush`) are recreated; failed ones the kernel
-    // keeps retrying by itself, as they are managed.
+    // Entries someone deleted (e.g. `ip neigh flush`) and those of backends added since are
+    // (re)created; failed ones the kernel keeps retrying by itself, as they are managed.
     let missing: Vec<Ipv4Addr> = director
         .backends_needing_neighbours()
         .filter(|a| !macs.contains_key(a))
@@ -197,304 +307,5 @@ async fn refresh_neighbours(netlink: &Netlink, director: &mut Director) -> Resul
     for addr in missing {
         netlink.keep_resolved(ifindex, addr).await?;
     }
-    director.apply_neighbours(&macs)
-}
-
-/// A backend as the daemon tracks it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct BackendState {
-    address: Ipv4Addr,
-    weight: u32,
-    configured_mac: Option<[u8; 6]>,
-    neighbour_mac: Option<[u8; 6]>,
-    /// Its counter slot within the service.
-    counter: u32,
-}
-
-impl BackendState {
-    fn mac(&self) -> Option<[u8; 6]> {
-        self.configured_mac.or(self.neighbour_mac)
-    }
-
-    fn state(&self) -> &'static str {
-        match (self.weight, self.mac()) {
-            (0, _) => "drained",
-            (_, None) => "no-mac",
-            _ => "active",
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct ServiceState {
-    id: u32,
-    config: ServiceConfig,
-    key: ServiceKey,
-    backends: Vec<BackendState>,
-}
-
-/// The daemon's view of what the data plane should hold, and the maps it writes it to.
-struct Director {
-    interface: InterfaceInfo,
-    xdp_mode: XdpMode,
-    services: Vec<ServiceState>,
-    dataplane: Dataplane,
-}
-
-impl Director {
-    fn new(config: &Config, interface: InterfaceInfo, dataplane: Dataplane) -> Self {
-        let services = (0..)
-            .zip(&config.services)
-            .map(|(id, service)| ServiceState {
-                id,
-                key: service_key(service),
-                config: service.clone(),
-                backends: (0..)
-                    .zip(&service.backends)
-                    .map(|(counter, b)| BackendState {
-                        address: b.address,
-                        weight: b.weight,
-                        configured_mac: b.mac.map(|m| m.into_array()),
-                        neighbour_mac: None,
-                        counter,
-                    })
-                    .collect(),
-            })
-            .collect();
-        Self {
-            interface,
-            xdp_mode: config.director.xdp_mode,
-            services,
-            dataplane,
-        }
-    }
-
-    fn mode_name(&self) -> &'static str {
-        match self.xdp_mode {
-            XdpMode::Native => "native",
-            XdpMode::Generic => "generic",
-        }
-    }
-
-    fn vips(&self) -> Vec<Ipv4Addr> {
-        let mut vips: Vec<Ipv4Addr> = self.services.iter().map(|s| s.config.vip).collect();
-        vips.sort_unstable();
-        vips.dedup();
-        vips
-    }
-
-    fn backends_needing_neighbours(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.services
-            .iter()
-            .flat_map(|s| &s.backends)
-            .filter(|b| b.configured_mac.is_none())
-            .map(|b| b.address)
-    }
-
-    fn publish_vips(&mut self) -> Result<()> {
-        for vip in self.vips() {
-            self.dataplane.set_vip(
-                ipv4_mapped(vip.octets()),
-                Vip {
-                    flags: VIP_FLAG_ACTIVE,
-                },
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Takes the neighbour table's MACs and republishes every service whose live backend list
-    /// changed (and every service not published yet), logging each backend that joins or leaves.
-    fn apply_neighbours(&mut self, macs: &NeighbourMacs) -> Result<()> {
-        for service in &mut self.services {
-            let first = self.dataplane.service(&service.key)?.is_none();
-            let before = live_backends(service, &self.interface);
-            for backend in &mut service.backends {
-                let old = backend.mac();
-                backend.neighbour_mac = macs.get(&backend.address).copied().flatten();
-                if first || backend.mac() != old {
-                    log_mac(&service.config, backend, old);
-                }
-            }
-            let after = live_backends(service, &self.interface);
-            if first || before != after {
-                self.dataplane
-                    .publish_service(&service.key, service.id, &after)
-                    .with_context(|| {
-                        format!("publishing service {} failed", service.config.name())
-                    })?;
-                info!(service = %service.config.name(), backends = after.len(), "service published");
-            }
-        }
-        Ok(())
-    }
-
-    fn stats(&self) -> Result<StatsReport> {
-        let mut services = Vec::new();
-        for s in &self.services {
-            let total = self.dataplane.service_counter(s.id)?;
-            let mut backends = Vec::new();
-            for b in &s.backends {
-                let count = self.dataplane.backend_counter(s.id, b.counter)?;
-                backends.push(BackendStats {
-                    address: b.address.to_string(),
-                    weight: b.weight,
-                    mac: b.mac().map(format_mac),
-                    state: b.state().to_owned(),
-                    packets: count.packets,
-                    bytes: count.bytes,
-                });
-            }
-            services.push(ServiceStats {
-                vip: s.config.vip.to_string(),
-                port: s.config.port,
-                protocol: s.config.protocol.to_string(),
-                packets: total.packets,
-                bytes: total.bytes,
-                backends,
-            });
-        }
-        let mut verdicts = std::collections::BTreeMap::new();
-        for verdict in Verdict::ALL {
-            verdicts.insert(
-                verdict.name().to_owned(),
-                Count::from(self.dataplane.verdict_counter(verdict)?),
-            );
-        }
-        Ok(StatsReport {
-            interface: self.interface.name.clone(),
-            xdp_mode: self.mode_name().to_owned(),
-            services,
-            verdicts,
-        })
-    }
-}
-
-fn service_key(service: &ServiceConfig) -> ServiceKey {
-    ServiceKey {
-        addr: ipv4_mapped(service.vip.octets()),
-        port_be: service.port.to_be(),
-        protocol: service.protocol.number(),
-        _pad: 0,
-    }
-}
-
-/// The backends the program may choose, in config order: those with a MAC and a weight.
-fn live_backends(service: &ServiceState, interface: &InterfaceInfo) -> Vec<Backend> {
-    service
-        .backends
-        .iter()
-        .filter(|b| b.weight > 0)
-        .filter_map(|b| {
-            Some(Backend {
-                dst_mac: b.mac()?,
-                src_mac: interface.mac,
-                ifindex: interface.ifindex,
-                counter: b.counter,
-            })
-        })
-        .collect()
-}
-
-fn log_mac(service: &ServiceConfig, backend: &BackendState, old: Option<[u8; 6]>) {
-    let service = service.name();
-    let address = backend.address;
-    match backend.mac() {
-        Some(mac) => {
-            info!(%service, backend = %address, mac = %format_mac(mac), "backend MAC known")
-        }
-        None if old.is_some() => {
-            warn!(%service, backend = %address, "backend MAC lost (no ARP answer): left out until it resolves")
-        }
-        None => {
-            warn!(%service, backend = %address, "backend MAC unknown (no ARP answer yet): left out until it resolves")
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn interface() -> InterfaceInfo {
-        InterfaceInfo {
-            name: "eth0".into(),
-            ifindex: 7,
-            mac: [2, 0, 0, 0, 0, 2],
-            ipv4: vec![],
-        }
-    }
-
-    fn service(backends: Vec<BackendState>) -> ServiceState {
-        let config = Config::parse("[director]\ninterface = \"eth0\"\n[[service]]\nvip = \"198.18.0.100\"\nport = 80\nprotocol = \"tcp\"\n")
-            .unwrap()
-            .services
-            .remove(0);
-        ServiceState {
-            id: 3,
-            key: service_key(&config),
-            config,
-            backends,
-        }
-    }
-
-    fn backend(
-        last: u8,
-        weight: u32,
-        configured: Option<u8>,
-        neighbour: Option<u8>,
-        counter: u32,
-    ) -> BackendState {
-        BackendState {
-            address: Ipv4Addr::new(198, 18, 0, last),
-            weight,
-            configured_mac: configured.map(|m| [2, 0, 0, 0, 1, m]),
-            neighbour_mac: neighbour.map(|m| [2, 0, 0, 0, 2, m]),
-            counter,
-        }
-    }
-
-    #[test]
-    fn live_backends_skip_unknown_macs_and_zero_weights_and_keep_config_order() {
-        let s = service(vec![
-            backend(11, 1, None, Some(11), 0),
-            backend(12, 1, None, None, 1),
-            backend(13, 0, None, Some(13), 2),
-            backend(14, 5, Some(14), Some(99), 3),
-        ]);
-        let live = live_backends(&s, &interface());
-        assert_eq!(
-            live,
-            vec![
-                Backend {
-                    dst_mac: [2, 0, 0, 0, 2, 11],
-                    src_mac: [2, 0, 0, 0, 0, 2],
-                    ifindex: 7,
-                    counter: 0
-                },
-                // A configured MAC wins over the neighbour table's.
-                Backend {
-                    dst_mac: [2, 0, 0, 0, 1, 14],
-                    src_mac: [2, 0, 0, 0, 0, 2],
-                    ifindex: 7,
-                    counter: 3
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn backend_states() {
-        assert_eq!(backend(11, 1, None, Some(1), 0).state(), "active");
-        assert_eq!(backend(11, 1, None, None, 0).state(), "no-mac");
-        assert_eq!(backend(11, 0, Some(1), None, 0).state(), "drained");
-    }
-
-    #[test]
-    fn service_key_is_network_order() {
-        let s = service(vec![]);
-        assert_eq!(s.key.port_be.to_ne_bytes(), 80u16.to_be_bytes());
-        assert_eq!(&s.key.addr[12..], &[198, 18, 0, 100]);
-        assert_eq!(s.key.protocol, lb_common::IPPROTO_TCP);
-    }
+    director.set_neighbours(macs)
 }

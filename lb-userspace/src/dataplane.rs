@@ -1,23 +1,48 @@
 //! Typed access to the program's maps: the only place userspace writes what the data path reads.
 
-use anyhow::{Context as _, Result};
+use std::collections::HashMap as StdHashMap;
+
+use anyhow::{Context as _, Result, ensure};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
 };
 use lb_common::{
-    Addr, BACKEND_BANKS, Backend, Counter, Interface, MAX_BACKENDS_PER_SERVICE, Service,
-    ServiceKey, Verdict, Vip, backend_counter_slot, backend_slot, map_names,
+    Addr, Backend, Counter, FlowEntry, FlowKey, Interface, Service, ServiceKey, TABLE_BANKS,
+    Verdict, Vip, backend_index, map_names,
 };
+
+/// Where a service's Maglev table lives in `MAGLEV` and how it is scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableLayout {
+    pub service_id: u32,
+    /// First entry of the service's region (`TABLE_BANKS * size` entries).
+    pub base: u32,
+    /// Entries of one bank.
+    pub size: u32,
+    /// `SERVICE_FLAG_*`.
+    pub flags: u32,
+}
+
+/// What the dataplane last wrote into each bank of a service's region, so a flip only writes
+/// the entries that differ (Maglev moves few entries per change).
+struct TableShadow {
+    layout: TableLayout,
+    banks: [Option<Vec<u32>>; TABLE_BANKS as usize],
+}
 
 pub struct Dataplane {
     services: HashMap<MapData, ServiceKey, Service>,
-    backends: Array<MapData, Backend>,
+    maglev: Array<MapData, u32>,
+    backends: HashMap<MapData, u32, Backend>,
+    // aya reads an LRU hash map through HashMap.
+    flows: HashMap<MapData, FlowKey, FlowEntry>,
     vips: HashMap<MapData, Addr, Vip>,
     interfaces: HashMap<MapData, u32, Interface>,
     service_counters: PerCpuArray<MapData, Counter>,
     backend_counters: PerCpuArray<MapData, Counter>,
     verdict_counters: PerCpuArray<MapData, Counter>,
+    shadows: StdHashMap<u32, TableShadow>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
@@ -27,18 +52,34 @@ fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &st
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
+fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
 impl Dataplane {
     /// Takes ownership of the maps of a loaded program.
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self> {
         Ok(Self {
             services: take(ebpf, map_names::SERVICES)?,
+            maglev: take(ebpf, map_names::MAGLEV)?,
             backends: take(ebpf, map_names::BACKENDS)?,
+            flows: take(ebpf, map_names::FLOWS)?,
             vips: take(ebpf, map_names::VIPS)?,
             interfaces: take(ebpf, map_names::INTERFACES)?,
             service_counters: take(ebpf, map_names::SERVICE_COUNTERS)?,
             backend_counters: take(ebpf, map_names::BACKEND_COUNTERS)?,
             verdict_counters: take(ebpf, map_names::VERDICT_COUNTERS)?,
+            shadows: StdHashMap::new(),
         })
+    }
+
+    /// Entries of the `MAGLEV` array, as sized at load.
+    #[must_use]
+    pub fn maglev_capacity(&self) -> u32 {
+        self.maglev.len()
     }
 
     /// Registers an interface the program is attached to (its MAC answers ARP).
@@ -55,45 +96,92 @@ impl Dataplane {
     }
 
     pub fn remove_vip(&mut self, addr: &Addr) -> Result<()> {
-        self.vips.remove(addr).context("removing from VIPS failed")
+        ignore_missing(self.vips.remove(addr)).context("removing from VIPS failed")
     }
 
-    /// Publishes the backend list of a service: writes it into the bank the program is not
-    /// reading, then flips the service's bank with one (atomic) hash-map update.
-    pub fn publish_service(
+    /// Makes a backend reachable by its id (flows and table entries refer to it).
+    pub fn set_backend(
+        &mut self,
+        service_id: u32,
+        backend_id: u32,
+        backend: &Backend,
+    ) -> Result<()> {
+        self.backends
+            .insert(backend_index(service_id, backend_id), backend, 0)
+            .context("writing BACKENDS failed")
+    }
+
+    /// Makes a backend unreachable: its flows are scheduled again on their next packet.
+    pub fn remove_backend(&mut self, service_id: u32, backend_id: u32) -> Result<()> {
+        ignore_missing(self.backends.remove(&backend_index(service_id, backend_id)))
+            .context("removing from BACKENDS failed")
+    }
+
+    /// Publishes a service's Maglev table (backend ids; empty: no backend): writes it into the
+    /// bank the program is not reading, then replaces the service entry with one that points
+    /// at that bank (an atomic hash-map update), so the program never sees a half-written table.
+    pub fn publish_table(
         &mut self,
         key: &ServiceKey,
-        id: u32,
-        backends: &[Backend],
+        layout: TableLayout,
+        table: &[u32],
     ) -> Result<()> {
-        anyhow::ensure!(
-            backends.len() <= MAX_BACKENDS_PER_SERVICE as usize,
-            "a service has at most {MAX_BACKENDS_PER_SERVICE} backends"
+        ensure!(
+            table.is_empty() || table.len() == layout.size as usize,
+            "a table has {} entries, not {}",
+            layout.size,
+            table.len()
         );
-        let bank = match self.services.get(key, 0) {
-            Ok(live) => (live.bank + 1) % BACKEND_BANKS,
-            Err(MapError::KeyNotFound) => 0,
-            Err(e) => return Err(e).context("reading SERVICES failed"),
-        };
-        for (position, backend) in (0..).zip(backends) {
-            self.backends
-                .set(backend_slot(id, bank, position), backend, 0)
-                .context("writing BACKENDS failed")?;
+        ensure!(
+            u64::from(layout.base) + u64::from(TABLE_BANKS) * u64::from(layout.size)
+                <= u64::from(self.maglev_capacity()),
+            "the service's table region lies outside MAGLEV"
+        );
+        let live = self.service(key)?.filter(|s| s.id == layout.service_id);
+        let shadow = self
+            .shadows
+            .entry(layout.service_id)
+            .or_insert_with(|| TableShadow {
+                layout,
+                banks: [None, None],
+            });
+        if shadow.layout != layout {
+            *shadow = TableShadow {
+                layout,
+                banks: [None, None],
+            };
         }
+        let bank = live
+            .filter(|s| s.table_base == layout.base)
+            .map_or(0, |s| (s.bank + 1) % TABLE_BANKS);
+        if !table.is_empty() {
+            let base = layout.base + bank * layout.size;
+            let previous = shadow.banks[bank as usize].take();
+            for (slot, &id) in (0..).zip(table) {
+                if previous.as_ref().is_none_or(|p| p[slot as usize] != id) {
+                    self.maglev
+                        .set(base + slot, id, 0)
+                        .context("writing MAGLEV failed")?;
+                }
+            }
+            shadow.banks[bank as usize] = Some(table.to_vec());
+        }
+        let table_size = if table.is_empty() { 0 } else { layout.size };
         let service = Service {
-            id,
+            id: layout.service_id,
             bank,
-            backend_count: backends.len() as u32,
+            table_base: layout.base,
+            table_size,
+            flags: layout.flags,
         };
         self.services
             .insert(key, service, 0)
             .context("writing SERVICES failed")
     }
 
-    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<()> {
-        self.services
-            .remove(key)
-            .context("removing from SERVICES failed")
+    pub fn remove_service(&mut self, key: &ServiceKey, service_id: u32) -> Result<()> {
+        self.shadows.remove(&service_id);
+        ignore_missing(self.services.remove(key)).context("removing from SERVICES failed")
     }
 
     /// The live service entry, as the program sees it.
@@ -105,6 +193,15 @@ impl Dataplane {
         }
     }
 
+    /// The flow table's entry for a 5-tuple.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>> {
+        match self.flows.get(key, 0) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("reading FLOWS failed"),
+        }
+    }
+
     pub fn verdict_counter(&self, verdict: Verdict) -> Result<Counter> {
         sum(&self.verdict_counters, verdict as u32)
     }
@@ -113,24 +210,24 @@ impl Dataplane {
         sum(&self.service_counters, service_id)
     }
 
-    pub fn backend_counter(&self, service_id: u32, counter: u32) -> Result<Counter> {
+    pub fn backend_counter(&self, service_id: u32, backend_id: u32) -> Result<Counter> {
         sum(
             &self.backend_counters,
-            backend_counter_slot(service_id, counter),
+            backend_index(service_id, backend_id),
         )
     }
 
-    /// Zeroes a backend counter, so a new backend in a reused slot starts from zero.
-    pub fn reset_backend_counter(&mut self, service_id: u32, counter: u32) -> Result<()> {
-        let index = backend_counter_slot(service_id, counter);
-        let zeros = self
-            .backend_counters
-            .get(&index, 0)
-            .context("reading BACKEND_COUNTERS failed")?;
-        let zeros = aya::maps::PerCpuValues::try_from(vec![Counter::default(); zeros.len()])?;
-        self.backend_counters
-            .set(index, zeros, 0)
-            .context("writing BACKEND_COUNTERS failed")
+    /// Zeroes a service's counter, for an id given to a new service.
+    pub fn reset_service_counter(&mut self, service_id: u32) -> Result<()> {
+        zero(&mut self.service_counters, service_id)
+    }
+
+    /// Zeroes a backend's counter, for an id given to a new backend.
+    pub fn reset_backend_counter(&mut self, service_id: u32, backend_id: u32) -> Result<()> {
+        zero(
+            &mut self.backend_counters,
+            backend_index(service_id, backend_id),
+        )
     }
 }
 
@@ -141,4 +238,14 @@ fn sum(map: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Counter> {
         packets: acc.packets + c.packets,
         bytes: acc.bytes + c.bytes,
     }))
+}
+
+fn zero(map: &mut PerCpuArray<MapData, Counter>, index: u32) -> Result<()> {
+    let cpus = map
+        .get(&index, 0)
+        .context("reading a counter map failed")?
+        .len();
+    let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
+    map.set(index, zeros, 0)
+        .context("writing a counter map failed")
 }

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use http_body_util::Empty;
 use hyper::{Request, body::Bytes, header::HOST};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 
 pub const DEFAULT_INTERVAL_MS: u64 = 1_000;
@@ -18,7 +18,7 @@ pub const DEFAULT_FALL: u32 = 3;
 const DEFAULT_HTTP_STATUS: u16 = 200;
 
 /// `[service.health_check]` in the config.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     #[serde(default)]
@@ -77,7 +77,7 @@ const fn default_fall() -> u32 {
     DEFAULT_FALL
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
     /// A TCP connection to the backend's port is accepted.
@@ -113,10 +113,16 @@ impl HealthCheckConfig {
             problems.push("health_check port 0 is not a valid port".to_owned());
         }
         if self.kind == CheckKind::Http && !self.path.starts_with('/') {
-            problems.push(format!("health_check path {:?} must start with /", self.path));
+            problems.push(format!(
+                "health_check path {:?} must start with /",
+                self.path
+            ));
         }
         if !(100..=599).contains(&self.expect_status) {
-            problems.push(format!("health_check expect_status {} is not an HTTP status", self.expect_status));
+            problems.push(format!(
+                "health_check expect_status {} is not an HTTP status",
+                self.expect_status
+            ));
         }
         problems
     }
@@ -152,7 +158,10 @@ impl Health {
     /// backend is taken out after `fall` failed probes.
     #[must_use]
     pub const fn new() -> Self {
-        Self { up: true, streak: 0 }
+        Self {
+            up: true,
+            streak: 0,
+        }
     }
 
     #[must_use]
@@ -173,7 +182,11 @@ impl Health {
         }
         self.up = success;
         self.streak = 0;
-        Some(if success { Transition::Up } else { Transition::Down })
+        Some(if success {
+            Transition::Up
+        } else {
+            Transition::Down
+        })
     }
 }
 
@@ -188,7 +201,10 @@ pub async fn probe(check: &HealthCheckConfig, target: SocketAddr) -> Result<()> 
     let attempt = async {
         match check.kind {
             CheckKind::None => Ok(()),
-            CheckKind::Tcp => TcpStream::connect(target).await.map(drop).context("TCP connect failed"),
+            CheckKind::Tcp => TcpStream::connect(target)
+                .await
+                .map(drop)
+                .context("TCP connect failed"),
             CheckKind::Http => http_status_ok(check, target).await,
         }
     };
@@ -198,12 +214,20 @@ pub async fn probe(check: &HealthCheckConfig, target: SocketAddr) -> Result<()> 
 }
 
 async fn http_status_ok(check: &HealthCheckConfig, target: SocketAddr) -> Result<()> {
-    let stream = TcpStream::connect(target).await.context("TCP connect failed")?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP handshake failed")?;
+    let stream = TcpStream::connect(target)
+        .await
+        .context("TCP connect failed")?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP handshake failed")?;
     tokio::spawn(connection);
-    let request = Request::get(check.path.as_str()).header(HOST, target.to_string()).body(Empty::<Bytes>::new())?;
-    let response = sender.send_request(request).await.context("HTTP request failed")?;
+    let request = Request::get(check.path.as_str())
+        .header(HOST, target.to_string())
+        .body(Empty::<Bytes>::new())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .context("HTTP request failed")?;
     let status = response.status().as_u16();
     if status != check.expect_status {
         bail!("HTTP status {status}, expected {}", check.expect_status);
@@ -220,7 +244,11 @@ mod tests {
         let mut h = Health::new();
         assert_eq!(h.record(false, 2, 3), None);
         assert_eq!(h.record(false, 2, 3), None);
-        assert_eq!(h.record(true, 2, 3), None, "a success resets the failure streak");
+        assert_eq!(
+            h.record(true, 2, 3),
+            None,
+            "a success resets the failure streak"
+        );
         assert_eq!(h.record(false, 2, 3), None);
         assert_eq!(h.record(false, 2, 3), None);
         assert_eq!(h.record(false, 2, 3), Some(Transition::Down));
@@ -233,7 +261,11 @@ mod tests {
         let mut h = Health::new();
         assert_eq!(h.record(false, 2, 1), Some(Transition::Down));
         assert_eq!(h.record(true, 2, 1), None);
-        assert_eq!(h.record(false, 2, 1), None, "a failure resets the success streak");
+        assert_eq!(
+            h.record(false, 2, 1),
+            None,
+            "a failure resets the success streak"
+        );
         assert_eq!(h.record(true, 2, 1), None);
         assert_eq!(h.record(true, 2, 1), Some(Transition::Up));
         assert!(h.is_up());
@@ -243,10 +275,23 @@ mod tests {
     fn config_problems_are_named() {
         let ok = HealthCheckConfig::default();
         assert!(ok.problems().is_empty());
-        let bad = HealthCheckConfig { timeout_ms: 5_000, rise: 0, expect_status: 42, ..ok.clone() };
+        let bad = HealthCheckConfig {
+            timeout_ms: 5_000,
+            rise: 0,
+            expect_status: 42,
+            ..ok.clone()
+        };
         let problems = bad.problems().join("\n");
-        assert!(problems.contains("longer than interval_ms") && problems.contains("rise and fall") && problems.contains("not an HTTP status"));
-        let http = HealthCheckConfig { kind: CheckKind::Http, path: "health".into(), ..ok };
+        assert!(
+            problems.contains("longer than interval_ms")
+                && problems.contains("rise and fall")
+                && problems.contains("not an HTTP status")
+        );
+        let http = HealthCheckConfig {
+            kind: CheckKind::Http,
+            path: "health".into(),
+            ..ok
+        };
         assert!(http.problems()[0].contains("must start with /"));
     }
 
@@ -270,11 +315,15 @@ mod tests {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await.unwrap();
-                let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let reply =
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 s.write_all(reply.as_bytes()).await.unwrap();
             }
         });
-        let check = HealthCheckConfig { kind: CheckKind::Http, ..HealthCheckConfig::default() };
+        let check = HealthCheckConfig {
+            kind: CheckKind::Http,
+            ..HealthCheckConfig::default()
+        };
         probe(&check, addr).await.unwrap();
         let err = probe(&check, addr).await.unwrap_err();
         assert!(format!("{err:#}").contains("HTTP status 503"), "{err:#}");

@@ -5,14 +5,36 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use lb_common::{PASS_PROGRAM_NAME, PROGRAM_NAME};
+use lb_common::{
+    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAGLEV_ENTRIES, PASS_PROGRAM_NAME, PROGRAM_NAME, map_names,
+};
 
 /// The XDP program, built by build.rs from the lb-ebpf crate.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drlb"));
 
+/// Sizes of the maps that depend on the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Entries of the `MAGLEV` array (all services' tables, both banks).
+    pub maglev_entries: u32,
+    /// Capacity of the `FLOWS` LRU map.
+    pub flow_table_size: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            maglev_entries: DEFAULT_MAGLEV_ENTRIES,
+            flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
+        }
+    }
+}
+
 /// Loads the maps and the program into the kernel (verified, not yet attached).
-pub fn load() -> Result<Ebpf> {
+pub fn load(sizes: MapSizes) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
+        .map_max_entries(map_names::MAGLEV, sizes.maglev_entries)
+        .map_max_entries(map_names::FLOWS, sizes.flow_table_size)
         .load(EBPF_OBJECT)
         .context("could not create the BPF maps: drlb needs root (CAP_BPF and CAP_NET_ADMIN)")?;
     program(&mut ebpf)?.load().context(

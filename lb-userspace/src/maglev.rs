@@ -13,8 +13,7 @@ use std::net::Ipv4Addr;
 
 use lb_common::hash::flow_hash_v4;
 
-/// The default table size: a prime well above 100 × a typical backend count.
-pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+pub use lb_common::DEFAULT_TABLE_SIZE;
 
 /// Seeds of the two permutation hashes (offset and skip); arbitrary but fixed forever.
 const OFFSET_SEED: u16 = 0x6f66; // "of"
@@ -37,8 +36,14 @@ pub enum TableSizeError {
 impl std::fmt::Display for TableSizeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NotPrime(n) => write!(f, "Maglev table size {n} is not a prime (e.g. 65537 or 655373)"),
-            Self::TooSmall(n) => write!(f, "Maglev table size {n} is too small (at least {MIN_TABLE_SIZE})"),
+            Self::NotPrime(n) => write!(
+                f,
+                "Maglev table size {n} is not a prime (e.g. 65537 or 655373)"
+            ),
+            Self::TooSmall(n) => write!(
+                f,
+                "Maglev table size {n} is too small (at least {MIN_TABLE_SIZE})"
+            ),
         }
     }
 }
@@ -71,13 +76,22 @@ fn is_prime(n: u32) -> bool {
 pub fn build_table(backends: &[WeightedBackend], size: u32) -> Vec<u32> {
     check_table_size(size).expect("table size validated by the caller");
     // Order-independent: walk backends sorted by address, report indices into the input.
-    let mut order: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].weight > 0).collect();
+    let mut order: Vec<usize> = (0..backends.len())
+        .filter(|&i| backends[i].weight > 0)
+        .collect();
     if order.is_empty() {
         return Vec::new();
     }
     order.sort_by_key(|&i| backends[i].address);
-    let max_weight = order.iter().map(|&i| u64::from(backends[i].weight)).max().unwrap_or(1);
-    let permutations: Vec<Permutation> = order.iter().map(|&i| Permutation::new(backends[i].address, size)).collect();
+    let max_weight = order
+        .iter()
+        .map(|&i| u64::from(backends[i].weight))
+        .max()
+        .unwrap_or(1);
+    let permutations: Vec<Permutation> = order
+        .iter()
+        .map(|&i| Permutation::new(backends[i].address, size))
+        .collect();
     let mut next = vec![0u32; order.len()];
     let mut credit = vec![0u64; order.len()];
     let mut table = vec![u32::MAX; size as usize];
@@ -138,7 +152,10 @@ mod tests {
 
     fn backends(n: usize, weight: impl Fn(usize) -> u32) -> Vec<WeightedBackend> {
         (0..n)
-            .map(|i| WeightedBackend { address: Ipv4Addr::from(0xc612_0000 + 10 + i as u32), weight: weight(i) })
+            .map(|i| WeightedBackend {
+                address: Ipv4Addr::from(0xc612_0000 + 10 + i as u32),
+                weight: weight(i),
+            })
             .collect()
     }
 
@@ -147,12 +164,24 @@ mod tests {
         for &b in table {
             counts[b as usize] += 1;
         }
-        counts.iter().map(|&c| c as f64 / table.len() as f64).collect()
+        counts
+            .iter()
+            .map(|&c| c as f64 / table.len() as f64)
+            .collect()
     }
 
     /// Fraction of slots whose backend (by address) differs between two tables.
-    fn moved(a: &[u32], a_backends: &[WeightedBackend], b: &[u32], b_backends: &[WeightedBackend]) -> f64 {
-        let changed = a.iter().zip(b).filter(|(x, y)| a_backends[**x as usize].address != b_backends[**y as usize].address).count();
+    fn moved(
+        a: &[u32],
+        a_backends: &[WeightedBackend],
+        b: &[u32],
+        b_backends: &[WeightedBackend],
+    ) -> f64 {
+        let changed = a
+            .iter()
+            .zip(b)
+            .filter(|(x, y)| a_backends[**x as usize].address != b_backends[**y as usize].address)
+            .count();
         changed as f64 / a.len() as f64
     }
 
@@ -160,7 +189,10 @@ mod tests {
     fn sizes_must_be_prime_and_not_tiny() {
         assert_eq!(check_table_size(65_537), Ok(()));
         assert_eq!(check_table_size(655_373), Ok(()));
-        assert_eq!(check_table_size(65_536), Err(TableSizeError::NotPrime(65_536)));
+        assert_eq!(
+            check_table_size(65_536),
+            Err(TableSizeError::NotPrime(65_536))
+        );
         assert_eq!(check_table_size(5), Err(TableSizeError::TooSmall(5)));
     }
 
@@ -177,7 +209,11 @@ mod tests {
 
     #[test]
     fn a_single_backend_owns_everything() {
-        assert!(build_table(&backends(1, |_| 7), SIZE).iter().all(|&b| b == 0));
+        assert!(
+            build_table(&backends(1, |_| 7), SIZE)
+                .iter()
+                .all(|&b| b == 0)
+        );
     }
 
     proptest! {

@@ -40,6 +40,8 @@ pub struct ServiceStats {
     pub vip: String,
     pub port: u16,
     pub protocol: String,
+    /// `maglev` or `source-hash`.
+    pub scheduler: String,
     pub packets: u64,
     pub bytes: u64,
     pub backends: Vec<BackendStats>,
@@ -51,8 +53,11 @@ pub struct BackendStats {
     pub weight: u32,
     /// The MAC frames are sent to; `null` while it is unknown.
     pub mac: Option<String>,
-    /// `active`, `no-mac` (left out: its MAC is unknown) or `drained` (weight 0).
+    /// `active`; `drained` (weight 0: no new flows, established ones continue); `no-mac`
+    /// (left out: its MAC is unknown); `down` (failed its health check).
     pub state: String,
+    /// `up`, `down` or `unchecked`.
+    pub health: String,
     pub packets: u64,
     pub bytes: u64,
 }

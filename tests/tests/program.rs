@@ -10,7 +10,11 @@
 //! Without `ctx_in`, BPF_PROG_TEST_RUN runs the program as if the frame arrived on loopback
 //! (ifindex 1), so that is the interface registered and the one the backends sit behind.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, ops::Range};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::Ipv4Addr,
+    ops::Range,
+};
 
 use aya::{
     Ebpf,
@@ -18,10 +22,16 @@ use aya::{
 };
 use etherparse::{Ipv4Header, SingleVlanHeader, TcpHeader};
 use lb_common::{
+    FlowEntry, FlowKey, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH, TABLE_BANKS, backend_index,
+    hash::source_hash_v4,
     Backend, Counter, Service, ServiceKey, VIP_FLAG_ACTIVE, Verdict, Vip, hash::flow_hash_v4,
     ipv4_mapped,
 };
-use lb_userspace::{dataplane::Dataplane, loader};
+use lb_userspace::{
+    dataplane::{Dataplane, TableLayout},
+    loader::{self, MapSizes},
+    maglev::{self, WeightedBackend},
+};
 use tests::packet::{
     AFTER_MACS, Arp, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_IP, DIRECTOR_MAC, ETH_DST_MAC,
     ETH_HEADER_LEN, ETH_SRC_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN, MULTICAST_MAC,
@@ -37,6 +47,12 @@ const OTHER_IFINDEX: u32 = 2;
 /// Room in the output buffer beyond the input: a program that wrongly grew the frame shows up
 /// as a wrong output instead of an ENOSPC from the kernel.
 const OUTPUT_SLACK: usize = 256;
+
+/// A small prime Maglev table: fast to publish, enough slots for a handful of backends.
+const TABLE_SIZE: u32 = 251;
+const TEST_FLOW_TABLE_SIZE: u32 = 4096;
+/// Backend `n` has the address 198.18.0.(FIRST_BACKEND_HOST + n).
+const FIRST_BACKEND_HOST: u8 = 10;
 
 const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5060;
@@ -99,11 +115,56 @@ struct Run {
     output: Vec<u8>,
 }
 
+/// A backend as the tests know it: its id (table entries and counters), its address (which
+/// the Maglev table is built from), and where its frames go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TestBackend {
+    id: u32,
+    address: Ipv4Addr,
+    weight: u32,
+    dst_mac: [u8; 6],
+    ifindex: u32,
+}
+
+impl TestBackend {
+    /// The program's BACKENDS entry for it.
+    fn entry(&self) -> Backend {
+        Backend {
+            dst_mac: self.dst_mac,
+            src_mac: DIRECTOR_MAC,
+            ifindex: self.ifindex,
+        }
+    }
+}
+
 /// A service as published to the program.
 struct ServiceSpec {
     id: u32,
     key: ServiceKey,
-    backends: Vec<Backend>,
+    flags: u32,
+    backends: Vec<TestBackend>,
+}
+
+/// Where a service's table lives: services side by side, in id order.
+fn layout(service: &ServiceSpec) -> TableLayout {
+    TableLayout {
+        service_id: service.id,
+        base: service.id * TABLE_BANKS * TABLE_SIZE,
+        size: TABLE_SIZE,
+        flags: service.flags,
+    }
+}
+
+/// The SERVICES entry of a service with backends in its table (bank 0).
+fn layout_entry(service: &ServiceSpec) -> Service {
+    let layout = layout(service);
+    Service {
+        id: layout.service_id,
+        bank: 0,
+        table_base: layout.base,
+        table_size: layout.size,
+        flags: layout.flags,
+    }
 }
 
 fn service_key(addr: Ipv4Addr, port: u16, transport: Transport) -> ServiceKey {
@@ -116,16 +177,17 @@ fn service_key(addr: Ipv4Addr, port: u16, transport: Transport) -> ServiceKey {
 }
 
 /// Backend number `n`, on the link the test frames arrive on.
-fn backend(n: u8) -> Backend {
-    Backend {
+fn backend(n: u8) -> TestBackend {
+    TestBackend {
+        id: u32::from(n),
+        address: Ipv4Addr::new(198, 18, 0, FIRST_BACKEND_HOST + n),
+        weight: 1,
         dst_mac: backend_mac(n),
-        src_mac: DIRECTOR_MAC,
         ifindex: TEST_RUN_IFINDEX,
-        counter: u32::from(n),
     }
 }
 
-fn backends(numbers: Range<u8>) -> Vec<Backend> {
+fn backends(numbers: Range<u8>) -> Vec<TestBackend> {
     numbers.map(backend).collect()
 }
 
@@ -133,6 +195,7 @@ fn tcp_service() -> ServiceSpec {
     ServiceSpec {
         id: TCP_SERVICE_ID,
         key: service_key(VIP, TCP_PORT, Transport::Tcp),
+        flags: 0,
         backends: backends(TCP_BACKENDS),
     }
 }
@@ -141,6 +204,7 @@ fn udp_service() -> ServiceSpec {
     ServiceSpec {
         id: UDP_SERVICE_ID,
         key: service_key(VIP, UDP_PORT, Transport::Udp),
+        flags: 0,
         backends: backends(UDP_BACKENDS),
     }
 }
@@ -154,12 +218,14 @@ fn standard_services() -> Vec<ServiceSpec> {
         ServiceSpec {
             id: NO_BACKEND_SERVICE_ID,
             key: service_key(VIP, NO_BACKEND_PORT, Transport::Tcp),
+            flags: 0,
             backends: vec![],
         },
         ServiceSpec {
             id: NO_EGRESS_SERVICE_ID,
             key: service_key(VIP, NO_EGRESS_PORT, Transport::Tcp),
-            backends: vec![Backend {
+            flags: 0,
+            backends: vec![TestBackend {
                 ifindex: OTHER_IFINDEX,
                 ..backend(NO_EGRESS_BACKEND)
             }],
@@ -170,8 +236,23 @@ fn standard_services() -> Vec<ServiceSpec> {
 const TCP_FLOW: Ipv4Flow = Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, TCP_PORT);
 const UDP_FLOW: Ipv4Flow = Ipv4Flow::udp(CLIENT_IP, CLIENT_PORT, VIP, UDP_PORT);
 
-/// The backend the program must pick: the flow hash modulo the count, in publish order.
-fn predicted_backend(flow: &Ipv4Flow, backends: &[Backend]) -> Backend {
+/// The Maglev table userspace publishes for these backends: backend ids by slot.
+fn maglev_table(backends: &[TestBackend]) -> Vec<u32> {
+    let weighted: Vec<WeightedBackend> = backends
+        .iter()
+        .map(|b| WeightedBackend {
+            address: b.address,
+            weight: b.weight,
+        })
+        .collect();
+    maglev::build_table(&weighted, TABLE_SIZE)
+        .into_iter()
+        .map(|i| backends[i as usize].id)
+        .collect()
+}
+
+/// The backend the program must pick for a new flow: the flow hash's slot of the Maglev table.
+fn predicted_backend(flow: &Ipv4Flow, backends: &[TestBackend]) -> TestBackend {
     let hash = flow_hash_v4(
         flow.saddr.to_bits(),
         flow.daddr.to_bits(),
@@ -179,20 +260,26 @@ fn predicted_backend(flow: &Ipv4Flow, backends: &[Backend]) -> Backend {
         flow.dport,
         flow.transport.protocol(),
     );
-    let count = u32::try_from(backends.len()).expect("few backends");
-    backends[usize::try_from(hash % count).expect("fits")]
+    let id = maglev_table(backends)[usize::try_from(hash % TABLE_SIZE).expect("fits")];
+    *backends.iter().find(|b| b.id == id).expect("the table names a backend of the list")
 }
 
 /// A loaded program instance and its maps.
 struct Director {
     ebpf: Ebpf,
     dataplane: Dataplane,
+    /// Backend ids in BACKENDS, by service id.
+    published: HashMap<u32, Vec<u32>>,
 }
 
 impl Director {
     /// A fresh program that knows its interface and the active VIP, and has no service.
     fn load() -> Self {
-        let mut ebpf = loader::load().expect("loading the XDP program");
+        let sizes = MapSizes {
+            maglev_entries: MAX_SERVICES * TABLE_BANKS * TABLE_SIZE,
+            flow_table_size: TEST_FLOW_TABLE_SIZE,
+        };
+        let mut ebpf = loader::load(sizes).expect("loading the XDP program");
         // Before borrowing the program: take_from moves the maps out of the Ebpf.
         let mut dataplane = Dataplane::take_from(&mut ebpf).expect("taking the program's maps");
         dataplane
@@ -206,7 +293,11 @@ impl Director {
                 },
             )
             .expect("adding the VIP");
-        Self { ebpf, dataplane }
+        Self {
+            ebpf,
+            dataplane,
+            published: HashMap::new(),
+        }
     }
 
     /// The configuration of the fixture tables: [`standard_services`] and an inactive VIP.
@@ -222,10 +313,36 @@ impl Director {
         director
     }
 
+    /// Publishes a service as the daemon does: its backends, then its table, then the removal
+    /// of backends it no longer has.
     fn publish(&mut self, service: &ServiceSpec) {
+        let context = |e: anyhow::Error| panic!("publishing service {}: {e:#}", service.id);
+        for b in &service.backends {
+            self.dataplane
+                .set_backend(service.id, b.id, &b.entry())
+                .unwrap_or_else(context);
+        }
+        let in_table: Vec<TestBackend> = service
+            .backends
+            .iter()
+            .filter(|b| b.weight > 0)
+            .copied()
+            .collect();
+        let table = if in_table.is_empty() {
+            Vec::new()
+        } else {
+            maglev_table(&in_table)
+        };
         self.dataplane
-            .publish_service(&service.key, service.id, &service.backends)
-            .unwrap_or_else(|e| panic!("publishing service {}: {e:#}", service.id));
+            .publish_table(&service.key, layout(service), &table)
+            .unwrap_or_else(context);
+        let now: Vec<u32> = service.backends.iter().map(|b| b.id).collect();
+        let before = self.published.insert(service.id, now.clone()).unwrap_or_default();
+        for gone in before.into_iter().filter(|id| !now.contains(id)) {
+            self.dataplane
+                .remove_backend(service.id, gone)
+                .unwrap_or_else(context);
+        }
     }
 
     fn service(&self, key: &ServiceKey) -> Service {
@@ -278,9 +395,9 @@ impl Director {
             .expect("reading a service counter")
     }
 
-    fn backend_counter(&self, service_id: u32, backend: &Backend) -> Counter {
+    fn backend_counter(&self, service_id: u32, backend: &TestBackend) -> Counter {
         self.dataplane
-            .backend_counter(service_id, backend.counter)
+            .backend_counter(service_id, backend.id)
             .expect("reading a backend counter")
     }
 }
@@ -301,7 +418,7 @@ fn added(before: Counter, after: Counter) -> Counter {
 }
 
 /// Checks an XDP_TX'd service frame: only the MACs changed, to the backend's and the director's.
-fn assert_forwarded(context: &str, input: &[u8], output: &[u8], backend: &Backend) {
+fn assert_forwarded(context: &str, input: &[u8], output: &[u8], backend: &TestBackend) {
     assert_eq!(
         output.len(),
         input.len(),
@@ -327,7 +444,7 @@ enum Output {
     /// Byte for byte the input (XDP_PASS).
     Unchanged,
     /// The input with its MACs rewritten for this backend.
-    ForwardedTo(Backend),
+    ForwardedTo(TestBackend),
     /// Exactly these bytes (an ARP reply).
     Exactly(Vec<u8>),
     /// Not checked: the frame is dropped.
@@ -343,7 +460,7 @@ struct Fixture {
     verdict: Verdict,
 }
 
-fn forwarded(description: &'static str, input: Vec<u8>, backend: Backend) -> Fixture {
+fn forwarded(description: &'static str, input: Vec<u8>, backend: TestBackend) -> Fixture {
     Fixture {
         description,
         input,
@@ -757,7 +874,7 @@ fn counters_hold_exactly_the_forwarded_packets_and_bytes() {
         "TCP service counter"
     );
     for backend in &backends {
-        let want = if backend.counter == chosen.counter {
+        let want = if backend.id == chosen.id {
             expected
         } else {
             Counter::default()
@@ -766,7 +883,7 @@ fn counters_hold_exactly_the_forwarded_packets_and_bytes() {
             director.backend_counter(TCP_SERVICE_ID, backend),
             want,
             "counter of backend {}",
-            backend.counter
+            backend.id
         );
     }
     assert_eq!(
@@ -815,7 +932,7 @@ fn flows_spread_over_the_backends_and_their_counters() {
         );
         let position = backends
             .iter()
-            .position(|b| b.counter == chosen.counter)
+            .position(|b| b.id == chosen.id)
             .expect("a published backend");
         for counter in [&mut expected[position], &mut total] {
             counter.packets += 1;
@@ -826,13 +943,13 @@ fn flows_spread_over_the_backends_and_their_counters() {
         assert!(
             want.packets > 0,
             "no flow reached backend {}: {expected:?}",
-            backend.counter
+            backend.id
         );
         assert_eq!(
             director.backend_counter(UDP_SERVICE_ID, backend),
             *want,
             "counter of backend {}",
-            backend.counter
+            backend.id
         );
     }
     assert_eq!(
@@ -863,7 +980,7 @@ fn several_tcp_flows_reach_every_backend() {
             &run.output,
             &chosen,
         );
-        reached.insert(chosen.counter);
+        reached.insert(chosen.id);
     }
     assert_eq!(
         reached.len(),
@@ -873,7 +990,7 @@ fn several_tcp_flows_reach_every_backend() {
 }
 
 /// Sends one frame of each flow and checks that it reaches the backend predicted from `backends`.
-fn assert_selection_follows(director: &mut Director, context: &str, backends: &[Backend]) {
+fn assert_selection_follows(director: &mut Director, context: &str, backends: &[TestBackend]) {
     const FLOWS: u16 = 16;
     for sport in CLIENT_PORT..CLIENT_PORT + FLOWS {
         let flow = TCP_FLOW.with_sport(sport);
@@ -912,16 +1029,167 @@ fn publishing_a_new_backend_list_flips_the_bank() {
         service.backends = list.clone();
         director.publish(&service);
         let live = director.service(&key);
-        let count = u32::try_from(list.len()).expect("few backends");
         assert_eq!(
             live,
             Service {
-                id: TCP_SERVICE_ID,
                 bank,
-                backend_count: count
+                ..layout_entry(&service)
             },
             "publish {round}: the banks alternate"
         );
         assert_selection_follows(&mut director, &format!("publish {round}"), list);
     }
+}
+
+/// Sends one frame of each flow and returns the backend each went to (by destination MAC).
+fn send_flows(director: &mut Director, flows: &[Ipv4Flow], backends: &[TestBackend]) -> Vec<u32> {
+    flows
+        .iter()
+        .map(|flow| {
+            let run = director.run(&Ipv4Frame::new(*flow).build());
+            assert_eq!(run.action, XdpAction::Tx, "flow from port {}", flow.sport);
+            backends
+                .iter()
+                .find(|b| run.output[ETH_DST_MAC] == b.dst_mac)
+                .unwrap_or_else(|| panic!("flow from port {} went to an unknown MAC", flow.sport))
+                .id
+        })
+        .collect()
+}
+
+fn tcp_flows(ports: Range<u16>) -> Vec<Ipv4Flow> {
+    ports.map(|p| TCP_FLOW.with_sport(p)).collect()
+}
+
+/// Flows established before a backend is added keep their backend, although the new table
+/// sends some of them elsewhere; new flows follow the new table.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn established_flows_keep_their_backend_when_a_backend_is_added() {
+    tests::require_root();
+    const FLOWS: u16 = 64;
+    let mut director = Director::load();
+    let mut service = tcp_service();
+    director.publish(&service);
+    let established = tcp_flows(CLIENT_PORT..CLIENT_PORT + FLOWS);
+    let before = send_flows(&mut director, &established, &backends(0..4));
+
+    service.backends = backends(0..4);
+    director.publish(&service);
+    let moved_by_table = established
+        .iter()
+        .zip(&before)
+        .filter(|(flow, id)| predicted_backend(flow, &service.backends).id != **id)
+        .count();
+    assert!(moved_by_table > 0, "the new table must move some flows, or this test shows nothing");
+    assert_eq!(send_flows(&mut director, &established, &service.backends), before, "established flows stay");
+
+    let fresh = tcp_flows(CLIENT_PORT + FLOWS..CLIENT_PORT + 2 * FLOWS);
+    let expected: Vec<u32> = fresh.iter().map(|f| predicted_backend(f, &service.backends).id).collect();
+    assert_eq!(send_flows(&mut director, &fresh, &service.backends), expected, "new flows follow the new table");
+    assert!(expected.contains(&3), "the added backend gets new flows");
+}
+
+/// Flows of a removed backend are scheduled again; the other flows stay where they are.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn flows_of_a_removed_backend_move_and_the_others_stay() {
+    tests::require_root();
+    const FLOWS: u16 = 64;
+    let mut director = Director::load();
+    let mut service = tcp_service();
+    director.publish(&service);
+    let flows = tcp_flows(CLIENT_PORT..CLIENT_PORT + FLOWS);
+    let before = send_flows(&mut director, &flows, &service.backends);
+    let removed = 2;
+    assert!(before.contains(&removed), "some flows must be on the backend that goes");
+
+    service.backends = backends(0..2);
+    director.publish(&service);
+    let after = send_flows(&mut director, &flows, &backends(0..3));
+    for ((flow, was), now) in flows.iter().zip(&before).zip(&after) {
+        if *was == removed {
+            assert_eq!(*now, predicted_backend(flow, &service.backends).id, "flow from port {} rescheduled", flow.sport);
+        } else {
+            assert_eq!(now, was, "flow from port {} keeps its backend", flow.sport);
+        }
+    }
+}
+
+/// Weight 0 drains: the backend keeps its established flows but gets no new one.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn a_drained_backend_keeps_its_flows_and_gets_no_new_ones() {
+    tests::require_root();
+    const FLOWS: u16 = 64;
+    let mut director = Director::load();
+    let mut service = tcp_service();
+    director.publish(&service);
+    let established = tcp_flows(CLIENT_PORT..CLIENT_PORT + FLOWS);
+    let before = send_flows(&mut director, &established, &service.backends);
+    let drained = 1;
+    assert!(before.contains(&drained), "some flows must be on the drained backend");
+
+    service.backends[usize::try_from(drained).expect("small")].weight = 0;
+    director.publish(&service);
+    assert_eq!(send_flows(&mut director, &established, &service.backends), before, "established flows stay");
+    let fresh = tcp_flows(CLIENT_PORT + FLOWS..CLIENT_PORT + 4 * FLOWS);
+    assert!(
+        !send_flows(&mut director, &fresh, &service.backends).contains(&drained),
+        "no new flow goes to the drained backend"
+    );
+}
+
+/// Any packet of a flow, not only a SYN, creates its flow entry (so flows survive a failover
+/// from another director), naming the service and the backend.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn any_packet_creates_the_flow_entry() {
+    tests::require_root();
+    let mut director = Director::with_standard_services();
+    let frame = Ipv4Frame::new(TCP_FLOW).build();
+    let tcp = etherparse::SlicedPacket::from_ethernet(&frame).expect("a valid frame");
+    let Some(etherparse::TransportSlice::Tcp(tcp)) = tcp.transport else { panic!("a TCP frame") };
+    assert!(!tcp.syn() && !tcp.ack(), "the test frame is a bare TCP segment, not a SYN");
+    let key = FlowKey {
+        saddr: CLIENT_IP.octets(),
+        daddr: VIP.octets(),
+        sport_be: CLIENT_PORT.to_be(),
+        dport_be: TCP_PORT.to_be(),
+        protocol: lb_common::IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    assert_eq!(director.dataplane.flow(&key).expect("reading FLOWS"), None);
+    director.run(&frame);
+    let chosen = predicted_backend(&TCP_FLOW, &tcp_service().backends);
+    assert_eq!(
+        director.dataplane.flow(&key).expect("reading FLOWS"),
+        Some(FlowEntry { service: TCP_SERVICE_ID, backend: backend_index(TCP_SERVICE_ID, chosen.id) })
+    );
+}
+
+/// Source-hash scheduling: every connection of a client goes to one backend, while different
+/// clients spread.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn source_hash_keeps_a_client_on_one_backend() {
+    tests::require_root();
+    const CLIENTS: u8 = 32;
+    const PORTS_PER_CLIENT: u16 = 16;
+    let mut director = Director::load();
+    let service = ServiceSpec { flags: SERVICE_FLAG_SOURCE_HASH, ..tcp_service() };
+    director.publish(&service);
+    let mut used = BTreeSet::new();
+    for client in 0..CLIENTS {
+        let saddr = Ipv4Addr::new(198, 19, 1, client);
+        let flows: Vec<Ipv4Flow> = (0..PORTS_PER_CLIENT)
+            .map(|i| Ipv4Flow { saddr, ..TCP_FLOW.with_sport(CLIENT_PORT + i) })
+            .collect();
+        let chosen = send_flows(&mut director, &flows, &service.backends);
+        assert!(chosen.iter().all(|id| *id == chosen[0]), "client {saddr}: one backend for all its ports: {chosen:?}");
+        let slot = source_hash_v4(saddr.to_bits()) % TABLE_SIZE;
+        assert_eq!(chosen[0], maglev_table(&service.backends)[slot as usize], "client {saddr}: the table's choice");
+        used.insert(chosen[0]);
+    }
+    assert_eq!(used.len(), service.backends.len(), "clients spread over every backend");
 }

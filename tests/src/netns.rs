@@ -678,6 +678,19 @@ impl PassProgram {
     }
 }
 
+/// Runs `f` on a thread inside `ns`, e.g. to open sockets there: a socket stays in the
+/// namespace it was created in, so the caller can use what `f` returns from anywhere.
+#[track_caller]
+pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let name = ns.name().to_owned();
+    thread::spawn(move || {
+        enter_netns(&name).unwrap_or_else(|e| panic!("{e:#}"));
+        f()
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("the thread in {} panicked", ns.name()))
+}
+
 /// Moves the calling thread into the network namespace `/run/netns/<name>`.
 fn enter_netns(name: &str) -> anyhow::Result<()> {
     let path = Path::new("/run/netns").join(name);

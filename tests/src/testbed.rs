@@ -30,6 +30,8 @@ use crate::netns::{Capture, Netns, PassProgram, Process, Ran, Scratch, Switch, w
 pub const VIP: &str = "198.18.0.100";
 pub const HTTP_PORT: u16 = 8080;
 pub const UDP_PORT: u16 = 5353;
+/// Each real server's line echo (long-lived TCP connections), on the VIP and its own address.
+pub const TCP_ECHO_PORT: u16 = 9000;
 /// The interface every host has on the switch.
 pub const IFNAME: &str = "eth0";
 /// How long `drlb run` gets to become ready (or to give up on bad input).
@@ -107,7 +109,8 @@ pub struct Testbed {
     // Fields drop in declaration order: processes first (a namespace with processes in it lives
     // on after `ip netns del`), then the XDP program, then the namespaces, then the files.
     drlb: Option<Process>,
-    _servers: Vec<Process>,
+    /// The real servers' services, by (server, mode).
+    servers: Vec<((&'static str, &'static str), Process)>,
     _pass: PassProgram,
     pub client: Host,
     pub director: Host,
@@ -147,7 +150,7 @@ impl Testbed {
             .collect();
         let testbed = Self {
             drlb: None,
-            _servers: servers,
+            servers,
             _pass: pass,
             client,
             director,
@@ -181,6 +184,17 @@ impl Testbed {
                 (ran.success() && ran.stdout.trim() == expected).then_some(())
             });
         }
+    }
+
+    /// Stops one service (`http`, `udp-echo` or `tcp-echo`) of a real server, as a crash would.
+    pub fn stop_service(&mut self, rs: &str, mode: &str) {
+        let index = self
+            .servers
+            .iter()
+            .position(|((name, m), _)| *name == rs && *m == mode)
+            .unwrap_or_else(|| panic!("{rs} runs no {mode} service"));
+        let (_, mut process) = self.servers.remove(index);
+        process.stop(libc::SIGKILL, Duration::from_secs(5));
     }
 
     /// The real server with this MAC, if any.
@@ -436,15 +450,23 @@ fn make_real_server(rs: &Host) {
 }
 
 /// HTTP and UDP echo on the VIP and on the real server's own address.
-fn start_services(rs: &Host, test_server: &TestServer, logs: &Path) -> [Process; 2] {
-    let serve = |mode: &str, port: u16| {
+fn start_services(
+    rs: &Host,
+    test_server: &TestServer,
+    logs: &Path,
+) -> [((&'static str, &'static str), Process); 3] {
+    let serve = |mode: &'static str, port: u16| {
         let (on_vip, on_own) = (format!("{VIP}:{port}"), format!("{}:{port}", rs.ip));
         let argv = test_server.command([
             mode, "--listen", &on_vip, "--listen", &on_own, "--name", rs.name,
         ]);
-        rs.ns.spawn(&format!("{}-{mode}", rs.name), &argv, logs)
+        ((rs.name, mode), rs.ns.spawn(&format!("{}-{mode}", rs.name), &argv, logs))
     };
-    [serve("http", HTTP_PORT), serve("udp-echo", UDP_PORT)]
+    [
+        serve("http", HTTP_PORT),
+        serve("udp-echo", UDP_PORT),
+        serve("tcp-echo", TCP_ECHO_PORT),
+    ]
 }
 
 /// Splits `curl -i` output into status line, X-Served-By and body.

@@ -40,6 +40,15 @@ enum Mode {
         #[arg(long)]
         name: String,
     },
+    /// Accept TCP connections and answer each line received with "NAME\n", for as long as
+    /// the client keeps the connection.
+    TcpEcho {
+        /// Address to listen on (repeatable), e.g. 198.18.0.100:9000.
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+        #[arg(long)]
+        name: String,
+    },
     /// Answer each datagram with "NAME <payload>".
     UdpEcho {
         /// Address to listen on (repeatable), e.g. 198.18.0.100:5353.
@@ -71,6 +80,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Mode::Http { listen, name } => serve_each(listen, name, serve_http),
         Mode::UdpEcho { listen, name } => serve_each(listen, name, serve_udp_echo),
+        Mode::TcpEcho { listen, name } => serve_each(listen, name, serve_tcp_echo),
         Mode::UdpClient {
             to,
             count,
@@ -105,6 +115,26 @@ fn serve_each(
             .map_err(|_| "a server thread panicked".to_owned())??;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn serve_tcp_echo(addr: SocketAddr, name: String) -> Result<(), String> {
+    let listener =
+        TcpListener::bind(addr).map_err(|e| format!("cannot listen on tcp {addr}: {e}"))?;
+    eprintln!("{name}: tcp echo listening on {addr}");
+    for stream in listener.incoming().flatten() {
+        let name = name.clone();
+        thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut line = String::new();
+            while matches!(std::io::BufRead::read_line(&mut reader, &mut line), Ok(n) if n > 0) {
+                line.clear();
+                if std::io::Write::write_all(&mut &stream, format!("{name}\n").as_bytes()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(())
 }
 
 fn serve_http(addr: SocketAddr, name: String) -> Result<(), String> {

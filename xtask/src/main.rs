@@ -36,6 +36,8 @@ enum Task {
     },
     /// Set up, build, then run a live demo on a throw-away netns testbed (needs root).
     Demo,
+    /// Set up, build, then run the benchmarks and print their tables (needs root).
+    Bench,
 }
 
 fn main() -> Result<()> {
@@ -56,6 +58,12 @@ fn main() -> Result<()> {
             setup::install()?;
             build_release()?;
             run_demo()
+        }
+        Task::Bench => {
+            require_root("bench")?;
+            setup::install()?;
+            build_release()?;
+            run_benches()
         }
     }
 }
@@ -166,6 +174,10 @@ mod tests {
         t.add("running 3 tests");
         assert_eq!((t.passed, t.failed, t.ignored), (16, 2, 1));
     }
+}
+
+fn run_benches() -> Result<()> {
+    run(Command::new("cargo").args(["bench", "--quiet", "--package", "lb-userspace", "--bench", "scheduling"]))
 }
 
 fn run_demo() -> Result<()> {

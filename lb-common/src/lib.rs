@@ -5,6 +5,7 @@
 //! Fields holding network-order values say so in their name (`_be`) or type (`[u8; N]`).
 #![no_std]
 
+pub mod conflict;
 pub mod hash;
 mod verdict;
 
@@ -88,13 +89,17 @@ pub struct Service {
     pub table_base: u32,
     /// Entries of one bank (a prime); 0 means "no backend in the table: drop new flows".
     pub table_size: u32,
-    /// [`SERVICE_FLAG_SOURCE_HASH`].
+    /// [`SERVICE_FLAG_SOURCE_HASH`], [`SERVICE_FLAG_STANDBY`].
     pub flags: u32,
 }
 
 /// Schedule by the client address alone (IPVS `sh`): a client keeps its backend across
 /// connections. Without it, the whole 5-tuple is hashed.
 pub const SERVICE_FLAG_SOURCE_HASH: u32 = 1;
+/// The director is a standby (`drlb run --standby`, `drlb vip deactivate`): the service's
+/// traffic is dropped and counted (`drop_standby`), not forwarded. Carried in the `Service`
+/// value the program reads anyway, so the forwarding path needs no second lookup.
+pub const SERVICE_FLAG_STANDBY: u32 = 2;
 
 /// Value of the `BACKENDS` hash map, keyed by [`backend_index`]: where frames for a backend go.
 /// A backend that must not receive traffic (removed, unhealthy, MAC unknown) has no entry, so
@@ -141,8 +146,8 @@ pub struct Vip {
     pub flags: u32,
 }
 
-/// The program answers ARP for the VIP. (Forwarding does not look at it yet: a standby
-/// director, which must not forward either, is future work.)
+/// The program answers ARP for the VIP. Cleared on a standby director, whose services carry
+/// [`SERVICE_FLAG_STANDBY`] at the same time so it forwards nothing either.
 pub const VIP_FLAG_ACTIVE: u32 = 1;
 
 /// Value of the `INTERFACES` hash map, keyed by ifindex: what the program needs to know about

@@ -23,11 +23,15 @@ pub enum Verdict {
     DropNoEgress = 7,
     /// An impossible state, e.g. a map entry userspace always writes was missing (XDP_ABORTED).
     Aborted = 8,
+    /// Service traffic reaching a standby director (XDP_DROP): some neighbour cache still
+    /// holds this director's MAC for the VIP. Dropped rather than passed: the stack does not
+    /// own the VIP and, with forwarding on, would route it on to the active director.
+    DropStandby = 9,
 }
 
 impl Verdict {
     /// Number of verdicts: the size of the `VERDICT_COUNTERS` array.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::Tx,
@@ -39,6 +43,7 @@ impl Verdict {
         Self::DropNoBackend,
         Self::DropNoEgress,
         Self::Aborted,
+        Self::DropStandby,
     ];
 
     /// Stable name used in `drlb stats`, its JSON and metrics.
@@ -54,6 +59,7 @@ impl Verdict {
             Self::DropNoBackend => "drop_no_backend",
             Self::DropNoEgress => "drop_no_egress",
             Self::Aborted => "aborted",
+            Self::DropStandby => "drop_standby",
         }
     }
 }

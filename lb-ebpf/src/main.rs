@@ -8,6 +8,7 @@
 #![no_main]
 
 mod arp;
+mod conflict;
 mod forward;
 mod maps;
 mod parse;
@@ -16,7 +17,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::error;
-use lb_common::Verdict;
+use lb_common::{SERVICE_FLAG_STANDBY, Verdict};
 use parse::L3;
 
 #[xdp]
@@ -44,7 +45,10 @@ fn process(ctx: &XdpContext) -> Verdict {
         Err(verdict) => return verdict,
     };
     match l3 {
-        L3::Arp(offset) => arp::answer_request(ctx, offset),
+        L3::Arp(offset) => {
+            conflict::note(ctx, offset);
+            arp::answer_request(ctx, offset)
+        }
         L3::Ipv4(offset) => forward_ipv4(ctx, offset),
         L3::Other => Verdict::Pass,
     }
@@ -68,6 +72,10 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
     let Some(service) = select::service(&flow) else {
         return Verdict::Pass;
     };
+    // A standby director forwards nothing (see SERVICE_FLAG_STANDBY).
+    if service.flags & SERVICE_FLAG_STANDBY != 0 {
+        return Verdict::DropStandby;
+    }
     let (backend, backend_index) = match select::backend(service, &flow) {
         Ok(found) => found,
         Err(verdict) => return verdict,
@@ -88,7 +96,8 @@ const fn xdp_action_of(verdict: Verdict) -> u32 {
         Verdict::DropMalformed
         | Verdict::DropFragment
         | Verdict::DropNoBackend
-        | Verdict::DropNoEgress => xdp_action::XDP_DROP,
+        | Verdict::DropNoEgress
+        | Verdict::DropStandby => xdp_action::XDP_DROP,
         Verdict::Aborted => xdp_action::XDP_ABORTED,
     }
 }

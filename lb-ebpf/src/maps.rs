@@ -5,11 +5,12 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use lb_common::{
     Addr, BACKEND_SLOTS, Backend, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAGLEV_ENTRIES,
     FlowEntry, FlowKey, Interface, MAX_INTERFACES, MAX_SERVICES, Service, ServiceKey, Verdict, Vip,
+    conflict::{ArpConflict, ArpConflictKey, MAX_ARP_CONFLICTS},
 };
 
 /// (VIP, port, protocol) -> service.
@@ -33,6 +34,12 @@ pub static BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(BACKEND_S
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// Sender MAC -> ARP frames claiming a VIP for that MAC (see `conflict.rs`). LRU, so bounded;
+/// per CPU, so counting needs no atomics (userspace sums the CPUs).
+#[map]
+pub static ARP_CONFLICTS: LruPerCpuHashMap<ArpConflictKey, ArpConflict> =
+    LruPerCpuHashMap::with_max_entries(MAX_ARP_CONFLICTS, 0);
 
 /// VIP -> flags: the addresses the program answers ARP for.
 #[map]

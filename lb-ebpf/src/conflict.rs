@@ -1,0 +1,96 @@
+//! Noticing VIP conflicts: ARP frames (requests or replies) whose sender IP is a VIP and whose
+//! sender MAC is not the director's are counted per offending MAC in `ARP_CONFLICTS` (see
+//! `lb_common::conflict`). Only counted: the frame's verdict, and what the director answers,
+//! are decided by `arp::answer_request` exactly as without this module.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use lb_common::{
+    conflict::{ArpConflict, ArpConflictKey},
+    ipv4_mapped,
+};
+use network_types::arp::ArpHdr;
+
+use crate::{
+    maps::{ARP_CONFLICTS, INTERFACES, VIPS},
+    parse::ptr_at,
+};
+
+const ARP_HTYPE_ETHERNET: u16 = 1;
+const ARP_PTYPE_IPV4: u16 = 0x0800;
+const ARP_HLEN_ETHERNET: u8 = 6;
+const ARP_PLEN_IPV4: u8 = 4;
+const ARP_OP_REQUEST: u16 = 1;
+const ARP_OP_REPLY: u16 = 2;
+
+/// Counts the ARP packet at `offset` if it claims a VIP for another MAC than the director's.
+#[inline(always)]
+pub fn note(ctx: &XdpContext, offset: usize) {
+    let Some(arp) = ptr_at::<ArpHdr>(ctx, offset) else {
+        return;
+    };
+    // SAFETY: ptr_at checked the bounds; read only.
+    let arp = unsafe { &*arp };
+    if u16::from_be_bytes(arp.htype) != ARP_HTYPE_ETHERNET
+        || u16::from_be_bytes(arp.ptype) != ARP_PTYPE_IPV4
+        || arp.hlen != ARP_HLEN_ETHERNET
+        || arp.plen != ARP_PLEN_IPV4
+    {
+        return;
+    }
+    let is_reply = match u16::from_be_bytes(arp.oper) {
+        ARP_OP_REQUEST => false,
+        ARP_OP_REPLY => true,
+        _ => return,
+    };
+    let (sender_mac, vip) = (arp.sha, arp.spa);
+    // SAFETY: read only.
+    if unsafe { VIPS.get(&ipv4_mapped(vip)) }.is_none() {
+        return; // the common case: ARP about anything but a VIP
+    }
+    // SAFETY: read only.
+    if let Some(interface) = unsafe { INTERFACES.get(&(ctx.ingress_ifindex() as u32)) }
+        && interface.mac == sender_mac
+    {
+        return; // our own frame, e.g. looped back by a switch
+    }
+    let key = ArpConflictKey {
+        mac: sender_mac,
+        _pad: [0; 2],
+    };
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(entry) = ARP_CONFLICTS.get_ptr_mut(&key) {
+        add(entry, is_reply, now, vip);
+        return;
+    }
+    let first = ArpConflict {
+        requests: u64::from(!is_reply),
+        replies: u64::from(is_reply),
+        last_seen_ns: now,
+        last_vip: vip,
+        _pad: [0; 4],
+    };
+    // Another CPU may have created the entry meanwhile: then add to this CPU's value of it.
+    if ARP_CONFLICTS
+        .insert(&key, &first, u64::from(BPF_NOEXIST))
+        .is_err()
+        && let Some(entry) = ARP_CONFLICTS.get_ptr_mut(&key)
+    {
+        add(entry, is_reply, now, vip);
+    }
+}
+
+#[inline(always)]
+fn add(entry: *mut ArpConflict, is_reply: bool, now: u64, vip: [u8; 4]) {
+    // SAFETY: `entry` is this CPU's value of a per-CPU map entry, which only this CPU writes
+    // while this program runs (it cannot be preempted).
+    unsafe {
+        if is_reply {
+            (*entry).replies += 1;
+        } else {
+            (*entry).requests += 1;
+        }
+        (*entry).last_seen_ns = now;
+        (*entry).last_vip = vip;
+    }
+}

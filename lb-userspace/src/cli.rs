@@ -11,6 +11,7 @@ use crate::{
     control::{self, Request, Response},
     daemon::{self, RunOptions},
     director::Change,
+    failover,
 };
 
 /// Where the daemon keeps its control socket unless told otherwise.
@@ -38,6 +39,10 @@ enum Command {
         /// Directory of the control socket; give each director on a host its own.
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        /// Start deactivated, as a failover standby: no ARP answers, no forwarding, until
+        /// `drlb vip activate` (see docs/keepalived.md).
+        #[arg(long)]
+        standby: bool,
     },
     /// Show the running daemon's counters.
     Stats {
@@ -53,6 +58,24 @@ enum Command {
     /// Add, remove or reweight backends of the running daemon (not written to the config file).
     #[command(subcommand)]
     Backend(BackendCommand),
+    /// Make this director answer ARP for its VIPs and forward (activate), or stop (deactivate):
+    /// for keepalived's notify scripts.
+    #[command(subcommand)]
+    Vip(VipCommand),
+}
+
+#[derive(Subcommand)]
+enum VipCommand {
+    /// Answer ARP for the VIPs and forward their traffic; announce them with gratuitous ARP.
+    Activate {
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Stop answering ARP for the VIPs and stop forwarding (standby).
+    Deactivate {
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -136,8 +159,17 @@ pub fn main() -> Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Run { config, state_dir } => {
-                daemon::run(RunOptions { config, state_dir }).await
+            Command::Run {
+                config,
+                state_dir,
+                standby,
+            } => {
+                daemon::run(RunOptions {
+                    config,
+                    state_dir,
+                    standby,
+                })
+                .await
             }
             Command::Stats { json, state_dir } => {
                 match control::call(&state_dir, &Request::Stats).await? {
@@ -160,8 +192,46 @@ pub fn main() -> Result<()> {
                 let (state_dir, change) = backend_change(command);
                 send_change(&state_dir, change).await
             }
+            Command::Vip(VipCommand::Activate { state_dir }) => vip(&state_dir, true).await,
+            Command::Vip(VipCommand::Deactivate { state_dir }) => vip(&state_dir, false).await,
         }
     })
+}
+
+/// `drlb vip activate|deactivate`: recorded in the state directory first, so that a daemon
+/// started later with --standby follows it, then applied by the running daemon.
+async fn vip(state_dir: &std::path::Path, active: bool) -> Result<()> {
+    failover::record(state_dir, active)?;
+    let request = if active {
+        Request::Activate
+    } else {
+        Request::Deactivate
+    };
+    match control::call(state_dir, &request).await {
+        Ok(Response::Applied(effects)) if effects.is_empty() => {
+            println!(
+                "director {} already",
+                if active { "active" } else { "standby" }
+            );
+            Ok(())
+        }
+        Ok(Response::Applied(effects)) => {
+            for effect in effects {
+                println!("{effect}");
+            }
+            Ok(())
+        }
+        Ok(other) => unexpected(other),
+        Err(e) => {
+            eprintln!(
+                "drlb: warning: {e:#}; recorded in {}: `drlb run --standby --state-dir {}` will start {}",
+                failover::state_file(state_dir).display(),
+                state_dir.display(),
+                if active { "active" } else { "standby" }
+            );
+            Ok(())
+        }
+    }
 }
 
 fn service_change(command: ServiceCommand) -> (PathBuf, Change) {

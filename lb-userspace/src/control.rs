@@ -30,6 +30,10 @@ pub enum Request {
     Change {
         change: Change,
     },
+    /// Answer ARP for the VIPs and forward their traffic (`drlb vip activate`).
+    Activate,
+    /// Become a standby: no ARP answers, no forwarding (`drlb vip deactivate`).
+    Deactivate,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -23,9 +23,11 @@ use tracing::{info, warn};
 
 use crate::{
     config::{Config, ServiceId, XdpMode},
+    conflict::{self, ConflictMap},
     control::{self, Request, Response},
     dataplane::Dataplane,
     director::{self, Director},
+    failover,
     garp::{self, FrameSender},
     health,
     loader::{self, AttachMode},
@@ -47,6 +49,8 @@ const HEALTH_QUEUE: usize = 1024;
 pub struct RunOptions {
     pub config: PathBuf,
     pub state_dir: PathBuf,
+    /// Start deactivated (failover pair), unless `drlb vip activate` was recorded since.
+    pub standby: bool,
 }
 
 /// A health probe's result, sent from a checker task to the main loop.
@@ -69,6 +73,12 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let mut ebpf = loader::load(director::map_sizes(&config))?;
     start_ebpf_logger(&mut ebpf);
     let mut director = Director::new(&config, interface.clone(), Dataplane::take_from(&mut ebpf)?)?;
+    let mut conflicts =
+        conflict::Monitor::new(ConflictMap::take_from(&mut ebpf)?, interface.ifindex);
+    if !failover::starts_active(options.standby, failover::recorded(&options.state_dir)?) {
+        director.set_active(false)?;
+        info!("starting as standby: no ARP answers and no forwarding until `drlb vip activate`");
+    }
     // Ask the kernel for the backends' MACs before the first table is built, so the first
     // table already holds every backend that answers.
     let wanted: Vec<Ipv4Addr> = config
@@ -91,11 +101,13 @@ pub async fn run(options: RunOptions) -> Result<()> {
     };
     let link = loader::attach(&mut ebpf, &interface.name, interface.ifindex, mode)?;
     info!(interface = %interface.name, mode = mode_name(config.director.xdp_mode), "XDP program attached");
-    announce_vips(&director).await;
+    if director.is_active() {
+        announce_vips(&director).await;
+    }
     control.publish()?;
     info!(state_dir = %options.state_dir.display(), services = config.services.len(), "drlb ready");
 
-    let served = serve(&netlink, &mut director, &control, &options).await;
+    let served = serve(&netlink, &mut director, &control, &options, &mut conflicts).await;
     loader::detach(&mut ebpf, link)?;
     info!(interface = %interface.name, "XDP program detached");
     served
@@ -209,7 +221,9 @@ async fn serve(
     director: &mut Director,
     control: &control::Bound,
     options: &RunOptions,
+    conflicts: &mut conflict::Monitor,
 ) -> Result<()> {
+    let mut announcer = failover::Announcer::default();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -230,7 +244,9 @@ async fn serve(
             accepted = control.listener.accept() => match accepted {
                 Ok((mut stream, _)) => {
                     let (response, changed) = match control::read_request(&mut stream).await {
-                        Ok(Request::Stats) => (director.stats(mode_name(director.config().director.xdp_mode)).map_or_else(|e| Response::Error(format!("{e:#}")), Response::Stats), false),
+                        Ok(Request::Stats) => (stats(director, conflicts).map_or_else(|e| Response::Error(format!("{e:#}")), Response::Stats), false),
+                        Ok(Request::Activate) => (failover_to(director, &mut announcer, true), false),
+                        Ok(Request::Deactivate) => (failover_to(director, &mut announcer, false), false),
                         Ok(Request::Change { change }) => match change.edit(director.config()).and_then(|new| director.apply(new)) {
                             Ok(effects) => {
                                 for effect in &effects {
@@ -265,12 +281,50 @@ async fn serve(
                 if let Err(e) = refresh_neighbours(netlink, director).await {
                     warn!("neighbour refresh failed: {e:#}");
                 }
+                conflicts.tick(&conflict::Context::of(director), &conflict::Probe::of(director));
                 false
             }
         };
         if changed {
             checkers.abort_all();
             checkers = start_health_checks(director, &health_tx);
+        }
+    }
+}
+
+fn stats(director: &Director, conflicts: &conflict::Monitor) -> Result<crate::stats::StatsReport> {
+    let mut report = director.stats(mode_name(director.config().director.xdp_mode))?;
+    report.arp_conflicts = conflicts.report(&conflict::Context::of(director))?;
+    Ok(report)
+}
+
+/// `drlb vip activate|deactivate`: switches the director, and announces it when it becomes
+/// active (a burst of gratuitous ARP, then a repeat).
+fn failover_to(
+    director: &mut Director,
+    announcer: &mut failover::Announcer,
+    active: bool,
+) -> Response {
+    if !active {
+        announcer.stop();
+    }
+    match director.set_active(active) {
+        Ok(effects) => {
+            for effect in &effects {
+                info!("control: {effect}");
+            }
+            if active {
+                let interface = director.interface();
+                announcer.start(interface.ifindex, interface.mac, director.vips());
+            }
+            Response::Applied(effects)
+        }
+        Err(e) => {
+            warn!(
+                "control: switching to {} failed: {e:#}",
+                if active { "active" } else { "standby" }
+            );
+            Response::Error(format!("{e:#}"))
         }
     }
 }

@@ -179,6 +179,18 @@ impl Dataplane {
             .context("writing SERVICES failed")
     }
 
+    /// Replaces only the flags of a published service (same table, same bank) with one atomic
+    /// map update: how a director turns standby or active without rewriting any table.
+    pub fn set_service_flags(&mut self, key: &ServiceKey, flags: u32) -> Result<()> {
+        let Some(mut service) = self.service(key)? else {
+            return Ok(());
+        };
+        service.flags = flags;
+        self.services
+            .insert(key, service, 0)
+            .context("writing SERVICES failed")
+    }
+
     pub fn remove_service(&mut self, key: &ServiceKey, service_id: u32) -> Result<()> {
         self.shadows.remove(&service_id);
         ignore_missing(self.services.remove(key)).context("removing from SERVICES failed")

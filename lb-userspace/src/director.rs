@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use lb_common::{
     Backend, DEFAULT_MAGLEV_ENTRIES, DEFAULT_TABLE_SIZE, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH,
-    ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, Verdict, Vip, ipv4_mapped,
+    SERVICE_FLAG_STANDBY, ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, Verdict, Vip, ipv4_mapped,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -192,6 +192,8 @@ pub struct Director {
     services: BTreeMap<ServiceId, ServiceState>,
     neighbours: NeighbourMacs,
     dataplane: Dataplane,
+    /// Answers ARP for the VIPs and forwards (else a standby: neither; see `set_active`).
+    active: bool,
 }
 
 impl Director {
@@ -212,6 +214,7 @@ impl Director {
             services: BTreeMap::new(),
             neighbours: NeighbourMacs::new(),
             dataplane,
+            active: true,
         })
     }
 
@@ -360,7 +363,7 @@ impl Director {
                     layouts.insert(
                         *id,
                         TableLayout {
-                            flags: scheduler_flags(config.scheduler),
+                            flags: self.service_flags(config.scheduler),
                             ..current.layout
                         },
                     );
@@ -396,7 +399,7 @@ impl Director {
                     service_id,
                     base,
                     size: config.table_size,
-                    flags: scheduler_flags(config.scheduler),
+                    flags: self.service_flags(config.scheduler),
                 },
             );
         }
@@ -414,15 +417,71 @@ impl Director {
         {
             self.dataplane.remove_vip(&ipv4_mapped(vip.octets()))?;
         }
+        let flags = if self.active { VIP_FLAG_ACTIVE } else { 0 };
         for vip in wanted {
-            self.dataplane.set_vip(
-                ipv4_mapped(vip.octets()),
-                Vip {
-                    flags: VIP_FLAG_ACTIVE,
-                },
-            )?;
+            self.dataplane
+                .set_vip(ipv4_mapped(vip.octets()), Vip { flags })?;
         }
         Ok(())
+    }
+
+    /// The `Service` flags of a service: its scheduler's, and `SERVICE_FLAG_STANDBY` while this
+    /// director is a standby.
+    fn service_flags(&self, scheduler: Scheduler) -> u32 {
+        scheduler_flags(scheduler) | if self.active { 0 } else { SERVICE_FLAG_STANDBY }
+    }
+
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Makes the director active (it answers ARP for its VIPs and forwards their traffic) or a
+    /// standby (neither: the traffic is dropped and counted as `drop_standby`). Only flags
+    /// change, each with one atomic map update per VIP and per service; tables and flows stay,
+    /// so an activation takes effect at once. Forwarding is switched on before ARP answers
+    /// and off after them, so the director never answers ARP while unable to forward.
+    /// Returns one line per change (none if the state is already `active`).
+    pub fn set_active(&mut self, active: bool) -> Result<Vec<String>> {
+        if active == self.active {
+            return Ok(Vec::new());
+        }
+        self.active = active;
+        if !active {
+            self.publish_vips()?;
+        }
+        for service in self.services.values_mut() {
+            service.layout.flags = scheduler_flags(service.config.scheduler)
+                | if active { 0 } else { SERVICE_FLAG_STANDBY };
+            self.dataplane
+                .set_service_flags(&service.key, service.layout.flags)?;
+            if let Some(published) = &mut service.published_layout {
+                published.flags = service.layout.flags;
+            }
+        }
+        if active {
+            self.publish_vips()?;
+        }
+        Ok(vec![if active {
+            format!(
+                "director active: answering ARP for and forwarding {} VIP(s)",
+                self.vips().len()
+            )
+        } else {
+            "director standby: no ARP answers, VIP traffic dropped (drop_standby)".to_owned()
+        }])
+    }
+
+    /// (address, MAC) of every backend whose MAC is known, to name the owner of a MAC.
+    #[must_use]
+    pub fn backend_macs(&self) -> Vec<(Ipv4Addr, [u8; 6])> {
+        let macs: BTreeSet<(Ipv4Addr, [u8; 6])> = self
+            .services
+            .values()
+            .flat_map(|s| s.backends.iter())
+            .filter_map(|(address, b)| Some((*address, b.mac()?)))
+            .collect();
+        macs.into_iter().collect()
     }
 
     /// Takes the neighbour table's MACs; republishes the services whose backends changed.
@@ -541,6 +600,8 @@ impl Director {
             xdp_mode: xdp_mode.to_owned(),
             services,
             verdicts,
+            state: if self.active { "active" } else { "standby" }.to_owned(),
+            arp_conflicts: Vec::new(),
         })
     }
 }

@@ -33,6 +33,12 @@ pub struct StatsReport {
     pub services: Vec<ServiceStats>,
     /// Frames per verdict of the XDP program (`tx`, `pass`, `arp_reply`, `drop_*`, ...).
     pub verdicts: BTreeMap<String, Count>,
+    /// `active` (answers ARP for the VIPs and forwards) or `standby`.
+    #[serde(default)]
+    pub state: String,
+    /// Other MACs seen claiming a VIP in ARP (see conflict.rs).
+    #[serde(default)]
+    pub arp_conflicts: Vec<crate::conflict::ArpConflictStats>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +73,11 @@ impl StatsReport {
     #[must_use]
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "director {} (XDP {})", self.interface, self.xdp_mode);
+        let _ = writeln!(
+            out,
+            "director {} (XDP {}) {}",
+            self.interface, self.xdp_mode, self.state
+        );
         for s in &self.services {
             let _ = writeln!(
                 out,
@@ -107,6 +117,6 @@ impl StatsReport {
                 c.bytes
             );
         }
-        out
+        out + &crate::conflict::render(&self.arp_conflicts)
     }
 }

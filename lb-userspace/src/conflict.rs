@@ -1,0 +1,492 @@
+//! VIP conflicts on the director: other MACs claiming a VIP in ARP (see `lb_common::conflict`).
+//!
+//! The XDP program counts them per offending MAC; this module reads the counts, names the
+//! backend that owns each MAC (from what the director knows of its backends), logs increases
+//! (rate-limited per MAC) and reports them in `drlb stats`.
+//!
+//! In a switched network the director only sees broadcast ARP and what is addressed to it, so
+//! it would never see a real server answering a *client's* ARP request for the VIP. The daemon
+//! therefore asks, every [`PROBE_INTERVAL`], "who has VIP? tell <the director's address>"
+//! (what `arping` does): a real server with `arp_ignore` too low answers it, to the director,
+//! and the program counts that reply. A real server whose `arp_announce` is too low shows up
+//! by itself: its requests carry the VIP as sender and are broadcast.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf,
+    maps::{MapData, MapError, PerCpuHashMap},
+};
+use lb_common::conflict::{ArpConflict, ArpConflictKey, MAP_NAME};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::{arping, director::Director, stats::format_mac};
+
+/// How often the daemon asks the link who answers for each VIP.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// A MAC's conflicts are logged at most this often (the first time at once).
+pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// One offending MAC, its counts summed over the CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub mac: [u8; 6],
+    pub requests: u64,
+    pub replies: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the last frame.
+    pub last_seen_ns: u64,
+    pub last_vip: Ipv4Addr,
+}
+
+impl Seen {
+    #[must_use]
+    pub fn frames(&self) -> u64 {
+        self.requests + self.replies
+    }
+}
+
+/// Adds up one MAC's per-CPU values; the last-seen fields come from the CPU that saw it last.
+#[must_use]
+pub fn sum_cpus(mac: [u8; 6], values: &[ArpConflict]) -> Seen {
+    let latest = values
+        .iter()
+        .max_by_key(|v| v.last_seen_ns)
+        .copied()
+        .unwrap_or_default();
+    Seen {
+        mac,
+        requests: values.iter().map(|v| v.requests).sum(),
+        replies: values.iter().map(|v| v.replies).sum(),
+        last_seen_ns: latest.last_seen_ns,
+        last_vip: Ipv4Addr::from(latest.last_vip),
+    }
+}
+
+/// The program's `ARP_CONFLICTS` map.
+pub struct ConflictMap {
+    map: PerCpuHashMap<MapData, ArpConflictKey, ArpConflict>,
+}
+
+impl ConflictMap {
+    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self> {
+        let map = ebpf
+            .take_map(MAP_NAME)
+            .with_context(|| format!("the eBPF object has no map {MAP_NAME}"))?;
+        Ok(Self {
+            map: PerCpuHashMap::try_from(map)
+                .with_context(|| format!("map {MAP_NAME} has an unexpected type"))?,
+        })
+    }
+
+    /// Every MAC in the map, ordered by MAC.
+    pub fn read(&self) -> Result<Vec<Seen>> {
+        let mut seen = Vec::new();
+        for key in self.map.keys() {
+            let key = key.context("listing ARP_CONFLICTS failed")?;
+            match self.map.get(&key, 0) {
+                Ok(values) => seen.push(sum_cpus(key.mac, &values)),
+                // Evicted (LRU) between listing and reading: gone, nothing to report.
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("reading ARP_CONFLICTS failed"),
+            }
+        }
+        seen.sort_by_key(|s| s.mac);
+        Ok(seen)
+    }
+}
+
+/// The backend whose MAC this is, if any.
+#[must_use]
+pub fn owner(mac: [u8; 6], backends: &[(Ipv4Addr, [u8; 6])]) -> Option<Ipv4Addr> {
+    backends.iter().find(|(_, m)| *m == mac).map(|(a, _)| *a)
+}
+
+/// What the director knows that names a MAC and judges a conflict.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    /// Whether this director answers ARP for its VIPs (not a standby).
+    pub active: bool,
+    /// (address, MAC) of every backend whose MAC is known.
+    pub backends: Vec<(Ipv4Addr, [u8; 6])>,
+}
+
+impl Context {
+    #[must_use]
+    pub fn of(director: &Director) -> Self {
+        Self {
+            active: director.is_active(),
+            backends: director.backend_macs(),
+        }
+    }
+}
+
+/// One offending MAC as `drlb stats` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArpConflictStats {
+    pub mac: String,
+    /// The backend with this MAC (`198.18.0.12`), or `null` when no backend has it.
+    pub backend: Option<String>,
+    /// ARP requests sent with a VIP as sender address.
+    pub requests: u64,
+    /// ARP replies claiming a VIP.
+    pub replies: u64,
+    /// The VIP of the last such frame.
+    pub vip: String,
+    pub last_seen_secs_ago: u64,
+    /// What it means and what to do.
+    pub explanation: String,
+}
+
+/// The explanation of a conflict: who claims the VIP, why it matters and the fix.
+#[must_use]
+pub fn explain(seen: &Seen, context: &Context) -> String {
+    let vip = seen.last_vip;
+    match owner(seen.mac, &context.backends) {
+        Some(backend) => {
+            let mut why = Vec::new();
+            if seen.replies > 0 {
+                why.push("answers ARP for the VIP (arp_ignore too low)");
+            }
+            if seen.requests > 0 {
+                why.push("sends ARP requests with the VIP as sender (arp_announce too low)");
+            }
+            format!(
+                "backend {backend} {}: neighbours may send VIP traffic straight to it, bypassing the director; \
+                 on {backend} run `drlb realserver setup --vip {vip}` (or set net.ipv4.conf.all.arp_ignore=1 and \
+                 net.ipv4.conf.all.arp_announce=2) and check with `drlb realserver check --vip {vip}`",
+                why.join(" and ")
+            )
+        }
+        None if context.active => format!(
+            "a host that is not a backend claims {vip} while this director is active: another director that is \
+             active too (check keepalived on both) or a host holding the VIP on an interface that answers ARP"
+        ),
+        None => format!(
+            "{vip} is claimed by a host that is not a backend while this director is standby: normally the \
+             active director"
+        ),
+    }
+}
+
+/// Whether a conflict needs attention: a backend claiming a VIP always does; an unknown host
+/// does while this director is active (on a standby it is normally the active director).
+#[must_use]
+pub fn is_problem(seen: &Seen, context: &Context) -> bool {
+    owner(seen.mac, &context.backends).is_some() || context.active
+}
+
+/// Decides which MACs to log now: those whose count grew since they were last logged, if that
+/// was at least [`LOG_INTERVAL`] ago. Returns each with the frames added since the last log.
+#[derive(Default)]
+pub struct LogLimiter {
+    logged: HashMap<[u8; 6], (Instant, u64)>,
+}
+
+impl LogLimiter {
+    pub fn due(&mut self, seen: &[Seen], now: Instant) -> Vec<(Seen, u64)> {
+        let mut due = Vec::new();
+        for s in seen {
+            let (at, frames) = self.logged.get(&s.mac).copied().unzip();
+            let new_frames = s.frames().saturating_sub(frames.unwrap_or(0));
+            // A count below the logged one: the entry was evicted and came back.
+            let restarted = frames.is_some_and(|f| s.frames() < f);
+            let quiet = at.is_none_or(|at| now.duration_since(at) >= LOG_INTERVAL);
+            if (new_frames > 0 || restarted) && quiet {
+                due.push((*s, if restarted { s.frames() } else { new_frames }));
+                self.logged.insert(s.mac, (now, s.frames()));
+            }
+        }
+        due
+    }
+}
+
+/// The daemon's side: reads the map, logs, probes the VIPs, reports.
+pub struct Monitor {
+    map: ConflictMap,
+    limiter: LogLimiter,
+    prober: Option<arping::ArpSocket>,
+    next_probe: Instant,
+}
+
+impl Monitor {
+    #[must_use]
+    pub fn new(map: ConflictMap, ifindex: u32) -> Self {
+        let prober = match arping::ArpSocket::sender(ifindex) {
+            Ok(socket) => Some(socket),
+            Err(e) => {
+                warn!("VIPs will not be probed for conflicts: {e:#}");
+                None
+            }
+        };
+        Self {
+            map,
+            limiter: LogLimiter::default(),
+            prober,
+            next_probe: Instant::now(),
+        }
+    }
+
+    /// Called about once a second: probes the VIPs when due, then logs new conflicts.
+    pub fn tick(&mut self, context: &Context, probe: &Probe) {
+        let now = Instant::now();
+        if now >= self.next_probe {
+            self.next_probe = now + PROBE_INTERVAL;
+            if let Some(socket) = &self.prober {
+                for vip in &probe.vips {
+                    let frame = arping::request(probe.mac, probe.sender_ip, *vip);
+                    if let Err(e) = socket.send(&frame) {
+                        warn!(%vip, "conflict probe failed: {e:#}");
+                    }
+                }
+            }
+        }
+        let seen = match self.map.read() {
+            Ok(seen) => seen,
+            Err(e) => return warn!("reading the ARP conflict counters failed: {e:#}"),
+        };
+        for (s, new_frames) in self.limiter.due(&seen, now) {
+            let mac = format_mac(s.mac);
+            let explanation = explain(&s, context);
+            if is_problem(&s, context) {
+                warn!(%mac, vip = %s.last_vip, new_frames, requests = s.requests, replies = s.replies, "VIP conflict: {explanation}");
+            } else {
+                info!(%mac, vip = %s.last_vip, new_frames, "VIP claimed elsewhere: {explanation}");
+            }
+        }
+    }
+
+    /// The conflicts for `drlb stats`.
+    pub fn report(&self, context: &Context) -> Result<Vec<ArpConflictStats>> {
+        let now_ns = monotonic_ns();
+        Ok(self
+            .map
+            .read()?
+            .iter()
+            .map(|s| ArpConflictStats {
+                mac: format_mac(s.mac),
+                backend: owner(s.mac, &context.backends).map(|a| a.to_string()),
+                requests: s.requests,
+                replies: s.replies,
+                vip: s.last_vip.to_string(),
+                last_seen_secs_ago: now_ns.saturating_sub(s.last_seen_ns) / 1_000_000_000,
+                explanation: explain(s, context),
+            })
+            .collect())
+    }
+}
+
+/// What the periodic probe sends: from the director's MAC and address, for each VIP.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub mac: [u8; 6],
+    /// The director's own address on the interface (0.0.0.0 if it has none).
+    pub sender_ip: Ipv4Addr,
+    pub vips: Vec<Ipv4Addr>,
+}
+
+impl Probe {
+    #[must_use]
+    pub fn of(director: &Director) -> Self {
+        let interface = director.interface();
+        Self {
+            mac: interface.mac,
+            sender_ip: interface
+                .ipv4
+                .first()
+                .map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a),
+            vips: director.vips(),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    // SAFETY: timespec is plain old data; all-zero is a valid value.
+    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
+/// The "ARP conflicts" section of `drlb stats` (empty when there are none).
+#[must_use]
+pub fn render(conflicts: &[ArpConflictStats]) -> String {
+    let mut out = String::new();
+    if conflicts.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "\nARP conflicts (other MACs claiming a VIP)");
+    let _ = writeln!(
+        out,
+        "  {:<19} {:<15} {:<15} {:>9} {:>9} {:>10}",
+        "mac", "backend", "vip", "requests", "replies", "last seen"
+    );
+    for c in conflicts {
+        let _ = writeln!(
+            out,
+            "  {:<19} {:<15} {:<15} {:>9} {:>9} {:>8}s ago",
+            c.mac,
+            c.backend.as_deref().unwrap_or("-"),
+            c.vip,
+            c.requests,
+            c.replies,
+            c.last_seen_secs_ago
+        );
+        let _ = writeln!(out, "    {}", c.explanation);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RS_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x12];
+    const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+    const RS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
+
+    fn seen(mac: [u8; 6], requests: u64, replies: u64) -> Seen {
+        Seen {
+            mac,
+            requests,
+            replies,
+            last_seen_ns: 1,
+            last_vip: VIP,
+        }
+    }
+
+    fn context(active: bool) -> Context {
+        Context {
+            active,
+            backends: vec![
+                (Ipv4Addr::new(198, 18, 0, 11), [2, 0, 0, 0, 0, 0x11]),
+                (RS, RS_MAC),
+            ],
+        }
+    }
+
+    #[test]
+    fn per_cpu_values_add_up_and_the_latest_cpu_names_the_vip() {
+        let cpu = |requests, replies, at, vip: [u8; 4]| ArpConflict {
+            requests,
+            replies,
+            last_seen_ns: at,
+            last_vip: vip,
+            _pad: [0; 4],
+        };
+        let s = sum_cpus(
+            RS_MAC,
+            &[
+                cpu(1, 2, 50, [198, 18, 0, 100]),
+                cpu(0, 3, 70, [198, 18, 0, 101]),
+                ArpConflict::default(),
+            ],
+        );
+        assert_eq!((s.requests, s.replies, s.frames()), (1, 5, 6));
+        assert_eq!(
+            (s.last_seen_ns, s.last_vip),
+            (70, Ipv4Addr::new(198, 18, 0, 101))
+        );
+    }
+
+    #[test]
+    fn a_backends_mac_is_named_with_the_fix_and_is_always_a_problem() {
+        let answering = seen(RS_MAC, 0, 4);
+        for active in [true, false] {
+            let text = explain(&answering, &context(active));
+            assert!(
+                text.contains("backend 198.18.0.12 answers ARP for the VIP (arp_ignore too low)"),
+                "{text}"
+            );
+            assert!(
+                text.contains("on 198.18.0.12 run `drlb realserver setup --vip 198.18.0.100`"),
+                "{text}"
+            );
+            assert!(!text.contains("arp_announce too low"), "{text}");
+            assert!(is_problem(&answering, &context(active)));
+        }
+        let asking = seen(RS_MAC, 2, 0);
+        let text = explain(&asking, &context(true));
+        assert!(
+            text.contains("with the VIP as sender (arp_announce too low)"),
+            "{text}"
+        );
+        assert!(!text.contains("arp_ignore too low"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_mac_is_a_problem_only_while_active() {
+        let other = seen(OTHER_MAC, 0, 1);
+        assert_eq!(owner(OTHER_MAC, &context(true).backends), None);
+        assert!(is_problem(&other, &context(true)));
+        assert!(explain(&other, &context(true)).contains("another director that is active too"));
+        assert!(!is_problem(&other, &context(false)));
+        assert!(explain(&other, &context(false)).contains("normally the active director"));
+    }
+
+    #[test]
+    fn logs_are_limited_per_mac_and_carry_what_was_added() {
+        let mut limiter = LogLimiter::default();
+        let t0 = Instant::now();
+        let first = limiter.due(&[seen(RS_MAC, 0, 3), seen(OTHER_MAC, 1, 0)], t0);
+        assert_eq!(
+            first.iter().map(|(s, n)| (s.mac, *n)).collect::<Vec<_>>(),
+            [(RS_MAC, 3), (OTHER_MAC, 1)]
+        );
+        // More frames soon after: not yet.
+        assert!(
+            limiter
+                .due(&[seen(RS_MAC, 0, 9)], t0 + Duration::from_secs(5))
+                .is_empty()
+        );
+        // After the interval: the frames since the last log line.
+        let later = limiter.due(
+            &[seen(RS_MAC, 0, 9), seen(OTHER_MAC, 1, 0)],
+            t0 + LOG_INTERVAL,
+        );
+        assert_eq!(
+            later.iter().map(|(s, n)| (s.mac, *n)).collect::<Vec<_>>(),
+            [(RS_MAC, 6)]
+        );
+        // Nothing new: nothing logged, however long it has been.
+        assert!(
+            limiter
+                .due(&[seen(RS_MAC, 0, 9)], t0 + 10 * LOG_INTERVAL)
+                .is_empty()
+        );
+        // Evicted and seen again (count restarted below the logged one): logged again.
+        let back = limiter.due(&[seen(RS_MAC, 0, 2)], t0 + 11 * LOG_INTERVAL);
+        assert_eq!(
+            back.iter().map(|(s, n)| (s.mac, *n)).collect::<Vec<_>>(),
+            [(RS_MAC, 2)]
+        );
+    }
+
+    #[test]
+    fn the_stats_section_names_mac_backend_and_fix() {
+        let stats = ArpConflictStats {
+            mac: format_mac(RS_MAC),
+            backend: Some(RS.to_string()),
+            requests: 0,
+            replies: 4,
+            vip: VIP.to_string(),
+            last_seen_secs_ago: 2,
+            explanation: explain(&seen(RS_MAC, 0, 4), &context(true)),
+        };
+        let text = render(&[stats]);
+        assert!(
+            text.contains("02:00:00:00:00:12   198.18.0.12     198.18.0.100"),
+            "{text}"
+        );
+        assert!(text.contains("drlb realserver setup"), "{text}");
+        assert_eq!(render(&[]), "");
+    }
+}

@@ -1,0 +1,163 @@
+//! Director failover: a pair of directors of which only the active one answers ARP for the
+//! VIPs and forwards their traffic. Who is active is decided outside drlb, by keepalived (VRRP
+//! over unicast, no virtual MAC: docs/keepalived.md), whose notify scripts run
+//! `drlb vip activate` and `drlb vip deactivate`; `drlb run --standby` starts deactivated.
+//!
+//! On activation the director sends gratuitous ARP as keepalived does for its own VIPs: a
+//! burst at once and the same burst again a few seconds later, so that clients and gateways
+//! move to its MAC at once, and those that missed the first burst with the second. Flows keep
+//! their real server across the switch because both directors build the same Maglev table
+//! from the same backends (the new one has no flow entries, and needs none).
+//!
+//! The last state asked for is recorded in the state directory, so a daemon (re)started with
+//! `--standby` while keepalived holds MASTER starts active: keepalived notifies only on
+//! transitions and would not tell it again.
+
+use std::{
+    fs, io,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::{arping::ArpSocket, garp};
+
+/// The file in the state directory that records `active` or `standby`.
+pub const STATE_FILE: &str = "vip-state";
+/// Gratuitous ARP frames per VIP and burst (keepalived's `garp_master_repeat` default).
+pub const BURST_FRAMES: u32 = 5;
+/// The second burst follows the first after this long (keepalived's `garp_master_delay`).
+pub const REPEAT_AFTER: Duration = Duration::from_secs(5);
+
+#[must_use]
+pub fn state_file(state_dir: &Path) -> PathBuf {
+    state_dir.join(STATE_FILE)
+}
+
+/// Records the state asked for (written to a temporary file, then renamed into place).
+pub fn record(state_dir: &Path, active: bool) -> Result<()> {
+    fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let path = state_file(state_dir);
+    let temporary = state_dir.join(format!(".{STATE_FILE}.{}", std::process::id()));
+    fs::write(&temporary, if active { "active\n" } else { "standby\n" })
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The recorded state: `Some(true)` for active, `Some(false)` for standby, `None` if none.
+pub fn recorded(state_dir: &Path) -> Result<Option<bool>> {
+    let path = state_file(state_dir);
+    match fs::read_to_string(&path) {
+        Ok(text) => match text.trim() {
+            "active" => Ok(Some(true)),
+            "standby" => Ok(Some(false)),
+            other => bail!(
+                "{} holds {other:?}, not `active` or `standby`: remove it or run `drlb vip activate|deactivate`",
+                path.display()
+            ),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Whether `drlb run` starts active: always without `--standby`; with it, only when the last
+/// recorded request was an activation.
+#[must_use]
+pub fn starts_active(standby: bool, recorded: Option<bool>) -> bool {
+    !standby || recorded == Some(true)
+}
+
+/// When the frames of an activation's announcement go out, from the activation on: one burst
+/// at once, the same burst again after [`REPEAT_AFTER`].
+#[must_use]
+pub fn announcement_schedule() -> Vec<(Duration, u32)> {
+    vec![(Duration::ZERO, BURST_FRAMES), (REPEAT_AFTER, BURST_FRAMES)]
+}
+
+/// Sends the announcements of the latest activation; a deactivation (or a newer activation)
+/// cancels the bursts not sent yet, so a standby never announces itself.
+#[derive(Default)]
+pub struct Announcer {
+    task: Option<JoinHandle<()>>,
+}
+
+impl Announcer {
+    pub fn start(&mut self, ifindex: u32, mac: [u8; 6], vips: Vec<Ipv4Addr>) {
+        self.stop();
+        self.task = Some(tokio::spawn(async move {
+            let socket = match ArpSocket::sender(ifindex) {
+                Ok(socket) => socket,
+                Err(e) => return warn!("VIPs not announced: {e:#}"),
+            };
+            let mut elapsed = Duration::ZERO;
+            for (at, frames) in announcement_schedule() {
+                tokio::time::sleep(at.saturating_sub(elapsed)).await;
+                elapsed = at;
+                for vip in &vips {
+                    for _ in 0..frames {
+                        if let Err(e) = socket.send(&garp::announcement(mac, *vip)) {
+                            warn!(%vip, "gratuitous ARP failed: {e:#}");
+                        }
+                    }
+                }
+                info!(?vips, frames, "VIPs announced with gratuitous ARP");
+            }
+        }));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recorded_state_round_trips_and_garbage_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("drlb-failover-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(recorded(&dir).unwrap(), None, "nothing recorded yet");
+        record(&dir, true).unwrap();
+        assert_eq!(recorded(&dir).unwrap(), Some(true));
+        record(&dir, false).unwrap();
+        assert_eq!(recorded(&dir).unwrap(), Some(false));
+        fs::write(state_file(&dir), "maybe").unwrap();
+        let error = recorded(&dir).unwrap_err().to_string();
+        assert!(error.contains("not `active` or `standby`"), "{error}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn standby_starts_deactivated_unless_an_activation_was_recorded() {
+        assert!(starts_active(false, None));
+        assert!(
+            starts_active(false, Some(false)),
+            "without --standby the record is ignored"
+        );
+        assert!(!starts_active(true, None));
+        assert!(!starts_active(true, Some(false)));
+        assert!(starts_active(true, Some(true)));
+    }
+
+    #[test]
+    fn announcements_are_a_burst_then_a_repeat() {
+        let schedule = announcement_schedule();
+        assert_eq!(schedule.len(), 2);
+        assert_eq!(schedule[0], (Duration::ZERO, BURST_FRAMES));
+        assert_eq!(schedule[1].1, BURST_FRAMES);
+        assert!(
+            schedule[1].0 >= Duration::from_secs(2),
+            "the repeat comes seconds later"
+        );
+    }
+}

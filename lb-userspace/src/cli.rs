@@ -11,7 +11,7 @@ use crate::{
     control::{self, Request, Response},
     daemon::{self, RunOptions},
     director::Change,
-    failover,
+    doctor, failover, realserver,
 };
 
 /// Where the daemon keeps its control socket unless told otherwise.
@@ -62,6 +62,21 @@ enum Command {
     /// for keepalived's notify scripts.
     #[command(subcommand)]
     Vip(VipCommand),
+    /// On the director: ask the link who answers ARP for each VIP, and name every backend or
+    /// other host that must not (exit status 1 when anything is wrong).
+    Doctor {
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// ARP requests per VIP.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        count: u32,
+        /// How long to wait for answers after the last request, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        wait_ms: u64,
+    },
+    /// On a real server: hold the VIPs on lo and keep ARP quiet about them (LVS-DR).
+    #[command(subcommand)]
+    Realserver(RealserverCommand),
 }
 
 #[derive(Subcommand)]
@@ -73,6 +88,52 @@ enum VipCommand {
     },
     /// Stop answering ARP for the VIPs and stop forwarding (standby).
     Deactivate {
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RealserverTarget {
+    /// A VIP this host serves (repeatable).
+    #[arg(long = "vip", required = true)]
+    vips: Vec<Ipv4Addr>,
+    /// The interface facing the director; default: the default route's, else the only one
+    /// with an IPv4 address.
+    #[arg(long)]
+    interface: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum RealserverCommand {
+    /// Put each VIP on lo as /32 and set arp_ignore=1, arp_announce=2 on all, lo and the
+    /// interface. Idempotent.
+    Setup {
+        #[command(flatten)]
+        target: RealserverTarget,
+        /// Also write a sysctl.d file and a systemd unit that applies everything again at boot,
+        /// after the network managers (which may reset the settings).
+        #[arg(long)]
+        persist: bool,
+        /// Where --persist writes (etc/sysctl.d, etc/systemd/system below it); for tests.
+        #[arg(long, default_value = "/", hide = true)]
+        root: PathBuf,
+        /// Where the settings replaced by setup are recorded, for teardown.
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Check the VIPs and the ARP settings as the kernel applies them; every problem is named
+    /// with its fix (exit status 1 when anything is wrong).
+    Check {
+        #[command(flatten)]
+        target: RealserverTarget,
+    },
+    /// Undo setup: the VIPs off lo, the persisted files removed, the ARP settings restored.
+    Teardown {
+        #[command(flatten)]
+        target: RealserverTarget,
+        #[arg(long, default_value = "/", hide = true)]
+        root: PathBuf,
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
@@ -194,6 +255,25 @@ pub fn main() -> Result<()> {
             }
             Command::Vip(VipCommand::Activate { state_dir }) => vip(&state_dir, true).await,
             Command::Vip(VipCommand::Deactivate { state_dir }) => vip(&state_dir, false).await,
+            Command::Doctor {
+                state_dir,
+                count,
+                wait_ms,
+            } => {
+                let findings = doctor::run(&doctor::Options {
+                    state_dir: &state_dir,
+                    count,
+                    wait: std::time::Duration::from_millis(wait_ms),
+                })
+                .await?;
+                print!("{}", doctor::render(&findings));
+                let problems = findings.iter().filter(|f| f.problem).count();
+                if problems > 0 {
+                    bail!("{problems} problem(s) found");
+                }
+                Ok(())
+            }
+            Command::Realserver(command) => realserver_command(command).await,
         }
     })
 }
@@ -232,6 +312,52 @@ async fn vip(state_dir: &std::path::Path, active: bool) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn realserver_command(command: RealserverCommand) -> Result<()> {
+    let lines = match command {
+        RealserverCommand::Setup {
+            target,
+            persist,
+            root,
+            state_dir,
+        } => {
+            realserver::setup(&realserver::SetupOptions {
+                vips: &target.vips,
+                interface: target.interface.as_deref(),
+                persist,
+                root: &root,
+                state_dir: &state_dir,
+            })
+            .await?
+        }
+        RealserverCommand::Check { target } => {
+            let findings = realserver::check(&target.vips, target.interface.as_deref()).await?;
+            print!("{}", realserver::render(&findings));
+            let problems = findings.iter().filter(|f| f.is_problem()).count();
+            if problems > 0 {
+                bail!("{problems} problem(s): this host is not a working LVS-DR real server");
+            }
+            return Ok(());
+        }
+        RealserverCommand::Teardown {
+            target,
+            root,
+            state_dir,
+        } => {
+            realserver::teardown(&realserver::TeardownOptions {
+                vips: &target.vips,
+                interface: target.interface.as_deref(),
+                root: &root,
+                state_dir: &state_dir,
+            })
+            .await?
+        }
+    };
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn service_change(command: ServiceCommand) -> (PathBuf, Change) {

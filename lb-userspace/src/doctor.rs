@@ -1,0 +1,353 @@
+//! `drlb doctor`, run on the director next to its daemon: asks the link who answers ARP for
+//! each VIP (what `arping -I IF VIP` shows) and names every other MAC that does, which backend
+//! it is and what to run there. Also reports backends the daemon has seen sending ARP requests
+//! with a VIP as sender (`arp_announce` too low), which no probe can provoke.
+//!
+//! The director's own answers come from its XDP program for frames arriving from the wire, so
+//! its own probe is never answered by itself: on an active director the right result is
+//! silence from everyone else; on a standby, exactly one answer, from the active director.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::Ipv4Addr,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use macaddr::MacAddr6;
+
+use crate::{
+    arping::{self, ArpSocket, Reply},
+    conflict::ArpConflictStats,
+    control::{self, Request, Response},
+    netlink::Netlink,
+    stats::{StatsReport, format_mac},
+};
+
+/// Gap between the probes of one VIP.
+const PROBE_GAP: Duration = Duration::from_millis(200);
+/// Daemon-seen requests with a VIP as sender older than this are history, not findings.
+const RECENT_SECS: u64 = 300;
+
+pub struct Options<'a> {
+    pub state_dir: &'a Path,
+    /// ARP requests per VIP.
+    pub count: u32,
+    /// How long to wait for answers after the last request.
+    pub wait: Duration,
+}
+
+/// One line of the diagnosis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub problem: bool,
+    pub text: String,
+}
+
+impl Finding {
+    fn ok(text: String) -> Self {
+        Self {
+            problem: false,
+            text,
+        }
+    }
+
+    fn problem(text: String) -> Self {
+        Self {
+            problem: true,
+            text,
+        }
+    }
+}
+
+/// What the director knows, from its daemon and its interface.
+#[derive(Clone, Debug)]
+pub struct Director {
+    pub interface: String,
+    pub mac: [u8; 6],
+    pub active: bool,
+    /// (address, MAC) of each backend whose MAC is known.
+    pub backends: Vec<(Ipv4Addr, [u8; 6])>,
+    pub conflicts: Vec<ArpConflictStats>,
+}
+
+/// The findings for one VIP from the replies its probes got.
+#[must_use]
+pub fn diagnose_vip(vip: Ipv4Addr, replies: &[Reply], director: &Director) -> Vec<Finding> {
+    let mut answering: BTreeMap<[u8; 6], u32> = BTreeMap::new();
+    for reply in replies
+        .iter()
+        .filter(|r| r.sender_ip == vip && r.sender_mac != director.mac)
+    {
+        *answering.entry(reply.sender_mac).or_default() += 1;
+    }
+    let mut findings = Vec::new();
+    let mut unknown = Vec::new();
+    for (mac, count) in &answering {
+        let shown = format_mac(*mac);
+        match director.backends.iter().find(|(_, m)| m == mac) {
+            Some((backend, _)) => findings.push(Finding::problem(format!(
+                "{vip}: backend {backend} ({shown}) answers ARP for the VIP ({count} replies): clients and the \
+                 gateway may send VIP traffic straight to it, bypassing the director. On {backend} run \
+                 `drlb realserver setup --vip {vip}` (sets arp_ignore=1, arp_announce=2), then \
+                 `drlb realserver check --vip {vip}`"
+            ))),
+            None => unknown.push((shown, *count)),
+        }
+    }
+    let list = |u: &[(String, u32)]| {
+        u.iter()
+            .map(|(m, c)| format!("{m} ({c} replies)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (director.active, unknown.as_slice()) {
+        (true, []) if answering.is_empty() => findings.push(Finding::ok(format!(
+            "{vip}: no other host answers ARP for it (this active director answers it from XDP)"
+        ))),
+        (true, []) => {}
+        (true, u) => findings.push(Finding::problem(format!(
+            "{vip}: {} answer(s) ARP for it although this director is active and is no backend: another \
+             director active too (check keepalived on both), or a host holding the VIP on an interface \
+             that answers ARP",
+            list(u)
+        ))),
+        (false, [(mac, _)]) => findings.push(Finding::ok(format!(
+            "{vip}: answered by {mac} (this director is standby: that is the active director)"
+        ))),
+        (false, []) => findings.push(Finding::problem(format!(
+            "{vip}: nobody answers ARP for it and this director is standby: no director is active \
+             (is keepalived running on the peer? `drlb vip activate` on the one that should be)"
+        ))),
+        (false, u) => findings.push(Finding::problem(format!(
+            "{vip}: several hosts that are not backends answer ARP for it: {}; only one director may be active",
+            list(u)
+        ))),
+    }
+    findings
+}
+
+/// Backends the daemon saw recently sending ARP requests with a VIP as sender.
+#[must_use]
+pub fn diagnose_requests(director: &Director) -> Vec<Finding> {
+    director
+        .conflicts
+        .iter()
+        .filter(|c| c.backend.is_some() && c.requests > 0 && c.last_seen_secs_ago <= RECENT_SECS)
+        .map(|c| {
+            let backend = c.backend.as_deref().unwrap_or_default();
+            Finding::problem(format!(
+                "{}: backend {backend} ({}) sent {} ARP request(s) with the VIP as sender address (last {} s ago): \
+                 its arp_announce is too low and the gateway may learn its MAC for the VIP. On {backend} run \
+                 `drlb realserver setup --vip {}`",
+                c.vip, c.mac, c.requests, c.last_seen_secs_ago, c.vip
+            ))
+        })
+        .collect()
+}
+
+/// `drlb doctor`: the findings for every VIP of the daemon of `state_dir`.
+pub async fn run(options: &Options<'_>) -> Result<Vec<Finding>> {
+    let report = match control::call(options.state_dir, &Request::Stats).await? {
+        Response::Stats(report) => report,
+        Response::Error(e) => bail!("{e}"),
+        other => bail!("the daemon gave an unexpected answer: {other:?}"),
+    };
+    let netlink = Netlink::connect()?;
+    let interface = netlink.interface(&report.interface).await?;
+    let director = director_of(&report, interface.mac);
+    let sender_ip = interface
+        .ipv4
+        .first()
+        .map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a);
+    let socket = ArpSocket::open(interface.ifindex)?;
+    let mut findings = vec![Finding::ok(format!(
+        "director {} ({}) is {}; probing each VIP with {} ARP request(s) from {sender_ip}",
+        director.interface,
+        format_mac(director.mac),
+        if director.active { "active" } else { "standby" },
+        options.count
+    ))];
+    for vip in vips(&report) {
+        let mut replies = Vec::new();
+        for _ in 0..options.count {
+            socket
+                .send(&arping::request(interface.mac, sender_ip, vip))
+                .with_context(|| format!("probing {vip}"))?;
+            replies.extend(socket.replies_until(Instant::now() + PROBE_GAP)?);
+        }
+        replies.extend(socket.replies_until(Instant::now() + options.wait)?);
+        findings.extend(diagnose_vip(vip, &replies, &director));
+    }
+    findings.extend(diagnose_requests(&director));
+    Ok(findings)
+}
+
+fn director_of(report: &StatsReport, mac: [u8; 6]) -> Director {
+    let mut backends: Vec<(Ipv4Addr, [u8; 6])> = report
+        .services
+        .iter()
+        .flat_map(|s| &s.backends)
+        .filter_map(|b| {
+            let mac: MacAddr6 = b.mac.as_deref()?.parse().ok()?;
+            Some((b.address.parse().ok()?, mac.into_array()))
+        })
+        .collect();
+    backends.sort_unstable();
+    backends.dedup();
+    Director {
+        interface: report.interface.clone(),
+        mac,
+        active: report.state != "standby",
+        backends,
+        conflicts: report.arp_conflicts.clone(),
+    }
+}
+
+fn vips(report: &StatsReport) -> Vec<Ipv4Addr> {
+    let mut vips: Vec<Ipv4Addr> = report
+        .services
+        .iter()
+        .filter_map(|s| s.vip.parse().ok())
+        .collect();
+    vips.sort_unstable();
+    vips.dedup();
+    vips
+}
+
+/// The text `drlb doctor` prints.
+#[must_use]
+pub fn render(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    for f in findings {
+        let _ = writeln!(
+            out,
+            "{}  {}",
+            if f.problem { "PROBLEM" } else { "ok     " },
+            f.text
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+    const OWN: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    const RS2: [u8; 6] = [2, 0, 0, 0, 0, 0x12];
+    const PEER: [u8; 6] = [2, 0, 0, 0, 0, 3];
+    const STRANGER: [u8; 6] = [2, 0, 0, 0, 0, 0x99];
+
+    fn director(active: bool) -> Director {
+        Director {
+            interface: "eth0".to_owned(),
+            mac: OWN,
+            active,
+            backends: vec![
+                (Ipv4Addr::new(198, 18, 0, 11), [2, 0, 0, 0, 0, 0x11]),
+                (Ipv4Addr::new(198, 18, 0, 12), RS2),
+            ],
+            conflicts: Vec::new(),
+        }
+    }
+
+    fn reply(mac: [u8; 6]) -> Reply {
+        Reply {
+            sender_mac: mac,
+            sender_ip: VIP,
+        }
+    }
+
+    fn problems(findings: &[Finding]) -> Vec<&str> {
+        findings
+            .iter()
+            .filter(|f| f.problem)
+            .map(|f| f.text.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn silence_is_right_for_an_active_director() {
+        let findings = diagnose_vip(VIP, &[], &director(true));
+        assert!(problems(&findings).is_empty(), "{findings:?}");
+        // Replies for other addresses and our own MAC do not count.
+        let other = Reply {
+            sender_mac: STRANGER,
+            sender_ip: Ipv4Addr::new(198, 18, 0, 1),
+        };
+        assert!(problems(&diagnose_vip(VIP, &[other, reply(OWN)], &director(true))).is_empty());
+    }
+
+    #[test]
+    fn a_backend_answering_is_named_with_its_fix_in_any_state() {
+        for active in [true, false] {
+            let findings = diagnose_vip(
+                VIP,
+                &[reply(RS2), reply(RS2), reply(PEER)],
+                &director(active),
+            );
+            let found = problems(&findings);
+            let rs2 = found
+                .iter()
+                .find(|t| t.contains("backend 198.18.0.12 (02:00:00:00:00:12)"))
+                .unwrap_or_else(|| panic!("rs2 not named: {findings:?}"));
+            assert!(rs2.contains("2 replies"), "{rs2}");
+            assert!(
+                rs2.contains("drlb realserver setup --vip 198.18.0.100"),
+                "{rs2}"
+            );
+        }
+    }
+
+    #[test]
+    fn strangers_are_a_problem_for_an_active_director_and_the_peer_for_a_standby() {
+        let active = diagnose_vip(VIP, &[reply(STRANGER)], &director(true));
+        assert!(
+            problems(&active)[0].contains("another director active too"),
+            "{active:?}"
+        );
+        let standby = diagnose_vip(VIP, &[reply(PEER)], &director(false));
+        assert!(problems(&standby).is_empty(), "{standby:?}");
+        assert!(standby[0].text.contains("that is the active director"));
+        let nobody = diagnose_vip(VIP, &[], &director(false));
+        assert!(
+            problems(&nobody)[0].contains("no director is active"),
+            "{nobody:?}"
+        );
+        let two = diagnose_vip(VIP, &[reply(PEER), reply(STRANGER)], &director(false));
+        assert!(
+            problems(&two)[0].contains("only one director may be active"),
+            "{two:?}"
+        );
+    }
+
+    #[test]
+    fn recent_requests_from_a_backend_with_the_vip_as_sender_are_reported() {
+        let seen = |backend: Option<&str>, requests, ago| ArpConflictStats {
+            mac: format_mac(RS2),
+            backend: backend.map(str::to_owned),
+            requests,
+            replies: 0,
+            vip: VIP.to_string(),
+            last_seen_secs_ago: ago,
+            explanation: String::new(),
+        };
+        let mut d = director(true);
+        d.conflicts = vec![
+            seen(Some("198.18.0.12"), 3, 10),
+            seen(Some("198.18.0.12"), 0, 10),
+            seen(None, 3, 10),
+            seen(Some("198.18.0.12"), 3, RECENT_SECS + 1),
+        ];
+        let found = diagnose_requests(&d);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].text.contains("arp_announce is too low"),
+            "{found:?}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! whose guards always remove what they created. Used by the tests in `tests/tests/` and by the
 //! demo (`cargo xtask demo`).
 
+pub mod extra;
 pub mod netns;
 pub mod packet;
 pub mod testbed;

@@ -1,0 +1,174 @@
+//! Hosts beyond the standard testbed (see `testbed`): a fresh host plugged into the switch, a
+//! `drlb run` in any namespace, and keepalived in a director's namespace, all as guards.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use crate::{
+    netns::{Netns, PassProgram, Process, Ran, Switch, poll_until},
+    testbed::{DRLB_TIMEOUT, Host, IFNAME},
+};
+
+/// A new namespace plugged into the switch as `eth0` with `ip`/24 and `mac`, computing
+/// checksums in software like every testbed host. Nothing else is configured: a fresh host.
+#[must_use]
+pub fn plug_host(switch: &Switch, name: &'static str, ip: &'static str, mac: &str) -> Host {
+    let ns = Netns::create(name);
+    switch.connect(&ns, &switch_port(name), IFNAME, mac, &format!("{ip}/24"));
+    ns.checksum_in_software(IFNAME);
+    let mac = ns.mac(IFNAME);
+    Host { name, ns, ip, mac }
+}
+
+/// The switch-side port of a host plugged by [`plug_host`] (the testbed's naming).
+#[must_use]
+pub fn switch_port(name: &str) -> String {
+    format!("p-{name}")
+}
+
+/// A director plugged next to the testbed's: its switch port runs the pass program, without
+/// which veth drops what it sends with XDP_TX. Drop order: the program, then the host.
+pub struct ExtraDirector {
+    _pass: PassProgram,
+    pub host: Host,
+}
+
+impl ExtraDirector {
+    #[must_use]
+    pub fn plug(switch: &Switch, name: &'static str, ip: &'static str, mac: &str) -> Self {
+        let host = plug_host(switch, name, ip, mac);
+        let pass = PassProgram::attach(&switch.ns, &switch_port(name));
+        Self { _pass: pass, host }
+    }
+}
+
+/// `drlb ARGS... --state-dir STATE` in `ns`, bounded.
+#[must_use]
+pub fn drlb_in(ns: &Netns, state: &Path, args: &[&str]) -> Ran {
+    let mut argv: Vec<OsString> = vec![crate::drlb_binary().into_os_string()];
+    argv.extend(args.iter().map(OsString::from));
+    argv.extend([OsString::from("--state-dir"), state.as_os_str().to_owned()]);
+    ns.exec(&argv, Duration::from_secs(15))
+}
+
+/// `drlb stats --json --state-dir STATE` in `ns`, parsed.
+#[must_use]
+pub fn stats_in(ns: &Netns, state: &Path) -> serde_json::Value {
+    let out = drlb_in(ns, state, &["stats", "--json"]).expect_success();
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("`drlb stats --json` printed invalid JSON ({e}):\n{out}"))
+}
+
+/// Starts `drlb run --config CONFIG --state-dir STATE EXTRA...` in `ns` and waits until it is
+/// ready (`drlb stats` answers).
+#[track_caller]
+pub fn start_drlb(
+    ns: &Netns,
+    label: &str,
+    config: &Path,
+    state: &Path,
+    extra: &[&str],
+    logs: &Path,
+) -> Process {
+    let mut argv: Vec<OsString> = vec![crate::drlb_binary().into_os_string()];
+    argv.extend(["run", "--config"].map(OsString::from));
+    argv.push(config.as_os_str().to_owned());
+    argv.push("--state-dir".into());
+    argv.push(state.as_os_str().to_owned());
+    argv.extend(extra.iter().map(OsString::from));
+    let mut drlb = ns.spawn(label, &argv, logs);
+    let ready = poll_until(DRLB_TIMEOUT, Duration::from_millis(100), || {
+        if drlb.try_status().is_some() {
+            return Some(false);
+        }
+        drlb_in(ns, state, &["stats"]).success().then_some(true)
+    });
+    match ready {
+        Some(true) => drlb,
+        Some(false) => panic!("{label} exited before it was ready: {}", drlb.describe()),
+        None => panic!(
+            "{label} was not ready within {DRLB_TIMEOUT:?}: {}",
+            drlb.describe()
+        ),
+    }
+}
+
+/// A keepalived VRRP instance for a drlb director: unicast to its peer, no virtual MAC, no
+/// address of its own to manage (drlb answers ARP for the VIPs), and notify scripts that
+/// switch the director's drlb.
+pub struct Keepalived {
+    pub router_id: String,
+    pub interface: String,
+    pub priority: u8,
+    pub own_ip: String,
+    pub peer_ip: String,
+    pub drlb: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl Keepalived {
+    /// The configuration text (docs/keepalived.md explains each line).
+    #[must_use]
+    pub fn config(&self) -> String {
+        let drlb = self.drlb.display();
+        let state = self.state_dir.display();
+        let activate = format!("{drlb} vip activate --state-dir {state}");
+        let deactivate = format!("{drlb} vip deactivate --state-dir {state}");
+        format!(
+            "global_defs {{\n\
+             \x20   router_id {router_id}\n\
+             \x20   script_user root\n\
+             }}\n\
+             vrrp_instance DRLB {{\n\
+             \x20   state BACKUP\n\
+             \x20   interface {interface}\n\
+             \x20   virtual_router_id 51\n\
+             \x20   priority {priority}\n\
+             \x20   advert_int 1\n\
+             \x20   unicast_src_ip {own}\n\
+             \x20   unicast_peer {{\n\
+             \x20       {peer}\n\
+             \x20   }}\n\
+             \x20   check_unicast_src\n\
+             \x20   notify_master \"{activate}\"\n\
+             \x20   notify_backup \"{deactivate}\"\n\
+             \x20   notify_fault \"{deactivate}\"\n\
+             \x20   notify_stop \"{deactivate}\"\n\
+             }}\n",
+            router_id = self.router_id,
+            interface = self.interface,
+            priority = self.priority,
+            own = self.own_ip,
+            peer = self.peer_ip,
+        )
+    }
+
+    /// Writes the config into `dir` and starts keepalived in `ns` in the foreground (VRRP only),
+    /// with its own config, pid files and console log.
+    #[track_caller]
+    pub fn start(&self, ns: &Netns, label: &str, dir: &Path) -> Process {
+        let conf = dir.join(format!("{label}.conf"));
+        std::fs::write(&conf, self.config())
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", conf.display()));
+        let pid = |what: &str| dir.join(format!("{label}.{what}.pid"));
+        let argv: Vec<OsString> = vec![
+            "keepalived".into(),
+            "--dont-fork".into(),
+            "--log-console".into(),
+            "--log-detail".into(),
+            "--vrrp".into(),
+            "--use-file".into(),
+            conf.into_os_string(),
+            "--pid".into(),
+            pid("main").into_os_string(),
+            "--vrrp_pid".into(),
+            pid("vrrp").into_os_string(),
+            "--checkers_pid".into(),
+            pid("checkers").into_os_string(),
+        ];
+        ns.spawn(label, &argv, dir)
+    }
+}

@@ -17,6 +17,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),             // the HTTP client of the end-to-end tests
     ("ethtool", "ethtool"),       // interface statistics
     ("procps", "sysctl"),         // real-server ARP sysctls
+    ("keepalived", "keepalived"), // VRRP for the director failover test
 ];
 
 /// The toolchain the eBPF crate builds with (unpinned on purpose: a dated nightly may not be

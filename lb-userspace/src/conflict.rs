@@ -164,9 +164,15 @@ pub fn explain(seen: &Seen, context: &Context) -> String {
                 why.join(" and ")
             )
         }
+        None if context.active && seen.replies == 0 => format!(
+            "a host that is not a backend announced {vip} (gratuitous ARP) while this director is active: \
+             normally a director taking over, just before this one is deactivated; if both stay active, the \
+             other answers this director's probes and shows replies here (check keepalived on both)"
+        ),
         None if context.active => format!(
-            "a host that is not a backend claims {vip} while this director is active: another director that is \
-             active too (check keepalived on both) or a host holding the VIP on an interface that answers ARP"
+            "a host that is not a backend answers ARP for {vip} while this director is active: another director \
+             that is active too (check keepalived on both) or a host holding the VIP on an interface that \
+             answers ARP"
         ),
         None => format!(
             "{vip} is claimed by a host that is not a backend while this director is standby: normally the \
@@ -175,32 +181,71 @@ pub fn explain(seen: &Seen, context: &Context) -> String {
     }
 }
 
-/// Whether a conflict needs attention: a backend claiming a VIP always does; an unknown host
-/// does while this director is active (on a standby it is normally the active director).
-#[must_use]
-pub fn is_problem(seen: &Seen, context: &Context) -> bool {
-    owner(seen.mac, &context.backends).is_some() || context.active
+/// Frames added to a MAC's counts since it was last logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Added {
+    pub requests: u64,
+    pub replies: u64,
 }
 
-/// Decides which MACs to log now: those whose count grew since they were last logged, if that
-/// was at least [`LOG_INTERVAL`] ago. Returns each with the frames added since the last log.
+impl Added {
+    #[must_use]
+    pub fn frames(&self) -> u64 {
+        self.requests + self.replies
+    }
+}
+
+/// Whether new frames need attention (a warning): a backend claiming a VIP always does; a host
+/// that is not a backend does when it *answers* for the VIP while this director is active.
+/// A mere announcement from another host is normally a director taking over, which reaches
+/// the old active director a moment before keepalived deactivates it; and on a standby, the
+/// active director answering its probes is how it should be.
+#[must_use]
+pub fn is_problem(seen: &Seen, added: Added, context: &Context) -> bool {
+    owner(seen.mac, &context.backends).is_some() || (context.active && added.replies > 0)
+}
+
+/// Decides which MACs to log now: those whose counts grew since they were last logged, if that
+/// was at least [`LOG_INTERVAL`] ago, or at once if they now need attention and the last line
+/// did not. Returns each with what was added since the last log and whether it is a problem.
 #[derive(Default)]
 pub struct LogLimiter {
-    logged: HashMap<[u8; 6], (Instant, u64)>,
+    /// When each MAC was last logged, its counts then, and whether that line was a problem.
+    logged: HashMap<[u8; 6], (Instant, Seen, bool)>,
 }
 
 impl LogLimiter {
-    pub fn due(&mut self, seen: &[Seen], now: Instant) -> Vec<(Seen, u64)> {
+    pub fn due(
+        &mut self,
+        seen: &[Seen],
+        now: Instant,
+        context: &Context,
+    ) -> Vec<(Seen, Added, bool)> {
         let mut due = Vec::new();
         for s in seen {
-            let (at, frames) = self.logged.get(&s.mac).copied().unzip();
-            let new_frames = s.frames().saturating_sub(frames.unwrap_or(0));
-            // A count below the logged one: the entry was evicted and came back.
-            let restarted = frames.is_some_and(|f| s.frames() < f);
-            let quiet = at.is_none_or(|at| now.duration_since(at) >= LOG_INTERVAL);
-            if (new_frames > 0 || restarted) && quiet {
-                due.push((*s, if restarted { s.frames() } else { new_frames }));
-                self.logged.insert(s.mac, (now, s.frames()));
+            let last = self.logged.get(&s.mac).copied();
+            // Counts below the logged ones: the entry was evicted and came back.
+            let restarted =
+                last.is_some_and(|(_, l, _)| s.requests < l.requests || s.replies < l.replies);
+            let added = match last {
+                Some((_, l, _)) if !restarted => Added {
+                    requests: s.requests - l.requests,
+                    replies: s.replies - l.replies,
+                },
+                _ => Added {
+                    requests: s.requests,
+                    replies: s.replies,
+                },
+            };
+            if added.frames() == 0 {
+                continue;
+            }
+            let problem = is_problem(s, added, context);
+            let quiet = last.is_none_or(|(at, _, _)| now.duration_since(at) >= LOG_INTERVAL);
+            let escalated = problem && last.is_some_and(|(_, _, was_problem)| !was_problem);
+            if quiet || escalated {
+                due.push((*s, added, problem));
+                self.logged.insert(s.mac, (now, *s, problem));
             }
         }
         due
@@ -251,13 +296,14 @@ impl Monitor {
             Ok(seen) => seen,
             Err(e) => return warn!("reading the ARP conflict counters failed: {e:#}"),
         };
-        for (s, new_frames) in self.limiter.due(&seen, now) {
+        for (s, added, problem) in self.limiter.due(&seen, now, context) {
             let mac = format_mac(s.mac);
             let explanation = explain(&s, context);
-            if is_problem(&s, context) {
-                warn!(%mac, vip = %s.last_vip, new_frames, requests = s.requests, replies = s.replies, "VIP conflict: {explanation}");
+            let (new_requests, new_replies) = (added.requests, added.replies);
+            if problem {
+                warn!(%mac, vip = %s.last_vip, new_requests, new_replies, "VIP conflict: {explanation}");
             } else {
-                info!(%mac, vip = %s.last_vip, new_frames, "VIP claimed elsewhere: {explanation}");
+                info!(%mac, vip = %s.last_vip, new_requests, new_replies, "VIP claimed elsewhere: {explanation}");
             }
         }
     }
@@ -411,7 +457,21 @@ mod tests {
                 "{text}"
             );
             assert!(!text.contains("arp_announce too low"), "{text}");
-            assert!(is_problem(&answering, &context(active)));
+            let (replied, asked) = (
+                Added {
+                    requests: 0,
+                    replies: 1,
+                },
+                Added {
+                    requests: 1,
+                    replies: 0,
+                },
+            );
+            assert!(is_problem(&answering, replied, &context(active)));
+            assert!(
+                is_problem(&answering, asked, &context(active)),
+                "a backend, whatever it sent"
+            );
         }
         let asking = seen(RS_MAC, 2, 0);
         let text = explain(&asking, &context(true));
@@ -423,51 +483,71 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_mac_is_a_problem_only_while_active() {
-        let other = seen(OTHER_MAC, 0, 1);
+    fn an_unknown_mac_is_a_problem_only_when_it_answers_while_active() {
+        let answering = seen(OTHER_MAC, 0, 1);
+        let (replied, announced) = (
+            Added {
+                requests: 0,
+                replies: 1,
+            },
+            Added {
+                requests: 5,
+                replies: 0,
+            },
+        );
         assert_eq!(owner(OTHER_MAC, &context(true).backends), None);
-        assert!(is_problem(&other, &context(true)));
-        assert!(explain(&other, &context(true)).contains("another director that is active too"));
-        assert!(!is_problem(&other, &context(false)));
-        assert!(explain(&other, &context(false)).contains("normally the active director"));
+        assert!(is_problem(&answering, replied, &context(true)));
+        assert!(
+            explain(&answering, &context(true)).contains("another director that is active too")
+        );
+        assert!(
+            !is_problem(&answering, replied, &context(false)),
+            "on a standby: the active director"
+        );
+        assert!(explain(&answering, &context(false)).contains("normally the active director"));
+        // A takeover announcement reaching the old active director: not (yet) a problem.
+        let announcing = seen(OTHER_MAC, 5, 0);
+        assert!(!is_problem(&announcing, announced, &context(true)));
+        assert!(explain(&announcing, &context(true)).contains("normally a director taking over"));
     }
 
     #[test]
     fn logs_are_limited_per_mac_and_carry_what_was_added() {
         let mut limiter = LogLimiter::default();
+        let active = context(true);
         let t0 = Instant::now();
-        let first = limiter.due(&[seen(RS_MAC, 0, 3), seen(OTHER_MAC, 1, 0)], t0);
+        let logged = |due: Vec<(Seen, Added, bool)>| {
+            due.into_iter()
+                .map(|(s, a, problem)| (s.mac, a.requests, a.replies, problem))
+                .collect::<Vec<_>>()
+        };
+        let first = limiter.due(&[seen(RS_MAC, 0, 3), seen(OTHER_MAC, 1, 0)], t0, &active);
         assert_eq!(
-            first.iter().map(|(s, n)| (s.mac, *n)).collect::<Vec<_>>(),
-            [(RS_MAC, 3), (OTHER_MAC, 1)]
+            logged(first),
+            [(RS_MAC, 0, 3, true), (OTHER_MAC, 1, 0, false)]
         );
         // More frames soon after: not yet.
-        assert!(
-            limiter
-                .due(&[seen(RS_MAC, 0, 9)], t0 + Duration::from_secs(5))
-                .is_empty()
-        );
-        // After the interval: the frames since the last log line.
+        let soon = t0 + Duration::from_secs(5);
+        assert!(limiter.due(&[seen(RS_MAC, 0, 9)], soon, &active).is_empty());
+        // ...unless they turn an announcement into a problem: the unknown host now answers.
+        let escalated = limiter.due(&[seen(OTHER_MAC, 1, 1)], soon, &active);
+        assert_eq!(logged(escalated), [(OTHER_MAC, 0, 1, true)]);
+        // After the interval: what was added since the last log line.
         let later = limiter.due(
-            &[seen(RS_MAC, 0, 9), seen(OTHER_MAC, 1, 0)],
+            &[seen(RS_MAC, 0, 9), seen(OTHER_MAC, 1, 1)],
             t0 + LOG_INTERVAL,
+            &active,
         );
-        assert_eq!(
-            later.iter().map(|(s, n)| (s.mac, *n)).collect::<Vec<_>>(),
-            [(RS_MAC, 6)]
-        );
+        assert_eq!(logged(later), [(RS_MAC, 0, 6, true)]);
         // Nothing new: nothing logged, however long it has been.
         assert!(
             limiter
-                .due(&[seen(RS_MAC, 0, 9)], t0 + 10 * LOG_INTERVAL)
+                .due(&[seen(RS_MAC, 0, 9)], t0 + 10 * LOG_INTERVAL, &active)
                 .is_empty()
         );
-        // Evicted and seen again (count restarted below the logged one): logged again.
-        let back = limiter.due(&[seen(RS_MAC, 0, 2)], t0 + 11 * LOG_INTERVAL);
-        assert_eq!(
-            back.iter().map(|(s, n)| (s.mac, *n)).collect::<Vec<_>>(),
-            [(RS_MAC, 2)]
-        );
+        // Evicted and seen again (counts restarted below the logged ones): logged again.
+        let back = limiter.due(&[seen(RS_MAC, 0, 2)], t0 + 11 * LOG_INTERVAL, &active);
+        assert_eq!(logged(back), [(RS_MAC, 0, 2, true)]);
     }
 
     #[test]

@@ -287,6 +287,11 @@ fn the_standby_takes_over_with_keepalived_and_connections_survive() {
         log_b.contains("VIPs announced with gratuitous ARP"),
         "{log_b}"
     );
+    for (name, drlb) in [("a", &drlb_a), ("b", &drlb_b)] {
+        let log = drlb.stderr();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("VIP c")).collect();
+        println!("drlb {name}'s conflict lines:\n{}", lines.join("\n"));
+    }
     for (name, drlb) in [("a", &mut drlb_a), ("b", &mut drlb_b)] {
         assert!(
             drlb.try_status().is_none(),

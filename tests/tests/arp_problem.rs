@@ -13,7 +13,7 @@ use std::{path::Path, time::Duration};
 use serde_json::Value;
 use tests::{
     extra::plug_host,
-    netns::{Netns, Ran, wait_for},
+    netns::{Netns, Ran, poll_until, wait_for},
     require_root,
     testbed::{HTTP_PORT, Host, IFNAME, TestServer, Testbed, VIP, arping_reply_macs, vip_url},
 };
@@ -290,11 +290,20 @@ fn a_real_server_answering_arp_for_the_vip_is_reported_by_the_director_and_named
             .contains("arp_ignore too low"),
         "{entry:#}"
     );
-    let log = bed.drlb().stderr();
-    let logged = log
-        .lines()
-        .find(|l| l.contains("VIP conflict") && l.to_lowercase().contains(&rs2_mac))
-        .unwrap_or_else(|| panic!("no VIP conflict logged for {rs2_mac}:\n{log}"));
+    // The daemon logs what it reads once a second; stats read the map at once.
+    let logged = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        bed.drlb()
+            .stderr()
+            .lines()
+            .find(|l| l.contains("VIP conflict") && l.to_lowercase().contains(&rs2_mac))
+            .map(str::to_owned)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no VIP conflict logged for {rs2_mac}:\n{}",
+            bed.drlb().stderr()
+        )
+    });
     assert!(logged.contains("backend 198.18.0.12"), "{logged}");
     let table = bed.drlb_in(&state, &["stats"]).expect_success();
     assert!(

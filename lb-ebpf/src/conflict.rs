@@ -44,11 +44,11 @@ pub fn note(ctx: &XdpContext, offset: usize) {
     };
     let (sender_mac, vip) = (arp.sha, arp.spa);
     // SAFETY: read only.
-    if unsafe { VIPS.get(&ipv4_mapped(vip)) }.is_none() {
+    if unsafe { VIPS.get(ipv4_mapped(vip)) }.is_none() {
         return; // the common case: ARP about anything but a VIP
     }
     // SAFETY: read only.
-    if let Some(interface) = unsafe { INTERFACES.get(&(ctx.ingress_ifindex() as u32)) }
+    if let Some(interface) = unsafe { INTERFACES.get(ctx.ingress_ifindex() as u32) }
         && interface.mac == sender_mac
     {
         return; // our own frame, e.g. looped back by a switch
@@ -59,7 +59,7 @@ pub fn note(ctx: &XdpContext, offset: usize) {
     };
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(entry) = ARP_CONFLICTS.get_ptr_mut(&key) {
+    if let Some(entry) = ARP_CONFLICTS.get_ptr_mut(key) {
         add(entry, is_reply, now, vip);
         return;
     }
@@ -72,9 +72,9 @@ pub fn note(ctx: &XdpContext, offset: usize) {
     };
     // Another CPU may have created the entry meanwhile: then add to this CPU's value of it.
     if ARP_CONFLICTS
-        .insert(&key, &first, u64::from(BPF_NOEXIST))
+        .insert(key, first, u64::from(BPF_NOEXIST))
         .is_err()
-        && let Some(entry) = ARP_CONFLICTS.get_ptr_mut(&key)
+        && let Some(entry) = ARP_CONFLICTS.get_ptr_mut(key)
     {
         add(entry, is_reply, now, vip);
     }

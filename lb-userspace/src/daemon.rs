@@ -75,7 +75,12 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let mut director = Director::new(&config, interface.clone(), Dataplane::take_from(&mut ebpf)?)?;
     let mut conflicts =
         conflict::Monitor::new(ConflictMap::take_from(&mut ebpf)?, interface.ifindex);
-    if !failover::starts_active(options.standby, failover::recorded(&options.state_dir)?) {
+    let recorded = if options.standby {
+        failover::recorded(&options.state_dir)?
+    } else {
+        None // a director outside a failover pair is always active
+    };
+    if !failover::starts_active(options.standby, recorded) {
         director.set_active(false)?;
         info!("starting as standby: no ARP answers and no forwarding until `drlb vip activate`");
     }

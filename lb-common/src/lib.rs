@@ -42,6 +42,7 @@ pub mod map_names {
     pub const FLOWS: &str = "FLOWS";
     pub const VIPS: &str = "VIPS";
     pub const INTERFACES: &str = "INTERFACES";
+    pub const EGRESS: &str = "EGRESS";
     pub const SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
     pub const BACKEND_COUNTERS: &str = "BACKEND_COUNTERS";
     pub const VERDICT_COUNTERS: &str = "VERDICT_COUNTERS";
@@ -106,7 +107,8 @@ pub struct Backend {
     pub dst_mac: [u8; 6],
     /// The egress interface's MAC: the new source MAC of the frame.
     pub src_mac: [u8; 6],
-    /// The egress interface. Equal to the ingress interface, the frame leaves with XDP_TX.
+    /// The egress interface. Equal to the ingress interface, the frame leaves with XDP_TX;
+    /// else it is redirected through the `EGRESS` devmap.
     pub ifindex: u32,
 }
 

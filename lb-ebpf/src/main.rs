@@ -73,7 +73,7 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
         Err(verdict) => return verdict,
     };
     let verdict = forward::to_backend(ctx, backend);
-    if verdict == Verdict::Tx {
+    if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
         stats::count_forwarded(service, backend_index, (ctx.data_end() - ctx.data()) as u64);
     }
     verdict

@@ -22,5 +22,9 @@ pub fn drlb_binary() -> PathBuf {
 /// `cargo xtask test` runs them with `--include-ignored`.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root: run it with `cargo xtask test`");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root: run it with `cargo xtask test`"
+    );
 }

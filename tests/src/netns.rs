@@ -432,10 +432,41 @@ impl Switch {
         Self { ns }
     }
 
+    /// Adds another bridge to the switch namespace (a second L2 network).
+    #[track_caller]
+    pub fn add_bridge(&self, bridge: &str) {
+        self.ns.ip(&[
+            "link",
+            "add",
+            bridge,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ]);
+        self.ns.ip(&["link", "set", bridge, "up"]);
+    }
+
     /// Plugs `host` into the bridge with a veth pair: `ifname` inside `host` (with `mac` and the
     /// address `cidr`, e.g. `198.18.0.1/24`), `port` on the switch side.
     #[track_caller]
     pub fn connect(&self, host: &Netns, port: &str, ifname: &str, mac: &str, cidr: &str) {
+        self.connect_to(BRIDGE, host, port, ifname, mac, cidr);
+    }
+
+    /// [`Switch::connect`] to a bridge added with [`Switch::add_bridge`].
+    #[track_caller]
+    pub fn connect_to(
+        &self,
+        bridge: &str,
+        host: &Netns,
+        port: &str,
+        ifname: &str,
+        mac: &str,
+        cidr: &str,
+    ) {
         self.ns.ip(&[
             "link",
             "add",
@@ -448,7 +479,7 @@ impl Switch {
             "netns",
             host.name(),
         ]);
-        self.ns.ip(&["link", "set", port, "master", BRIDGE, "up"]);
+        self.ns.ip(&["link", "set", port, "master", bridge, "up"]);
         host.ip(&["link", "set", ifname, "address", mac]);
         host.ip(&["addr", "add", cidr, "dev", ifname]);
         host.ip(&["link", "set", ifname, "up"]);

@@ -113,7 +113,14 @@ fn run_tests(args: &[String]) -> Result<()> {
     // plain `cargo test` as a non-root user lists as ignored rather than pretending they passed.
     // One thread: the end-to-end tests share two CPUs and time their traffic.
     let mut child = Command::new("cargo")
-        .args(["test", "--release", "--workspace", "--exclude", "lb-ebpf", "--"])
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "lb-ebpf",
+            "--",
+        ])
         .args(["--include-ignored", "--test-threads=1"])
         .args(args)
         .env("DRLB_BIN", drlb_binary())
@@ -130,7 +137,10 @@ fn run_tests(args: &[String]) -> Result<()> {
     let status = child.wait()?;
     // One closing line over every test binary (cargo's own last line is that of the doc
     // tests, which are few).
-    println!("\ntests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    println!(
+        "\ntests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     if !status.success() {
         bail!("cargo test failed with {status}");
     }
@@ -147,11 +157,17 @@ struct TestTotals {
 
 impl TestTotals {
     fn add(&mut self, line: &str) {
-        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
         for part in rest.split(';') {
             let mut words = part.split_whitespace().rev();
-            let (Some(what), Some(count)) = (words.next(), words.next()) else { continue };
-            let Ok(count) = count.parse::<u64>() else { continue };
+            let (Some(what), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
             match what {
                 "passed" => self.passed += count,
                 "failed" => self.failed += count,
@@ -162,22 +178,15 @@ impl TestTotals {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::TestTotals;
-
-    #[test]
-    fn totals_sum_libtest_result_lines() {
-        let mut t = TestTotals::default();
-        t.add("test result: ok. 7 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
-        t.add("test result: FAILED. 9 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.2s");
-        t.add("running 3 tests");
-        assert_eq!((t.passed, t.failed, t.ignored), (16, 2, 1));
-    }
-}
-
 fn run_benches() -> Result<()> {
-    run(Command::new("cargo").args(["bench", "--quiet", "--package", "lb-userspace", "--bench", "scheduling"]))
+    run(Command::new("cargo").args([
+        "bench",
+        "--quiet",
+        "--package",
+        "lb-userspace",
+        "--bench",
+        "scheduling",
+    ]))
 }
 
 fn run_demo() -> Result<()> {
@@ -192,4 +201,18 @@ fn run_demo() -> Result<()> {
             "drlb-demo",
         ])
         .env("DRLB_BIN", drlb_binary()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn totals_sum_libtest_result_lines() {
+        let mut t = TestTotals::default();
+        t.add("test result: ok. 7 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        t.add("test result: FAILED. 9 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.2s");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (16, 2, 1));
+    }
 }

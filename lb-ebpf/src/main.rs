@@ -22,7 +22,7 @@ use parse::L3;
 #[xdp]
 pub fn drlb(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    let verdict = process(&ctx);
+    let verdict = process(&ctx, frame_len);
     if verdict == Verdict::Aborted {
         error!(&ctx, "drlb: impossible state, frame aborted");
     }
@@ -38,20 +38,20 @@ pub fn drlb_pass(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn process(ctx: &XdpContext) -> Verdict {
+fn process(ctx: &XdpContext, frame_len: u64) -> Verdict {
     let l3 = match parse::ethernet(ctx) {
         Ok(l3) => l3,
         Err(verdict) => return verdict,
     };
     match l3 {
         L3::Arp(offset) => arp::answer_request(ctx, offset),
-        L3::Ipv4(offset) => forward_ipv4(ctx, offset),
+        L3::Ipv4(offset) => forward_ipv4(ctx, offset, frame_len),
         L3::Other => Verdict::Pass,
     }
 }
 
 #[inline(always)]
-fn forward_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
+fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
     let flow = match parse::ipv4_flow(ctx, offset) {
         Ok(flow) => flow,
         Err(parse::Unroutable::NotBalanced) => return Verdict::Pass,
@@ -74,7 +74,7 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
     };
     let verdict = forward::to_backend(ctx, backend);
     if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
-        stats::count_forwarded(service, backend_index, (ctx.data_end() - ctx.data()) as u64);
+        stats::count_forwarded(service, backend_index, frame_len);
     }
     verdict
 }

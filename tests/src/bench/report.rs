@@ -223,7 +223,16 @@ impl Report {
                 );
             }
             IpvsStatus::Failed(why) => {
-                let _ = writeln!(md, "IPVS: present but could not be configured: {why}\n");
+                let why: Vec<&str> = why
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let _ = writeln!(
+                    md,
+                    "IPVS: present but could not be configured, its rows were skipped: {}\n",
+                    why.join(" ")
+                );
             }
             IpvsStatus::Measured => {}
         }

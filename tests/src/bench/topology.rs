@@ -160,8 +160,13 @@ impl Testbed {
     /// entries for their MACs, and the XDP_PASS program so d0 receives live frames.
     /// Returns an error text if any step fails (the caller reports it and goes on).
     pub fn install_ipvs(&self) -> Result<Ipvs, String> {
-        let pass = PassProgram::attach(&self.director_ns, DIRECTOR_IF);
         let ns = &self.director_ns;
+        // The guard first: a step that fails leaves nothing behind (a VIP left on d0 would
+        // stop the next drlb from starting).
+        let ipvs = Ipvs {
+            _pass: PassProgram::attach(ns, DIRECTOR_IF),
+            ns_name: ns.name().to_owned(),
+        };
         let mut commands: Vec<Vec<String>> = vec![
             argv(&[
                 "ip",
@@ -209,10 +214,7 @@ impl Testbed {
                 return Err(ran.describe());
             }
         }
-        Ok(Ipvs {
-            _pass: pass,
-            ns_name: ns.name().to_owned(),
-        })
+        Ok(ipvs)
     }
 }
 

@@ -135,12 +135,12 @@ fn main() {
         bench.ipvs = IpvsStatus::Measured;
     }
     // Stream by stream, every contender in turn, so that each ratio compares runs made
-    // minutes apart at most.
+    // seconds apart.
     for protocol in Protocol::ALL {
         for flows in FLOW_COUNTS {
             bench.measure_stream(protocol, flows);
             eprintln!(
-                "dataplane: {protocol}, {} flows done ({:.1?})",
+                "dataplane: {protocol}, flows {} done ({:.1?})",
                 flows_label(flows),
                 started.elapsed()
             );
@@ -269,7 +269,7 @@ impl Bench<'_> {
             .generator
             .run(&self.testbed.generator_ns, stream, frames, self.params);
         eprintln!(
-            "  {label:<9} {} {} flows: {:.2} Mpps, {} of {} delivered to {} backend(s){}",
+            "  {label:<9} {}, flows {}: {:.2} Mpps, {} of {} delivered to {} backend(s){}",
             stream.protocol,
             flows_label(stream.flows),
             m.mpps(),

@@ -337,8 +337,10 @@ impl Report {
             "\nA new flow and an ARP reply change state on their first run (the flow is \
              remembered, the frame becomes the reply), so a repeat loop would time another path \
              from its second iteration on: they are timed one run per call, minus the single-run \
-             overhead measured on an empty XDP program. Check of that method: the flow-table hit \
-             measured the same way costs {:.1} ns (repeat loop: {:.1} ns).\n",
+             overhead measured on an empty XDP program. A single run starts with colder caches \
+             than a packet in a stream does; the cold and warm drlb rows above show what new \
+             flows cost within a stream. Check of the method: the flow-table hit measured the \
+             same way costs {:.1} ns (repeat loop: {:.1} ns).\n",
             self.cost_check.ns,
             self.costs.get(1).map_or(0.0, |c| c.ns)
         );

@@ -5,6 +5,7 @@
 //! Fields holding network-order values say so in their name (`_be`) or type (`[u8; N]`).
 #![no_std]
 
+pub mod bench;
 pub mod hash;
 mod verdict;
 

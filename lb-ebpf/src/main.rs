@@ -8,6 +8,7 @@
 #![no_main]
 
 mod arp;
+mod bench;
 mod forward;
 mod maps;
 mod parse;

@@ -1,7 +1,8 @@
 //! Test support for drlb: packet builders for program tests, and a netns/veth topology builder
-//! whose guards always remove what they created. Used by the tests in `tests/tests/` and by the
-//! demo (`cargo xtask demo`).
+//! whose guards always remove what they created. Used by the tests in `tests/tests/`, by the
+//! demo (`cargo xtask demo`) and by the dataplane benchmark (`bench`, `cargo xtask bench`).
 
+pub mod bench;
 pub mod netns;
 pub mod packet;
 pub mod testbed;

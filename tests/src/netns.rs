@@ -722,6 +722,22 @@ pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 's
     .unwrap_or_else(|_| panic!("the thread in {} panicked", ns.name()))
 }
 
+/// Like [`in_netns`], for closures that borrow from the caller (e.g. a loaded program that
+/// must be attached or run from inside the namespace): the thread is joined before returning.
+#[track_caller]
+pub fn in_netns_scoped<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    let name = ns.name();
+    thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter_netns(name).unwrap_or_else(|e| panic!("{e:#}"));
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| panic!("the thread in {name} panicked"))
+    })
+}
+
 /// Moves the calling thread into the network namespace `/run/netns/<name>`.
 fn enter_netns(name: &str) -> anyhow::Result<()> {
     let path = Path::new("/run/netns").join(name);
@@ -738,7 +754,8 @@ fn enter_netns(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ifindex_in_current_netns(ifname: &str) -> anyhow::Result<u32> {
+/// The ifindex of `ifname` in the calling thread's network namespace.
+pub fn ifindex_in_current_netns(ifname: &str) -> anyhow::Result<u32> {
     let c_name = std::ffi::CString::new(ifname)?;
     // SAFETY: c_name is a valid NUL-terminated string.
     match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | test | demo`.
+//! Project tasks: `cargo xtask setup | build | test | demo | bench`.
 //!
 //! Every task that needs the toolchain runs `setup` first, so a fresh machine needs nothing but
 //! this repository, rustup and root.
@@ -36,8 +36,14 @@ enum Task {
     },
     /// Set up, build, then run a live demo on a throw-away netns testbed (needs root).
     Demo,
-    /// Set up, build, then run the benchmarks and print their tables (needs root).
-    Bench,
+    /// Set up, build, then run the benchmarks and print their tables (needs root): Maglev and
+    /// daemon scheduling, then the dataplane (the testbed's limit, drlb, nftables DR, IPVS),
+    /// written to target/bench/dataplane.{md,svg}.
+    Bench {
+        /// A run of under 3 minutes: 1M frames per run instead of 5M, shorter cost loops.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -59,11 +65,11 @@ fn main() -> Result<()> {
             build_release()?;
             run_demo()
         }
-        Task::Bench => {
+        Task::Bench { quick } => {
             require_root("bench")?;
             setup::install()?;
             build_release()?;
-            run_benches()
+            run_benches(quick)
         }
     }
 }
@@ -178,7 +184,7 @@ impl TestTotals {
     }
 }
 
-fn run_benches() -> Result<()> {
+fn run_benches(quick: bool) -> Result<()> {
     run(Command::new("cargo").args([
         "bench",
         "--quiet",
@@ -186,7 +192,30 @@ fn run_benches() -> Result<()> {
         "lb-userspace",
         "--bench",
         "scheduling",
-    ]))
+    ]))?;
+    // The dataplane benchmark writes target/bench/dataplane.{md,svg} and prints the table.
+    let command = if quick {
+        "cargo xtask bench --quick"
+    } else {
+        "cargo xtask bench"
+    };
+    let mut dataplane = Command::new("cargo");
+    dataplane
+        .args([
+            "bench",
+            "--quiet",
+            "--package",
+            "tests",
+            "--bench",
+            "dataplane",
+            "--",
+        ])
+        .args(["--command", command])
+        .env("DRLB_BIN", drlb_binary());
+    if quick {
+        dataplane.arg("--quick");
+    }
+    run(&mut dataplane)
 }
 
 fn run_demo() -> Result<()> {

@@ -5,6 +5,7 @@
 //! Fields holding network-order values say so in their name (`_be`) or type (`[u8; N]`).
 #![no_std]
 
+pub mod bench;
 pub mod conflict;
 pub mod hash;
 mod verdict;
@@ -43,6 +44,7 @@ pub mod map_names {
     pub const FLOWS: &str = "FLOWS";
     pub const VIPS: &str = "VIPS";
     pub const INTERFACES: &str = "INTERFACES";
+    pub const EGRESS: &str = "EGRESS";
     pub const SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
     pub const BACKEND_COUNTERS: &str = "BACKEND_COUNTERS";
     pub const VERDICT_COUNTERS: &str = "VERDICT_COUNTERS";
@@ -111,7 +113,8 @@ pub struct Backend {
     pub dst_mac: [u8; 6],
     /// The egress interface's MAC: the new source MAC of the frame.
     pub src_mac: [u8; 6],
-    /// The egress interface. Equal to the ingress interface, the frame leaves with XDP_TX.
+    /// The egress interface. Equal to the ingress interface, the frame leaves with XDP_TX;
+    /// else it is redirected through the `EGRESS` devmap.
     pub ifindex: u32,
 }
 

@@ -5,14 +5,12 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{Backend, Verdict};
 use network_types::eth::EthHdr;
 
-use crate::parse::ptr_at;
+use crate::{maps::EGRESS, parse::ptr_at};
 
+/// Rewrites the MACs for `backend` and sends the frame back out of the ingress interface
+/// (XDP_TX) or, for a backend behind another interface of the director, redirects it there.
 #[inline(always)]
 pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> Verdict {
-    // Backends behind another interface need a redirect, which this director does not do (yet).
-    if backend.ifindex as usize != ctx.ingress_ifindex() {
-        return Verdict::DropNoEgress;
-    }
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return Verdict::Aborted; // parsed before, so it is there
     };
@@ -21,5 +19,12 @@ pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> Verdict {
         (*eth).dst_addr = backend.dst_mac;
         (*eth).src_addr = backend.src_mac;
     }
-    Verdict::Tx
+    if backend.ifindex as usize == ctx.ingress_ifindex() {
+        return Verdict::Tx;
+    }
+    match EGRESS.redirect(backend.ifindex, 0) {
+        Ok(_) => Verdict::Redirect,
+        // Not an interface userspace registered: never send the frame anywhere else.
+        Err(_) => Verdict::DropNoEgress,
+    }
 }

@@ -8,6 +8,7 @@
 #![no_main]
 
 mod arp;
+mod bench;
 mod conflict;
 mod forward;
 mod maps;
@@ -23,7 +24,7 @@ use parse::L3;
 #[xdp]
 pub fn drlb(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    let verdict = process(&ctx);
+    let verdict = process(&ctx, frame_len);
     if verdict == Verdict::Aborted {
         error!(&ctx, "drlb: impossible state, frame aborted");
     }
@@ -39,7 +40,7 @@ pub fn drlb_pass(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn process(ctx: &XdpContext) -> Verdict {
+fn process(ctx: &XdpContext, frame_len: u64) -> Verdict {
     let l3 = match parse::ethernet(ctx) {
         Ok(l3) => l3,
         Err(verdict) => return verdict,
@@ -49,13 +50,13 @@ fn process(ctx: &XdpContext) -> Verdict {
             conflict::note(ctx, offset);
             arp::answer_request(ctx, offset)
         }
-        L3::Ipv4(offset) => forward_ipv4(ctx, offset),
+        L3::Ipv4(offset) => forward_ipv4(ctx, offset, frame_len),
         L3::Other => Verdict::Pass,
     }
 }
 
 #[inline(always)]
-fn forward_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
+fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
     let flow = match parse::ipv4_flow(ctx, offset) {
         Ok(flow) => flow,
         Err(parse::Unroutable::NotBalanced) => return Verdict::Pass,
@@ -81,8 +82,8 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize) -> Verdict {
         Err(verdict) => return verdict,
     };
     let verdict = forward::to_backend(ctx, backend);
-    if verdict == Verdict::Tx {
-        stats::count_forwarded(service, backend_index, (ctx.data_end() - ctx.data()) as u64);
+    if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
+        stats::count_forwarded(service, backend_index, frame_len);
     }
     verdict
 }

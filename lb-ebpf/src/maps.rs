@@ -5,7 +5,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use lb_common::{
     Addr, BACKEND_SLOTS, Backend, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAGLEV_ENTRIES,
@@ -48,6 +48,11 @@ pub static VIPS: HashMap<Addr, Vip> = HashMap::with_max_entries(MAX_SERVICES, 0)
 /// ifindex -> the interface's MAC, for the interfaces the program is attached to.
 #[map]
 pub static INTERFACES: HashMap<u32, Interface> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+
+/// ifindex -> the same ifindex: the interfaces frames may be redirected to (a devmap is what
+/// `bpf_redirect_map` needs; its entries are the director's interfaces).
+#[map]
+pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
 
 #[map]
 pub static SERVICE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);

@@ -57,7 +57,12 @@ fn main() {
 }
 
 fn backends(n: u32) -> Vec<WeightedBackend> {
-    (0..n).map(|i| WeightedBackend { address: Ipv4Addr::from(0xc612_0000 + 10 + i), weight: 1 + i % 3 }).collect()
+    (0..n)
+        .map(|i| WeightedBackend {
+            address: Ipv4Addr::from(0xc612_0000 + 10 + i),
+            weight: 1 + i % 3,
+        })
+        .collect()
 }
 
 fn median(mut f: impl FnMut()) -> Duration {
@@ -84,17 +89,29 @@ fn changes_per_second() {
         println!("skipped: loading the XDP program needs root (run `cargo xtask bench` as root)\n");
         return;
     }
-    let mut text = String::from("[director]\ninterface = \"bench0\"\n[[service]]\nvip = \"198.18.0.100\"\nport = 80\nprotocol = \"udp\"\n");
+    let mut text = String::from(
+        "[director]\ninterface = \"bench0\"\n[[service]]\nvip = \"198.18.0.100\"\nport = 80\nprotocol = \"udp\"\n",
+    );
     for i in 0..CHANGE_BACKENDS {
         let mac = format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256);
-        text += &format!("[[service.backend]]\naddress = \"198.18.{}.{}\"\nmac = \"{mac}\"\n", 1 + i / 250, 1 + i % 250);
+        text += &format!(
+            "[[service.backend]]\naddress = \"198.18.{}.{}\"\nmac = \"{mac}\"\n",
+            1 + i / 250,
+            1 + i % 250
+        );
     }
     let config = Config::parse(&text).expect("bench config");
-    let interface =
-        InterfaceInfo { name: "bench0".into(), ifindex: 1, mac: [2, 0, 0, 0, 0, 1], ipv4: vec![(Ipv4Addr::new(198, 18, 0, 1), 15)] };
+    let interface = InterfaceInfo {
+        name: "bench0".into(),
+        ifindex: 1,
+        mac: [2, 0, 0, 0, 0, 1],
+        ipv4: vec![(Ipv4Addr::new(198, 18, 0, 1), 15)],
+        kind: None,
+        veth_peer: None,
+    };
     let mut ebpf = loader::load(map_sizes(&config)).expect("loading the XDP program");
     let dataplane = Dataplane::take_from(&mut ebpf).expect("maps");
-    let mut director = Director::new(&config, interface, dataplane).expect("director");
+    let mut director = Director::new(&config, vec![interface], dataplane).expect("director");
     director.apply(config.clone()).expect("initial config");
     // Baseline in the same run: re-applying an unchanged config (validation and diff only).
     let start = Instant::now();
@@ -112,11 +129,18 @@ fn changes_per_second() {
     let per_change = start.elapsed() / CHANGES;
     println!("| what | time per apply | per second |");
     println!("|---|---:|---:|");
-    println!("| unchanged config (baseline: validate + diff) | {} | {:.0} |", ms(unchanged), 1.0 / unchanged.as_secs_f64());
+    println!(
+        "| unchanged config (baseline: validate + diff) | {} | {:.0} |",
+        ms(unchanged),
+        1.0 / unchanged.as_secs_f64()
+    );
     println!(
         "| one weight change, {CHANGE_BACKENDS} backends, table 65537 | {} | {:.0} |",
         ms(per_change),
         1.0 / per_change.as_secs_f64()
     );
-    println!("\nratio change/baseline: {:.1}x\n", per_change.as_secs_f64() / unchanged.as_secs_f64());
+    println!(
+        "\nratio change/baseline: {:.1}x\n",
+        per_change.as_secs_f64() / unchanged.as_secs_f64()
+    );
 }

@@ -69,6 +69,7 @@ pub struct ArpSocket {
 
 impl ArpSocket {
     /// A socket that only sends: it queues nothing, so a long-lived one costs no memory.
+    /// [`ArpSocket::send`] uses `ifindex`, [`ArpSocket::send_on`] any interface.
     pub fn sender(ifindex: u32) -> Result<Self> {
         // SAFETY: plain socket(2) call; the result is checked before use. Protocol 0: no frame
         // is ever delivered to this socket.
@@ -116,8 +117,15 @@ impl ArpSocket {
         Ok(Self { fd, ifindex })
     }
 
+    /// Sends `frame` out of the interface the socket was opened for.
     pub fn send(&self, frame: &[u8]) -> Result<()> {
-        let mut addr = link_address(self.ifindex);
+        self.send_on(self.ifindex, frame)
+    }
+
+    /// Sends `frame` out of `ifindex` (a socket from [`ArpSocket::sender`] serves every
+    /// interface).
+    pub fn send_on(&self, ifindex: u32, frame: &[u8]) -> Result<()> {
+        let mut addr = link_address(ifindex);
         addr.sll_halen = 6;
         addr.sll_addr[..6].copy_from_slice(&frame[..6]);
         // SAFETY: frame and addr are valid for the lengths passed.
@@ -137,16 +145,17 @@ impl ArpSocket {
         Ok(())
     }
 
-    /// The ARP replies that arrive until `deadline` (blocking; for a CLI, not the daemon's loop).
+    /// The ARP replies that arrive until `deadline`, and those queued already when it has
+    /// passed (blocking; for a CLI, not the daemon's loop).
     pub fn replies_until(&self, deadline: Instant) -> Result<Vec<Reply>> {
         let mut replies = Vec::new();
         let mut buf = [0u8; 2048];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(replies);
-            }
             if !self.wait_readable(left)? {
+                if Instant::now() >= deadline {
+                    return Ok(replies);
+                }
                 continue;
             }
             // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.

@@ -186,6 +186,9 @@ enum BackendCommand {
         /// The backend's MAC, instead of the neighbour table's.
         #[arg(long)]
         mac: Option<MacAddr6>,
+        /// The director's interface that reaches it (default: the one whose subnet holds it).
+        #[arg(long)]
+        interface: Option<String>,
     },
     /// Remove a backend: its flows move to the others.
     Remove {
@@ -402,10 +405,12 @@ fn backend_change(command: BackendCommand) -> (PathBuf, Change) {
             address,
             weight,
             mac,
+            interface,
         } => {
             let backend = BackendConfig {
                 address,
                 weight,
+                interface,
                 mac,
             };
             (

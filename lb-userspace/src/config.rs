@@ -9,7 +9,7 @@ use std::{collections::HashSet, fmt, net::Ipv4Addr, path::Path};
 use anyhow::{Context as _, Result, bail};
 use lb_common::{
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_TABLE_SIZE, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_BACKENDS_PER_SERVICE, MAX_SERVICES,
+    MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MAX_SERVICES,
 };
 use macaddr::MacAddr6;
 
@@ -34,8 +34,13 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DirectorConfig {
-    /// Where the VIP traffic arrives.
-    pub interface: String,
+    /// The one interface where VIP traffic arrives and backends are reached.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// Or several: a two-armed director receives VIP traffic on one network and reaches
+    /// (some of) its backends on another. The program runs on each.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
     #[serde(default)]
     pub xdp_mode: XdpMode,
     /// Capacity of the flow table (flows that keep their backend across table changes).
@@ -53,9 +58,25 @@ pub const MIN_FLOW_TABLE_SIZE: u32 = 1024;
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
+    /// In the driver: fast; fails on an interface whose driver lacks XDP.
     #[default]
     Native,
+    /// On the generic (skb) path: any interface, much slower.
     Generic,
+    /// Native where the driver supports it, generic elsewhere.
+    Auto,
+}
+
+impl DirectorConfig {
+    /// The director's interfaces, from `interface` or `interfaces`.
+    #[must_use]
+    pub fn interface_names(&self) -> Vec<String> {
+        self.interface
+            .iter()
+            .chain(&self.interfaces)
+            .cloned()
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -123,6 +144,10 @@ pub struct BackendConfig {
     pub address: Ipv4Addr,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// The director's interface that reaches the backend; by default the one with a connected
+    /// subnet holding its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     /// Overrides the MAC found in the kernel's neighbour table.
     #[serde(
         default,
@@ -255,11 +280,27 @@ impl Config {
     /// Checks what can be checked without looking at the host. Reports every problem at once.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
-        if self.director.interface.trim().is_empty() {
-            problems.push(
-                "[director] interface is empty: name the interface VIP traffic arrives on"
+        let interfaces = self.director.interface_names();
+        match (&self.director.interface, self.director.interfaces.is_empty()) {
+            (None, true) => problems.push(
+                "[director] names no interface: set interface = \"eth0\" or interfaces = [\"eth7\", \"eth8\"]"
                     .to_owned(),
-            );
+            ),
+            (Some(_), false) => problems
+                .push("[director] has both interface and interfaces: use one of them".to_owned()),
+            _ => {}
+        }
+        if interfaces.iter().any(|i| i.trim().is_empty()) {
+            problems.push("[director] names an empty interface".to_owned());
+        }
+        if interfaces.iter().collect::<HashSet<_>>().len() != interfaces.len() {
+            problems.push("[director] names an interface twice".to_owned());
+        }
+        if interfaces.len() > MAX_INTERFACES as usize {
+            problems.push(format!(
+                "[director] names {} interfaces; drlb supports at most {MAX_INTERFACES}",
+                interfaces.len()
+            ));
         }
         if self.director.flow_table_size < MIN_FLOW_TABLE_SIZE {
             problems.push(format!(
@@ -308,6 +349,17 @@ impl Config {
                 if let Some(why) = unusable_unicast(address) {
                     problems.push(format!("service {name}: backend address {address} {why}"));
                 }
+                if let Some(name) = backend
+                    .interface
+                    .as_ref()
+                    .filter(|name| !interfaces.contains(name))
+                {
+                    problems.push(format!(
+                        "service {name_}: backend {address} names interface {name}, which is not one of the director's ({})",
+                        interfaces.join(", "),
+                        name_ = service.name()
+                    ));
+                }
                 if address == service.vip {
                     problems.push(format!(
                         "service {name}: backend {address} is the VIP itself"
@@ -327,20 +379,28 @@ impl Config {
         report(problems)
     }
 
-    /// Checks the config against the director's interface: every backend must be on one of its
-    /// connected subnets (DR forwards at L2), and no VIP may be one of its own addresses.
-    pub fn validate_for_interface(&self, interface: &InterfaceAddresses) -> Result<()> {
+    /// Checks the config against the director's interfaces: every backend must be reachable at
+    /// layer 2 (on a connected subnet of one of them, or on the interface it names), and no VIP
+    /// or backend may be one of the director's own addresses.
+    pub fn validate_for_interfaces(&self, interfaces: &[InterfaceAddresses]) -> Result<()> {
         let mut problems = Vec::new();
-        let own = |a: Ipv4Addr| interface.ipv4.iter().any(|(addr, _)| *addr == a);
-        let subnets = interface
-            .ipv4
+        let owner = |a: Ipv4Addr| {
+            interfaces
+                .iter()
+                .find(|i| i.ipv4.iter().any(|(addr, _)| *addr == a))
+        };
+        let subnets = interfaces
             .iter()
-            .map(|(addr, len)| format!("{}/{len}", network(*addr, *len)))
+            .flat_map(|i| {
+                i.ipv4
+                    .iter()
+                    .map(move |(addr, len)| format!("{}/{len} on {}", network(*addr, *len), i.name))
+            })
             .collect::<Vec<_>>()
             .join(", ");
         for service in &self.services {
             let name = service.name();
-            if own(service.vip) {
+            if let Some(interface) = owner(service.vip) {
                 problems.push(format!(
                     "service {name}: the VIP is an address of {} itself; remove it there (drlb answers ARP for the VIP)",
                     interface.name
@@ -348,20 +408,16 @@ impl Config {
             }
             for backend in &service.backends {
                 let address = backend.address;
-                if own(address) {
+                if let Some(interface) = owner(address) {
                     problems.push(format!(
                         "service {name}: backend {address} is an address of the director's {}",
                         interface.name
                     ));
-                } else if !interface
-                    .ipv4
-                    .iter()
-                    .any(|(addr, len)| contains(*addr, *len, address))
-                {
+                } else if egress_for(backend, interfaces).is_none() {
                     problems.push(format!(
-                        "service {name}: backend {address} is not on a directly connected subnet of {} ({}); \
-                         direct routing needs every real server on the director's L2 network",
-                        interface.name,
+                        "service {name}: backend {address} is not on a directly connected subnet of the director ({}); \
+                         direct routing needs every real server on one of the director's L2 networks \
+                         (or name its interface with `interface = ...`)",
                         if subnets.is_empty() { "it has no IPv4 address" } else { &subnets }
                     ));
                 }
@@ -369,6 +425,24 @@ impl Config {
         }
         report(problems)
     }
+}
+
+/// The director's interface that reaches `backend`: the one it names, else the one whose
+/// connected subnet holds its address (the most specific, if several do).
+#[must_use]
+pub fn egress_for<'a>(
+    backend: &BackendConfig,
+    interfaces: &'a [InterfaceAddresses],
+) -> Option<&'a InterfaceAddresses> {
+    if let Some(name) = &backend.interface {
+        return interfaces.iter().find(|i| &i.name == name);
+    }
+    interfaces
+        .iter()
+        .flat_map(|i| i.ipv4.iter().map(move |(addr, len)| (i, *addr, *len)))
+        .filter(|(_, addr, len)| contains(*addr, *len, backend.address))
+        .max_by_key(|(_, _, len)| *len)
+        .map(|(i, _, _)| i)
 }
 
 fn report(problems: Vec<String>) -> Result<()> {
@@ -456,7 +530,7 @@ mod tests {
     #[test]
     fn parses_the_documented_shape_with_defaults() {
         let config = Config::parse(GOOD).unwrap();
-        assert_eq!(config.director.interface, "eth0");
+        assert_eq!(config.director.interface_names(), ["eth0"]);
         assert_eq!(config.director.xdp_mode, XdpMode::Native);
         assert_eq!(config.services.len(), 2);
         let web = &config.services[0];
@@ -472,7 +546,7 @@ mod tests {
             Some("02:00:00:00:00:12".parse().unwrap())
         );
         assert!(config.services[1].backends.is_empty());
-        config.validate_for_interface(&eth0()).unwrap();
+        config.validate_for_interfaces(&[eth0()]).unwrap();
     }
 
     #[test]
@@ -556,10 +630,13 @@ mod tests {
     #[test]
     fn backends_off_the_connected_subnets_are_refused() {
         let config = Config::parse(&GOOD.replace("198.18.0.12", "198.19.0.12")).unwrap();
-        let err = format!("{:#}", config.validate_for_interface(&eth0()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            config.validate_for_interfaces(&[eth0()]).unwrap_err()
+        );
         assert!(
             err.contains(
-                "198.19.0.12 is not on a directly connected subnet of eth0 (198.18.0.0/24)"
+                "198.19.0.12 is not on a directly connected subnet of the director (198.18.0.0/24 on eth0)"
             ),
             "{err}"
         );
@@ -569,8 +646,11 @@ mod tests {
     fn a_vip_or_backend_that_is_the_directors_own_address_is_refused() {
         let config = Config::parse(&GOOD.replace("198.18.0.11", "198.18.0.2")).unwrap();
         assert!(
-            format!("{:#}", config.validate_for_interface(&eth0()).unwrap_err())
-                .contains("address of the director")
+            format!(
+                "{:#}",
+                config.validate_for_interfaces(&[eth0()]).unwrap_err()
+            )
+            .contains("address of the director")
         );
         let mut iface = eth0();
         iface.ipv4.push(("198.18.0.100".parse().unwrap(), 32));
@@ -578,11 +658,115 @@ mod tests {
             "{:#}",
             Config::parse(GOOD)
                 .unwrap()
-                .validate_for_interface(&iface)
+                .validate_for_interfaces(&[iface])
                 .unwrap_err()
         );
         assert!(
             err.contains("the VIP is an address of eth0 itself"),
+            "{err}"
+        );
+    }
+
+    fn two_armed() -> [InterfaceAddresses; 2] {
+        [
+            InterfaceAddresses {
+                name: "eth7".into(),
+                ipv4: vec![("198.18.7.10".parse().unwrap(), 24)],
+            },
+            InterfaceAddresses {
+                name: "eth8".into(),
+                ipv4: vec![
+                    ("198.18.88.10".parse().unwrap(), 24),
+                    ("198.18.0.10".parse().unwrap(), 16),
+                ],
+            },
+        ]
+    }
+
+    fn backend(address: &str, interface: Option<&str>) -> BackendConfig {
+        BackendConfig {
+            address: address.parse().unwrap(),
+            weight: 1,
+            interface: interface.map(Into::into),
+            mac: None,
+        }
+    }
+
+    #[test]
+    fn egress_is_the_named_interface_else_the_most_specific_connected_subnet() {
+        let ifs = two_armed();
+        assert_eq!(
+            egress_for(&backend("198.18.7.20", None), &ifs)
+                .unwrap()
+                .name,
+            "eth7"
+        );
+        assert_eq!(
+            egress_for(&backend("198.18.88.20", None), &ifs)
+                .unwrap()
+                .name,
+            "eth8"
+        );
+        // 198.18.7.20 is also in eth8's 198.18.0.0/16: the /24 on eth7 is more specific.
+        assert_eq!(
+            egress_for(&backend("198.18.7.20", None), &ifs)
+                .unwrap()
+                .name,
+            "eth7"
+        );
+        assert_eq!(
+            egress_for(&backend("198.18.7.20", Some("eth8")), &ifs)
+                .unwrap()
+                .name,
+            "eth8"
+        );
+        assert!(egress_for(&backend("198.20.0.1", None), &ifs).is_none());
+    }
+
+    #[test]
+    fn interfaces_are_named_once_either_way() {
+        let two = GOOD.replace("interface = \"eth0\"", "interfaces = [\"eth7\", \"eth8\"]");
+        assert_eq!(
+            Config::parse(&two).unwrap().director.interface_names(),
+            ["eth7", "eth8"]
+        );
+        let both = GOOD.replace(
+            "interface = \"eth0\"",
+            "interface = \"eth0\"\ninterfaces = [\"eth7\"]",
+        );
+        assert!(error_of(&both).contains("both interface and interfaces"));
+        let none = GOOD.replace("interface = \"eth0\"", "");
+        assert!(error_of(&none).contains("names no interface"));
+        let twice = GOOD.replace("interface = \"eth0\"", "interfaces = [\"eth7\", \"eth7\"]");
+        assert!(error_of(&twice).contains("names an interface twice"));
+        let unknown = GOOD.replace(
+            "address = \"198.18.0.11\"",
+            "address = \"198.18.0.11\"\ninterface = \"eth9\"",
+        );
+        assert!(
+            error_of(&unknown)
+                .contains("names interface eth9, which is not one of the director's (eth0)")
+        );
+    }
+
+    #[test]
+    fn a_backend_on_the_second_arm_passes_and_one_on_neither_is_refused() {
+        let text = GOOD.replace("interface = \"eth0\"", "interfaces = [\"eth7\", \"eth8\"]");
+        let ok = Config::parse(
+            &text
+                .replace("198.18.0.11", "198.18.88.20")
+                .replace("198.18.0.12", "198.18.7.20"),
+        )
+        .unwrap();
+        ok.validate_for_interfaces(&two_armed()).unwrap();
+        let off = Config::parse(&text.replace("198.18.0.11", "198.20.0.1")).unwrap();
+        let err = format!(
+            "{:#}",
+            off.validate_for_interfaces(&two_armed()).unwrap_err()
+        );
+        assert!(
+            err.contains("198.20.0.1 is not on a directly connected subnet")
+                && err.contains("198.18.88.0/24 on eth8"),
             "{err}"
         );
     }

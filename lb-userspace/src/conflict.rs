@@ -262,8 +262,8 @@ pub struct Monitor {
 
 impl Monitor {
     #[must_use]
-    pub fn new(map: ConflictMap, ifindex: u32) -> Self {
-        let prober = match arping::ArpSocket::sender(ifindex) {
+    pub fn new(map: ConflictMap) -> Self {
+        let prober = match arping::ArpSocket::sender(0) {
             Ok(socket) => Some(socket),
             Err(e) => {
                 warn!("VIPs will not be probed for conflicts: {e:#}");
@@ -284,10 +284,12 @@ impl Monitor {
         if now >= self.next_probe {
             self.next_probe = now + PROBE_INTERVAL;
             if let Some(socket) = &self.prober {
-                for vip in &probe.vips {
-                    let frame = arping::request(probe.mac, probe.sender_ip, *vip);
-                    if let Err(e) = socket.send(&frame) {
-                        warn!(%vip, "conflict probe failed: {e:#}");
+                for from in &probe.from {
+                    for vip in &probe.vips {
+                        let frame = arping::request(from.mac, from.sender_ip, *vip);
+                        if let Err(e) = socket.send_on(from.ifindex, &frame) {
+                            warn!(%vip, ifindex = from.ifindex, "conflict probe failed: {e:#}");
+                        }
                     }
                 }
             }
@@ -328,25 +330,36 @@ impl Monitor {
     }
 }
 
-/// What the periodic probe sends: from the director's MAC and address, for each VIP.
+/// What the periodic probe sends: on each of the director's interfaces (the program answers
+/// ARP on all of them, and a VIP may be claimed on any of their links), from its MAC and
+/// address there, for each VIP.
 #[derive(Clone, Debug)]
 pub struct Probe {
+    pub from: Vec<ProbeFrom>,
+    pub vips: Vec<Ipv4Addr>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeFrom {
+    pub ifindex: u32,
     pub mac: [u8; 6],
     /// The director's own address on the interface (0.0.0.0 if it has none).
     pub sender_ip: Ipv4Addr,
-    pub vips: Vec<Ipv4Addr>,
 }
 
 impl Probe {
     #[must_use]
     pub fn of(director: &Director) -> Self {
-        let interface = director.interface();
         Self {
-            mac: interface.mac,
-            sender_ip: interface
-                .ipv4
-                .first()
-                .map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a),
+            from: director
+                .interfaces()
+                .iter()
+                .map(|i| ProbeFrom {
+                    ifindex: i.ifindex,
+                    mac: i.mac,
+                    sender_ip: i.ipv4.first().map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a),
+                })
+                .collect(),
             vips: director.vips(),
         }
     }

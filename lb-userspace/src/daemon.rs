@@ -14,6 +14,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use aya::programs::xdp::XdpLinkId;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -22,7 +23,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    config::{Config, ServiceId, XdpMode},
+    config::{Config, ServiceId, XdpMode, egress_for},
     conflict::{self, ConflictMap},
     control::{self, Request, Response},
     dataplane::Dataplane,
@@ -31,7 +32,8 @@ use crate::{
     garp::{self, FrameSender},
     health,
     loader::{self, AttachMode},
-    netlink::{NeighbourMacs, Netlink},
+    netlink::{InterfaceInfo, NeighbourMacs, Netlink},
+    stats::{InterfaceStats, format_mac},
 };
 
 /// How long start-up waits for the kernel to resolve backends' MACs before it goes on without
@@ -64,17 +66,24 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let config = Config::load(&options.config)?;
     require_root()?;
     let netlink = Netlink::connect()?;
-    let interface = netlink.interface(&config.director.interface).await?;
+    let mut interfaces = Vec::new();
+    for name in config.director.interface_names() {
+        interfaces.push(netlink.interface(&name).await?);
+    }
+    let addresses: Vec<_> = interfaces.iter().map(InterfaceInfo::addresses).collect();
     config
-        .validate_for_interface(&interface.addresses())
+        .validate_for_interfaces(&addresses)
         .with_context(|| format!("in {}", options.config.display()))?;
     let control = control::bind(&options.state_dir).await?;
 
     let mut ebpf = loader::load(director::map_sizes(&config))?;
     start_ebpf_logger(&mut ebpf);
-    let mut director = Director::new(&config, interface.clone(), Dataplane::take_from(&mut ebpf)?)?;
-    let mut conflicts =
-        conflict::Monitor::new(ConflictMap::take_from(&mut ebpf)?, interface.ifindex);
+    let mut director = Director::new(
+        &config,
+        interfaces.clone(),
+        Dataplane::take_from(&mut ebpf)?,
+    )?;
+    let mut conflicts = conflict::Monitor::new(ConflictMap::take_from(&mut ebpf)?);
     let recorded = if options.standby {
         failover::recorded(&options.state_dir)?
     } else {
@@ -86,36 +95,134 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
     // Ask the kernel for the backends' MACs before the first table is built, so the first
     // table already holds every backend that answers.
-    let wanted: Vec<Ipv4Addr> = config
+    let wanted: Vec<(u32, Ipv4Addr)> = config
         .services
         .iter()
         .flat_map(|s| &s.backends)
         .filter(|b| b.mac.is_none())
-        .map(|b| b.address)
+        .filter_map(|b| {
+            let egress = egress_for(b, &addresses)?;
+            let interface = interfaces.iter().find(|i| i.name == egress.name)?;
+            Some((interface.ifindex, b.address))
+        })
         .collect();
-    let macs = resolve(&netlink, interface.ifindex, &wanted).await?;
+    let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
+    let macs = resolve(&netlink, &ifindexes, &wanted).await?;
     director.set_neighbours(macs)?;
     for change in director.apply(config.clone())? {
         info!("{change}");
     }
     director.report_unresolved();
 
-    let mode = match config.director.xdp_mode {
-        XdpMode::Native => AttachMode::Native,
-        XdpMode::Generic => AttachMode::Generic,
-    };
-    let link = loader::attach(&mut ebpf, &interface.name, interface.ifindex, mode)?;
-    info!(interface = %interface.name, mode = mode_name(config.director.xdp_mode), "XDP program attached");
+    // Attached last, to every interface: frames only arrive once the maps are complete, and
+    // an egress interface runs XDP too (drivers need that to transmit redirected frames). An
+    // error detaches what was attached (dropping `ebpf` closes the links).
+    let _peer_programs = prepare_veth_peers(&netlink, &interfaces).await;
+    let mut attached = Vec::new();
+    for interface in &interfaces {
+        let (link, mode) = attach(&mut ebpf, interface, config.director.xdp_mode)?;
+        info!(interface = %interface.name, mode, "XDP program attached");
+        attached.push((
+            link,
+            InterfaceStats {
+                name: interface.name.clone(),
+                mac: format_mac(interface.mac),
+                xdp_mode: mode.to_owned(),
+            },
+        ));
+    }
     if director.is_active() {
         announce_vips(&director).await;
     }
     control.publish()?;
     info!(state_dir = %options.state_dir.display(), services = config.services.len(), "drlb ready");
 
-    let served = serve(&netlink, &mut director, &control, &options, &mut conflicts).await;
-    loader::detach(&mut ebpf, link)?;
-    info!(interface = %interface.name, "XDP program detached");
+    let modes: Vec<InterfaceStats> = attached.iter().map(|(_, m)| m.clone()).collect();
+    let served = serve(
+        &netlink,
+        &mut director,
+        &control,
+        &options,
+        &modes,
+        &mut conflicts,
+    )
+    .await;
+    for (link, interface) in attached {
+        loader::detach(&mut ebpf, link)?;
+        info!(interface = %interface.name, "XDP program detached");
+    }
     served
+}
+
+/// veth hands frames sent with XDP_TX or a redirect only to a peer that runs XDP (its NAPI is
+/// off otherwise), whatever runs on the veth itself. A peer in this namespace gets drlb's pass
+/// program, held while drlb runs; for a peer elsewhere drlb says what its owner must do.
+async fn prepare_veth_peers(netlink: &Netlink, interfaces: &[InterfaceInfo]) -> Vec<aya::Ebpf> {
+    let mut programs = Vec::new();
+    for interface in interfaces {
+        let Some(peer) = interface.veth_peer else {
+            continue;
+        };
+        if !peer.same_namespace {
+            warn!(
+                interface = %interface.name,
+                "a veth whose peer is in another network namespace: the frames drlb sends out of it \
+                 arrive only if that peer runs an XDP program (an XDP_PASS one will do; see README)"
+            );
+            continue;
+        }
+        if interfaces.iter().any(|i| i.ifindex == peer.ifindex) {
+            continue; // drlb runs on the peer too
+        }
+        let name = netlink
+            .link_name(peer.ifindex)
+            .await
+            .unwrap_or_else(|_| peer.ifindex.to_string());
+        match loader::attach_pass_program(peer.ifindex) {
+            Ok(program) => {
+                info!(interface = %interface.name, peer = %name, "pass program attached to the veth peer, so that it receives what drlb sends");
+                programs.push(program);
+            }
+            Err(e) => warn!(
+                interface = %interface.name,
+                peer = %name,
+                "could not attach the pass program to the veth peer ({e:#}); unless the peer runs XDP already, \
+                 frames drlb sends out of {} are dropped",
+                interface.name
+            ),
+        }
+    }
+    programs
+}
+
+/// Attaches the program to one interface in the configured mode; `auto` falls back from
+/// native to generic. Returns the link and the mode it got.
+fn attach(
+    ebpf: &mut aya::Ebpf,
+    interface: &InterfaceInfo,
+    mode: XdpMode,
+) -> Result<(XdpLinkId, &'static str)> {
+    let (name, ifindex) = (&interface.name, interface.ifindex);
+    match mode {
+        XdpMode::Native => Ok((
+            loader::attach(ebpf, name, ifindex, AttachMode::Native)?,
+            "native",
+        )),
+        XdpMode::Generic => Ok((
+            loader::attach(ebpf, name, ifindex, AttachMode::Generic)?,
+            "generic",
+        )),
+        XdpMode::Auto => match loader::attach(ebpf, name, ifindex, AttachMode::Native) {
+            Ok(link) => Ok((link, "native")),
+            Err(e) => {
+                warn!(interface = %name, "native XDP refused ({e:#}); falling back to generic mode");
+                Ok((
+                    loader::attach(ebpf, name, ifindex, AttachMode::Generic)?,
+                    "generic",
+                ))
+            }
+        },
+    }
 }
 
 fn require_root() -> Result<()> {
@@ -126,13 +233,6 @@ fn require_root() -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn mode_name(mode: XdpMode) -> &'static str {
-    match mode {
-        XdpMode::Native => "native",
-        XdpMode::Generic => "generic",
-    }
 }
 
 /// Forwards the program's log records (aya-log) to our logger.
@@ -159,13 +259,17 @@ fn start_ebpf_logger(ebpf: &mut aya::Ebpf) {
 }
 
 /// Asks the kernel to resolve `wanted` and waits a little for the answers.
-async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Result<NeighbourMacs> {
-    for &addr in wanted {
+async fn resolve(
+    netlink: &Netlink,
+    ifindexes: &[u32],
+    wanted: &[(u32, Ipv4Addr)],
+) -> Result<NeighbourMacs> {
+    for &(ifindex, addr) in wanted {
         netlink.keep_resolved(ifindex, addr).await?;
     }
     let deadline = Instant::now() + STARTUP_RESOLVE_TIMEOUT;
     loop {
-        let macs = netlink.neighbour_macs(ifindex).await?;
+        let macs = netlink.neighbour_macs(ifindexes).await?;
         let all_known = wanted.iter().all(|a| matches!(macs.get(a), Some(Some(_))));
         if all_known || Instant::now() >= deadline {
             return Ok(macs);
@@ -174,19 +278,24 @@ async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Result
     }
 }
 
+/// Announces every VIP on every interface (the program answers ARP on all of them).
 async fn announce_vips(director: &Director) {
-    let interface = director.interface();
-    let sender = match FrameSender::open(interface.ifindex) {
-        Ok(sender) => sender,
-        Err(e) => return warn!("VIPs not announced: {e:#}"),
-    };
+    let mut senders = Vec::new();
+    for interface in director.interfaces() {
+        match FrameSender::open(interface.ifindex) {
+            Ok(sender) => senders.push((sender, interface.mac)),
+            Err(e) => warn!(interface = %interface.name, "VIPs not announced: {e:#}"),
+        }
+    }
     for round in 0..ANNOUNCE_COUNT {
         if round > 0 {
             tokio::time::sleep(ANNOUNCE_GAP).await;
         }
         for vip in director.vips() {
-            if let Err(e) = sender.send(&garp::announcement(interface.mac, vip)) {
-                warn!(%vip, "gratuitous ARP failed: {e:#}");
+            for (sender, mac) in &senders {
+                if let Err(e) = sender.send(&garp::announcement(*mac, vip)) {
+                    warn!(%vip, "gratuitous ARP failed: {e:#}");
+                }
             }
         }
     }
@@ -226,6 +335,7 @@ async fn serve(
     director: &mut Director,
     control: &control::Bound,
     options: &RunOptions,
+    interfaces: &[InterfaceStats],
     conflicts: &mut conflict::Monitor,
 ) -> Result<()> {
     let mut announcer = failover::Announcer::default();
@@ -249,7 +359,7 @@ async fn serve(
             accepted = control.listener.accept() => match accepted {
                 Ok((mut stream, _)) => {
                     let (response, changed) = match control::read_request(&mut stream).await {
-                        Ok(Request::Stats) => (stats(director, conflicts).map_or_else(|e| Response::Error(format!("{e:#}")), Response::Stats), false),
+                        Ok(Request::Stats) => (stats(director, interfaces, conflicts).map_or_else(|e| Response::Error(format!("{e:#}")), Response::Stats), false),
                         Ok(Request::Activate) => (failover_to(director, &mut announcer, true), false),
                         Ok(Request::Deactivate) => (failover_to(director, &mut announcer, false), false),
                         Ok(Request::Change { change }) => match change.edit(director.config()).and_then(|new| director.apply(new)) {
@@ -297,8 +407,12 @@ async fn serve(
     }
 }
 
-fn stats(director: &Director, conflicts: &conflict::Monitor) -> Result<crate::stats::StatsReport> {
-    let mut report = director.stats(mode_name(director.config().director.xdp_mode))?;
+fn stats(
+    director: &Director,
+    interfaces: &[InterfaceStats],
+    conflicts: &conflict::Monitor,
+) -> Result<crate::stats::StatsReport> {
+    let mut report = director.stats(interfaces.to_vec())?;
     report.arp_conflicts = conflicts.report(&conflict::Context::of(director))?;
     Ok(report)
 }
@@ -319,8 +433,8 @@ fn failover_to(
                 info!("control: {effect}");
             }
             if active {
-                let interface = director.interface();
-                announcer.start(interface.ifindex, interface.mac, director.vips());
+                let interfaces = director.interfaces().iter().map(|i| (i.ifindex, i.mac));
+                announcer.start(interfaces.collect(), director.vips());
             }
             Response::Applied(effects)
         }
@@ -355,15 +469,15 @@ fn reload(director: &mut Director, options: &RunOptions) -> bool {
 }
 
 async fn refresh_neighbours(netlink: &Netlink, director: &mut Director) -> Result<()> {
-    let ifindex = director.interface().ifindex;
-    let macs = netlink.neighbour_macs(ifindex).await?;
+    let ifindexes: Vec<u32> = director.interfaces().iter().map(|i| i.ifindex).collect();
+    let macs = netlink.neighbour_macs(&ifindexes).await?;
     // Entries someone deleted (e.g. `ip neigh flush`) and those of backends added since are
     // (re)created; failed ones the kernel keeps retrying by itself, as they are managed.
-    let missing: Vec<Ipv4Addr> = director
+    let missing: Vec<(u32, Ipv4Addr)> = director
         .backends_needing_neighbours()
-        .filter(|a| !macs.contains_key(a))
+        .filter(|key| !macs.contains_key(key))
         .collect();
-    for addr in missing {
+    for (ifindex, addr) in missing {
         netlink.keep_resolved(ifindex, addr).await?;
     }
     director.set_neighbours(macs)

@@ -5,7 +5,7 @@ use std::collections::HashMap as StdHashMap;
 use anyhow::{Context as _, Result, ensure};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
 };
 use lb_common::{
     Addr, Backend, Counter, FlowEntry, FlowKey, Interface, Service, ServiceKey, TABLE_BANKS,
@@ -39,6 +39,7 @@ pub struct Dataplane {
     flows: HashMap<MapData, FlowKey, FlowEntry>,
     vips: HashMap<MapData, Addr, Vip>,
     interfaces: HashMap<MapData, u32, Interface>,
+    egress: DevMapHash<MapData>,
     service_counters: PerCpuArray<MapData, Counter>,
     backend_counters: PerCpuArray<MapData, Counter>,
     verdict_counters: PerCpuArray<MapData, Counter>,
@@ -69,6 +70,7 @@ impl Dataplane {
             flows: take(ebpf, map_names::FLOWS)?,
             vips: take(ebpf, map_names::VIPS)?,
             interfaces: take(ebpf, map_names::INTERFACES)?,
+            egress: take(ebpf, map_names::EGRESS)?,
             service_counters: take(ebpf, map_names::SERVICE_COUNTERS)?,
             backend_counters: take(ebpf, map_names::BACKEND_COUNTERS)?,
             verdict_counters: take(ebpf, map_names::VERDICT_COUNTERS)?,
@@ -87,6 +89,13 @@ impl Dataplane {
         self.interfaces
             .insert(ifindex, Interface { mac, _pad: [0; 2] }, 0)
             .context("writing INTERFACES failed")
+    }
+
+    /// Lets the program redirect frames to the interface `ifindex` (for backends behind it).
+    pub fn set_egress(&mut self, ifindex: u32) -> Result<()> {
+        self.egress
+            .insert(ifindex, ifindex, None, 0)
+            .with_context(|| format!("writing EGRESS for ifindex {ifindex} failed"))
     }
 
     pub fn set_vip(&mut self, addr: Addr, vip: Vip) -> Result<()> {

@@ -21,13 +21,13 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::{
-    config::{BackendConfig, Config, Scheduler, ServiceConfig, ServiceId},
+    config::{BackendConfig, Config, Scheduler, ServiceConfig, ServiceId, egress_for},
     dataplane::{Dataplane, TableLayout},
     health::{CheckKind, Health, HealthCheckConfig, Transition},
     loader::MapSizes,
     maglev::{self, WeightedBackend},
     netlink::{InterfaceInfo, NeighbourMacs},
-    stats::{BackendStats, Count, ServiceStats, StatsReport, format_mac},
+    stats::{BackendStats, Count, InterfaceStats, ServiceStats, StatsReport, format_mac},
 };
 
 /// The map sizes a config needs: room for its services' tables plus default-sized tables for
@@ -135,10 +135,18 @@ fn find_service<'a>(config: &'a mut Config, id: &ServiceId) -> Result<&'a mut Se
         .with_context(|| format!("there is no service {id}"))
 }
 
+/// The interface a backend's frames leave by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Egress {
+    ifindex: u32,
+    mac: [u8; 6],
+}
+
 /// A backend as the daemon tracks it.
 #[derive(Clone, Debug)]
 struct BackendState {
     id: u32,
+    egress: Egress,
     weight: u32,
     configured_mac: Option<[u8; 6]>,
     neighbour_mac: Option<[u8; 6]>,
@@ -185,9 +193,9 @@ struct ServiceState {
     published_layout: Option<TableLayout>,
 }
 
-/// The director: its interface, the config in force, and per-service state.
+/// The director: its interfaces, the config in force, and per-service state.
 pub struct Director {
-    interface: InterfaceInfo,
+    interfaces: Vec<InterfaceInfo>,
     config: Config,
     services: BTreeMap<ServiceId, ServiceState>,
     neighbours: NeighbourMacs,
@@ -200,16 +208,19 @@ impl Director {
     /// A director serving nothing yet; [`Director::apply`] gives it its config.
     pub fn new(
         config: &Config,
-        interface: InterfaceInfo,
+        interfaces: Vec<InterfaceInfo>,
         mut dataplane: Dataplane,
     ) -> Result<Self> {
-        dataplane.set_interface(interface.ifindex, interface.mac)?;
+        for interface in &interfaces {
+            dataplane.set_interface(interface.ifindex, interface.mac)?;
+            dataplane.set_egress(interface.ifindex)?;
+        }
         let empty = Config {
             services: Vec::new(),
             ..config.clone()
         };
         Ok(Self {
-            interface,
+            interfaces,
             config: empty,
             services: BTreeMap::new(),
             neighbours: NeighbourMacs::new(),
@@ -224,8 +235,8 @@ impl Director {
     }
 
     #[must_use]
-    pub fn interface(&self) -> &InterfaceInfo {
-        &self.interface
+    pub fn interfaces(&self) -> &[InterfaceInfo] {
+        &self.interfaces
     }
 
     /// The VIPs of all services.
@@ -239,13 +250,13 @@ impl Director {
             .collect()
     }
 
-    /// Backends whose MAC must come from the neighbour table.
-    pub fn backends_needing_neighbours(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    /// Backends whose MAC must come from the neighbour table, with their egress interface.
+    pub fn backends_needing_neighbours(&self) -> impl Iterator<Item = (u32, Ipv4Addr)> + '_ {
         self.services
             .values()
             .flat_map(|s| s.backends.iter())
             .filter(|(_, b)| b.configured_mac.is_none())
-            .map(|(a, _)| *a)
+            .map(|(a, b)| (b.egress.ifindex, *a))
     }
 
     /// What to health-check: (service, backend, check, target) for every checked backend.
@@ -274,10 +285,15 @@ impl Director {
     /// per change made.
     pub fn apply(&mut self, new: Config) -> Result<Vec<String>> {
         new.validate()?;
-        new.validate_for_interface(&self.interface.addresses())?;
+        let addresses: Vec<_> = self
+            .interfaces
+            .iter()
+            .map(InterfaceInfo::addresses)
+            .collect();
+        new.validate_for_interfaces(&addresses)?;
         if new.director != self.config.director {
             bail!(
-                "changing [director] (interface, xdp_mode, flow_table_size) needs a restart of drlb; nothing changed"
+                "changing [director] (interfaces, xdp_mode, flow_table_size) needs a restart of drlb; nothing changed"
             );
         }
         let wanted: BTreeMap<ServiceId, &ServiceConfig> =
@@ -321,6 +337,7 @@ impl Director {
             update_backends(
                 service,
                 config,
+                &self.interfaces,
                 &self.neighbours,
                 &mut self.dataplane,
                 &mut changes,
@@ -333,7 +350,7 @@ impl Director {
             }
             service.config = (*config).clone();
             service.layout = layout;
-            reconcile(service, &self.interface, &mut self.dataplane)?;
+            reconcile(service, &mut self.dataplane)?;
             service.backends.retain(|_, b| !b.leaving);
         }
         self.publish_vips()?;
@@ -490,14 +507,17 @@ impl Director {
             let mut changed = false;
             for (address, backend) in &mut service.backends {
                 let old = backend.mac();
-                backend.neighbour_mac = macs.get(address).copied().flatten();
+                backend.neighbour_mac = macs
+                    .get(&(backend.egress.ifindex, *address))
+                    .copied()
+                    .flatten();
                 if backend.mac() != old {
                     changed = true;
                     log_mac(id, *address, backend.mac(), old);
                 }
             }
             if changed {
-                reconcile(service, &self.interface, &mut self.dataplane)?;
+                reconcile(service, &mut self.dataplane)?;
             }
         }
         self.neighbours = macs;
@@ -546,10 +566,11 @@ impl Director {
                 info!(service = %id, backend = %address, "backend UP: back in the table")
             }
         }
-        reconcile(service, &self.interface, &mut self.dataplane)
+        reconcile(service, &mut self.dataplane)
     }
 
-    pub fn stats(&self, xdp_mode: &str) -> Result<StatsReport> {
+    /// The counters and states; `interfaces` says how the program is attached to each.
+    pub fn stats(&self, interfaces: Vec<InterfaceStats>) -> Result<StatsReport> {
         let mut services = Vec::new();
         for (id, s) in &self.services {
             let total = self.dataplane.service_counter(s.id)?;
@@ -559,6 +580,11 @@ impl Director {
                 let count = self.dataplane.backend_counter(s.id, b.id)?;
                 backends.push(BackendStats {
                     address: address.to_string(),
+                    interface: self
+                        .interfaces
+                        .iter()
+                        .find(|i| i.ifindex == b.egress.ifindex)
+                        .map_or_else(String::new, |i| i.name.clone()),
                     weight: b.weight,
                     mac: b.mac().map(format_mac),
                     state: b.state().to_owned(),
@@ -596,8 +622,7 @@ impl Director {
             );
         }
         Ok(StatsReport {
-            interface: self.interface.name.clone(),
-            xdp_mode: xdp_mode.to_owned(),
+            interfaces,
             services,
             verdicts,
             state: if self.active { "active" } else { "standby" }.to_owned(),
@@ -611,6 +636,7 @@ impl Director {
 fn update_backends(
     service: &mut ServiceState,
     config: &ServiceConfig,
+    interfaces: &[InterfaceInfo],
     neighbours: &NeighbourMacs,
     dataplane: &mut Dataplane,
     changes: &mut Vec<String>,
@@ -624,9 +650,29 @@ fn update_backends(
             changes.push(format!("service {name}: backend {address} removed"));
         }
     }
+    let addresses: Vec<_> = interfaces.iter().map(InterfaceInfo::addresses).collect();
     for (address, wanted) in &wanted {
         let configured_mac = wanted.mac.map(|m| m.into_array());
+        // Validation made sure every backend has one.
+        let egress = egress_for(wanted, &addresses)
+            .and_then(|a| interfaces.iter().find(|i| i.name == a.name))
+            .map(|i| Egress {
+                ifindex: i.ifindex,
+                mac: i.mac,
+            })
+            .context("a backend without an egress interface passed validation")?;
         if let Some(backend) = service.backends.get_mut(address) {
+            if backend.egress != egress {
+                changes.push(format!(
+                    "service {name}: backend {address} moves to interface {}",
+                    egress.ifindex
+                ));
+                backend.egress = egress;
+                backend.neighbour_mac = neighbours
+                    .get(&(egress.ifindex, *address))
+                    .copied()
+                    .flatten();
+            }
             if backend.weight != wanted.weight {
                 changes.push(format!(
                     "service {name}: backend {address} weight {} -> {}",
@@ -646,9 +692,13 @@ fn update_backends(
             *address,
             BackendState {
                 id,
+                egress,
                 weight: wanted.weight,
                 configured_mac,
-                neighbour_mac: neighbours.get(address).copied().flatten(),
+                neighbour_mac: neighbours
+                    .get(&(egress.ifindex, *address))
+                    .copied()
+                    .flatten(),
                 health: Health::new(),
                 leaving: false,
                 published: None,
@@ -664,20 +714,16 @@ fn update_backends(
 
 /// Writes a service's state to the maps, in the order that keeps every reference valid:
 /// backends it may use, then its table, then the removal of backends it may no longer use.
-fn reconcile(
-    service: &mut ServiceState,
-    interface: &InterfaceInfo,
-    dataplane: &mut Dataplane,
-) -> Result<()> {
+fn reconcile(service: &mut ServiceState, dataplane: &mut Dataplane) -> Result<()> {
     for backend in service.backends.values_mut() {
         let wanted = backend.usable().then(|| Backend {
             dst_mac: backend.mac().expect("usable backends have a MAC"),
-            src_mac: interface.mac,
-            ifindex: interface.ifindex,
+            src_mac: backend.egress.mac,
+            ifindex: backend.egress.ifindex,
         });
-        if wanted.is_some() && wanted != backend.published {
-            dataplane.set_backend(service.id, backend.id, wanted.as_ref().expect("checked"))?;
-            backend.published = wanted;
+        if let Some(entry) = wanted.filter(|w| Some(*w) != backend.published) {
+            dataplane.set_backend(service.id, backend.id, &entry)?;
+            backend.published = Some(entry);
         }
     }
     let inputs: Vec<(Ipv4Addr, u32, u32)> = service
@@ -799,6 +845,7 @@ mod tests {
         let c = config(WEB);
         let web: ServiceId = "tcp/198.18.0.100:80".parse().unwrap();
         let backend = |a: &str| BackendConfig {
+            interface: None,
             address: a.parse().unwrap(),
             weight: 2,
             mac: None,
@@ -852,6 +899,10 @@ mod tests {
     #[test]
     fn backend_states_name_why_a_backend_gets_no_new_flows() {
         let mut b = BackendState {
+            egress: Egress {
+                ifindex: 1,
+                mac: [2, 0, 0, 0, 0, 2],
+            },
             id: 0,
             weight: 1,
             configured_mac: None,

@@ -62,11 +62,11 @@ impl Finding {
     }
 }
 
-/// What the director knows, from its daemon and its interface.
+/// What the director knows, from its daemon and its interfaces.
 #[derive(Clone, Debug)]
 pub struct Director {
-    pub interface: String,
-    pub mac: [u8; 6],
+    /// The MACs of the director's interfaces: its own answers are no conflict.
+    pub macs: Vec<[u8; 6]>,
     pub active: bool,
     /// (address, MAC) of each backend whose MAC is known.
     pub backends: Vec<(Ipv4Addr, [u8; 6])>,
@@ -79,7 +79,7 @@ pub fn diagnose_vip(vip: Ipv4Addr, replies: &[Reply], director: &Director) -> Ve
     let mut answering: BTreeMap<[u8; 6], u32> = BTreeMap::new();
     for reply in replies
         .iter()
-        .filter(|r| r.sender_ip == vip && r.sender_mac != director.mac)
+        .filter(|r| r.sender_ip == vip && !director.macs.contains(&r.sender_mac))
     {
         *answering.entry(reply.sender_mac).or_default() += 1;
     }
@@ -148,7 +148,9 @@ pub fn diagnose_requests(director: &Director) -> Vec<Finding> {
         .collect()
 }
 
-/// `drlb doctor`: the findings for every VIP of the daemon of `state_dir`.
+/// `drlb doctor`: the findings for every VIP of the daemon of `state_dir`. Every VIP is
+/// probed on every interface of the director (the program answers ARP on all of them), from
+/// the director's address there.
 pub async fn run(options: &Options<'_>) -> Result<Vec<Finding>> {
     let report = match control::call(options.state_dir, &Request::Stats).await? {
         Response::Stats(report) => report,
@@ -156,36 +158,60 @@ pub async fn run(options: &Options<'_>) -> Result<Vec<Finding>> {
         other => bail!("the daemon gave an unexpected answer: {other:?}"),
     };
     let netlink = Netlink::connect()?;
-    let interface = netlink.interface(&report.interface).await?;
-    let director = director_of(&report, interface.mac);
-    let sender_ip = interface
-        .ipv4
-        .first()
-        .map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a);
-    let socket = ArpSocket::open(interface.ifindex)?;
+    let mut probes = Vec::new();
+    for name in report.interfaces.iter().map(|i| &i.name) {
+        let interface = netlink.interface(name).await?;
+        let sender_ip = interface
+            .ipv4
+            .first()
+            .map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a);
+        let socket = ArpSocket::open(interface.ifindex)?;
+        probes.push((interface, sender_ip, socket));
+    }
+    let director = director_of(&report, probes.iter().map(|(i, _, _)| i.mac).collect());
+    let vips = vips(&report);
     let mut findings = vec![Finding::ok(format!(
-        "director {} ({}) is {}; probing each VIP with {} ARP request(s) from {sender_ip}",
-        director.interface,
-        format_mac(director.mac),
+        "director {} ({}): probing each VIP with {} ARP request(s) on {}",
         if director.active { "active" } else { "standby" },
-        options.count
+        director
+            .macs
+            .iter()
+            .map(|m| format_mac(*m))
+            .collect::<Vec<_>>()
+            .join(", "),
+        options.count,
+        probes
+            .iter()
+            .map(|(i, ip, _)| format!("{} from {ip}", i.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     ))];
-    for vip in vips(&report) {
-        let mut replies = Vec::new();
-        for _ in 0..options.count {
-            socket
-                .send(&arping::request(interface.mac, sender_ip, vip))
-                .with_context(|| format!("probing {vip}"))?;
-            replies.extend(socket.replies_until(Instant::now() + PROBE_GAP)?);
+    for round in 0..options.count {
+        if round > 0 {
+            std::thread::sleep(PROBE_GAP);
         }
-        replies.extend(socket.replies_until(Instant::now() + options.wait)?);
+        for (interface, sender_ip, socket) in &probes {
+            for vip in &vips {
+                socket
+                    .send(&arping::request(interface.mac, *sender_ip, *vip))
+                    .with_context(|| format!("probing {vip} on {}", interface.name))?;
+            }
+        }
+    }
+    // Replies wait in each socket's queue: one deadline for all of them.
+    let deadline = Instant::now() + options.wait;
+    let mut replies = Vec::new();
+    for (_, _, socket) in &probes {
+        replies.extend(socket.replies_until(deadline)?);
+    }
+    for vip in vips {
         findings.extend(diagnose_vip(vip, &replies, &director));
     }
     findings.extend(diagnose_requests(&director));
     Ok(findings)
 }
 
-fn director_of(report: &StatsReport, mac: [u8; 6]) -> Director {
+fn director_of(report: &StatsReport, macs: Vec<[u8; 6]>) -> Director {
     let mut backends: Vec<(Ipv4Addr, [u8; 6])> = report
         .services
         .iter()
@@ -198,8 +224,7 @@ fn director_of(report: &StatsReport, mac: [u8; 6]) -> Director {
     backends.sort_unstable();
     backends.dedup();
     Director {
-        interface: report.interface.clone(),
-        mac,
+        macs,
         active: report.state != "standby",
         backends,
         conflicts: report.arp_conflicts.clone(),
@@ -244,8 +269,7 @@ mod tests {
 
     fn director(active: bool) -> Director {
         Director {
-            interface: "eth0".to_owned(),
-            mac: OWN,
+            macs: vec![OWN],
             active,
             backends: vec![
                 (Ipv4Addr::new(198, 18, 0, 11), [2, 0, 0, 0, 0, 0x11]),

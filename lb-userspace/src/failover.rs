@@ -88,10 +88,12 @@ pub struct Announcer {
 }
 
 impl Announcer {
-    pub fn start(&mut self, ifindex: u32, mac: [u8; 6], vips: Vec<Ipv4Addr>) {
+    /// Announces `vips` on each of `interfaces` (ifindex, MAC): the program answers ARP for
+    /// them on every interface it runs on.
+    pub fn start(&mut self, interfaces: Vec<(u32, [u8; 6])>, vips: Vec<Ipv4Addr>) {
         self.stop();
         self.task = Some(tokio::spawn(async move {
-            let socket = match ArpSocket::sender(ifindex) {
+            let socket = match ArpSocket::sender(0) {
                 Ok(socket) => socket,
                 Err(e) => return warn!("VIPs not announced: {e:#}"),
             };
@@ -100,9 +102,12 @@ impl Announcer {
                 tokio::time::sleep(at.saturating_sub(elapsed)).await;
                 elapsed = at;
                 for vip in &vips {
-                    for _ in 0..frames {
-                        if let Err(e) = socket.send(&garp::announcement(mac, *vip)) {
-                            warn!(%vip, "gratuitous ARP failed: {e:#}");
+                    for (ifindex, mac) in &interfaces {
+                        for _ in 0..frames {
+                            let frame = garp::announcement(*mac, *vip);
+                            if let Err(e) = socket.send_on(*ifindex, &frame) {
+                                warn!(%vip, ifindex, "gratuitous ARP failed: {e:#}");
+                            }
                         }
                     }
                 }

@@ -64,7 +64,10 @@ pub fn check_table_size(size: u32) -> Result<(), TableSizeError> {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// Builds the table: entry `i` is the index, in `backends`, of the backend that owns slot `i`.

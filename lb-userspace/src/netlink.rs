@@ -12,15 +12,19 @@ use rtnetlink::{
     Handle,
     packet_route::{
         address::AddressAttribute,
-        link::LinkAttribute,
+        link::{LinkAttribute, LinkInfo},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState},
     },
 };
 
 use crate::config::InterfaceAddresses;
 
-/// Neighbour entries by address: `Some(mac)` when usable, `None` when present without one.
-pub type NeighbourMacs = HashMap<Ipv4Addr, Option<[u8; 6]>>;
+/// The link kind of a veth, as netlink names it.
+pub const VETH: &str = "veth";
+
+/// Neighbour entries by (ifindex, address): `Some(mac)` when usable, `None` when present
+/// without one.
+pub type NeighbourMacs = HashMap<(u32, Ipv4Addr), Option<[u8; 6]>>;
 
 /// The director's interface as drlb needs it.
 #[derive(Clone, Debug)]
@@ -29,6 +33,19 @@ pub struct InterfaceInfo {
     pub ifindex: u32,
     pub mac: [u8; 6],
     pub ipv4: Vec<(Ipv4Addr, u8)>,
+    /// The link kind (`veth`, `bridge`, ...) for virtual interfaces; `None` for hardware.
+    pub kind: Option<String>,
+    /// For a veth: its peer.
+    pub veth_peer: Option<VethPeer>,
+}
+
+/// The other end of a veth pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VethPeer {
+    /// Its ifindex, in its own network namespace.
+    pub ifindex: u32,
+    /// Whether it is in this network namespace (then drlb can attach to it).
+    pub same_namespace: bool,
 }
 
 impl InterfaceInfo {
@@ -99,17 +116,61 @@ impl Netlink {
                 }
             }
         }
+        let kind = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                LinkInfo::Kind(kind) => Some(kind.to_string()),
+                _ => None,
+            }),
+            _ => None,
+        });
+        let peer = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Link(peer) => Some(*peer),
+            _ => None,
+        });
+        // IFLA_LINK_NETNSID is only present when the peer lives in another namespace.
+        let elsewhere = link
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
+        let veth_peer = peer
+            .filter(|_| kind.as_deref() == Some(VETH))
+            .map(|ifindex| VethPeer {
+                ifindex,
+                same_namespace: !elsewhere,
+            });
         Ok(InterfaceInfo {
             name: name.to_owned(),
             ifindex,
             mac,
             ipv4,
+            kind,
+            veth_peer,
         })
     }
 
-    /// The IPv4 neighbour entries on `ifindex`: a MAC where the entry holds a usable one,
+    /// The name of the interface `ifindex` of this namespace.
+    pub async fn link_name(&self, ifindex: u32) -> Result<String> {
+        let link = self
+            .handle
+            .link()
+            .get()
+            .match_index(ifindex)
+            .execute()
+            .try_next()
+            .await?
+            .with_context(|| format!("no interface with index {ifindex}"))?;
+        link.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::IfName(name) => Some(name.clone()),
+                _ => None,
+            })
+            .with_context(|| format!("interface {ifindex} has no name"))
+    }
+
+    /// The IPv4 neighbour entries on the interfaces `ifindexes`: a MAC where the entry holds a usable one,
     /// `None` where it is being resolved or failed to resolve.
-    pub async fn neighbour_macs(&self, ifindex: u32) -> Result<NeighbourMacs> {
+    pub async fn neighbour_macs(&self, ifindexes: &[u32]) -> Result<NeighbourMacs> {
         let mut macs = HashMap::new();
         let mut neighbours = self.handle.neighbours().get().execute();
         while let Some(message) = neighbours
@@ -125,7 +186,8 @@ impl Netlink {
                     | NeighbourState::Probe
                     | NeighbourState::Permanent
             );
-            if message.header.ifindex != ifindex {
+            let ifindex = message.header.ifindex;
+            if !ifindexes.contains(&ifindex) {
                 continue;
             }
             let mut addr = None;
@@ -140,7 +202,7 @@ impl Netlink {
                 }
             }
             if let Some(addr) = addr {
-                macs.insert(addr, mac.filter(|_| usable));
+                macs.insert((ifindex, addr), mac.filter(|_| usable));
             }
         }
         Ok(macs)

@@ -28,8 +28,8 @@ impl From<lb_common::Counter> for Count {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsReport {
-    pub interface: String,
-    pub xdp_mode: String,
+    /// The interfaces the program is attached to.
+    pub interfaces: Vec<InterfaceStats>,
     pub services: Vec<ServiceStats>,
     /// Frames per verdict of the XDP program (`tx`, `pass`, `arp_reply`, `drop_*`, ...).
     pub verdicts: BTreeMap<String, Count>,
@@ -39,6 +39,14 @@ pub struct StatsReport {
     /// Other MACs seen claiming a VIP in ARP (see conflict.rs).
     #[serde(default)]
     pub arp_conflicts: Vec<crate::conflict::ArpConflictStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStats {
+    pub name: String,
+    pub mac: String,
+    /// The XDP mode the program got on it: `native` or `generic`.
+    pub xdp_mode: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +64,8 @@ pub struct ServiceStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendStats {
     pub address: String,
+    /// The director's interface its frames leave by.
+    pub interface: String,
     pub weight: u32,
     /// The MAC frames are sent to; `null` while it is unknown.
     pub mac: Option<String>,
@@ -73,30 +83,31 @@ impl StatsReport {
     #[must_use]
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "director {} (XDP {}) {}",
-            self.interface, self.xdp_mode, self.state
-        );
+        let _ = writeln!(out, "director {}", self.state);
+        for i in &self.interfaces {
+            let _ = writeln!(out, "interface {} {} (XDP {})", i.name, i.mac, i.xdp_mode);
+        }
         for s in &self.services {
             let _ = writeln!(
                 out,
-                "\nservice {} {}:{}  {} packets  {} bytes",
-                s.protocol, s.vip, s.port, s.packets, s.bytes
+                "\nservice {} {}:{} ({})  {} packets  {} bytes",
+                s.protocol, s.vip, s.port, s.scheduler, s.packets, s.bytes
             );
             let _ = writeln!(
                 out,
-                "  {:<18} {:>6} {:<19} {:<8} {:>12} {:>14}",
-                "backend", "weight", "mac", "state", "packets", "bytes"
+                "  {:<16} {:<9} {:>6} {:<18} {:<8} {:<9} {:>12} {:>14}",
+                "backend", "via", "weight", "mac", "state", "health", "packets", "bytes"
             );
             for b in &s.backends {
                 let _ = writeln!(
                     out,
-                    "  {:<18} {:>6} {:<19} {:<8} {:>12} {:>14}",
+                    "  {:<16} {:<9} {:>6} {:<18} {:<8} {:<9} {:>12} {:>14}",
                     b.address,
+                    b.interface,
                     b.weight,
                     b.mac.as_deref().unwrap_or("-"),
                     b.state,
+                    b.health,
                     b.packets,
                     b.bytes
                 );

@@ -1,7 +1,8 @@
 //! Test support for drlb: packet builders for program tests, and a netns/veth topology builder
-//! whose guards always remove what they created. Used by the tests in `tests/tests/` and by the
-//! demo (`cargo xtask demo`).
+//! whose guards always remove what they created. Used by the tests in `tests/tests/`, by the
+//! demo (`cargo xtask demo`) and by the dataplane benchmark (`bench`, `cargo xtask bench`).
 
+pub mod bench;
 pub mod extra;
 pub mod netns;
 pub mod packet;
@@ -23,5 +24,9 @@ pub fn drlb_binary() -> PathBuf {
 /// `cargo xtask test` runs them with `--include-ignored`.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root: run it with `cargo xtask test`");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root: run it with `cargo xtask test`"
+    );
 }

@@ -432,10 +432,41 @@ impl Switch {
         Self { ns }
     }
 
+    /// Adds another bridge to the switch namespace (a second L2 network).
+    #[track_caller]
+    pub fn add_bridge(&self, bridge: &str) {
+        self.ns.ip(&[
+            "link",
+            "add",
+            bridge,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ]);
+        self.ns.ip(&["link", "set", bridge, "up"]);
+    }
+
     /// Plugs `host` into the bridge with a veth pair: `ifname` inside `host` (with `mac` and the
     /// address `cidr`, e.g. `198.18.0.1/24`), `port` on the switch side.
     #[track_caller]
     pub fn connect(&self, host: &Netns, port: &str, ifname: &str, mac: &str, cidr: &str) {
+        self.connect_to(BRIDGE, host, port, ifname, mac, cidr);
+    }
+
+    /// [`Switch::connect`] to a bridge added with [`Switch::add_bridge`].
+    #[track_caller]
+    pub fn connect_to(
+        &self,
+        bridge: &str,
+        host: &Netns,
+        port: &str,
+        ifname: &str,
+        mac: &str,
+        cidr: &str,
+    ) {
         self.ns.ip(&[
             "link",
             "add",
@@ -448,7 +479,7 @@ impl Switch {
             "netns",
             host.name(),
         ]);
-        self.ns.ip(&["link", "set", port, "master", BRIDGE, "up"]);
+        self.ns.ip(&["link", "set", port, "master", bridge, "up"]);
         host.ip(&["link", "set", ifname, "address", mac]);
         host.ip(&["addr", "add", cidr, "dev", ifname]);
         host.ip(&["link", "set", ifname, "up"]);
@@ -691,6 +722,22 @@ pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 's
     .unwrap_or_else(|_| panic!("the thread in {} panicked", ns.name()))
 }
 
+/// Like [`in_netns`], for closures that borrow from the caller (e.g. a loaded program that
+/// must be attached or run from inside the namespace): the thread is joined before returning.
+#[track_caller]
+pub fn in_netns_scoped<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    let name = ns.name();
+    thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter_netns(name).unwrap_or_else(|e| panic!("{e:#}"));
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| panic!("the thread in {name} panicked"))
+    })
+}
+
 /// Moves the calling thread into the network namespace `/run/netns/<name>`.
 fn enter_netns(name: &str) -> anyhow::Result<()> {
     let path = Path::new("/run/netns").join(name);
@@ -707,7 +754,8 @@ fn enter_netns(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ifindex_in_current_netns(ifname: &str) -> anyhow::Result<u32> {
+/// The ifindex of `ifname` in the calling thread's network namespace.
+pub fn ifindex_in_current_netns(ifname: &str) -> anyhow::Result<u32> {
     let c_name = std::ffi::CString::new(ifname)?;
     // SAFETY: c_name is a valid NUL-terminated string.
     match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {

@@ -460,7 +460,10 @@ fn start_services(
         let argv = test_server.command([
             mode, "--listen", &on_vip, "--listen", &on_own, "--name", rs.name,
         ]);
-        ((rs.name, mode), rs.ns.spawn(&format!("{}-{mode}", rs.name), &argv, logs))
+        (
+            (rs.name, mode),
+            rs.ns.spawn(&format!("{}-{mode}", rs.name), &argv, logs),
+        )
     };
     [
         serve("http", HTTP_PORT),

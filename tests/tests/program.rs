@@ -22,10 +22,9 @@ use aya::{
 };
 use etherparse::{Ipv4Header, SingleVlanHeader, TcpHeader};
 use lb_common::{
-    FlowEntry, FlowKey, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH, TABLE_BANKS, backend_index,
-    hash::source_hash_v4,
-    Backend, Counter, Service, ServiceKey, VIP_FLAG_ACTIVE, Verdict, Vip, hash::flow_hash_v4,
-    ipv4_mapped,
+    Backend, Counter, FlowEntry, FlowKey, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH, Service,
+    ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, Verdict, Vip, backend_index, hash::flow_hash_v4,
+    hash::source_hash_v4, ipv4_mapped,
 };
 use lb_userspace::{
     dataplane::{Dataplane, TableLayout},
@@ -261,7 +260,10 @@ fn predicted_backend(flow: &Ipv4Flow, backends: &[TestBackend]) -> TestBackend {
         flow.transport.protocol(),
     );
     let id = maglev_table(backends)[usize::try_from(hash % TABLE_SIZE).expect("fits")];
-    *backends.iter().find(|b| b.id == id).expect("the table names a backend of the list")
+    *backends
+        .iter()
+        .find(|b| b.id == id)
+        .expect("the table names a backend of the list")
 }
 
 /// A loaded program instance and its maps.
@@ -337,7 +339,10 @@ impl Director {
             .publish_table(&service.key, layout(service), &table)
             .unwrap_or_else(context);
         let now: Vec<u32> = service.backends.iter().map(|b| b.id).collect();
-        let before = self.published.insert(service.id, now.clone()).unwrap_or_default();
+        let before = self
+            .published
+            .insert(service.id, now.clone())
+            .unwrap_or_default();
         for gone in before.into_iter().filter(|id| !now.contains(id)) {
             self.dataplane
                 .remove_backend(service.id, gone)
@@ -1081,12 +1086,26 @@ fn established_flows_keep_their_backend_when_a_backend_is_added() {
         .zip(&before)
         .filter(|(flow, id)| predicted_backend(flow, &service.backends).id != **id)
         .count();
-    assert!(moved_by_table > 0, "the new table must move some flows, or this test shows nothing");
-    assert_eq!(send_flows(&mut director, &established, &service.backends), before, "established flows stay");
+    assert!(
+        moved_by_table > 0,
+        "the new table must move some flows, or this test shows nothing"
+    );
+    assert_eq!(
+        send_flows(&mut director, &established, &service.backends),
+        before,
+        "established flows stay"
+    );
 
     let fresh = tcp_flows(CLIENT_PORT + FLOWS..CLIENT_PORT + 2 * FLOWS);
-    let expected: Vec<u32> = fresh.iter().map(|f| predicted_backend(f, &service.backends).id).collect();
-    assert_eq!(send_flows(&mut director, &fresh, &service.backends), expected, "new flows follow the new table");
+    let expected: Vec<u32> = fresh
+        .iter()
+        .map(|f| predicted_backend(f, &service.backends).id)
+        .collect();
+    assert_eq!(
+        send_flows(&mut director, &fresh, &service.backends),
+        expected,
+        "new flows follow the new table"
+    );
     assert!(expected.contains(&3), "the added backend gets new flows");
 }
 
@@ -1102,14 +1121,22 @@ fn flows_of_a_removed_backend_move_and_the_others_stay() {
     let flows = tcp_flows(CLIENT_PORT..CLIENT_PORT + FLOWS);
     let before = send_flows(&mut director, &flows, &service.backends);
     let removed = 2;
-    assert!(before.contains(&removed), "some flows must be on the backend that goes");
+    assert!(
+        before.contains(&removed),
+        "some flows must be on the backend that goes"
+    );
 
     service.backends = backends(0..2);
     director.publish(&service);
     let after = send_flows(&mut director, &flows, &backends(0..3));
     for ((flow, was), now) in flows.iter().zip(&before).zip(&after) {
         if *was == removed {
-            assert_eq!(*now, predicted_backend(flow, &service.backends).id, "flow from port {} rescheduled", flow.sport);
+            assert_eq!(
+                *now,
+                predicted_backend(flow, &service.backends).id,
+                "flow from port {} rescheduled",
+                flow.sport
+            );
         } else {
             assert_eq!(now, was, "flow from port {} keeps its backend", flow.sport);
         }
@@ -1128,11 +1155,18 @@ fn a_drained_backend_keeps_its_flows_and_gets_no_new_ones() {
     let established = tcp_flows(CLIENT_PORT..CLIENT_PORT + FLOWS);
     let before = send_flows(&mut director, &established, &service.backends);
     let drained = 1;
-    assert!(before.contains(&drained), "some flows must be on the drained backend");
+    assert!(
+        before.contains(&drained),
+        "some flows must be on the drained backend"
+    );
 
     service.backends[usize::try_from(drained).expect("small")].weight = 0;
     director.publish(&service);
-    assert_eq!(send_flows(&mut director, &established, &service.backends), before, "established flows stay");
+    assert_eq!(
+        send_flows(&mut director, &established, &service.backends),
+        before,
+        "established flows stay"
+    );
     let fresh = tcp_flows(CLIENT_PORT + FLOWS..CLIENT_PORT + 4 * FLOWS);
     assert!(
         !send_flows(&mut director, &fresh, &service.backends).contains(&drained),
@@ -1149,8 +1183,13 @@ fn any_packet_creates_the_flow_entry() {
     let mut director = Director::with_standard_services();
     let frame = Ipv4Frame::new(TCP_FLOW).build();
     let tcp = etherparse::SlicedPacket::from_ethernet(&frame).expect("a valid frame");
-    let Some(etherparse::TransportSlice::Tcp(tcp)) = tcp.transport else { panic!("a TCP frame") };
-    assert!(!tcp.syn() && !tcp.ack(), "the test frame is a bare TCP segment, not a SYN");
+    let Some(etherparse::TransportSlice::Tcp(tcp)) = tcp.transport else {
+        panic!("a TCP frame")
+    };
+    assert!(
+        !tcp.syn() && !tcp.ack(),
+        "the test frame is a bare TCP segment, not a SYN"
+    );
     let key = FlowKey {
         saddr: CLIENT_IP.octets(),
         daddr: VIP.octets(),
@@ -1164,7 +1203,10 @@ fn any_packet_creates_the_flow_entry() {
     let chosen = predicted_backend(&TCP_FLOW, &tcp_service().backends);
     assert_eq!(
         director.dataplane.flow(&key).expect("reading FLOWS"),
-        Some(FlowEntry { service: TCP_SERVICE_ID, backend: backend_index(TCP_SERVICE_ID, chosen.id) })
+        Some(FlowEntry {
+            service: TCP_SERVICE_ID,
+            backend: backend_index(TCP_SERVICE_ID, chosen.id)
+        })
     );
 }
 
@@ -1177,19 +1219,81 @@ fn source_hash_keeps_a_client_on_one_backend() {
     const CLIENTS: u8 = 32;
     const PORTS_PER_CLIENT: u16 = 16;
     let mut director = Director::load();
-    let service = ServiceSpec { flags: SERVICE_FLAG_SOURCE_HASH, ..tcp_service() };
+    let service = ServiceSpec {
+        flags: SERVICE_FLAG_SOURCE_HASH,
+        ..tcp_service()
+    };
     director.publish(&service);
     let mut used = BTreeSet::new();
     for client in 0..CLIENTS {
         let saddr = Ipv4Addr::new(198, 19, 1, client);
         let flows: Vec<Ipv4Flow> = (0..PORTS_PER_CLIENT)
-            .map(|i| Ipv4Flow { saddr, ..TCP_FLOW.with_sport(CLIENT_PORT + i) })
+            .map(|i| Ipv4Flow {
+                saddr,
+                ..TCP_FLOW.with_sport(CLIENT_PORT + i)
+            })
             .collect();
         let chosen = send_flows(&mut director, &flows, &service.backends);
-        assert!(chosen.iter().all(|id| *id == chosen[0]), "client {saddr}: one backend for all its ports: {chosen:?}");
+        assert!(
+            chosen.iter().all(|id| *id == chosen[0]),
+            "client {saddr}: one backend for all its ports: {chosen:?}"
+        );
         let slot = source_hash_v4(saddr.to_bits()) % TABLE_SIZE;
-        assert_eq!(chosen[0], maglev_table(&service.backends)[slot as usize], "client {saddr}: the table's choice");
+        assert_eq!(
+            chosen[0],
+            maglev_table(&service.backends)[slot as usize],
+            "client {saddr}: the table's choice"
+        );
         used.insert(chosen[0]);
     }
-    assert_eq!(used.len(), service.backends.len(), "clients spread over every backend");
+    assert_eq!(
+        used.len(),
+        service.backends.len(),
+        "clients spread over every backend"
+    );
+}
+
+/// A backend behind another interface of the director: the frame is redirected there through
+/// the EGRESS devmap, with the same MAC rewrite, and counted as a redirect. Runs in a namespace
+/// of its own, whose veth is the egress (BPF_PROG_TEST_RUN only returns the verdict; nothing
+/// is sent).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn backends_behind_another_interface_are_redirected() {
+    tests::require_root();
+    let ns = tests::netns::Netns::create("prog-redirect");
+    ns.ip(&[
+        "link", "add", "egress0", "type", "veth", "peer", "name", "egress1",
+    ]);
+    ns.ip(&["link", "set", "egress0", "up"]);
+    tests::netns::in_netns(&ns, || {
+        let name = std::ffi::CString::new("egress0").expect("a C string");
+        // SAFETY: a valid NUL-terminated name; answered for this thread's namespace.
+        let egress = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(egress, 0, "egress0 exists in the test's namespace");
+        let mut director = Director::load();
+        director
+            .dataplane
+            .set_egress(egress)
+            .expect("writing EGRESS");
+        let mut service = tcp_service();
+        for b in &mut service.backends {
+            b.ifindex = egress;
+        }
+        director.publish(&service);
+        let frame = Ipv4Frame::new(TCP_FLOW).build();
+        let run = director.run(&frame);
+        assert_eq!(run.action, XdpAction::Redirect);
+        let chosen = predicted_backend(&TCP_FLOW, &service.backends);
+        assert_forwarded("redirected frame", &frame, &run.output, &chosen);
+        assert_eq!(
+            director.verdict_counter(Verdict::Redirect),
+            counted(1, frame.len())
+        );
+        assert_eq!(director.verdict_counter(Verdict::Tx), Counter::default());
+        assert_eq!(
+            director.backend_counter(TCP_SERVICE_ID, &chosen),
+            counted(1, frame.len())
+        );
+    });
 }

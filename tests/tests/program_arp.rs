@@ -75,9 +75,11 @@ impl Bed {
             ifindex: TEST_RUN_IFINDEX,
             mac: DIRECTOR_MAC,
             ipv4: vec![(DIRECTOR_IP, 24)],
+            kind: None,
+            veth_peer: None,
         };
         let mut director =
-            Director::new(&config, interface, dataplane).expect("creating the director");
+            Director::new(&config, vec![interface], dataplane).expect("creating the director");
         director.apply(config).expect("applying the test config");
         Self {
             ebpf,
@@ -102,7 +104,7 @@ impl Bed {
     }
 
     fn verdicts(&self) -> BTreeMap<&'static str, u64> {
-        let report = self.director.stats("test").expect("stats");
+        let report = self.director.stats(Vec::new()).expect("stats");
         Verdict::ALL
             .iter()
             .map(|v| (v.name(), report.verdicts[v.name()].packets))
@@ -383,7 +385,10 @@ fn a_standby_director_neither_answers_arp_nor_forwards_and_activation_restores_b
     );
     assert_eq!(after["tx"], before["tx"]);
     assert_eq!(after["arp_reply"], before["arp_reply"]);
-    assert_eq!(bed.director.stats("test").expect("stats").state, "standby");
+    assert_eq!(
+        bed.director.stats(Vec::new()).expect("stats").state,
+        "standby"
+    );
     // Conflicts are counted in either state (the daemon judges them by the state).
     let (action, _) = bed.run(&Arp::reply(BACKEND_MAC, VIP, DIRECTOR_MAC, DIRECTOR_IP).build());
     assert_eq!(action, XDP_PASS);
@@ -395,7 +400,10 @@ fn a_standby_director_neither_answers_arp_nor_forwards_and_activation_restores_b
 
     assert_eq!(bed.director.set_active(true).expect("activating").len(), 1);
     assert_active(&mut bed, "after activation");
-    assert_eq!(bed.director.stats("test").expect("stats").state, "active");
+    assert_eq!(
+        bed.director.stats(Vec::new()).expect("stats").state,
+        "active"
+    );
     // A change applied while standby keeps the director standby.
     bed.director.set_active(false).expect("deactivating");
     let config = Config::parse(&CONFIG.replace("8080", "8081")).expect("config");

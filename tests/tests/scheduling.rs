@@ -51,9 +51,13 @@ struct Connection {
 
 /// Sends a line, returns the name in the answer.
 fn ask(stream: &mut TcpStream) -> Result<String, String> {
-    stream.write_all(b"who\n").map_err(|e| format!("write: {e}"))?;
+    stream
+        .write_all(b"who\n")
+        .map_err(|e| format!("write: {e}"))?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("read: {e}"))?;
     if line.is_empty() {
         return Err("connection closed".to_owned());
     }
@@ -62,14 +66,20 @@ fn ask(stream: &mut TcpStream) -> Result<String, String> {
 
 /// Opens `n` connections from the client to the VIP's echo port and asks each once.
 fn connect(bed: &Testbed, n: usize) -> Vec<Connection> {
-    let vip: SocketAddr = format!("{VIP}:{TCP_ECHO_PORT}").parse().expect("VIP address");
+    let vip: SocketAddr = format!("{VIP}:{TCP_ECHO_PORT}")
+        .parse()
+        .expect("VIP address");
     in_netns(&bed.client.ns, move || {
         (0..n)
             .map(|i| {
                 let mut stream = TcpStream::connect_timeout(&vip, IO_TIMEOUT)
                     .unwrap_or_else(|e| panic!("connection {i} to {vip}: {e}"));
-                stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
-                stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+                stream
+                    .set_read_timeout(Some(IO_TIMEOUT))
+                    .expect("read timeout");
+                stream
+                    .set_write_timeout(Some(IO_TIMEOUT))
+                    .expect("write timeout");
                 let served_by = ask(&mut stream).unwrap_or_else(|e| panic!("connection {i}: {e}"));
                 Connection { stream, served_by }
             })
@@ -82,7 +92,10 @@ fn assert_all_kept(connections: &mut [Connection], after: &str) {
     for (i, c) in connections.iter_mut().enumerate() {
         match ask(&mut c.stream) {
             Ok(name) => assert_eq!(name, c.served_by, "after {after}: connection {i} moved"),
-            Err(e) => panic!("after {after}: connection {i} (on {}) broke: {e}", c.served_by),
+            Err(e) => panic!(
+                "after {after}: connection {i} (on {}) broke: {e}",
+                c.served_by
+            ),
         }
     }
 }
@@ -110,14 +123,33 @@ fn backend_stats(bed: &Testbed, state: &Path, address: &str) -> serde_json::Valu
         .clone()
 }
 
-fn wait_for_backend(bed: &Testbed, state: &Path, address: &str, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+fn wait_for_backend(
+    bed: &Testbed,
+    state: &Path,
+    address: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) {
     wait_for(&format!("backend {address} {what}"), CHANGE_TIMEOUT, || {
         check(&backend_stats(bed, state, address)).then_some(())
     });
 }
 
 fn set_weight(bed: &Testbed, state: &Path, address: &str, weight: u32) {
-    bed.drlb_in(state, &["backend", "set-weight", "--service", SERVICE, "--address", address, "--weight", &weight.to_string()])
+    let _ = bed
+        .drlb_in(
+            state,
+            &[
+                "backend",
+                "set-weight",
+                "--service",
+                SERVICE,
+                "--address",
+                address,
+                "--weight",
+                &weight.to_string(),
+            ],
+        )
         .expect_success();
 }
 
@@ -130,47 +162,92 @@ fn reload(bed: &mut Testbed, config: &Path, text: &str) {
 #[ignore = "needs root: run with cargo xtask test"]
 fn long_lived_connections_survive_adding_draining_and_reweighting() {
     let mut bed = testbed();
-    let config = bed.write_config("echo.toml", &config(&[("198.18.0.11", 1), ("198.18.0.12", 1)]));
+    let config = bed.write_config(
+        "echo.toml",
+        &config(&[("198.18.0.11", 1), ("198.18.0.12", 1)]),
+    );
     let state = bed.start_drlb_with(&config);
     let mut connections = connect(&bed, CONNECTIONS);
     let spread = count_by_server(&connections);
-    assert_eq!(spread.keys().collect::<Vec<_>>(), ["rs1", "rs2"], "both backends serve: {spread:?}");
+    assert_eq!(
+        spread.keys().collect::<Vec<_>>(),
+        ["rs1", "rs2"],
+        "both backends serve: {spread:?}"
+    );
 
     // SIGHUP: add rs3.
     let three = config_text(1, 1, 1);
     reload(&mut bed, &config, &three);
-    wait_for_backend(&bed, &state, "198.18.0.13", "active", |b| b["state"] == "active");
+    wait_for_backend(&bed, &state, "198.18.0.13", "active", |b| {
+        b["state"] == "active"
+    });
     assert_all_kept(&mut connections, "adding rs3 by SIGHUP");
     let fresh = connect(&bed, CONNECTIONS);
-    assert!(count_by_server(&fresh).contains_key("rs3"), "new connections reach the added rs3");
+    assert!(
+        count_by_server(&fresh).contains_key("rs3"),
+        "new connections reach the added rs3"
+    );
 
     // CLI: drain rs1.
     set_weight(&bed, &state, "198.18.0.11", 0);
-    wait_for_backend(&bed, &state, "198.18.0.11", "drained", |b| b["state"] == "drained");
+    wait_for_backend(&bed, &state, "198.18.0.11", "drained", |b| {
+        b["state"] == "drained"
+    });
     assert_all_kept(&mut connections, "draining rs1 by the CLI");
     let fresh = connect(&bed, CONNECTIONS);
-    assert!(!count_by_server(&fresh).contains_key("rs1"), "no new connection to the drained rs1: {:?}", count_by_server(&fresh));
-    assert!(count_by_server(&connections).contains_key("rs1"), "and yet rs1 keeps its established connections");
+    assert!(
+        !count_by_server(&fresh).contains_key("rs1"),
+        "no new connection to the drained rs1: {:?}",
+        count_by_server(&fresh)
+    );
+    assert!(
+        count_by_server(&connections).contains_key("rs1"),
+        "and yet rs1 keeps its established connections"
+    );
 
     // SIGHUP: the file now drains rs1 too and reweights rs2.
     reload(&mut bed, &config, &config_text(0, 3, 1));
-    wait_for_backend(&bed, &state, "198.18.0.12", "at weight 3", |b| b["weight"] == 3);
+    wait_for_backend(&bed, &state, "198.18.0.12", "at weight 3", |b| {
+        b["weight"] == 3
+    });
     assert_all_kept(&mut connections, "reweighting rs2 by SIGHUP");
 
     // CLI: reweight rs3.
     set_weight(&bed, &state, "198.18.0.13", 2);
-    wait_for_backend(&bed, &state, "198.18.0.13", "at weight 2", |b| b["weight"] == 2);
+    wait_for_backend(&bed, &state, "198.18.0.13", "at weight 2", |b| {
+        b["weight"] == 2
+    });
     assert_all_kept(&mut connections, "reweighting rs3 by the CLI");
 
     // A refused change changes nothing.
-    let refused = bed.drlb_in(&state, &["backend", "set-weight", "--service", SERVICE, "--address", "198.18.0.99", "--weight", "1"]);
-    assert!(!refused.success() && refused.stderr.contains("has no backend 198.18.0.99"), "{}", refused.describe());
+    let refused = bed.drlb_in(
+        &state,
+        &[
+            "backend",
+            "set-weight",
+            "--service",
+            SERVICE,
+            "--address",
+            "198.18.0.99",
+            "--weight",
+            "1",
+        ],
+    );
+    assert!(
+        !refused.success() && refused.stderr.contains("has no backend 198.18.0.99"),
+        "{}",
+        refused.describe()
+    );
     assert_all_kept(&mut connections, "a refused change");
 }
 
 /// The config of the echo service with rs1..rs3 at these weights.
 fn config_text(rs1: u32, rs2: u32, rs3: u32) -> String {
-    config(&[("198.18.0.11", rs1), ("198.18.0.12", rs2), ("198.18.0.13", rs3)])
+    config(&[
+        ("198.18.0.11", rs1),
+        ("198.18.0.12", rs2),
+        ("198.18.0.13", rs3),
+    ])
 }
 
 #[test]
@@ -183,10 +260,16 @@ fn a_dead_server_is_taken_out_by_its_health_check() {
         wait_for_backend(&bed, &state, address, "healthy", |b| b["health"] == "up");
     }
     bed.stop_service("rs3", "tcp-echo");
-    wait_for_backend(&bed, &state, "198.18.0.13", "down", |b| b["health"] == "down" && b["state"] == "down");
+    wait_for_backend(&bed, &state, "198.18.0.13", "down", |b| {
+        b["health"] == "down" && b["state"] == "down"
+    });
     let fresh = connect(&bed, CONNECTIONS);
     let spread = count_by_server(&fresh);
-    assert_eq!(spread.keys().collect::<Vec<_>>(), ["rs1", "rs2"], "new connections avoid the dead rs3: {spread:?}");
+    assert_eq!(
+        spread.keys().collect::<Vec<_>>(),
+        ["rs1", "rs2"],
+        "new connections avoid the dead rs3: {spread:?}"
+    );
 }
 
 #[test]
@@ -204,6 +287,9 @@ fn new_connections_spread_in_proportion_to_weights() {
     for (name, weight) in [("rs1", 1.0), ("rs2", 2.0), ("rs3", 3.0)] {
         let share = *counts.get(name).unwrap_or(&0) as f64 / SAMPLES as f64;
         let expected = weight / 6.0;
-        assert!((share - expected).abs() <= TOLERANCE, "{name}: share {share:.3}, weight share {expected:.3}: {counts:?}");
+        assert!(
+            (share - expected).abs() <= TOLERANCE,
+            "{name}: share {share:.3}, weight share {expected:.3}: {counts:?}"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | test | demo`.
+//! Project tasks: `cargo xtask setup | build | test | demo | bench`.
 //!
 //! Every task that needs the toolchain runs `setup` first, so a fresh machine needs nothing but
 //! this repository, rustup and root.
@@ -36,8 +36,14 @@ enum Task {
     },
     /// Set up, build, then run a live demo on a throw-away netns testbed (needs root).
     Demo,
-    /// Set up, build, then run the benchmarks and print their tables (needs root).
-    Bench,
+    /// Set up, build, then run the benchmarks and print their tables (needs root): Maglev and
+    /// daemon scheduling, then the dataplane (the testbed's limit, drlb, nftables DR, IPVS),
+    /// written to target/bench/dataplane.{md,svg}.
+    Bench {
+        /// A run of under 3 minutes: 1M frames per run instead of 5M, shorter cost loops.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -59,11 +65,11 @@ fn main() -> Result<()> {
             build_release()?;
             run_demo()
         }
-        Task::Bench => {
+        Task::Bench { quick } => {
             require_root("bench")?;
             setup::install()?;
             build_release()?;
-            run_benches()
+            run_benches(quick)
         }
     }
 }
@@ -113,7 +119,14 @@ fn run_tests(args: &[String]) -> Result<()> {
     // plain `cargo test` as a non-root user lists as ignored rather than pretending they passed.
     // One thread: the end-to-end tests share two CPUs and time their traffic.
     let mut child = Command::new("cargo")
-        .args(["test", "--release", "--workspace", "--exclude", "lb-ebpf", "--"])
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "lb-ebpf",
+            "--",
+        ])
         .args(["--include-ignored", "--test-threads=1"])
         .args(args)
         .env("DRLB_BIN", drlb_binary())
@@ -130,7 +143,10 @@ fn run_tests(args: &[String]) -> Result<()> {
     let status = child.wait()?;
     // One closing line over every test binary (cargo's own last line is that of the doc
     // tests, which are few).
-    println!("\ntests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    println!(
+        "\ntests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     if !status.success() {
         bail!("cargo test failed with {status}");
     }
@@ -147,11 +163,17 @@ struct TestTotals {
 
 impl TestTotals {
     fn add(&mut self, line: &str) {
-        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
         for part in rest.split(';') {
             let mut words = part.split_whitespace().rev();
-            let (Some(what), Some(count)) = (words.next(), words.next()) else { continue };
-            let Ok(count) = count.parse::<u64>() else { continue };
+            let (Some(what), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
             match what {
                 "passed" => self.passed += count,
                 "failed" => self.failed += count,
@@ -162,22 +184,38 @@ impl TestTotals {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::TestTotals;
-
-    #[test]
-    fn totals_sum_libtest_result_lines() {
-        let mut t = TestTotals::default();
-        t.add("test result: ok. 7 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
-        t.add("test result: FAILED. 9 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.2s");
-        t.add("running 3 tests");
-        assert_eq!((t.passed, t.failed, t.ignored), (16, 2, 1));
+fn run_benches(quick: bool) -> Result<()> {
+    run(Command::new("cargo").args([
+        "bench",
+        "--quiet",
+        "--package",
+        "lb-userspace",
+        "--bench",
+        "scheduling",
+    ]))?;
+    // The dataplane benchmark writes target/bench/dataplane.{md,svg} and prints the table.
+    let command = if quick {
+        "cargo xtask bench --quick"
+    } else {
+        "cargo xtask bench"
+    };
+    let mut dataplane = Command::new("cargo");
+    dataplane
+        .args([
+            "bench",
+            "--quiet",
+            "--package",
+            "tests",
+            "--bench",
+            "dataplane",
+            "--",
+        ])
+        .args(["--command", command])
+        .env("DRLB_BIN", drlb_binary());
+    if quick {
+        dataplane.arg("--quick");
     }
-}
-
-fn run_benches() -> Result<()> {
-    run(Command::new("cargo").args(["bench", "--quiet", "--package", "lb-userspace", "--bench", "scheduling"]))
+    run(&mut dataplane)
 }
 
 fn run_demo() -> Result<()> {
@@ -192,4 +230,18 @@ fn run_demo() -> Result<()> {
             "drlb-demo",
         ])
         .env("DRLB_BIN", drlb_binary()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn totals_sum_libtest_result_lines() {
+        let mut t = TestTotals::default();
+        t.add("test result: ok. 7 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        t.add("test result: FAILED. 9 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.2s");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (16, 2, 1));
+    }
 }

@@ -1,4 +1,5 @@
-//! `cargo xtask setup`: installs, idempotently, everything the build, tests and demo need.
+//! `cargo xtask setup`: installs, idempotently, everything the build, tests, demo and
+//! benchmarks need.
 //! Each step first checks whether its work is already done and says what it did.
 
 use std::{fs, path::PathBuf, process::Command};
@@ -7,8 +8,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::run;
 
-/// Debian packages used by the tests and the demo, with the command each provides, so a
-/// present tool is never reinstalled.
+/// Debian packages used by the tests, the demo and the benchmarks, with the command each
+/// provides, so a present tool is never reinstalled.
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),           // netns, veth, bridges
     ("tcpdump", "tcpdump"),       // asserting what crosses which interface
@@ -17,6 +18,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),             // the HTTP client of the end-to-end tests
     ("ethtool", "ethtool"),       // interface statistics
     ("procps", "sysctl"),         // real-server ARP sysctls
+    ("nftables", "nft"),          // the nftables DR row of the dataplane benchmark
+    ("ipvsadm", "ipvsadm"),       // its IPVS row, on kernels that have IPVS
     ("keepalived", "keepalived"), // VRRP for the director failover test
 ];
 

@@ -128,7 +128,8 @@ fn serve_tcp_echo(addr: SocketAddr, name: String) -> Result<(), String> {
             let mut line = String::new();
             while matches!(std::io::BufRead::read_line(&mut reader, &mut line), Ok(n) if n > 0) {
                 line.clear();
-                if std::io::Write::write_all(&mut &stream, format!("{name}\n").as_bytes()).is_err() {
+                if std::io::Write::write_all(&mut &stream, format!("{name}\n").as_bytes()).is_err()
+                {
                     break;
                 }
             }

@@ -1,0 +1,227 @@
+//! The programs' own cost, in ns per packet, through BPF_PROG_TEST_RUN (no traffic, no veth).
+//!
+//! drlb is the real program with its maps written by the real `Director` code (the benchmark
+//! config, interface = the loopback index BPF_PROG_TEST_RUN reports as ingress). Paths whose
+//! frame runs the same way every time are timed with `repeat` loops: the reflector, a
+//! flow-table hit, a non-service packet. Two paths change state on their first run, so a loop
+//! would time something else from its second iteration on: a new flow (the loop's later
+//! iterations hit the flow it inserted) and an ARP reply (the kernel does not restore the frame
+//! between iterations, so the reply is what the next iteration sees). Those are timed one run
+//! per call, each call with a fresh frame (a new flow each time), and the single-run overhead
+//! (the timer and the call around the program) is removed by the same measurement of an empty
+//! program: cost = median(single run) - median(single run of the empty program) + the empty
+//! program's loop cost. The flow-table hit is also measured this way as a check of the method.
+
+use std::net::Ipv4Addr;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
+use lb_common::{PASS_PROGRAM_NAME, PROGRAM_NAME, bench::REFLECTOR_PROGRAM, map_names};
+use lb_userspace::{
+    config::Config,
+    dataplane::Dataplane,
+    director::{Director, map_sizes},
+    loader::{self, EBPF_OBJECT},
+    netlink::InterfaceInfo,
+};
+
+use super::{
+    DIRECTOR_IF, DIRECTOR_IP, DIRECTOR_MAC, DIRECTOR_PREFIX_LEN, GENERATOR_MAC, Protocol, VIP,
+    frames::{Stream, frame},
+    topology::drlb_config,
+};
+use crate::packet::Arp;
+
+/// The ingress ifindex BPF_PROG_TEST_RUN reports without `ctx_in`: loopback.
+const TEST_RUN_IFINDEX: u32 = 1;
+/// XDP actions (include/uapi/linux/bpf.h).
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+/// A UDP port on the director's own address that no service uses.
+const NON_SERVICE_PORT: u16 = 9999;
+/// The flows of the single-run measurements start here, clear of the loops' flow 0.
+const FIRST_SINGLE_RUN_FLOW: u32 = 1_000;
+
+/// How a cost was measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Average of a `repeat` loop.
+    Loop,
+    /// Median of single runs minus the empty program's single-run overhead.
+    SingleRuns,
+}
+
+#[derive(Clone, Debug)]
+pub struct Cost {
+    pub what: &'static str,
+    pub action: &'static str,
+    pub ns: f64,
+    pub method: Method,
+}
+
+/// How many iterations each measurement gets.
+#[derive(Clone, Copy, Debug)]
+pub struct CostParams {
+    pub loop_repeat: u32,
+    pub single_runs: u32,
+    pub flow_table_size: u32,
+}
+
+/// Every cost, the reflector first. Also returns the check of the single-run method: the
+/// flow-table hit measured that way.
+#[must_use]
+pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
+    let mut reflector = load_bench(REFLECTOR_PROGRAM);
+    let mut empty = load_bench(PASS_PROGRAM_NAME);
+    let config = Config::parse(&drlb_config(params.flow_table_size)).expect("the bench config");
+    let mut drlb = loader::load(map_sizes(&config)).expect("loading drlb");
+    let interface = InterfaceInfo {
+        name: DIRECTOR_IF.to_owned(),
+        ifindex: TEST_RUN_IFINDEX,
+        mac: DIRECTOR_MAC,
+        ipv4: vec![(DIRECTOR_IP, DIRECTOR_PREFIX_LEN)],
+        kind: None,
+        veth_peer: None,
+    };
+    let dataplane = Dataplane::take_from(&mut drlb).expect("drlb's maps");
+    let mut director = Director::new(&config, vec![interface], dataplane).expect("the director");
+    director.apply(config).expect("the bench config applies");
+
+    let tcp = stream(Protocol::Tcp, VIP, Protocol::Tcp.port());
+    let udp = stream(Protocol::Udp, VIP, Protocol::Udp.port());
+    let non_service = stream(Protocol::Udp, DIRECTOR_IP, NON_SERVICE_PORT);
+    let arp = Arp::request(GENERATOR_MAC, Ipv4Addr::new(198, 19, 0, 1), VIP).build();
+    let repeat = params.loop_repeat;
+
+    let empty_loop = run_loop(
+        xdp(&mut empty, PASS_PROGRAM_NAME),
+        &frame(&udp, 0),
+        repeat,
+        XDP_PASS,
+    );
+    let reflector_loop = run_loop(
+        xdp(&mut reflector, REFLECTOR_PROGRAM),
+        &frame(&udp, 0),
+        repeat,
+        XDP_TX,
+    );
+    let program = xdp(&mut drlb, PROGRAM_NAME);
+    let hit_loop = run_loop(program, &frame(&tcp, 0), repeat, XDP_TX);
+    let pass_loop = run_loop(program, &frame(&non_service, 0), repeat, XDP_PASS);
+
+    // Single runs, interleaved so that drift hits every series alike.
+    let (mut empty_once, mut new_once, mut hit_once, mut arp_once) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let empty_frame = frame(&udp, 0);
+    for i in 0..params.single_runs {
+        let fresh = frame(&tcp, FIRST_SINGLE_RUN_FLOW + i);
+        empty_once.push(run_once(
+            xdp(&mut empty, PASS_PROGRAM_NAME),
+            &empty_frame,
+            XDP_PASS,
+        ));
+        let program = xdp(&mut drlb, PROGRAM_NAME);
+        new_once.push(run_once(program, &fresh, XDP_TX));
+        hit_once.push(run_once(program, &fresh, XDP_TX));
+        arp_once.push(run_once(program, &arp, XDP_TX));
+    }
+    let overhead = median(&mut empty_once) - empty_loop;
+    let single = |runs: &mut Vec<f64>| median(runs) - overhead;
+
+    let costs = vec![
+        Cost {
+            what: "trivial reflector (limit)",
+            action: "XDP_TX",
+            ns: reflector_loop,
+            method: Method::Loop,
+        },
+        Cost {
+            what: "drlb: flow-table hit",
+            action: "XDP_TX",
+            ns: hit_loop,
+            method: Method::Loop,
+        },
+        Cost {
+            what: "drlb: new flow (Maglev + flow insert)",
+            action: "XDP_TX",
+            ns: single(&mut new_once),
+            method: Method::SingleRuns,
+        },
+        Cost {
+            what: "drlb: ARP reply for the VIP",
+            action: "XDP_TX",
+            ns: single(&mut arp_once),
+            method: Method::SingleRuns,
+        },
+        Cost {
+            what: "drlb: non-service packet",
+            action: "XDP_PASS",
+            ns: pass_loop,
+            method: Method::Loop,
+        },
+    ];
+    let check = Cost {
+        what: "drlb: flow-table hit (single runs, method check)",
+        action: "XDP_TX",
+        ns: single(&mut hit_once),
+        method: Method::SingleRuns,
+    };
+    (costs, check)
+}
+
+fn stream(protocol: Protocol, daddr: Ipv4Addr, port: u16) -> Stream {
+    Stream {
+        protocol,
+        flows: 1,
+        frame_len: 64,
+        src_mac: GENERATOR_MAC,
+        dst_mac: DIRECTOR_MAC,
+        vip: daddr,
+        port,
+    }
+}
+
+/// Loads one bench program of the object, unattached (its maps shrunk: it does not use them).
+fn load_bench(name: &str) -> Ebpf {
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(map_names::MAGLEV, 1)
+        .map_max_entries(map_names::FLOWS, 1024)
+        .load(EBPF_OBJECT)
+        .unwrap_or_else(|e| panic!("loading the eBPF object: {e}"));
+    xdp(&mut ebpf, name)
+        .load()
+        .unwrap_or_else(|e| panic!("the kernel refused {name}: {e}"));
+    ebpf
+}
+
+fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut Xdp {
+    ebpf.program_mut(name)
+        .unwrap_or_else(|| panic!("the eBPF object has no program {name}"))
+        .try_into()
+        .unwrap_or_else(|e| panic!("{name} is not an XDP program: {e}"))
+}
+
+/// The kernel's average ns per iteration of a `repeat` loop.
+fn run_loop(program: &Xdp, frame: &[u8], repeat: u32, expected: u32) -> f64 {
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"));
+    assert_eq!(result.return_value, expected, "unexpected XDP action");
+    result.duration.as_nanos() as f64
+}
+
+/// The kernel's time for one run.
+fn run_once(program: &Xdp, frame: &[u8], expected: u32) -> f64 {
+    run_loop(program, frame, 1, expected)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}

@@ -1,0 +1,529 @@
+//! The benchmark's results as a markdown report and an SVG chart.
+
+use std::fmt::Write as _;
+
+use super::{
+    Protocol,
+    cost::{Cost, Method},
+    generator::Measurement,
+    svg::{Bar, Chart, Group, Series},
+};
+
+/// What ran on the director's interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Contender {
+    /// The trivial reflector: the limit of the testbed.
+    Limit,
+    /// drlb just started: an empty flow table.
+    DrlbCold,
+    /// drlb right after the cold run: every flow of the stream in the flow table.
+    DrlbWarm,
+    Nftables,
+    Ipvs,
+}
+
+impl Contender {
+    pub const ALL: [Self; 5] = [
+        Self::Limit,
+        Self::DrlbCold,
+        Self::DrlbWarm,
+        Self::Nftables,
+        Self::Ipvs,
+    ];
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Limit => "limit: trivial XDP reflector",
+            Self::DrlbCold => "drlb, flow table cold",
+            Self::DrlbWarm => "drlb, flow table warm",
+            Self::Nftables => "nftables DR (netdev ingress, jhash, fwd)",
+            Self::Ipvs => "IPVS DR",
+        }
+    }
+
+    const fn short_name(self) -> &'static str {
+        match self {
+            Self::Limit => "limit (reflector)",
+            Self::DrlbCold => "drlb cold",
+            Self::DrlbWarm => "drlb warm",
+            Self::Nftables => "nftables DR",
+            Self::Ipvs => "IPVS DR",
+        }
+    }
+
+    const fn color(self) -> &'static str {
+        match self {
+            Self::Limit => "#9e9e9e",
+            Self::DrlbCold => "#90caf9",
+            Self::DrlbWarm => "#1565c0",
+            Self::Nftables => "#ef6c00",
+            Self::Ipvs => "#2e7d32",
+        }
+    }
+}
+
+/// The median run of one contender on one stream.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub contender: Contender,
+    pub protocol: Protocol,
+    pub flows: u32,
+    pub measurement: Measurement,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IpvsStatus {
+    NotAvailable,
+    Failed(String),
+    Measured,
+}
+
+#[derive(Clone, Debug)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+    pub kernel: String,
+    pub date: String,
+    /// The load average during the run (the machine may be shared).
+    pub load: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub command: String,
+    pub frame_len: usize,
+    /// Frames per run (a run sends at least one frame per flow).
+    pub frames: u64,
+    pub batch: u32,
+    pub runs: usize,
+    pub cpu: usize,
+    pub flow_table_size: u32,
+    pub loop_repeat: u32,
+    pub single_runs: u32,
+}
+
+pub struct Report {
+    pub machine: Machine,
+    pub settings: Settings,
+    pub flow_counts: Vec<u32>,
+    pub rows: Vec<Row>,
+    pub ipvs: IpvsStatus,
+    pub costs: Vec<Cost>,
+    pub cost_check: Cost,
+}
+
+/// `1`, `1k`, `100k`, `1M`.
+#[must_use]
+pub fn flows_label(flows: u32) -> String {
+    match flows {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+impl Report {
+    #[must_use]
+    pub fn row(&self, contender: Contender, protocol: Protocol, flows: u32) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.contender == contender && r.protocol == protocol && r.flows == flows)
+    }
+
+    /// The row's rate over `baseline`'s rate on the same stream.
+    #[must_use]
+    pub fn ratio(&self, row: &Row, baseline: Contender) -> Option<f64> {
+        let base = self
+            .row(baseline, row.protocol, row.flows)?
+            .measurement
+            .mpps();
+        (base > 0.0).then(|| row.measurement.mpps() / base)
+    }
+
+    fn streams(&self) -> Vec<(Protocol, u32)> {
+        Protocol::ALL
+            .iter()
+            .flat_map(|&p| self.flow_counts.iter().map(move |&f| (p, f)))
+            .collect()
+    }
+
+    #[must_use]
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let s = &self.settings;
+        let mut md = String::new();
+        let _ = writeln!(md, "# drlb dataplane benchmark\n");
+        let _ = writeln!(
+            md,
+            "{} on {} cores ({}), Linux {}, load average {}. Command: `{}`.\n",
+            m.date, m.cores, m.cpu, m.kernel, m.load, s.command
+        );
+        let _ = writeln!(
+            md,
+            "Traffic: {}-byte frames from drlb's XDP generator (BPF_PROG_TEST_RUN, live frames, \
+             batches of {}, pinned to CPU {}), {} frames per run (at least one per flow), one VIP \
+             and 8 backends, every contender in turn on each stream; each row is the median of {} run(s). Mpps = frames delivered to a \
+             backend MAC, counted by the sink / generator wall time; ns/frame = generator wall \
+             time per frame sent, i.e. the whole path (generator, veth, director, sink) on one \
+             CPU. drlb rows run the real daemon (`drlb run`, flow_table_size = {}).\n",
+            s.frame_len,
+            s.batch,
+            s.cpu,
+            flows_label(u32::try_from(s.frames).unwrap_or(u32::MAX)),
+            s.runs,
+            s.flow_table_size
+        );
+        let _ = writeln!(md, "## Forwarding through the testbed\n");
+        let _ = writeln!(
+            md,
+            "| contender | traffic | flows | Mpps | loss | ns/frame | vs limit | vs nftables DR |"
+        );
+        let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
+        for (protocol, flows) in self.streams() {
+            for contender in Contender::ALL {
+                let Some(row) = self.row(contender, protocol, flows) else {
+                    continue;
+                };
+                let r = &row.measurement;
+                let name = if contender == Contender::DrlbCold {
+                    let sent = u32::try_from(r.sent).unwrap_or(u32::MAX);
+                    format!(
+                        "{} ({} new flow{} in {} frames)",
+                        contender.name(),
+                        flows_label(flows.min(sent)),
+                        plural(flows.min(sent)),
+                        flows_label(sent)
+                    )
+                } else {
+                    contender.name().to_owned()
+                };
+                let truncated = if r.truncated { " (deadline hit)" } else { "" };
+                let _ = writeln!(
+                    md,
+                    "| {name}{truncated} | {protocol} | {} | {:.2} | {} | {:.0} | {} | {} |",
+                    flows_label(flows),
+                    r.mpps(),
+                    percent(r.loss()),
+                    r.ns_per_frame(),
+                    self.ratio(row, Contender::Limit)
+                        .map_or_else(|| "–".to_owned(), percent),
+                    self.ratio(row, Contender::Nftables)
+                        .map_or_else(|| "–".to_owned(), |x| format!("{x:.2}x")),
+                );
+            }
+        }
+        md.push('\n');
+        match &self.ipvs {
+            IpvsStatus::NotAvailable => {
+                let _ = writeln!(
+                    md,
+                    "IPVS: not available in this kernel (no /proc/net/ip_vs, and `modprobe ip_vs` \
+                     did not add it); its rows were skipped.\n"
+                );
+            }
+            IpvsStatus::Failed(why) => {
+                let why: Vec<&str> = why
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let _ = writeln!(
+                    md,
+                    "IPVS: present but could not be configured, its rows were skipped: {}\n",
+                    why.join(" ")
+                );
+            }
+            IpvsStatus::Measured => {}
+        }
+        self.targets_markdown(&mut md);
+        self.costs_markdown(&mut md);
+        md
+    }
+
+    fn targets_markdown(&self, md: &mut String) {
+        let _ = writeln!(md, "## drlb against its targets\n");
+        let _ = writeln!(md, "| target | measured | met |");
+        let _ = writeln!(md, "|---|---|---|");
+        let at_flows = |flows: u32, target: f64, label: &str, md: &mut String| {
+            let ratios: Vec<(Protocol, f64)> = Protocol::ALL
+                .iter()
+                .filter_map(|&p| {
+                    let row = self.row(Contender::DrlbWarm, p, flows)?;
+                    Some((p, self.ratio(row, Contender::Limit)?))
+                })
+                .collect();
+            if ratios.is_empty() {
+                return;
+            }
+            let text: Vec<String> = ratios
+                .iter()
+                .map(|(p, r)| format!("{} ({p})", percent(*r)))
+                .collect();
+            let met = ratios.iter().all(|(_, r)| *r >= target);
+            let _ = writeln!(md, "| {label} | {} | {} |", text.join(", "), yes_no(met));
+        };
+        if let Some(&first) = self.flow_counts.first() {
+            let label = format!(
+                "≥ 90% of the limit, {} flow{}, warm",
+                flows_label(first),
+                plural(first)
+            );
+            at_flows(first, 0.9, &label, md);
+        }
+        if let Some(&last) = self.flow_counts.last() {
+            at_flows(
+                last,
+                0.8,
+                &format!("≥ 80% of the limit, {} flows, warm", flows_label(last)),
+                md,
+            );
+        }
+        for contender in [Contender::DrlbWarm, Contender::DrlbCold] {
+            let worst = self
+                .rows
+                .iter()
+                .filter(|r| r.contender == contender)
+                .filter_map(|r| Some((r, self.ratio(r, Contender::Nftables)?)))
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((row, ratio)) = worst {
+                let _ = writeln!(
+                    md,
+                    "| ≥ 3x nftables DR ({}) | {ratio:.2}x at worst ({}, {} flows) | {} |",
+                    contender.short_name(),
+                    row.protocol,
+                    flows_label(row.flows),
+                    yes_no(ratio >= 3.0)
+                );
+            }
+        }
+        md.push('\n');
+    }
+
+    fn costs_markdown(&self, md: &mut String) {
+        let s = &self.settings;
+        let _ = writeln!(
+            md,
+            "## The programs' own cost (BPF_PROG_TEST_RUN, no traffic)\n"
+        );
+        let _ = writeln!(
+            md,
+            "| path | action | ns/packet | vs trivial reflector | measured as |"
+        );
+        let _ = writeln!(md, "|---|---|---:|---:|---|");
+        let reflector = self.costs.first().map_or(0.0, |c| c.ns);
+        for cost in &self.costs {
+            let method = match cost.method {
+                Method::Loop => format!("repeat loop of {}", s.loop_repeat),
+                Method::SingleRuns => {
+                    format!("{} single runs (median), overhead removed", s.single_runs)
+                }
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.1} | {} |  {method} |",
+                cost.what,
+                cost.action,
+                cost.ns,
+                if reflector > 0.0 {
+                    format!("{:.1}x", cost.ns / reflector)
+                } else {
+                    "–".to_owned()
+                }
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nA new flow and an ARP reply change state on their first run (the flow is \
+             remembered, the frame becomes the reply), so a repeat loop would time another path \
+             from its second iteration on: they are timed one run per call, minus the single-run \
+             overhead measured on an empty XDP program. A single run starts with colder caches \
+             than a packet in a stream does; the cold and warm drlb rows above show what new \
+             flows cost within a stream. Check of the method: the flow-table hit measured the \
+             same way costs {:.1} ns (repeat loop: {:.1} ns).\n",
+            self.cost_check.ns,
+            self.costs.get(1).map_or(0.0, |c| c.ns)
+        );
+    }
+
+    #[must_use]
+    pub fn svg(&self) -> String {
+        let contenders: Vec<Contender> = Contender::ALL
+            .into_iter()
+            .filter(|c| self.rows.iter().any(|r| r.contender == *c))
+            .collect();
+        let series: Vec<Series> = contenders
+            .iter()
+            .map(|c| Series {
+                name: c.short_name().to_owned(),
+                color: c.color(),
+            })
+            .collect();
+        let groups: Vec<Group> = self
+            .streams()
+            .into_iter()
+            .map(|(protocol, flows)| Group {
+                label: format!("{protocol}, {} flow{}", flows_label(flows), plural(flows)),
+                values: contenders
+                    .iter()
+                    .map(|&c| {
+                        let row = self.row(c, protocol, flows)?;
+                        let r = &row.measurement;
+                        let vs_limit = self.ratio(row, Contender::Limit).unwrap_or(0.0);
+                        Some(Bar {
+                            value: r.mpps(),
+                            note: if c == Contender::Limit {
+                                format!("{:.1}", r.mpps())
+                            } else {
+                                format!("{:.0}%", vs_limit * 100.0)
+                            },
+                            detail: format!(
+                                "{}: {protocol}, {} flows: {:.2} Mpps, loss {}, {:.0} ns/frame, {} of the limit",
+                                c.name(),
+                                flows_label(flows),
+                                r.mpps(),
+                                percent(r.loss()),
+                                r.ns_per_frame(),
+                                percent(vs_limit)
+                            ),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        let subtitle = format!(
+            "{}-byte frames, {} cores ({}), Linux {}, {}. Bar labels: % of the limit.",
+            self.settings.frame_len,
+            self.machine.cores,
+            self.machine.cpu,
+            self.machine.kernel,
+            self.machine.date
+        );
+        let ipvs_note = match self.ipvs {
+            IpvsStatus::Measured => "",
+            IpvsStatus::NotAvailable => " IPVS: not available in this kernel.",
+            IpvsStatus::Failed(_) => " IPVS: could not be configured.",
+        };
+        Chart {
+            title: "drlb dataplane: forwarded Mpps, one VIP, 8 backends",
+            subtitle: &format!("{subtitle}{ipvs_note}"),
+            y_label: "Mpps delivered",
+            series: &series,
+            groups: &groups,
+        }
+        .render()
+    }
+}
+
+const fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+const fn yes_no(met: bool) -> &'static str {
+    if met { "yes" } else { "not yet" }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn measurement(delivered: u64, sent: u64, ms: u64) -> Measurement {
+        Measurement {
+            sent,
+            delivered,
+            stray: 0,
+            per_backend: vec![delivered],
+            elapsed: Duration::from_millis(ms),
+            truncated: false,
+        }
+    }
+
+    fn report() -> Report {
+        let row = |contender, delivered, ms| Row {
+            contender,
+            protocol: Protocol::Udp,
+            flows: 1,
+            measurement: measurement(delivered, 1_000_000, ms),
+        };
+        Report {
+            machine: Machine {
+                cores: 2,
+                cpu: "cpu".into(),
+                kernel: "6.18".into(),
+                date: "today".into(),
+                load: "0.1".into(),
+            },
+            settings: Settings {
+                command: "cargo xtask bench --quick".into(),
+                frame_len: 64,
+                frames: 1_000_000,
+                batch: 64,
+                runs: 1,
+                cpu: 1,
+                flow_table_size: 1 << 21,
+                loop_repeat: 10,
+                single_runs: 10,
+            },
+            flow_counts: vec![1],
+            rows: vec![
+                row(Contender::Limit, 1_000_000, 200),
+                row(Contender::DrlbWarm, 1_000_000, 250),
+                row(Contender::Nftables, 900_000, 1000),
+            ],
+            ipvs: IpvsStatus::NotAvailable,
+            costs: vec![Cost {
+                what: "r",
+                action: "XDP_TX",
+                ns: 10.0,
+                method: Method::Loop,
+            }],
+            cost_check: Cost {
+                what: "c",
+                action: "XDP_TX",
+                ns: 20.0,
+                method: Method::SingleRuns,
+            },
+        }
+    }
+
+    #[test]
+    fn flow_labels() {
+        assert_eq!(flows_label(1), "1");
+        assert_eq!(flows_label(1_000), "1k");
+        assert_eq!(flows_label(100_000), "100k");
+        assert_eq!(flows_label(1_000_000), "1M");
+        assert_eq!(flows_label(1_500), "1500");
+    }
+
+    #[test]
+    fn ratios_compare_rates_on_the_same_stream() {
+        let r = report();
+        let drlb = r.row(Contender::DrlbWarm, Protocol::Udp, 1).unwrap();
+        assert!((r.ratio(drlb, Contender::Limit).unwrap() - 0.8).abs() < 1e-9);
+        assert!((r.ratio(drlb, Contender::Nftables).unwrap() - 4.0 / 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn markdown_names_ipvs_and_the_targets() {
+        let md = report().markdown();
+        assert!(md.contains("IPVS: not available in this kernel"));
+        assert!(
+            md.contains("| drlb, flow table warm | UDP | 1 | 4.00 | 0.0% | 250 | 80.0% | 4.44x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ≥ 90% of the limit, 1 flow, warm | 80.0% (UDP) | not yet |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("nftables DR (netdev ingress, jhash, fwd) | UDP | 1 | 0.90 | 10.0%"),
+            "{md}"
+        );
+    }
+}

@@ -15,8 +15,8 @@ const ARP_HTYPE_ETHERNET: u16 = 1;
 const ARP_PTYPE_IPV4: u16 = 0x0800;
 const ARP_HLEN_ETHERNET: u8 = 6;
 const ARP_PLEN_IPV4: u8 = 4;
-const ARP_OP_REQUEST: u16 = 1;
-const ARP_OP_REPLY: u16 = 2;
+pub const ARP_OP_REQUEST: u16 = 1;
+pub const ARP_OP_REPLY: u16 = 2;
 /// The group bit of a MAC: set for multicast and broadcast addresses.
 const MAC_GROUP_BIT: u8 = 0x01;
 
@@ -64,9 +64,14 @@ pub fn answer_request(ctx: &XdpContext, offset: usize) -> Verdict {
 
 #[inline(always)]
 fn is_ipv4_request(arp: &ArpHdr) -> bool {
+    is_ethernet_ipv4(arp) && u16::from_be_bytes(arp.oper) == ARP_OP_REQUEST
+}
+
+/// ARP for IPv4 over Ethernet, the only kind the director answers or watches.
+#[inline(always)]
+pub fn is_ethernet_ipv4(arp: &ArpHdr) -> bool {
     u16::from_be_bytes(arp.htype) == ARP_HTYPE_ETHERNET
         && u16::from_be_bytes(arp.ptype) == ARP_PTYPE_IPV4
         && arp.hlen == ARP_HLEN_ETHERNET
         && arp.plen == ARP_PLEN_IPV4
-        && u16::from_be_bytes(arp.oper) == ARP_OP_REQUEST
 }

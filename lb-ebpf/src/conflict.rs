@@ -11,16 +11,10 @@ use lb_common::{
 use network_types::arp::ArpHdr;
 
 use crate::{
+    arp::{ARP_OP_REPLY, ARP_OP_REQUEST, is_ethernet_ipv4},
     maps::{ARP_CONFLICTS, INTERFACES, VIPS},
     parse::ptr_at,
 };
-
-const ARP_HTYPE_ETHERNET: u16 = 1;
-const ARP_PTYPE_IPV4: u16 = 0x0800;
-const ARP_HLEN_ETHERNET: u8 = 6;
-const ARP_PLEN_IPV4: u8 = 4;
-const ARP_OP_REQUEST: u16 = 1;
-const ARP_OP_REPLY: u16 = 2;
 
 /// Counts the ARP packet at `offset` if it claims a VIP for another MAC than the director's.
 #[inline(always)]
@@ -30,11 +24,7 @@ pub fn note(ctx: &XdpContext, offset: usize) {
     };
     // SAFETY: ptr_at checked the bounds; read only.
     let arp = unsafe { &*arp };
-    if u16::from_be_bytes(arp.htype) != ARP_HTYPE_ETHERNET
-        || u16::from_be_bytes(arp.ptype) != ARP_PTYPE_IPV4
-        || arp.hlen != ARP_HLEN_ETHERNET
-        || arp.plen != ARP_PLEN_IPV4
-    {
+    if !is_ethernet_ipv4(arp) {
         return;
     }
     let is_reply = match u16::from_be_bytes(arp.oper) {

@@ -23,14 +23,13 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
+    arping::ArpSocket,
     config::{Config, ServiceId, XdpMode, egress_for},
     conflict::{self, ConflictMap},
     control::{self, Request, Response},
     dataplane::Dataplane,
     director::{self, Director},
-    failover,
-    garp::{self, FrameSender},
-    health,
+    failover, garp, health,
     loader::{self, AttachMode},
     netlink::{InterfaceInfo, NeighbourMacs, Netlink},
     stats::{InterfaceStats, format_mac},
@@ -280,21 +279,19 @@ async fn resolve(
 
 /// Announces every VIP on every interface (the program answers ARP on all of them).
 async fn announce_vips(director: &Director) {
-    let mut senders = Vec::new();
-    for interface in director.interfaces() {
-        match FrameSender::open(interface.ifindex) {
-            Ok(sender) => senders.push((sender, interface.mac)),
-            Err(e) => warn!(interface = %interface.name, "VIPs not announced: {e:#}"),
-        }
-    }
+    let socket = match ArpSocket::sender(0) {
+        Ok(socket) => socket,
+        Err(e) => return warn!("VIPs not announced: {e:#}"),
+    };
     for round in 0..ANNOUNCE_COUNT {
         if round > 0 {
             tokio::time::sleep(ANNOUNCE_GAP).await;
         }
         for vip in director.vips() {
-            for (sender, mac) in &senders {
-                if let Err(e) = sender.send(&garp::announcement(*mac, vip)) {
-                    warn!(%vip, "gratuitous ARP failed: {e:#}");
+            for interface in director.interfaces() {
+                let frame = garp::announcement(interface.mac, vip);
+                if let Err(e) = socket.send_on(interface.ifindex, &frame) {
+                    warn!(%vip, interface = %interface.name, "gratuitous ARP failed: {e:#}");
                 }
             }
         }

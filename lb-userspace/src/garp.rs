@@ -1,13 +1,8 @@
 //! Gratuitous ARP: tells the link that a VIP is at the director's MAC, so clients and the
 //! gateway update their caches at once instead of when their entries expire.
 
-use std::{
-    io, mem,
-    net::Ipv4Addr,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-};
+use std::net::Ipv4Addr;
 
-use anyhow::{Context as _, Result};
 use etherparse::{ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header};
 
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
@@ -32,60 +27,6 @@ pub fn announcement(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
     let mut frame = ethernet.to_bytes().to_vec();
     frame.extend_from_slice(&arp.to_bytes());
     frame
-}
-
-/// A raw packet socket bound to one interface, for sending whole Ethernet frames.
-pub struct FrameSender {
-    fd: OwnedFd,
-    ifindex: u32,
-}
-
-impl FrameSender {
-    pub fn open(ifindex: u32) -> Result<Self> {
-        let protocol = (libc::ETH_P_ARP as u16).to_be();
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(protocol),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error())
-                .context("could not open a packet socket to send gratuitous ARP (needs root)");
-        }
-        // SAFETY: fd is a freshly created, owned descriptor.
-        Ok(Self {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            ifindex,
-        })
-    }
-
-    pub fn send(&self, frame: &[u8]) -> Result<()> {
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = self.ifindex as i32;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: frame and addr are valid for the lengths passed.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const addr).cast(),
-                mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error())
-                .context("sending a gratuitous ARP frame failed");
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -9,15 +9,14 @@
 //! Needs root and keepalived: run with `cargo xtask test`.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpStream},
     path::Path,
     time::{Duration, Instant},
 };
 
 use tests::{
+    echo::{assert_all_kept, connect},
     extra::{ExtraDirector, Keepalived, drlb_in, start_drlb, stats_in},
-    netns::{Netns, in_netns, poll_until, wait_for},
+    netns::{Netns, poll_until, wait_for},
     require_root,
     testbed::{
         IFNAME, TCP_ECHO_PORT, TestServer, Testbed, VIP, arping_reply_macs, frame_source_mac,
@@ -25,62 +24,10 @@ use tests::{
 };
 
 const CONNECTIONS: usize = 20;
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// "Within a few seconds": from stopping keepalived to the client's entry holding the new MAC.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Becoming MASTER takes keepalived 3 advertisement intervals and a skew at start.
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A connection through the VIP and the real server that answered it first.
-struct Connection {
-    stream: TcpStream,
-    served_by: String,
-}
-
-fn ask(stream: &mut TcpStream) -> Result<String, String> {
-    stream
-        .write_all(b"who\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .map_err(|e| format!("read: {e}"))?;
-    if line.is_empty() {
-        return Err("connection closed".to_owned());
-    }
-    Ok(line.trim().to_owned())
-}
-
-fn connect(client: &Netns, n: usize) -> Vec<Connection> {
-    let vip: SocketAddr = format!("{VIP}:{TCP_ECHO_PORT}")
-        .parse()
-        .expect("VIP address");
-    in_netns(client, move || {
-        (0..n)
-            .map(|i| {
-                let mut stream = TcpStream::connect_timeout(&vip, IO_TIMEOUT)
-                    .unwrap_or_else(|e| panic!("connection {i} to {vip}: {e}"));
-                stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-                stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-                let served_by = ask(&mut stream).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-                Connection { stream, served_by }
-            })
-            .collect()
-    })
-}
-
-#[track_caller]
-fn assert_all_kept(connections: &mut [Connection], after: &str) {
-    for (i, c) in connections.iter_mut().enumerate() {
-        match ask(&mut c.stream) {
-            Ok(name) => assert_eq!(name, c.served_by, "after {after}: connection {i} moved"),
-            Err(e) => panic!(
-                "after {after}: connection {i} (on {}) broke: {e}",
-                c.served_by
-            ),
-        }
-    }
-}
 
 /// The MAC the client's neighbour table holds for the VIP, if any.
 fn client_vip_mac(bed: &Testbed) -> Option<String> {

@@ -7,21 +7,15 @@
 //! than the one it was opened on is reset there, so "still answers, with the same name" is
 //! exactly "kept its backend".
 
-use std::{
-    collections::BTreeMap,
-    io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpStream},
-    path::Path,
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use tests::{
-    netns::{in_netns, wait_for},
+    echo::{Connection, assert_all_kept, connect},
+    netns::wait_for,
     testbed::{TCP_ECHO_PORT, TestServer, Testbed, VIP},
 };
 
 const CONNECTIONS: usize = 50;
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 const SERVICE: &str = "tcp/198.18.0.100:9000";
 /// Fast health checks, so the test does not wait long for a verdict.
@@ -41,63 +35,6 @@ fn config(backends: &[(&str, u32)]) -> String {
         text += &format!("\n[[service.backend]]\naddress = \"{address}\"\nweight = {weight}\n");
     }
     text
-}
-
-/// A connection through the VIP and the server that answered it first.
-struct Connection {
-    stream: TcpStream,
-    served_by: String,
-}
-
-/// Sends a line, returns the name in the answer.
-fn ask(stream: &mut TcpStream) -> Result<String, String> {
-    stream
-        .write_all(b"who\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .map_err(|e| format!("read: {e}"))?;
-    if line.is_empty() {
-        return Err("connection closed".to_owned());
-    }
-    Ok(line.trim().to_owned())
-}
-
-/// Opens `n` connections from the client to the VIP's echo port and asks each once.
-fn connect(bed: &Testbed, n: usize) -> Vec<Connection> {
-    let vip: SocketAddr = format!("{VIP}:{TCP_ECHO_PORT}")
-        .parse()
-        .expect("VIP address");
-    in_netns(&bed.client.ns, move || {
-        (0..n)
-            .map(|i| {
-                let mut stream = TcpStream::connect_timeout(&vip, IO_TIMEOUT)
-                    .unwrap_or_else(|e| panic!("connection {i} to {vip}: {e}"));
-                stream
-                    .set_read_timeout(Some(IO_TIMEOUT))
-                    .expect("read timeout");
-                stream
-                    .set_write_timeout(Some(IO_TIMEOUT))
-                    .expect("write timeout");
-                let served_by = ask(&mut stream).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-                Connection { stream, served_by }
-            })
-            .collect()
-    })
-}
-
-/// Every connection still answers, from the server it was opened on.
-fn assert_all_kept(connections: &mut [Connection], after: &str) {
-    for (i, c) in connections.iter_mut().enumerate() {
-        match ask(&mut c.stream) {
-            Ok(name) => assert_eq!(name, c.served_by, "after {after}: connection {i} moved"),
-            Err(e) => panic!(
-                "after {after}: connection {i} (on {}) broke: {e}",
-                c.served_by
-            ),
-        }
-    }
 }
 
 fn count_by_server(connections: &[Connection]) -> BTreeMap<String, usize> {
@@ -167,7 +104,7 @@ fn long_lived_connections_survive_adding_draining_and_reweighting() {
         &config(&[("198.18.0.11", 1), ("198.18.0.12", 1)]),
     );
     let state = bed.start_drlb_with(&config);
-    let mut connections = connect(&bed, CONNECTIONS);
+    let mut connections = connect(&bed.client.ns, CONNECTIONS);
     let spread = count_by_server(&connections);
     assert_eq!(
         spread.keys().collect::<Vec<_>>(),
@@ -182,7 +119,7 @@ fn long_lived_connections_survive_adding_draining_and_reweighting() {
         b["state"] == "active"
     });
     assert_all_kept(&mut connections, "adding rs3 by SIGHUP");
-    let fresh = connect(&bed, CONNECTIONS);
+    let fresh = connect(&bed.client.ns, CONNECTIONS);
     assert!(
         count_by_server(&fresh).contains_key("rs3"),
         "new connections reach the added rs3"
@@ -194,7 +131,7 @@ fn long_lived_connections_survive_adding_draining_and_reweighting() {
         b["state"] == "drained"
     });
     assert_all_kept(&mut connections, "draining rs1 by the CLI");
-    let fresh = connect(&bed, CONNECTIONS);
+    let fresh = connect(&bed.client.ns, CONNECTIONS);
     assert!(
         !count_by_server(&fresh).contains_key("rs1"),
         "no new connection to the drained rs1: {:?}",
@@ -263,7 +200,7 @@ fn a_dead_server_is_taken_out_by_its_health_check() {
     wait_for_backend(&bed, &state, "198.18.0.13", "down", |b| {
         b["health"] == "down" && b["state"] == "down"
     });
-    let fresh = connect(&bed, CONNECTIONS);
+    let fresh = connect(&bed.client.ns, CONNECTIONS);
     let spread = count_by_server(&fresh);
     assert_eq!(
         spread.keys().collect::<Vec<_>>(),
@@ -282,7 +219,7 @@ fn new_connections_spread_in_proportion_to_weights() {
     let mut bed = testbed();
     let config = bed.write_config("echo.toml", &config_text(1, 2, 3));
     bed.start_drlb_with(&config);
-    let connections = connect(&bed, SAMPLES);
+    let connections = connect(&bed.client.ns, SAMPLES);
     let counts = count_by_server(&connections);
     for (name, weight) in [("rs1", 1.0), ("rs2", 2.0), ("rs3", 3.0)] {
         let share = *counts.get(name).unwrap_or(&0) as f64 / SAMPLES as f64;

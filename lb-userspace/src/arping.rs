@@ -16,8 +16,9 @@ const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 const UNKNOWN_MAC: [u8; 6] = [0; 6];
 
 /// "Who has `target`? Tell `sender_ip`", broadcast from `sender_mac`. A host answering it
-/// claims `target` for its MAC. `sender_ip` is the director's own address: never the VIP,
-/// which would teach every host on the link the director's MAC for it as a side effect.
+/// claims `target` for its MAC. A probe's `sender_ip` is the director's own address, never the
+/// VIP, which would teach every host on the link the director's MAC for it as a side effect;
+/// that is what a gratuitous announcement (`garp::announcement`) does on purpose.
 #[must_use]
 pub fn request(sender_mac: [u8; 6], sender_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     let ethernet = Ethernet2Header {

@@ -3,35 +3,18 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::{ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header};
-
-const BROADCAST_MAC: [u8; 6] = [0xff; 6];
-const UNKNOWN_MAC: [u8; 6] = [0; 6];
+use crate::arping;
 
 /// The announcement of `vip` at `mac`: an ARP request for the VIP from the VIP, broadcast (the
 /// form Linux and keepalived send, which every stack accepts as an update).
 #[must_use]
 pub fn announcement(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
-    let ethernet = Ethernet2Header {
-        source: mac,
-        destination: BROADCAST_MAC,
-        ether_type: EtherType::ARP,
-    };
-    let arp = ArpEthIpv4Packet {
-        operation: ArpOperation::REQUEST,
-        sender_mac: mac,
-        sender_ipv4: vip.octets(),
-        target_mac: UNKNOWN_MAC,
-        target_ipv4: vip.octets(),
-    };
-    let mut frame = ethernet.to_bytes().to_vec();
-    frame.extend_from_slice(&arp.to_bytes());
-    frame
+    arping::request(mac, vip, vip)
 }
 
 #[cfg(test)]
 mod tests {
-    use etherparse::{LinkSlice, NetSlice, SlicedPacket};
+    use etherparse::{ArpOperation, LinkSlice, NetSlice, SlicedPacket};
 
     use super::*;
 
@@ -44,7 +27,7 @@ mod tests {
         let Some(LinkSlice::Ethernet2(eth)) = packet.link else {
             panic!("not Ethernet II")
         };
-        assert_eq!(eth.destination(), BROADCAST_MAC);
+        assert_eq!(eth.destination(), [0xff; 6]);
         assert_eq!(eth.source(), mac);
         let Some(NetSlice::Arp(arp)) = packet.net else {
             panic!("not ARP")

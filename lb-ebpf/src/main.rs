@@ -1,9 +1,11 @@
 //! drlb's XDP program: LVS-DR forwarding and ARP answering for VIPs.
 //!
 //! The entry point only dispatches; each step is a small module: [`parse`] (bounds-checked header
-//! access), [`arp`] (answer ARP for a VIP), [`select`] (service and backend lookup), [`forward`]
-//! (rewrite the MACs) and [`stats`] (per-CPU counters). Every path ends in one [`Verdict`], which
-//! is counted and turned into an XDP action in one place.
+//! access), [`arp`] (answer ARP for a VIP), [`conflict`] (count ARP frames that claim a VIP for
+//! another MAC), [`select`] (service, flow table and Maglev lookup), [`forward`] (rewrite the
+//! MACs, XDP_TX or redirect) and [`stats`] (per-CPU counters). Every path ends in one
+//! [`Verdict`], which is counted and turned into an XDP action in one place. [`bench`] holds the
+//! benchmark's own programs, which drlb never attaches.
 #![no_std]
 #![no_main]
 

@@ -126,7 +126,6 @@ fn main() {
         testbed: &mut testbed,
         settings: &settings,
         params,
-        drlb: &drlb,
         daemons_started: 0,
         ipvs: IpvsStatus::NotAvailable,
         rows: Vec::new(),
@@ -186,7 +185,6 @@ struct Bench<'a> {
     testbed: &'a mut Testbed,
     settings: &'a Settings,
     params: RunParams,
-    drlb: &'a Path,
     daemons_started: u32,
     /// `Measured` while IPVS is available and has not failed to configure.
     ipvs: IpvsStatus,
@@ -221,11 +219,9 @@ impl Bench<'_> {
             // drlb just started has an empty flow table: the cold run fills it (a run has at
             // least one frame per flow), the warm run finds every flow there.
             self.daemons_started += 1;
-            let daemon = self.testbed.start_drlb(
-                self.drlb,
-                self.settings.flow_table_size,
-                self.daemons_started,
-            );
+            let daemon = self
+                .testbed
+                .start_drlb(self.settings.flow_table_size, self.daemons_started);
             runs.entry(Contender::DrlbCold)
                 .or_default()
                 .push(self.run("drlb cold", &stream));

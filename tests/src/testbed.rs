@@ -35,7 +35,7 @@ pub const TCP_ECHO_PORT: u16 = 9000;
 /// The interface every host has on the switch.
 pub const IFNAME: &str = "eth0";
 /// How long `drlb run` gets to become ready (or to give up on bad input).
-pub const DRLB_TIMEOUT: Duration = Duration::from_secs(20);
+pub use crate::drlb::DRLB_TIMEOUT;
 /// `nobody`: the unprivileged user of the non-root checks.
 pub const NOBODY: u32 = 65534;
 
@@ -282,29 +282,15 @@ impl Testbed {
     pub fn start_drlb_with(&mut self, config: &Path) -> PathBuf {
         assert!(self.drlb.is_none(), "drlb is already running");
         let state = self.new_state_dir(false);
-        let argv = self.drlb_argv(&[
-            "run".as_ref(),
-            "--config".as_ref(),
-            config.as_ref(),
-            "--state-dir".as_ref(),
-            state.as_ref(),
-        ]);
-        let mut drlb = self.director.ns.spawn("drlb", &argv, self.scratch.path());
-        let ready = crate::netns::poll_until(DRLB_TIMEOUT, Duration::from_millis(100), || {
-            if drlb.try_status().is_some() {
-                return Some(false);
-            }
-            self.drlb_in(&state, &["stats"]).success().then_some(true)
-        });
-        match ready {
-            Some(true) => {}
-            Some(false) => panic!("drlb exited before it was ready: {}", drlb.describe()),
-            None => panic!(
-                "drlb was not ready (`drlb stats` kept failing) within {DRLB_TIMEOUT:?}: {}",
-                drlb.describe()
-            ),
-        }
-        self.drlb = Some(drlb);
+        let logs = self.scratch.path().to_owned();
+        self.drlb = Some(crate::drlb::start_drlb(
+            &self.director.ns,
+            "drlb",
+            config,
+            &state,
+            &[],
+            &logs,
+        ));
         state
     }
 
@@ -321,19 +307,13 @@ impl Testbed {
     /// Runs `drlb ARGS... --state-dir STATE` in the director namespace (bounded).
     #[must_use]
     pub fn drlb_in(&self, state: &Path, args: &[&str]) -> Ran {
-        let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-        argv.extend(["--state-dir".as_ref(), state.as_os_str()]);
-        self.director
-            .ns
-            .exec(&self.drlb_argv(&argv), Duration::from_secs(10))
+        crate::drlb::drlb_in(&self.director.ns, state, args)
     }
 
     /// `drlb stats --json`, parsed.
     #[must_use]
     pub fn stats_json(&self, state: &Path) -> serde_json::Value {
-        let out = self.drlb_in(state, &["stats", "--json"]).expect_success();
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("`drlb stats --json` printed invalid JSON ({e}):\n{out}"))
+        crate::drlb::stats_in(&self.director.ns, state)
     }
 
     /// `drlb run --config CONFIG` expected to refuse to start: runs it (as `user` when given,

@@ -14,8 +14,9 @@ use std::{
 };
 
 use tests::{
+    drlb::{drlb_in, start_drlb, stats_in},
     echo::{assert_all_kept, connect},
-    extra::{ExtraDirector, Keepalived, drlb_in, start_drlb, stats_in},
+    extra::{ExtraDirector, Keepalived},
     netns::{Netns, poll_until, wait_for},
     require_root,
     testbed::{

@@ -2,10 +2,7 @@
 //! reflector, the `drlb` daemon, nftables DR, or kernel IPVS in DR mode. Each contender is a
 //! guard that removes itself when dropped; the namespaces go last, with whatever is left.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use lb_common::bench::{REFLECTOR_PROGRAM, backend_mac};
 
@@ -15,10 +12,12 @@ use super::{
     generator::{Generator, attach_bench_program},
     mac_text,
 };
-use crate::netns::{Netns, PassProgram, Process, Scratch, poll_until};
+use crate::{
+    drlb::start_drlb,
+    netns::{Netns, PassProgram, Process, Scratch},
+};
 
 /// How long `drlb run` gets to become ready.
-const DRLB_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long drlb gets to exit after SIGTERM.
 const DRLB_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const NFT_TABLE: &str = "drlb_bench";
@@ -86,47 +85,21 @@ impl Testbed {
 
     /// Starts `drlb run` on d0 with the benchmark config and waits until it is ready.
     #[must_use]
-    pub fn start_drlb(&self, drlb: &Path, flow_table_size: u32, run: u32) -> Drlb {
+    pub fn start_drlb(&self, flow_table_size: u32, run: u32) -> Drlb {
         let config = self
             .scratch
             .write(&format!("drlb-{run}.toml"), &drlb_config(flow_table_size));
         let state = self.scratch.subdir(&format!("state-{run}"), 0o755);
-        let argv = [
-            drlb.as_os_str(),
-            "run".as_ref(),
-            "--config".as_ref(),
-            config.as_os_str(),
-            "--state-dir".as_ref(),
-            state.as_os_str(),
-        ];
-        let mut process =
-            self.director_ns
-                .spawn(&format!("drlb-{run}"), &argv, self.scratch.path());
-        let stats = |ns: &Netns| {
-            ns.exec(
-                &[
-                    drlb.as_os_str(),
-                    "stats".as_ref(),
-                    "--state-dir".as_ref(),
-                    state.as_os_str(),
-                ],
-                Duration::from_secs(10),
-            )
-        };
-        let ready = poll_until(DRLB_READY_TIMEOUT, Duration::from_millis(50), || {
-            if process.try_status().is_some() {
-                return Some(false);
-            }
-            stats(&self.director_ns).success().then_some(true)
-        });
-        match ready {
-            Some(true) => Drlb { process, state },
-            Some(false) => panic!("drlb exited before it was ready: {}", process.describe()),
-            None => panic!(
-                "drlb was not ready within {DRLB_READY_TIMEOUT:?}: {}",
-                process.describe()
-            ),
-        }
+        let label = format!("drlb-{run}");
+        let process = start_drlb(
+            &self.director_ns,
+            &label,
+            &config,
+            &state,
+            &[],
+            self.scratch.path(),
+        );
+        Drlb { process, state }
     }
 
     /// nftables DR on d0 (and the XDP_PASS program d0 needs to receive live frames at all).

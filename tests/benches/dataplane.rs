@@ -28,8 +28,18 @@ use tests::{
     netns::in_netns_scoped,
 };
 
-/// The flow counts of every contender's streams.
+/// The flow counts of every contender's streams, unless `--flows` says otherwise.
 const FLOW_COUNTS: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
+/// The most flows a stream may have: the flow table is sized for it.
+const MAX_FLOWS: u32 = 1_000_000;
+
+fn parse_protocol(text: &str) -> Result<Protocol, String> {
+    match text {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        _ => Err(format!("{text:?} is not a protocol: tcp or udp")),
+    }
+}
 /// Room for 1M flows in each CPU's share of drlb's LRU flow table (BPF_F_NO_COMMON_LRU gives
 /// every possible CPU max_entries / CPUs; here all frames arrive on one CPU).
 const MIN_FLOW_TABLE_PER_CPU: u32 = 1 << 20;
@@ -53,6 +63,12 @@ struct Args {
     /// Rounds per stream; each row is the median round (default 3: the machine may be shared).
     #[arg(long)]
     runs: Option<usize>,
+    /// Flow counts to measure, repeatable (default: 1, 1000, 100000 and 1000000).
+    #[arg(long = "flows", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_FLOWS)))]
+    flows: Vec<u32>,
+    /// Protocols to measure, repeatable: tcp (TCP-like) or udp (default: both).
+    #[arg(long = "protocol", value_parser = parse_protocol)]
+    protocols: Vec<Protocol>,
     /// Frames per live-frames batch (1..=256).
     #[arg(long, default_value_t = 64)]
     batch: u32,
@@ -135,8 +151,18 @@ fn main() {
     }
     // Stream by stream, every contender in turn, so that each ratio compares runs made
     // seconds apart.
-    for protocol in Protocol::ALL {
-        for flows in FLOW_COUNTS {
+    let protocols = if args.protocols.is_empty() {
+        Protocol::ALL.to_vec()
+    } else {
+        args.protocols.clone()
+    };
+    let flow_counts = if args.flows.is_empty() {
+        FLOW_COUNTS.to_vec()
+    } else {
+        args.flows.clone()
+    };
+    for &protocol in &protocols {
+        for &flows in &flow_counts {
             bench.measure_stream(protocol, flows);
             eprintln!(
                 "dataplane: {protocol}, flows {} done ({:.1?})",
@@ -151,7 +177,7 @@ fn main() {
     let report = Report {
         machine: machine(cores, load_at_start),
         settings,
-        flow_counts: FLOW_COUNTS.to_vec(),
+        flow_counts,
         rows,
         ipvs,
         costs,

@@ -43,6 +43,10 @@ enum Task {
         /// A run of under 3 minutes: 1M frames per run instead of 5M, shorter cost loops.
         #[arg(long)]
         quick: bool,
+        /// More options for the dataplane benchmark, e.g. `--flows 1000 --protocol udp
+        /// --frame-len 512` (see `cargo bench -p tests --bench dataplane -- --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -65,11 +69,11 @@ fn main() -> Result<()> {
             build_release()?;
             run_demo()
         }
-        Task::Bench { quick } => {
+        Task::Bench { quick, args } => {
             require_root("bench")?;
             setup::install()?;
             build_release()?;
-            run_benches(quick)
+            run_benches(quick, &args)
         }
     }
 }
@@ -184,7 +188,7 @@ impl TestTotals {
     }
 }
 
-fn run_benches(quick: bool) -> Result<()> {
+fn run_benches(quick: bool, args: &[String]) -> Result<()> {
     run(Command::new("cargo").args([
         "bench",
         "--quiet",
@@ -215,6 +219,7 @@ fn run_benches(quick: bool) -> Result<()> {
     if quick {
         dataplane.arg("--quick");
     }
+    dataplane.args(args);
     run(&mut dataplane)
 }
 

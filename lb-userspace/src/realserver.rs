@@ -374,6 +374,33 @@ struct Host {
 }
 
 impl Host {
+    /// The addresses `vip` has on lo (any prefix length).
+    fn on_lo(&self, vip: Ipv4Addr) -> Vec<&(Address, AddressMessage)> {
+        self.addresses
+            .iter()
+            .filter(|(a, _)| a.address == vip && a.interface == LOOPBACK)
+            .collect()
+    }
+
+    /// Deletes these addresses; each deletion is noted in `done` (with `why` after it).
+    async fn remove(
+        &self,
+        addresses: &[&(Address, AddressMessage)],
+        why: &str,
+        done: &mut Vec<String>,
+    ) -> Result<()> {
+        for (a, message) in addresses {
+            self.handle
+                .address()
+                .del(message.clone())
+                .execute()
+                .await
+                .with_context(|| format!("removing {}/{} from lo failed", a.address, a.prefix))?;
+            done.push(format!("{}/{} removed from lo{why}", a.address, a.prefix));
+        }
+        Ok(())
+    }
+
     async fn read() -> Result<Self> {
         let (connection, handle, _) =
             rtnetlink::new_connection().context("could not open a netlink socket")?;
@@ -560,24 +587,12 @@ pub async fn setup(options: &SetupOptions<'_>) -> Result<Vec<String>> {
         done.push("lo brought up".to_owned());
     }
     for vip in options.vips {
-        let on_lo: Vec<&(Address, AddressMessage)> = host
-            .addresses
-            .iter()
-            .filter(|(a, _)| a.address == *vip && a.interface == LOOPBACK)
-            .collect();
+        let on_lo = host.on_lo(*vip);
         if on_lo.iter().any(|(a, _)| a.prefix == 32) {
             done.push(format!("{vip}/32 on lo already"));
             continue;
         }
-        for (a, message) in on_lo {
-            host.handle
-                .address()
-                .del(message.clone())
-                .execute()
-                .await
-                .with_context(|| format!("removing {vip}/{} from lo failed", a.prefix))?;
-            done.push(format!("{vip}/{} removed from lo (not /32)", a.prefix));
-        }
+        host.remove(&on_lo, " (not /32)", &mut done).await?;
         host.handle
             .address()
             .add(lo, IpAddr::V4(*vip), 32)
@@ -650,23 +665,11 @@ pub async fn teardown(options: &TeardownOptions<'_>) -> Result<Vec<String>> {
     let host = Host::read().await?;
     let mut done = Vec::new();
     for vip in options.vips {
-        let on_lo: Vec<&(Address, AddressMessage)> = host
-            .addresses
-            .iter()
-            .filter(|(a, _)| a.address == *vip && a.interface == LOOPBACK)
-            .collect();
+        let on_lo = host.on_lo(*vip);
         if on_lo.is_empty() {
             done.push(format!("{vip} not on lo already"));
         }
-        for (a, message) in on_lo {
-            host.handle
-                .address()
-                .del(message.clone())
-                .execute()
-                .await
-                .with_context(|| format!("removing {vip}/{} from lo failed", a.prefix))?;
-            done.push(format!("{vip}/{} removed from lo", a.prefix));
-        }
+        host.remove(&on_lo, "", &mut done).await?;
     }
     let paths = PersistPaths::under(options.root);
     for path in [&paths.wants_link, &paths.unit, &paths.sysctl] {

@@ -467,23 +467,38 @@ impl Switch {
         mac: &str,
         cidr: &str,
     ) {
-        self.ns.ip(&[
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            ifname,
-            "netns",
-            host.name(),
-        ]);
-        self.ns.ip(&["link", "set", port, "master", bridge, "up"]);
-        host.ip(&["link", "set", ifname, "address", mac]);
-        host.ip(&["addr", "add", cidr, "dev", ifname]);
-        host.ip(&["link", "set", ifname, "up"]);
+        plug_into_bridge(&self.ns, bridge, host, port, ifname, mac, cidr);
     }
+}
+
+/// Plugs `host` into `bridge` of namespace `owner` with a veth pair: `ifname` inside `host`
+/// (with `mac` and the address `cidr`), `port` on the bridge side in `owner`.
+#[track_caller]
+pub fn plug_into_bridge(
+    owner: &Netns,
+    bridge: &str,
+    host: &Netns,
+    port: &str,
+    ifname: &str,
+    mac: &str,
+    cidr: &str,
+) {
+    owner.ip(&[
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        ifname,
+        "netns",
+        host.name(),
+    ]);
+    owner.ip(&["link", "set", port, "master", bridge, "up"]);
+    host.ip(&["link", "set", ifname, "address", mac]);
+    host.ip(&["addr", "add", cidr, "dev", ifname]);
+    host.ip(&["link", "set", ifname, "up"]);
 }
 
 // ---------------------------------------------------------------------------------------------

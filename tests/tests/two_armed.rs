@@ -19,7 +19,7 @@ use std::{
 use pcap_file::pcap::PcapReader;
 use tests::{
     drlb::{start_drlb, stats_in},
-    netns::{Netns, PassProgram, Process, Scratch, Switch, poll_until},
+    netns::{Netns, PassProgram, Process, Scratch, Switch, plug_into_bridge, poll_until},
 };
 
 const VIP: &str = "198.18.7.33";
@@ -132,22 +132,7 @@ enum LvsBridge {
 
 /// Plugs `host` into a bridge that lives in `owner`: the veth's far end stays in `owner`.
 fn plug_into(owner: &Netns, bridge: &str, host: &Netns, nic: &Nic, port: &str) {
-    owner.ip(&[
-        "link",
-        "add",
-        port,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        nic.name,
-        "netns",
-        host.name(),
-    ]);
-    owner.ip(&["link", "set", port, "master", bridge, "up"]);
-    host.ip(&["link", "set", nic.name, "address", nic.mac]);
-    host.ip(&["addr", "add", nic.cidr, "dev", nic.name]);
-    host.ip(&["link", "set", nic.name, "up"]);
+    plug_into_bridge(owner, bridge, host, port, nic.name, nic.mac, nic.cidr);
     host.checksum_in_software(nic.name);
 }
 

@@ -110,11 +110,7 @@ impl Generator {
     pub fn load(ns: &Netns, ifname: &str) -> Self {
         in_netns_scoped(ns, || {
             let ifindex = ifindex_in_current_netns(ifname).unwrap_or_else(|e| panic!("{e:#}"));
-            let mut ebpf = EbpfLoader::new()
-                .map_max_entries(drlb_maps::MAGLEV, UNUSED_MAP_ENTRIES)
-                .map_max_entries(drlb_maps::FLOWS, UNUSED_FLOW_TABLE_ENTRIES)
-                .load(EBPF_OBJECT)
-                .unwrap_or_else(|e| panic!("loading the eBPF object: {e}"));
+            let mut ebpf = load_object();
             for name in [GENERATOR_PROGRAM, SINK_PROGRAM] {
                 xdp(&mut ebpf, name)
                     .load()
@@ -267,17 +263,22 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
+/// The eBPF object with drlb's big maps shrunk: the bench programs do not use them.
+fn load_object() -> Ebpf {
+    EbpfLoader::new()
+        .map_max_entries(drlb_maps::MAGLEV, UNUSED_MAP_ENTRIES)
+        .map_max_entries(drlb_maps::FLOWS, UNUSED_FLOW_TABLE_ENTRIES)
+        .load(EBPF_OBJECT)
+        .unwrap_or_else(|e| panic!("loading the eBPF object: {e}"))
+}
+
 /// Loads one XDP program of the object and attaches it natively to `ifname` in `ns`; it stays
 /// attached while the returned object lives. For the reflector on the director's interface.
 #[must_use]
 pub fn attach_bench_program(ns: &Netns, ifname: &str, name: &str) -> Ebpf {
     in_netns_scoped(ns, || {
         let ifindex = ifindex_in_current_netns(ifname).unwrap_or_else(|e| panic!("{e:#}"));
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(drlb_maps::MAGLEV, UNUSED_MAP_ENTRIES)
-            .map_max_entries(drlb_maps::FLOWS, UNUSED_FLOW_TABLE_ENTRIES)
-            .load(EBPF_OBJECT)
-            .unwrap_or_else(|e| panic!("loading the eBPF object: {e}"));
+        let mut ebpf = load_object();
         let program = xdp(&mut ebpf, name);
         program
             .load()

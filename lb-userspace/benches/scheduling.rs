@@ -19,10 +19,10 @@ use std::{
 use lb_userspace::{
     config::Config,
     dataplane::Dataplane,
+    dataplane::loader,
+    director::maglev::{WeightedBackend, build_table},
     director::{Director, map_sizes},
-    loader,
-    maglev::{WeightedBackend, build_table},
-    netlink::InterfaceInfo,
+    net::netlink::InterfaceInfo,
 };
 
 const TABLE_SIZES: [u32; 2] = [65_537, 655_373];

@@ -8,10 +8,11 @@ use macaddr::MacAddr6;
 
 use crate::{
     config::{BackendConfig, Scheduler, ServiceConfig, ServiceId},
-    control::{self, Request, Response},
+    daemon::control::{self, Request, Response},
+    daemon::failover,
     daemon::{self, RunOptions},
     director::Change,
-    doctor, failover, realserver,
+    doctor, realserver,
 };
 
 /// Where the daemon keeps its control socket unless told otherwise.

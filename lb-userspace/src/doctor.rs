@@ -19,11 +19,11 @@ use anyhow::{Context as _, Result, bail};
 use macaddr::MacAddr6;
 
 use crate::{
-    arping::{self, ArpSocket, Reply},
-    conflict::ArpConflictStats,
-    control::{self, Request, Response},
-    netlink::Netlink,
-    stats::{StatsReport, format_mac},
+    daemon::conflict::ArpConflictStats,
+    daemon::control::{self, Request, Response},
+    net::arp::{self, ArpSocket, Reply},
+    net::netlink::Netlink,
+    report::stats::{StatsReport, format_mac},
 };
 
 /// Gap between the probes of one VIP.
@@ -193,7 +193,7 @@ pub async fn run(options: &Options<'_>) -> Result<Vec<Finding>> {
         for (interface, sender_ip, socket) in &probes {
             for vip in &vips {
                 socket
-                    .send(&arping::request(interface.mac, *sender_ip, *vip))
+                    .send(&arp::request(interface.mac, *sender_ip, *vip))
                     .with_context(|| format!("probing {vip} on {}", interface.name))?;
             }
         }

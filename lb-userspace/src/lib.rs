@@ -1,20 +1,22 @@
 //! drlb's control plane: configuration, loading the XDP program, writing its maps, the daemon
 //! and the CLI. The `drlb` binary (main.rs) is a thin wrapper around [`cli::main`].
+//!
+//! Modules by role (each says what it owns and what it may not touch):
+//! - [`config`]: the file's schema and validation, egress choice. Pure.
+//! - [`director`]: the desired state and how a change becomes map writes.
+//! - [`dataplane`]: everything that touches BPF: loading, attaching, typed map access.
+//! - [`daemon`]: the run loop and what it drives (control socket, health checks, failover,
+//!   conflict monitor).
+//! - [`net`]: the wire and the kernel: netlink, ARP frames and sockets, MAC formatting.
+//! - [`report`]: what `drlb stats` shows, built from plain data.
+//! - [`realserver`], [`doctor`]: tools run on other hosts or on demand.
 
-pub mod arping;
 pub mod cli;
 pub mod config;
-pub mod conflict;
-pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod director;
 pub mod doctor;
-pub mod failover;
-pub mod garp;
-pub mod health;
-pub mod loader;
-pub mod maglev;
-pub mod netlink;
+pub mod net;
 pub mod realserver;
-pub mod stats;
+pub mod report;

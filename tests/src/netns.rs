@@ -701,7 +701,7 @@ pub struct PassProgram {
 }
 
 impl PassProgram {
-    /// Attaches `lb_userspace::loader::attach_pass_program` to `ifname` of `ns`, on a thread of
+    /// Attaches `lb_userspace::dataplane::loader::attach_pass_program` to `ifname` of `ns`, on a thread of
     /// its own that first enters the namespace (a process's other threads stay where they are).
     #[track_caller]
     #[must_use]
@@ -710,7 +710,7 @@ impl PassProgram {
         let attached = thread::spawn(move || -> anyhow::Result<aya::Ebpf> {
             enter_netns(&ns_name)?;
             let ifindex = ifindex_in_current_netns(&if_name)?;
-            lb_userspace::loader::attach_pass_program(ifindex)
+            lb_userspace::dataplane::loader::attach_pass_program(ifindex)
         })
         .join()
         .expect("the attach thread panicked");

@@ -27,9 +27,9 @@ use lb_common::{
     hash::source_hash_v4, ipv4_mapped,
 };
 use lb_userspace::{
+    dataplane::loader::{self, MapSizes},
     dataplane::{Dataplane, TableLayout},
-    loader::{self, MapSizes},
-    maglev::{self, WeightedBackend},
+    director::maglev::{self, WeightedBackend},
 };
 use tests::packet::{
     AFTER_MACS, Arp, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_IP, DIRECTOR_MAC, ETH_DST_MAC,

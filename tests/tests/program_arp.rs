@@ -18,11 +18,11 @@ use aya::{
 use lb_common::{Verdict, conflict::MAX_ARP_CONFLICTS};
 use lb_userspace::{
     config::Config,
-    conflict::{ConflictMap, Seen},
+    daemon::conflict::{ConflictMap, Seen},
     dataplane::Dataplane,
+    dataplane::loader::{self, MapSizes},
     director::Director,
-    loader::{self, MapSizes},
-    netlink::InterfaceInfo,
+    net::netlink::InterfaceInfo,
 };
 use tests::packet::{
     AFTER_MACS, Arp, CLIENT_IP, CLIENT_PORT, DIRECTOR_IP, DIRECTOR_MAC, ETH_DST_MAC, ETH_SRC_MAC,

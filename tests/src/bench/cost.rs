@@ -22,9 +22,9 @@ use lb_common::{PASS_PROGRAM_NAME, PROGRAM_NAME, bench::REFLECTOR_PROGRAM, map_n
 use lb_userspace::{
     config::Config,
     dataplane::Dataplane,
+    dataplane::loader::{self, EBPF_OBJECT},
     director::{Director, map_sizes},
-    loader::{self, EBPF_OBJECT},
-    netlink::InterfaceInfo,
+    net::netlink::InterfaceInfo,
 };
 
 use super::{

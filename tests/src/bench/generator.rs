@@ -20,7 +20,7 @@ use lb_common::{
     bench::{GENERATOR_PROGRAM, MAX_BACKENDS, SINK_OTHER, SINK_PROGRAM, SINK_SLOTS, map_names},
     map_names as drlb_maps,
 };
-use lb_userspace::loader::EBPF_OBJECT;
+use lb_userspace::dataplane::loader::EBPF_OBJECT;
 
 use super::frames::{Stream, template};
 use crate::netns::{Netns, ifindex_in_current_netns, in_netns_scoped};

@@ -3,13 +3,13 @@
 
 use std::net::Ipv4Addr;
 
-use crate::arping;
+use crate::net::arp;
 
 /// The announcement of `vip` at `mac`: an ARP request for the VIP from the VIP, broadcast (the
 /// form Linux and keepalived send, which every stack accepts as an update).
 #[must_use]
 pub fn announcement(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
-    arping::request(mac, vip, vip)
+    arp::request(mac, vip, vip)
 }
 
 #[cfg(test)]

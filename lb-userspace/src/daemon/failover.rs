@@ -24,7 +24,7 @@ use anyhow::{Context as _, Result, bail};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::{arping::ArpSocket, garp};
+use crate::{net::arp::ArpSocket, net::garp};
 
 /// The file in the state directory that records `active` or `standby`.
 pub const STATE_FILE: &str = "vip-state";

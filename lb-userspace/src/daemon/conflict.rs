@@ -27,7 +27,7 @@ use lb_common::conflict::{ArpConflict, ArpConflictKey, MAP_NAME};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::{arping, director::Director, stats::format_mac};
+use crate::{director::Director, net::arp, report::stats::format_mac};
 
 /// How often the daemon asks the link who answers for each VIP.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
@@ -256,14 +256,14 @@ impl LogLimiter {
 pub struct Monitor {
     map: ConflictMap,
     limiter: LogLimiter,
-    prober: Option<arping::ArpSocket>,
+    prober: Option<arp::ArpSocket>,
     next_probe: Instant,
 }
 
 impl Monitor {
     #[must_use]
     pub fn new(map: ConflictMap) -> Self {
-        let prober = match arping::ArpSocket::sender(0) {
+        let prober = match arp::ArpSocket::sender(0) {
             Ok(socket) => Some(socket),
             Err(e) => {
                 warn!("VIPs will not be probed for conflicts: {e:#}");
@@ -286,7 +286,7 @@ impl Monitor {
             if let Some(socket) = &self.prober {
                 for from in &probe.from {
                     for vip in &probe.vips {
-                        let frame = arping::request(from.mac, from.sender_ip, *vip);
+                        let frame = arp::request(from.mac, from.sender_ip, *vip);
                         if let Err(e) = socket.send_on(from.ifindex, &frame) {
                             warn!(%vip, ifindex = from.ifindex, "conflict probe failed: {e:#}");
                         }

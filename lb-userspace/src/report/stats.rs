@@ -38,7 +38,7 @@ pub struct StatsReport {
     pub state: String,
     /// Other MACs seen claiming a VIP in ARP (see conflict.rs).
     #[serde(default)]
-    pub arp_conflicts: Vec<crate::conflict::ArpConflictStats>,
+    pub arp_conflicts: Vec<crate::daemon::conflict::ArpConflictStats>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +128,6 @@ impl StatsReport {
                 c.bytes
             );
         }
-        out + &crate::conflict::render(&self.arp_conflicts)
+        out + &crate::daemon::conflict::render(&self.arp_conflicts)
     }
 }

@@ -1,3 +1,7 @@
+//! The daemon (`drlb run`) and what it drives: the control socket ([`control`]), health checks
+//! ([`health`]), failover between directors ([`failover`]) and the VIP conflict monitor
+//! ([`conflict`]). It changes the data plane only through [`crate::director`].
+
 //! `drlb run`: validates the config, loads the program, fills its maps, attaches it, announces
 //! the VIPs, then serves until SIGINT or SIGTERM, when it detaches. While it runs it follows
 //! the backends' MACs, runs health checks, applies changes from the CLI, and re-reads the
@@ -6,6 +10,11 @@
 //! Everything that can fail on bad input happens before the program is attached, and the maps
 //! are complete before the first frame arrives, so a bad config never leaves a half-applied
 //! data plane.
+
+pub mod conflict;
+pub mod control;
+pub mod failover;
+pub mod health;
 
 use std::{
     net::Ipv4Addr,
@@ -22,17 +31,19 @@ use tokio::{
 };
 use tracing::{info, warn};
 
+use self::{
+    conflict::ConflictMap,
+    control::{Request, Response},
+};
 use crate::{
-    arping::ArpSocket,
     config::{Config, ServiceId, XdpMode, egress_for},
-    conflict::{self, ConflictMap},
-    control::{self, Request, Response},
     dataplane::Dataplane,
+    dataplane::loader::{self, AttachMode},
     director::{self, Director},
-    failover, garp, health,
-    loader::{self, AttachMode},
-    netlink::{InterfaceInfo, NeighbourMacs, Netlink},
-    stats::{InterfaceStats, format_mac},
+    net::arp::ArpSocket,
+    net::garp,
+    net::netlink::{InterfaceInfo, NeighbourMacs, Netlink},
+    report::stats::{InterfaceStats, format_mac},
 };
 
 /// How long start-up waits for the kernel to resolve backends' MACs before it goes on without
@@ -408,7 +419,7 @@ fn stats(
     director: &Director,
     interfaces: &[InterfaceStats],
     conflicts: &conflict::Monitor,
-) -> Result<crate::stats::StatsReport> {
+) -> Result<crate::report::stats::StatsReport> {
     let mut report = director.stats(interfaces.to_vec())?;
     report.arp_conflicts = conflicts.report(&conflict::Context::of(director))?;
     Ok(report)

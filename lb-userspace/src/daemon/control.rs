@@ -15,7 +15,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use crate::{director::Change, stats::StatsReport};
+use crate::{director::Change, report::stats::StatsReport};
 
 pub const SOCKET_NAME: &str = "drlb.sock";
 const SOCKET_MODE: u32 = 0o600;

@@ -14,8 +14,8 @@ use lb_common::{
 use macaddr::MacAddr6;
 
 use crate::{
-    health::{CheckKind, HealthCheckConfig},
-    maglev::check_table_size,
+    daemon::health::{CheckKind, HealthCheckConfig},
+    director::maglev::check_table_size,
 };
 use serde::Deserialize;
 

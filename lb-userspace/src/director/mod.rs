@@ -7,6 +7,8 @@
 //! orders the map writes so the program never follows a dangling reference: backends are added
 //! before the table that names them, and removed after the table that stopped naming them.
 
+pub mod maglev;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddr},
@@ -20,14 +22,14 @@ use lb_common::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use self::maglev::WeightedBackend;
 use crate::{
     config::{BackendConfig, Config, Scheduler, ServiceConfig, ServiceId, egress_for},
+    daemon::health::{CheckKind, Health, HealthCheckConfig, Transition},
+    dataplane::loader::MapSizes,
     dataplane::{Dataplane, TableLayout},
-    health::{CheckKind, Health, HealthCheckConfig, Transition},
-    loader::MapSizes,
-    maglev::{self, WeightedBackend},
-    netlink::{InterfaceInfo, NeighbourMacs},
-    stats::{BackendStats, Count, InterfaceStats, ServiceStats, StatsReport, format_mac},
+    net::netlink::{InterfaceInfo, NeighbourMacs},
+    report::stats::{BackendStats, Count, InterfaceStats, ServiceStats, StatsReport, format_mac},
 };
 
 /// The map sizes a config needs: room for its services' tables plus default-sized tables for

@@ -1,0 +1,6 @@
+//! The wire and the kernel: rtnetlink ([`netlink`]: interfaces, addresses, neighbours), ARP
+//! frames and packet sockets ([`arp`]), gratuitous ARP ([`garp`]). Knows nothing of services.
+
+pub mod arp;
+pub mod garp;
+pub mod netlink;

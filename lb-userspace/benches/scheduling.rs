@@ -4,7 +4,7 @@
 //! 1. Maglev table build time for 65537 and 655373 entries with 10, 100 and 1000 backends,
 //!    next to a baseline measured in the same run: filling a table of the same size with
 //!    `slot % backends` (the cheapest possible table), so the ratio says what consistency costs.
-//! 2. Backend changes per second the daemon's `Director::apply` achieves (weight changes on a
+//! 2. Backend changes per second the daemon's `Controller::apply` achieves (weight changes on a
 //!    service of 100 backends: config diff, Maglev rebuild, map writes), against the kernel
 //!    with a freshly loaded program. Needs root; skipped, and said so, otherwise.
 //!
@@ -20,8 +20,8 @@ use lb_userspace::{
     config::Config,
     dataplane::Dataplane,
     dataplane::loader,
-    director::maglev::{WeightedBackend, build_table},
-    director::{Director, map_sizes},
+    director::{Controller, map_sizes},
+    maglev::{WeightedBackend, build_table},
     net::netlink::InterfaceInfo,
 };
 
@@ -81,7 +81,7 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-/// Weight changes applied through `Director::apply`, against real maps.
+/// Weight changes applied through `Controller::apply`, against real maps.
 fn changes_per_second() {
     println!("## Backend changes applied by the daemon\n");
     // SAFETY: geteuid has no preconditions.
@@ -111,7 +111,7 @@ fn changes_per_second() {
     };
     let mut ebpf = loader::load(map_sizes(&config)).expect("loading the XDP program");
     let dataplane = Dataplane::take_from(&mut ebpf).expect("maps");
-    let mut director = Director::new(&config, vec![interface], dataplane).expect("director");
+    let mut director = Controller::new(&config, vec![interface], dataplane).expect("director");
     director.apply(config.clone()).expect("initial config");
     // Baseline in the same run: re-applying an unchanged config (validation and diff only).
     let start = Instant::now();

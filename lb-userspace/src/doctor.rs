@@ -19,11 +19,12 @@ use anyhow::{Context as _, Result, bail};
 use macaddr::MacAddr6;
 
 use crate::{
-    daemon::conflict::ArpConflictStats,
     daemon::control::{self, Request, Response},
     net::arp::{self, ArpSocket, Reply},
+    net::mac::format_mac,
     net::netlink::Netlink,
-    report::stats::{StatsReport, format_mac},
+    report::conflicts::ArpConflictStats,
+    report::stats::StatsReport,
 };
 
 /// Gap between the probes of one VIP.

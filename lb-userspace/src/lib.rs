@@ -9,6 +9,7 @@
 //!   conflict monitor).
 //! - [`net`]: the wire and the kernel: netlink, ARP frames and sockets, MAC formatting.
 //! - [`report`]: what `drlb stats` shows, built from plain data.
+//! - [`maglev`]: the weighted Maglev table, a pure function both [`config`] and [`director`] use.
 //! - [`realserver`], [`doctor`]: tools run on other hosts or on demand.
 
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod director;
 pub mod doctor;
+pub mod maglev;
 pub mod net;
 pub mod realserver;
 pub mod report;

@@ -29,7 +29,7 @@ use lb_common::{
 use lb_userspace::{
     dataplane::loader::{self, MapSizes},
     dataplane::{Dataplane, TableLayout},
-    director::maglev::{self, WeightedBackend},
+    maglev::{self, WeightedBackend},
 };
 use tests::packet::{
     AFTER_MACS, Arp, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_IP, DIRECTOR_MAC, ETH_DST_MAC,

@@ -3,7 +3,7 @@
 //! - VIP conflicts: ARP frames claiming a VIP for another MAC are counted per MAC in
 //!   `ARP_CONFLICTS`, and nothing else changes: every verdict, every reply, every counter is
 //!   what it was without conflict counting (`tests/tests/program.rs` checks the rest).
-//! - Standby: the daemon's own `Director::set_active(false)` makes the program stop answering
+//! - Standby: the daemon's own `Controller::set_active(false)` makes the program stop answering
 //!   ARP for the VIP *and* stop forwarding its traffic (dropped as `drop_standby`);
 //!   `set_active(true)` brings both back.
 //!
@@ -21,7 +21,7 @@ use lb_userspace::{
     daemon::conflict::{ConflictMap, Seen},
     dataplane::Dataplane,
     dataplane::loader::{self, MapSizes},
-    director::Director,
+    director::Controller,
     net::netlink::InterfaceInfo,
 };
 use tests::packet::{
@@ -56,7 +56,7 @@ const XDP_TX: u32 = 3;
 /// A loaded program configured by the daemon's `Director`, and its conflict map.
 struct Bed {
     ebpf: Ebpf,
-    director: Director,
+    director: Controller,
     conflicts: ConflictMap,
 }
 
@@ -79,7 +79,7 @@ impl Bed {
             veth_peer: None,
         };
         let mut director =
-            Director::new(&config, vec![interface], dataplane).expect("creating the director");
+            Controller::new(&config, vec![interface], dataplane).expect("creating the director");
         director.apply(config).expect("applying the test config");
         Self {
             ebpf,
@@ -104,7 +104,7 @@ impl Bed {
     }
 
     fn verdicts(&self) -> BTreeMap<&'static str, u64> {
-        let report = self.director.stats(Vec::new()).expect("stats");
+        let report = lb_userspace::report::stats::build(&self.director, Vec::new()).expect("stats");
         Verdict::ALL
             .iter()
             .map(|v| (v.name(), report.verdicts[v.name()].packets))
@@ -386,7 +386,9 @@ fn a_standby_director_neither_answers_arp_nor_forwards_and_activation_restores_b
     assert_eq!(after["tx"], before["tx"]);
     assert_eq!(after["arp_reply"], before["arp_reply"]);
     assert_eq!(
-        bed.director.stats(Vec::new()).expect("stats").state,
+        lb_userspace::report::stats::build(&bed.director, Vec::new())
+            .expect("stats")
+            .state,
         "standby"
     );
     // Conflicts are counted in either state (the daemon judges them by the state).
@@ -401,7 +403,9 @@ fn a_standby_director_neither_answers_arp_nor_forwards_and_activation_restores_b
     assert_eq!(bed.director.set_active(true).expect("activating").len(), 1);
     assert_active(&mut bed, "after activation");
     assert_eq!(
-        bed.director.stats(Vec::new()).expect("stats").state,
+        lb_userspace::report::stats::build(&bed.director, Vec::new())
+            .expect("stats")
+            .state,
         "active"
     );
     // A change applied while standby keeps the director standby.

@@ -4,6 +4,8 @@
 //! [`Config::validate`] checks the file on its own, [`Config::validate_for_interface`] checks
 //! it against the director's interface (its addresses and connected subnets).
 
+pub mod health_check;
+
 use std::{collections::HashSet, fmt, net::Ipv4Addr, path::Path};
 
 use anyhow::{Context as _, Result, bail};
@@ -13,10 +15,8 @@ use lb_common::{
 };
 use macaddr::MacAddr6;
 
-use crate::{
-    daemon::health::{CheckKind, HealthCheckConfig},
-    director::maglev::check_table_size,
-};
+use self::health_check::{CheckKind, HealthCheckConfig};
+use crate::maglev::check_table_size;
 use serde::Deserialize;
 
 /// Largest backend weight (as in IPVS).

@@ -13,7 +13,6 @@
 
 use std::{
     collections::HashMap,
-    fmt::Write as _,
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
@@ -24,10 +23,12 @@ use aya::{
     maps::{MapData, MapError, PerCpuHashMap},
 };
 use lb_common::conflict::{ArpConflict, ArpConflictKey, MAP_NAME};
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::{director::Director, net::arp, report::stats::format_mac};
+use crate::{
+    net::{arp, mac::format_mac},
+    report::conflicts::ArpConflictStats,
+};
 
 /// How often the daemon asks the link who answers for each VIP.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
@@ -115,33 +116,6 @@ pub struct Context {
     pub active: bool,
     /// (address, MAC) of every backend whose MAC is known.
     pub backends: Vec<(Ipv4Addr, [u8; 6])>,
-}
-
-impl Context {
-    #[must_use]
-    pub fn of(director: &Director) -> Self {
-        Self {
-            active: director.is_active(),
-            backends: director.backend_macs(),
-        }
-    }
-}
-
-/// One offending MAC as `drlb stats` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArpConflictStats {
-    pub mac: String,
-    /// The backend with this MAC (`198.18.0.12`), or `null` when no backend has it.
-    pub backend: Option<String>,
-    /// ARP requests sent with a VIP as sender address.
-    pub requests: u64,
-    /// ARP replies claiming a VIP.
-    pub replies: u64,
-    /// The VIP of the last such frame.
-    pub vip: String,
-    pub last_seen_secs_ago: u64,
-    /// What it means and what to do.
-    pub explanation: String,
 }
 
 /// The explanation of a conflict: who claims the VIP, why it matters and the fix.
@@ -347,24 +321,6 @@ pub struct ProbeFrom {
     pub sender_ip: Ipv4Addr,
 }
 
-impl Probe {
-    #[must_use]
-    pub fn of(director: &Director) -> Self {
-        Self {
-            from: director
-                .interfaces()
-                .iter()
-                .map(|i| ProbeFrom {
-                    ifindex: i.ifindex,
-                    mac: i.mac,
-                    sender_ip: i.ipv4.first().map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a),
-                })
-                .collect(),
-            vips: director.vips(),
-        }
-    }
-}
-
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
 fn monotonic_ns() -> u64 {
     // SAFETY: timespec is plain old data; all-zero is a valid value.
@@ -374,38 +330,10 @@ fn monotonic_ns() -> u64 {
     u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
 }
 
-/// The "ARP conflicts" section of `drlb stats` (empty when there are none).
-#[must_use]
-pub fn render(conflicts: &[ArpConflictStats]) -> String {
-    let mut out = String::new();
-    if conflicts.is_empty() {
-        return out;
-    }
-    let _ = writeln!(out, "\nARP conflicts (other MACs claiming a VIP)");
-    let _ = writeln!(
-        out,
-        "  {:<19} {:<15} {:<15} {:>9} {:>9} {:>10}",
-        "mac", "backend", "vip", "requests", "replies", "last seen"
-    );
-    for c in conflicts {
-        let _ = writeln!(
-            out,
-            "  {:<19} {:<15} {:<15} {:>9} {:>9} {:>8}s ago",
-            c.mac,
-            c.backend.as_deref().unwrap_or("-"),
-            c.vip,
-            c.requests,
-            c.replies,
-            c.last_seen_secs_ago
-        );
-        let _ = writeln!(out, "    {}", c.explanation);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::conflicts::render;
 
     const RS_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x12];
     const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];

@@ -39,11 +39,12 @@ use crate::{
     config::{Config, ServiceId, XdpMode, egress_for},
     dataplane::Dataplane,
     dataplane::loader::{self, AttachMode},
-    director::{self, Director},
+    director::{self, Controller},
     net::arp::ArpSocket,
     net::garp,
+    net::mac::format_mac,
     net::netlink::{InterfaceInfo, NeighbourMacs, Netlink},
-    report::stats::{InterfaceStats, format_mac},
+    report::stats::{self, InterfaceStats},
 };
 
 /// How long start-up waits for the kernel to resolve backends' MACs before it goes on without
@@ -88,7 +89,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
 
     let mut ebpf = loader::load(director::map_sizes(&config))?;
     start_ebpf_logger(&mut ebpf);
-    let mut director = Director::new(
+    let mut director = Controller::new(
         &config,
         interfaces.clone(),
         Dataplane::take_from(&mut ebpf)?,
@@ -289,7 +290,7 @@ async fn resolve(
 }
 
 /// Announces every VIP on every interface (the program answers ARP on all of them).
-async fn announce_vips(director: &Director) {
+async fn announce_vips(director: &Controller) {
     let socket = match ArpSocket::sender(0) {
         Ok(socket) => socket,
         Err(e) => return warn!("VIPs not announced: {e:#}"),
@@ -311,7 +312,7 @@ async fn announce_vips(director: &Director) {
 }
 
 /// One task per checked backend; all replaced whenever the config changes.
-fn start_health_checks(director: &Director, results: &mpsc::Sender<HealthResult>) -> JoinSet<()> {
+fn start_health_checks(director: &Controller, results: &mpsc::Sender<HealthResult>) -> JoinSet<()> {
     let mut checkers = JoinSet::new();
     for (service, backend, check, target) in director.health_targets() {
         let results = results.clone();
@@ -340,7 +341,7 @@ fn start_health_checks(director: &Director, results: &mpsc::Sender<HealthResult>
 
 async fn serve(
     netlink: &Netlink,
-    director: &mut Director,
+    director: &mut Controller,
     control: &control::Bound,
     options: &RunOptions,
     interfaces: &[InterfaceStats],
@@ -404,7 +405,7 @@ async fn serve(
                 if let Err(e) = refresh_neighbours(netlink, director).await {
                     warn!("neighbour refresh failed: {e:#}");
                 }
-                conflicts.tick(&conflict::Context::of(director), &conflict::Probe::of(director));
+                conflicts.tick(&conflict_context(director), &conflict_probe(director));
                 false
             }
         };
@@ -416,19 +417,19 @@ async fn serve(
 }
 
 fn stats(
-    director: &Director,
+    director: &Controller,
     interfaces: &[InterfaceStats],
     conflicts: &conflict::Monitor,
-) -> Result<crate::report::stats::StatsReport> {
-    let mut report = director.stats(interfaces.to_vec())?;
-    report.arp_conflicts = conflicts.report(&conflict::Context::of(director))?;
+) -> Result<stats::StatsReport> {
+    let mut report = stats::build(director, interfaces.to_vec())?;
+    report.arp_conflicts = conflicts.report(&conflict_context(director))?;
     Ok(report)
 }
 
 /// `drlb vip activate|deactivate`: switches the director, and announces it when it becomes
 /// active (a burst of gratuitous ARP, then a repeat).
 fn failover_to(
-    director: &mut Director,
+    director: &mut Controller,
     announcer: &mut failover::Announcer,
     active: bool,
 ) -> Response {
@@ -457,7 +458,7 @@ fn failover_to(
 }
 
 /// SIGHUP: re-reads the config file and applies the difference, or keeps everything as it is.
-fn reload(director: &mut Director, options: &RunOptions) -> bool {
+fn reload(director: &mut Controller, options: &RunOptions) -> bool {
     match Config::load(&options.config).and_then(|config| director.apply(config)) {
         Ok(changes) if changes.is_empty() => {
             info!("SIGHUP: config unchanged");
@@ -476,7 +477,7 @@ fn reload(director: &mut Director, options: &RunOptions) -> bool {
     }
 }
 
-async fn refresh_neighbours(netlink: &Netlink, director: &mut Director) -> Result<()> {
+async fn refresh_neighbours(netlink: &Netlink, director: &mut Controller) -> Result<()> {
     let ifindexes: Vec<u32> = director.interfaces().iter().map(|i| i.ifindex).collect();
     let macs = netlink.neighbour_macs(&ifindexes).await?;
     // Entries someone deleted (e.g. `ip neigh flush`) and those of backends added since are
@@ -489,4 +490,29 @@ async fn refresh_neighbours(netlink: &Netlink, director: &mut Director) -> Resul
         netlink.keep_resolved(ifindex, addr).await?;
     }
     director.set_neighbours(macs)
+}
+
+/// What the conflict monitor needs to judge a conflict, as plain data.
+fn conflict_context(controller: &Controller) -> conflict::Context {
+    conflict::Context {
+        active: controller.is_active(),
+        backends: controller.backend_macs(),
+    }
+}
+
+/// What the conflict monitor's probe sends: from each interface's MAC and first address, for
+/// each VIP.
+fn conflict_probe(controller: &Controller) -> conflict::Probe {
+    conflict::Probe {
+        from: controller
+            .interfaces()
+            .iter()
+            .map(|i| conflict::ProbeFrom {
+                ifindex: i.ifindex,
+                mac: i.mac,
+                sender_ip: i.ipv4.first().map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a),
+            })
+            .collect(),
+        vips: controller.vips(),
+    }
 }

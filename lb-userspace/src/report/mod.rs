@@ -1,4 +1,5 @@
-//! What drlb reports: the `drlb stats` report ([`stats`]), built from plain data and rendered as
+//! What drlb reports: the `drlb stats` report ([`stats`]) and its ARP conflict section ([`conflicts`]), built from plain data and rendered as
 //! text or JSON. Reads nothing from the kernel itself.
 
+pub mod conflicts;
 pub mod stats;

@@ -1,15 +1,17 @@
-//! The counters report: built by the daemon from the maps, sent over the control socket,
+//! The counters report: built from the controller's state and the maps' counters, sent over the control socket,
 //! printed by `drlb stats` as a table or as JSON.
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
+use anyhow::Result;
+use lb_common::Verdict;
 use serde::{Deserialize, Serialize};
 
-/// A MAC as drlb prints it everywhere: lower-case, colon-separated.
-#[must_use]
-pub fn format_mac(mac: [u8; 6]) -> String {
-    macaddr::MacAddr6::from(mac).to_string().to_lowercase()
-}
+use crate::{
+    config::{Scheduler, health_check::CheckKind},
+    director::Controller,
+    net::mac::format_mac,
+};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Count {
@@ -38,7 +40,7 @@ pub struct StatsReport {
     pub state: String,
     /// Other MACs seen claiming a VIP in ARP (see conflict.rs).
     #[serde(default)]
-    pub arp_conflicts: Vec<crate::daemon::conflict::ArpConflictStats>,
+    pub arp_conflicts: Vec<super::conflicts::ArpConflictStats>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +78,73 @@ pub struct BackendStats {
     pub health: String,
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// The counters and states of `controller`; `interfaces` says how the program is attached to
+/// each interface.
+pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result<StatsReport> {
+    let mut services = Vec::new();
+    for (id, s) in controller.services() {
+        let total = controller.dataplane().service_counter(s.id)?;
+        let checked = s.config.health_check().kind != CheckKind::None;
+        let mut backends = Vec::new();
+        for (address, b) in &s.backends {
+            let count = controller.dataplane().backend_counter(s.id, b.id)?;
+            backends.push(BackendStats {
+                address: address.to_string(),
+                interface: controller
+                    .interfaces()
+                    .iter()
+                    .find(|i| i.ifindex == b.egress.ifindex)
+                    .map_or_else(String::new, |i| i.name.clone()),
+                weight: b.weight,
+                mac: b.mac().map(format_mac),
+                state: b.state().to_owned(),
+                health: if !checked {
+                    "unchecked"
+                } else if b.health.is_up() {
+                    "up"
+                } else {
+                    "down"
+                }
+                .to_owned(),
+                packets: count.packets,
+                bytes: count.bytes,
+            });
+        }
+        services.push(ServiceStats {
+            vip: id.vip.to_string(),
+            port: id.port,
+            protocol: id.protocol.to_string(),
+            scheduler: match s.config.scheduler {
+                Scheduler::Maglev => "maglev",
+                Scheduler::SourceHash => "source-hash",
+            }
+            .to_owned(),
+            packets: total.packets,
+            bytes: total.bytes,
+            backends,
+        });
+    }
+    let mut verdicts = BTreeMap::new();
+    for verdict in Verdict::ALL {
+        verdicts.insert(
+            verdict.name().to_owned(),
+            Count::from(controller.dataplane().verdict_counter(verdict)?),
+        );
+    }
+    Ok(StatsReport {
+        interfaces,
+        services,
+        verdicts,
+        state: if controller.is_active() {
+            "active"
+        } else {
+            "standby"
+        }
+        .to_owned(),
+        arp_conflicts: Vec::new(),
+    })
 }
 
 impl StatsReport {
@@ -128,6 +197,6 @@ impl StatsReport {
                 c.bytes
             );
         }
-        out + &crate::daemon::conflict::render(&self.arp_conflicts)
+        out + &super::conflicts::render(&self.arp_conflicts)
     }
 }

@@ -23,7 +23,7 @@ use lb_userspace::{
     config::Config,
     dataplane::Dataplane,
     dataplane::loader::{self, EBPF_OBJECT},
-    director::{Director, map_sizes},
+    director::{Controller, map_sizes},
     net::netlink::InterfaceInfo,
 };
 
@@ -86,7 +86,7 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
         veth_peer: None,
     };
     let dataplane = Dataplane::take_from(&mut drlb).expect("drlb's maps");
-    let mut director = Director::new(&config, vec![interface], dataplane).expect("the director");
+    let mut director = Controller::new(&config, vec![interface], dataplane).expect("the director");
     director.apply(config).expect("the bench config applies");
 
     let tcp = stream(Protocol::Tcp, VIP, Protocol::Tcp.port());

@@ -1,0 +1,100 @@
+//! Backend states follow the config: new backends get an id (and fresh counters), removed
+//! ones are marked leaving, weights, egress and MACs follow.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    health::Health,
+    state::{BackendState, Egress, ServiceState},
+};
+use crate::{
+    config::{BackendConfig, ServiceConfig, egress_for},
+    dataplane::Dataplane,
+    net::netlink::{InterfaceInfo, NeighbourMacs},
+};
+
+/// Brings a service's backend states in line with its config: new backends get the lowest
+/// free id (and fresh counters), removed ones are marked leaving, weights and MACs follow.
+pub fn update(
+    service: &mut ServiceState,
+    config: &ServiceConfig,
+    interfaces: &[InterfaceInfo],
+    neighbours: &NeighbourMacs,
+    dataplane: &mut Dataplane,
+    changes: &mut Vec<String>,
+) -> Result<()> {
+    let name = config.id();
+    let wanted: BTreeMap<Ipv4Addr, &BackendConfig> =
+        config.backends.iter().map(|b| (b.address, b)).collect();
+    for (address, backend) in &mut service.backends {
+        if !wanted.contains_key(address) {
+            backend.leaving = true;
+            changes.push(format!("service {name}: backend {address} removed"));
+        }
+    }
+    let addresses: Vec<_> = interfaces.iter().map(InterfaceInfo::addresses).collect();
+    for (address, wanted) in &wanted {
+        let configured_mac = wanted.mac.map(|m| m.into_array());
+        // Validation made sure every backend has one.
+        let egress = egress_for(wanted, &addresses)
+            .and_then(|a| interfaces.iter().find(|i| i.name == a.name))
+            .map(|i| Egress {
+                ifindex: i.ifindex,
+                mac: i.mac,
+            })
+            .context("a backend without an egress interface passed validation")?;
+        if let Some(backend) = service.backends.get_mut(address) {
+            if backend.egress != egress {
+                changes.push(format!(
+                    "service {name}: backend {address} moves to interface {}",
+                    egress.ifindex
+                ));
+                backend.egress = egress;
+                backend.neighbour_mac = neighbours
+                    .get(&(egress.ifindex, *address))
+                    .copied()
+                    .flatten();
+            }
+            if backend.weight != wanted.weight {
+                changes.push(format!(
+                    "service {name}: backend {address} weight {} -> {}",
+                    backend.weight, wanted.weight
+                ));
+                backend.weight = wanted.weight;
+            }
+            backend.configured_mac = configured_mac;
+            continue;
+        }
+        let used: BTreeSet<u32> = service.backends.values().map(|b| b.id).collect();
+        let id = (0..)
+            .find(|i| !used.contains(i))
+            .expect("fewer backends than ids");
+        dataplane.reset_backend_counter(service.id, id)?;
+        service.backends.insert(
+            *address,
+            BackendState {
+                id,
+                egress,
+                weight: wanted.weight,
+                configured_mac,
+                neighbour_mac: neighbours
+                    .get(&(egress.ifindex, *address))
+                    .copied()
+                    .flatten(),
+                health: Health::new(),
+                leaving: false,
+                published: None,
+            },
+        );
+        changes.push(format!(
+            "service {name}: backend {address} added (weight {})",
+            wanted.weight
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Run-time changes (`drlb service|backend ...`) as edits of the config in force: the edited
+//! config is then applied like any other, so a change is validated and refused whole exactly as
+//! a config file is.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BackendConfig, Config, ServiceConfig, ServiceId};
+
+/// A change requested at run time (`drlb service|backend ...`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "kebab-case")]
+pub enum Change {
+    ServiceAdd {
+        service: ServiceConfig,
+    },
+    ServiceRemove {
+        service: ServiceId,
+    },
+    BackendAdd {
+        service: ServiceId,
+        backend: BackendConfig,
+    },
+    BackendRemove {
+        service: ServiceId,
+        address: Ipv4Addr,
+    },
+    BackendSetWeight {
+        service: ServiceId,
+        address: Ipv4Addr,
+        weight: u32,
+    },
+}
+
+impl Change {
+    /// The config with this change made; an error if it names what is not there (or adds what
+    /// is). The result still has to pass validation.
+    pub fn edit(&self, config: &Config) -> Result<Config> {
+        let mut config = config.clone();
+        match self {
+            Self::ServiceAdd { service } => {
+                if config.services.iter().any(|s| s.id() == service.id()) {
+                    bail!("service {} exists already", service.id());
+                }
+                config.services.push(service.clone());
+            }
+            Self::ServiceRemove { service } => {
+                let before = config.services.len();
+                config.services.retain(|s| s.id() != *service);
+                if config.services.len() == before {
+                    bail!("there is no service {service}");
+                }
+            }
+            Self::BackendAdd { service, backend } => {
+                let s = find_service(&mut config, service)?;
+                if s.backends.iter().any(|b| b.address == backend.address) {
+                    bail!("service {service} has backend {} already", backend.address);
+                }
+                s.backends.push(backend.clone());
+            }
+            Self::BackendRemove { service, address } => {
+                let s = find_service(&mut config, service)?;
+                let before = s.backends.len();
+                s.backends.retain(|b| b.address != *address);
+                if s.backends.len() == before {
+                    bail!("service {service} has no backend {address}");
+                }
+            }
+            Self::BackendSetWeight {
+                service,
+                address,
+                weight,
+            } => {
+                let s = find_service(&mut config, service)?;
+                let b = s
+                    .backends
+                    .iter_mut()
+                    .find(|b| b.address == *address)
+                    .with_context(|| format!("service {service} has no backend {address}"))?;
+                b.weight = *weight;
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn find_service<'a>(config: &'a mut Config, id: &ServiceId) -> Result<&'a mut ServiceConfig> {
+    config
+        .services
+        .iter_mut()
+        .find(|s| s.id() == *id)
+        .with_context(|| format!("there is no service {id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(&format!("[director]\ninterface = \"eth0\"\n{text}")).unwrap()
+    }
+
+    const WEB: &str = "[[service]]\nvip = \"198.18.0.100\"\nport = 80\nprotocol = \"tcp\"\n\
+                       [[service.backend]]\naddress = \"198.18.0.11\"\n";
+
+    #[test]
+    fn changes_edit_the_config_or_say_what_is_wrong() {
+        let c = config(WEB);
+        let web: ServiceId = "tcp/198.18.0.100:80".parse().unwrap();
+        let backend = |a: &str| BackendConfig {
+            interface: None,
+            address: a.parse().unwrap(),
+            weight: 2,
+            mac: None,
+        };
+        let added = Change::BackendAdd {
+            service: web,
+            backend: backend("198.18.0.12"),
+        }
+        .edit(&c)
+        .unwrap();
+        assert_eq!(added.services[0].backends.len(), 2);
+        let err = Change::BackendAdd {
+            service: web,
+            backend: backend("198.18.0.11"),
+        }
+        .edit(&c)
+        .unwrap_err();
+        assert!(err.to_string().contains("has backend 198.18.0.11 already"));
+        let weighted = Change::BackendSetWeight {
+            service: web,
+            address: "198.18.0.11".parse().unwrap(),
+            weight: 0,
+        }
+        .edit(&c)
+        .unwrap();
+        assert_eq!(weighted.services[0].backends[0].weight, 0);
+        let err = Change::BackendRemove {
+            service: web,
+            address: "198.18.0.99".parse().unwrap(),
+        }
+        .edit(&c)
+        .unwrap_err();
+        assert!(err.to_string().contains("has no backend 198.18.0.99"));
+        let other: ServiceId = "udp/198.18.0.100:80".parse().unwrap();
+        assert!(
+            Change::ServiceRemove { service: other }
+                .edit(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("no service udp 198.18.0.100:80")
+        );
+        assert!(
+            Change::ServiceRemove { service: web }
+                .edit(&c)
+                .unwrap()
+                .services
+                .is_empty()
+        );
+    }
+}

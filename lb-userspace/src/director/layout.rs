@@ -1,0 +1,165 @@
+//! Where each service lives in the maps: its id, its region of the `MAGLEV` array, its flags,
+//! and the map sizes a config needs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context as _, Result};
+use lb_common::{
+    DEFAULT_MAGLEV_ENTRIES, DEFAULT_TABLE_SIZE, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH,
+    SERVICE_FLAG_STANDBY, TABLE_BANKS,
+};
+
+use super::state::ServiceState;
+use crate::{
+    config::{Config, Scheduler, ServiceConfig, ServiceId},
+    dataplane::{TableLayout, loader::MapSizes},
+};
+
+/// The map sizes a config needs: room for its services' tables plus default-sized tables for
+/// services that may be added at run time.
+#[must_use]
+pub fn map_sizes(config: &Config) -> MapSizes {
+    let configured: u64 = config
+        .services
+        .iter()
+        .map(|s| u64::from(TABLE_BANKS) * u64::from(s.table_size))
+        .sum();
+    let spare = u64::from(MAX_SERVICES).saturating_sub(config.services.len() as u64)
+        * u64::from(TABLE_BANKS)
+        * u64::from(DEFAULT_TABLE_SIZE);
+    let maglev_entries = u32::try_from((configured + spare).max(u64::from(DEFAULT_MAGLEV_ENTRIES)))
+        .unwrap_or(u32::MAX);
+    MapSizes {
+        maglev_entries,
+        flow_table_size: config.director.flow_table_size,
+    }
+}
+
+/// Assigns each wanted service an id and a table region, keeping those of services that
+/// stay (unless their table size changes). Fails, before anything changed, when the
+/// `MAGLEV` array has no room.
+pub fn plan(
+    current: &BTreeMap<ServiceId, ServiceState>,
+    capacity: u32,
+    active: bool,
+    wanted: &BTreeMap<ServiceId, &ServiceConfig>,
+) -> Result<BTreeMap<ServiceId, TableLayout>> {
+    let mut used_ids: BTreeSet<u32> = BTreeSet::new();
+    let mut regions: Vec<(u32, u32)> = Vec::new();
+    let mut layouts = BTreeMap::new();
+    // Regions of every current service stay reserved until the change is complete (a
+    // resized table is written next to its old one).
+    for service in current.values() {
+        regions.push((service.layout.base, TABLE_BANKS * service.layout.size));
+    }
+    for (id, config) in wanted {
+        if let Some(current) = current.get(id) {
+            used_ids.insert(current.id);
+            if current.layout.size == config.table_size {
+                layouts.insert(
+                    *id,
+                    TableLayout {
+                        flags: service_flags(config.scheduler, active),
+                        ..current.layout
+                    },
+                );
+            }
+        }
+    }
+    for (id, config) in wanted {
+        if layouts.contains_key(id) {
+            continue;
+        }
+        let service_id = match current.get(id) {
+            Some(current) => current.id,
+            None => {
+                let free = (0..MAX_SERVICES)
+                    .find(|i| !used_ids.contains(i))
+                    .context("no free service id")?;
+                used_ids.insert(free);
+                free
+            }
+        };
+        let len = TABLE_BANKS * config.table_size;
+        let base = first_fit(&regions, len, capacity).with_context(|| {
+                format!(
+                    "no room for the table of service {id} ({len} entries) in the Maglev table memory ({} entries): \
+                     restart drlb to size it for the new config; nothing changed",
+                    capacity
+                )
+            })?;
+        regions.push((base, len));
+        layouts.insert(
+            *id,
+            TableLayout {
+                service_id,
+                base,
+                size: config.table_size,
+                flags: service_flags(config.scheduler, active),
+            },
+        );
+    }
+    Ok(layouts)
+}
+
+/// The `Service` flags of a service: its scheduler's, and `SERVICE_FLAG_STANDBY` while this
+/// director is a standby.
+#[must_use]
+pub const fn service_flags(scheduler: Scheduler, active: bool) -> u32 {
+    scheduler_flags(scheduler) | if active { 0 } else { SERVICE_FLAG_STANDBY }
+}
+
+const fn scheduler_flags(scheduler: Scheduler) -> u32 {
+    match scheduler {
+        Scheduler::Maglev => 0,
+        Scheduler::SourceHash => SERVICE_FLAG_SOURCE_HASH,
+    }
+}
+
+/// The lowest base where `len` entries fit between the `used` (base, len) regions.
+fn first_fit(used: &[(u32, u32)], len: u32, capacity: u32) -> Option<u32> {
+    let mut used = used.to_vec();
+    used.sort_unstable();
+    let mut base = 0u32;
+    for (start, size) in used {
+        if start >= base && start - base >= len {
+            return Some(base);
+        }
+        base = base.max(start + size);
+    }
+    (capacity.checked_sub(base)? >= len).then_some(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(&format!("[director]\ninterface = \"eth0\"\n{text}")).unwrap()
+    }
+
+    const WEB: &str = "[[service]]\nvip = \"198.18.0.100\"\nport = 80\nprotocol = \"tcp\"\n\
+                       [[service.backend]]\naddress = \"198.18.0.11\"\n";
+
+    #[test]
+    fn first_fit_finds_gaps_and_the_end() {
+        assert_eq!(first_fit(&[], 10, 100), Some(0));
+        assert_eq!(first_fit(&[(0, 10), (30, 10)], 20, 100), Some(10));
+        assert_eq!(first_fit(&[(0, 10), (30, 10)], 21, 100), Some(40));
+        assert_eq!(first_fit(&[(0, 10), (30, 10)], 61, 100), None);
+    }
+
+    #[test]
+    fn map_sizes_leave_room_for_default_services() {
+        let c = config(WEB);
+        assert_eq!(map_sizes(&c).maglev_entries, DEFAULT_MAGLEV_ENTRIES);
+        let big = config(&WEB.replace(
+            "protocol = \"tcp\"",
+            "protocol = \"tcp\"\ntable_size = 655373",
+        ));
+        assert_eq!(
+            map_sizes(&big).maglev_entries,
+            2 * 655_373 + (MAX_SERVICES - 1) * 2 * DEFAULT_TABLE_SIZE,
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! What the controller tracks per service and per backend, beside the config: ids, egress, MACs,
+//! health, and what the maps hold.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use lb_common::{Backend, ServiceKey, ipv4_mapped};
+
+use super::health::Health;
+use crate::{
+    config::{ServiceConfig, ServiceId},
+    dataplane::TableLayout,
+};
+
+/// The interface a backend's frames leave by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Egress {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+/// A backend as the daemon tracks it.
+#[derive(Clone, Debug)]
+pub struct BackendState {
+    pub id: u32,
+    pub egress: Egress,
+    pub weight: u32,
+    pub configured_mac: Option<[u8; 6]>,
+    pub neighbour_mac: Option<[u8; 6]>,
+    pub health: Health,
+    /// Being removed: out of the table, then out of BACKENDS.
+    pub leaving: bool,
+    /// What BACKENDS holds for it.
+    pub published: Option<Backend>,
+}
+
+impl BackendState {
+    pub fn mac(&self) -> Option<[u8; 6]> {
+        self.configured_mac.or(self.neighbour_mac)
+    }
+
+    /// May receive traffic: known MAC, healthy, not leaving. (A drained backend is usable:
+    /// its established flows continue.)
+    pub fn usable(&self) -> bool {
+        !self.leaving && self.health.is_up() && self.mac().is_some()
+    }
+
+    pub fn state(&self) -> &'static str {
+        if !self.health.is_up() {
+            "down"
+        } else if self.mac().is_none() {
+            "no-mac"
+        } else if self.weight == 0 {
+            "drained"
+        } else {
+            "active"
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceState {
+    pub id: u32,
+    pub config: ServiceConfig,
+    pub key: ServiceKey,
+    pub layout: TableLayout,
+    pub backends: BTreeMap<Ipv4Addr, BackendState>,
+    /// The (address, weight, id) list the live table was built from.
+    pub table_inputs: Option<Vec<(Ipv4Addr, u32, u32)>>,
+    pub published_layout: Option<TableLayout>,
+}
+
+pub fn service_key(id: &ServiceId) -> ServiceKey {
+    ServiceKey {
+        addr: ipv4_mapped(id.vip.octets()),
+        port_be: id.port.to_be(),
+        protocol: id.protocol.number(),
+        _pad: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_states_name_why_a_backend_gets_no_new_flows() {
+        let mut b = BackendState {
+            egress: Egress {
+                ifindex: 1,
+                mac: [2, 0, 0, 0, 0, 2],
+            },
+            id: 0,
+            weight: 1,
+            configured_mac: None,
+            neighbour_mac: Some([2, 0, 0, 0, 0, 1]),
+            health: Health::new(),
+            leaving: false,
+            published: None,
+        };
+        assert_eq!((b.state(), b.usable()), ("active", true));
+        b.weight = 0;
+        assert_eq!((b.state(), b.usable()), ("drained", true));
+        b.neighbour_mac = None;
+        assert_eq!((b.state(), b.usable()), ("no-mac", false));
+        b.neighbour_mac = Some([2, 0, 0, 0, 0, 1]);
+        b.health.record(false, 1, 1);
+        assert_eq!((b.state(), b.usable()), ("down", false));
+    }
+}

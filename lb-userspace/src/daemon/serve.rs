@@ -1,0 +1,292 @@
+//! The serving loop of `drlb run`: signals, control requests, health results and a one-second
+//! tick, each handled by a named method of [`Server`].
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use tokio::{
+    net::UnixStream,
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    task::JoinSet,
+};
+use tracing::{info, warn};
+
+use super::{
+    HEALTH_QUEUE, NEIGHBOUR_REFRESH, RunOptions, conflict,
+    control::{self, Request, Response},
+    failover, health,
+};
+use crate::{
+    config::{Config, ServiceId},
+    director::{Change, Controller},
+    net::netlink::Netlink,
+    report::stats::{self, InterfaceStats, StatsReport},
+};
+
+/// A health probe's result, sent from a checker task to the loop.
+pub struct HealthResult {
+    service: ServiceId,
+    backend: Ipv4Addr,
+    result: Result<()>,
+}
+
+/// The serving loop's state: what each event handler needs.
+pub struct Server<'a> {
+    pub netlink: &'a Netlink,
+    pub director: &'a mut Controller,
+    pub control: &'a control::Bound,
+    pub options: &'a RunOptions,
+    pub interfaces: &'a [InterfaceStats],
+    pub conflicts: &'a mut conflict::Monitor,
+    announcer: failover::Announcer,
+}
+
+/// Whether an event changed the services (health checks then restart on the new set).
+type Changed = bool;
+
+impl<'a> Server<'a> {
+    pub fn new(
+        netlink: &'a Netlink,
+        director: &'a mut Controller,
+        control: &'a control::Bound,
+        options: &'a RunOptions,
+        interfaces: &'a [InterfaceStats],
+        conflicts: &'a mut conflict::Monitor,
+    ) -> Self {
+        Self {
+            netlink,
+            director,
+            control,
+            options,
+            interfaces,
+            conflicts,
+            announcer: failover::Announcer::default(),
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT: every event goes to its handler.
+    pub async fn serve(mut self) -> Result<()> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
+        let (health_tx, mut health_rx) = mpsc::channel(HEALTH_QUEUE);
+        let mut checkers = start_health_checks(self.director, &health_tx);
+        loop {
+            let changed = tokio::select! {
+                _ = sigterm.recv() => {
+                    info!("SIGTERM: stopping");
+                    return Ok(());
+                }
+                _ = sigint.recv() => {
+                    info!("SIGINT: stopping");
+                    return Ok(());
+                }
+                _ = sighup.recv() => self.on_sighup(),
+                accepted = self.control.listener.accept() => match accepted {
+                    Ok((stream, _)) => self.on_control(stream).await,
+                    Err(e) => {
+                        warn!("control socket: {e}");
+                        false
+                    }
+                },
+                Some(probe) = health_rx.recv() => self.on_health(&probe),
+                _ = refresh.tick() => self.on_tick().await,
+            };
+            if changed {
+                checkers.abort_all();
+                checkers = start_health_checks(self.director, &health_tx);
+            }
+        }
+    }
+
+    /// SIGHUP: re-reads the config file and applies the difference, or keeps everything as it is.
+    fn on_sighup(&mut self) -> Changed {
+        match Config::load(&self.options.config).and_then(|config| self.director.apply(config)) {
+            Ok(changes) if changes.is_empty() => {
+                info!("SIGHUP: config unchanged");
+                true
+            }
+            Ok(changes) => {
+                for change in changes {
+                    info!("SIGHUP: {change}");
+                }
+                true
+            }
+            Err(e) => {
+                warn!("SIGHUP: config refused, nothing changed: {e:#}");
+                false
+            }
+        }
+    }
+
+    /// One request on the control socket, answered.
+    async fn on_control(&mut self, mut stream: UnixStream) -> Changed {
+        let (response, changed) = match control::read_request(&mut stream).await {
+            Ok(Request::Stats) => (
+                self.stats()
+                    .map_or_else(|e| Response::Error(format!("{e:#}")), Response::Stats),
+                false,
+            ),
+            Ok(Request::Activate) => (self.failover_to(true), false),
+            Ok(Request::Deactivate) => (self.failover_to(false), false),
+            Ok(Request::Change { change }) => self.on_change(&change),
+            Err(e) => (Response::Error(format!("{e:#}")), false),
+        };
+        if let Err(e) = control::write_response(&mut stream, &response).await {
+            warn!("control client went away: {e:#}");
+        }
+        changed
+    }
+
+    /// `drlb service|backend ...`: the change applied whole, or refused whole.
+    fn on_change(&mut self, change: &Change) -> (Response, Changed) {
+        match change
+            .edit(self.director.config())
+            .and_then(|new| self.director.apply(new))
+        {
+            Ok(effects) => {
+                for effect in &effects {
+                    info!("control: {effect}");
+                }
+                (Response::Applied(effects), true)
+            }
+            Err(e) => {
+                warn!("control: change refused: {e:#}");
+                (
+                    Response::Error(format!("change refused, nothing changed: {e:#}")),
+                    false,
+                )
+            }
+        }
+    }
+
+    fn on_health(&mut self, probe: &HealthResult) -> Changed {
+        if let Err(e) = self
+            .director
+            .record_health(probe.service, probe.backend, &probe.result)
+        {
+            warn!("applying a health change failed: {e:#}");
+        }
+        false
+    }
+
+    /// Once a second: follow the backends' MACs, watch for VIP conflicts.
+    async fn on_tick(&mut self) -> Changed {
+        if let Err(e) = refresh_neighbours(self.netlink, self.director).await {
+            warn!("neighbour refresh failed: {e:#}");
+        }
+        self.conflicts.tick(
+            &conflict_context(self.director),
+            &conflict_probe(self.director),
+        );
+        false
+    }
+
+    fn stats(&self) -> Result<StatsReport> {
+        let mut report = stats::build(self.director, self.interfaces.to_vec())?;
+        report.arp_conflicts = self.conflicts.report(&conflict_context(self.director))?;
+        Ok(report)
+    }
+
+    /// `drlb vip activate|deactivate`: switches the director, and announces it when it becomes
+    /// active (a burst of gratuitous ARP, then a repeat).
+    fn failover_to(&mut self, active: bool) -> Response {
+        if !active {
+            self.announcer.stop();
+        }
+        match self.director.set_active(active) {
+            Ok(effects) => {
+                for effect in &effects {
+                    info!("control: {effect}");
+                }
+                if active {
+                    let interfaces = self
+                        .director
+                        .interfaces()
+                        .iter()
+                        .map(|i| (i.ifindex, i.mac));
+                    self.announcer
+                        .start(interfaces.collect(), self.director.vips());
+                }
+                Response::Applied(effects)
+            }
+            Err(e) => {
+                warn!(
+                    "control: switching to {} failed: {e:#}",
+                    if active { "active" } else { "standby" }
+                );
+                Response::Error(format!("{e:#}"))
+            }
+        }
+    }
+}
+
+/// One task per checked backend; all replaced whenever the config changes.
+fn start_health_checks(director: &Controller, results: &mpsc::Sender<HealthResult>) -> JoinSet<()> {
+    let mut checkers = JoinSet::new();
+    for (service, backend, check, target) in director.health_targets() {
+        let results = results.clone();
+        checkers.spawn(async move {
+            let mut interval = tokio::time::interval(check.interval());
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let result = health::probe(&check, target).await;
+                if results
+                    .send(HealthResult {
+                        service,
+                        backend,
+                        result,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+    checkers
+}
+
+async fn refresh_neighbours(netlink: &Netlink, director: &mut Controller) -> Result<()> {
+    let ifindexes: Vec<u32> = director.interfaces().iter().map(|i| i.ifindex).collect();
+    let macs = netlink.neighbour_macs(&ifindexes).await?;
+    // Entries someone deleted (e.g. `ip neigh flush`) and those of backends added since are
+    // (re)created; failed ones the kernel keeps retrying by itself, as they are managed.
+    let missing: Vec<(u32, Ipv4Addr)> = director
+        .backends_needing_neighbours()
+        .filter(|key| !macs.contains_key(key))
+        .collect();
+    for (ifindex, addr) in missing {
+        netlink.keep_resolved(ifindex, addr).await?;
+    }
+    director.set_neighbours(macs)
+}
+
+/// What the conflict monitor needs to judge a conflict, as plain data.
+fn conflict_context(controller: &Controller) -> conflict::Context {
+    conflict::Context {
+        active: controller.is_active(),
+        backends: controller.backend_macs(),
+    }
+}
+
+/// What the conflict monitor's probe sends: from each interface's MAC and first address, for
+/// each VIP.
+fn conflict_probe(controller: &Controller) -> conflict::Probe {
+    conflict::Probe {
+        from: controller
+            .interfaces()
+            .iter()
+            .map(|i| conflict::ProbeFrom {
+                ifindex: i.ifindex,
+                mac: i.mac,
+                sender_ip: i.ipv4.first().map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a),
+            })
+            .collect(),
+        vips: controller.vips(),
+    }
+}

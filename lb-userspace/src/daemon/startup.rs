@@ -1,0 +1,166 @@
+//! The steps of `drlb run` before it serves: attaching the program (with the veth peers' needs),
+//! forwarding the program's log, resolving backends' MACs, announcing the VIPs.
+
+use std::{net::Ipv4Addr, time::Instant};
+
+use anyhow::{Result, bail};
+use aya::programs::xdp::XdpLinkId;
+use tracing::{info, warn};
+
+use super::{ANNOUNCE_COUNT, ANNOUNCE_GAP, RESOLVE_POLL, STARTUP_RESOLVE_TIMEOUT};
+use crate::{
+    config::XdpMode,
+    dataplane::loader::{self, AttachMode},
+    director::Controller,
+    net::{
+        arp::ArpSocket,
+        garp,
+        netlink::{InterfaceInfo, NeighbourMacs, Netlink},
+    },
+};
+
+/// veth hands frames sent with XDP_TX or a redirect only to a peer that runs XDP (its NAPI is
+/// off otherwise), whatever runs on the veth itself. A peer in this namespace gets drlb's pass
+/// program, held while drlb runs; for a peer elsewhere drlb says what its owner must do.
+pub async fn prepare_veth_peers(netlink: &Netlink, interfaces: &[InterfaceInfo]) -> Vec<aya::Ebpf> {
+    let mut programs = Vec::new();
+    for interface in interfaces {
+        let Some(peer) = interface.veth_peer else {
+            continue;
+        };
+        if !peer.same_namespace {
+            warn!(
+                interface = %interface.name,
+                "a veth whose peer is in another network namespace: the frames drlb sends out of it \
+                 arrive only if that peer runs an XDP program (an XDP_PASS one will do; see README)"
+            );
+            continue;
+        }
+        if interfaces.iter().any(|i| i.ifindex == peer.ifindex) {
+            continue; // drlb runs on the peer too
+        }
+        let name = netlink
+            .link_name(peer.ifindex)
+            .await
+            .unwrap_or_else(|_| peer.ifindex.to_string());
+        match loader::attach_pass_program(peer.ifindex) {
+            Ok(program) => {
+                info!(interface = %interface.name, peer = %name, "pass program attached to the veth peer, so that it receives what drlb sends");
+                programs.push(program);
+            }
+            Err(e) => warn!(
+                interface = %interface.name,
+                peer = %name,
+                "could not attach the pass program to the veth peer ({e:#}); unless the peer runs XDP already, \
+                 frames drlb sends out of {} are dropped",
+                interface.name
+            ),
+        }
+    }
+    programs
+}
+
+/// Attaches the program to one interface in the configured mode; `auto` falls back from
+/// native to generic. Returns the link and the mode it got.
+pub fn attach(
+    ebpf: &mut aya::Ebpf,
+    interface: &InterfaceInfo,
+    mode: XdpMode,
+) -> Result<(XdpLinkId, &'static str)> {
+    let (name, ifindex) = (&interface.name, interface.ifindex);
+    match mode {
+        XdpMode::Native => Ok((
+            loader::attach(ebpf, name, ifindex, AttachMode::Native)?,
+            "native",
+        )),
+        XdpMode::Generic => Ok((
+            loader::attach(ebpf, name, ifindex, AttachMode::Generic)?,
+            "generic",
+        )),
+        XdpMode::Auto => match loader::attach(ebpf, name, ifindex, AttachMode::Native) {
+            Ok(link) => Ok((link, "native")),
+            Err(e) => {
+                warn!(interface = %name, "native XDP refused ({e:#}); falling back to generic mode");
+                Ok((
+                    loader::attach(ebpf, name, ifindex, AttachMode::Generic)?,
+                    "generic",
+                ))
+            }
+        },
+    }
+}
+
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "drlb run needs root (it loads an XDP program and writes BPF maps): run it with sudo"
+        );
+    }
+    Ok(())
+}
+
+/// Forwards the program's log records (aya-log) to our logger.
+pub fn start_ebpf_logger(ebpf: &mut aya::Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(e) => return warn!("the XDP program's log cannot be read: {e}"),
+    };
+    // SAFETY: the logger owns its ring-buffer fd, which stays open and the same for as long as
+    // the AsyncFd owns the logger.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let mut logger = match registered {
+        Ok(logger) => logger,
+        Err(e) => return warn!("the XDP program's log cannot be polled: {e}"),
+    };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = logger.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}
+
+/// Asks the kernel to resolve `wanted` and waits a little for the answers.
+pub async fn resolve(
+    netlink: &Netlink,
+    ifindexes: &[u32],
+    wanted: &[(u32, Ipv4Addr)],
+) -> Result<NeighbourMacs> {
+    for &(ifindex, addr) in wanted {
+        netlink.keep_resolved(ifindex, addr).await?;
+    }
+    let deadline = Instant::now() + STARTUP_RESOLVE_TIMEOUT;
+    loop {
+        let macs = netlink.neighbour_macs(ifindexes).await?;
+        let all_known = wanted.iter().all(|a| matches!(macs.get(a), Some(Some(_))));
+        if all_known || Instant::now() >= deadline {
+            return Ok(macs);
+        }
+        tokio::time::sleep(RESOLVE_POLL).await;
+    }
+}
+
+/// Announces every VIP on every interface (the program answers ARP on all of them).
+pub async fn announce_vips(director: &Controller) {
+    let socket = match ArpSocket::sender(0) {
+        Ok(socket) => socket,
+        Err(e) => return warn!("VIPs not announced: {e:#}"),
+    };
+    for round in 0..ANNOUNCE_COUNT {
+        if round > 0 {
+            tokio::time::sleep(ANNOUNCE_GAP).await;
+        }
+        for vip in director.vips() {
+            for interface in director.interfaces() {
+                let frame = garp::announcement(interface.mac, vip);
+                if let Err(e) = socket.send_on(interface.ifindex, &frame) {
+                    warn!(%vip, interface = %interface.name, "gratuitous ARP failed: {e:#}");
+                }
+            }
+        }
+    }
+    info!(vips = ?director.vips(), "VIPs announced with gratuitous ARP");
+}

@@ -1,22 +1,23 @@
-//! The configuration file (`drlb.toml`): parsing and validation. Pure functions, host-tested.
+//! The configuration file (`drlb.toml`): its schema (here), validation (`validate`) and egress
+//! choice (`egress`). Pure functions, host-tested; nothing here touches the host.
 //!
 //! Validation happens in two steps, both before anything is loaded into the kernel:
-//! [`Config::validate`] checks the file on its own, [`Config::validate_for_interface`] checks
+//! [`Config::validate`] checks the file on its own, [`Config::validate_for_interfaces`] checks
 //! it against the director's interface (its addresses and connected subnets).
 
+mod egress;
 pub mod health_check;
+mod validate;
 
-use std::{collections::HashSet, fmt, net::Ipv4Addr, path::Path};
+pub use egress::{InterfaceAddresses, egress_for};
+
+use std::{fmt, net::Ipv4Addr, path::Path};
 
 use anyhow::{Context as _, Result, bail};
-use lb_common::{
-    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_TABLE_SIZE, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MAX_SERVICES,
-};
+use lb_common::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_TABLE_SIZE, IPPROTO_TCP, IPPROTO_UDP};
 use macaddr::MacAddr6;
 
 use self::health_check::{CheckKind, HealthCheckConfig};
-use crate::maglev::check_table_size;
 use serde::Deserialize;
 
 /// Largest backend weight (as in IPVS).
@@ -255,14 +256,6 @@ impl std::str::FromStr for ServiceId {
     }
 }
 
-/// What the director's interface looks like, as far as validation needs to know.
-#[derive(Clone, Debug)]
-pub struct InterfaceAddresses {
-    pub name: String,
-    /// (address, prefix length) of each IPv4 address on the interface.
-    pub ipv4: Vec<(Ipv4Addr, u8)>,
-}
-
 impl Config {
     /// Parses and validates a config file's text.
     pub fn parse(text: &str) -> Result<Self> {
@@ -276,219 +269,11 @@ impl Config {
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in {}", path.display()))
     }
-
-    /// Checks what can be checked without looking at the host. Reports every problem at once.
-    pub fn validate(&self) -> Result<()> {
-        let mut problems = Vec::new();
-        let interfaces = self.director.interface_names();
-        match (&self.director.interface, self.director.interfaces.is_empty()) {
-            (None, true) => problems.push(
-                "[director] names no interface: set interface = \"eth0\" or interfaces = [\"eth7\", \"eth8\"]"
-                    .to_owned(),
-            ),
-            (Some(_), false) => problems
-                .push("[director] has both interface and interfaces: use one of them".to_owned()),
-            _ => {}
-        }
-        if interfaces.iter().any(|i| i.trim().is_empty()) {
-            problems.push("[director] names an empty interface".to_owned());
-        }
-        if interfaces.iter().collect::<HashSet<_>>().len() != interfaces.len() {
-            problems.push("[director] names an interface twice".to_owned());
-        }
-        if interfaces.len() > MAX_INTERFACES as usize {
-            problems.push(format!(
-                "[director] names {} interfaces; drlb supports at most {MAX_INTERFACES}",
-                interfaces.len()
-            ));
-        }
-        if self.director.flow_table_size < MIN_FLOW_TABLE_SIZE {
-            problems.push(format!(
-                "[director] flow_table_size {} is too small (at least {MIN_FLOW_TABLE_SIZE})",
-                self.director.flow_table_size
-            ));
-        }
-        if self.services.len() > MAX_SERVICES as usize {
-            problems.push(format!(
-                "{} services configured; drlb supports at most {MAX_SERVICES}",
-                self.services.len()
-            ));
-        }
-        let mut seen_services = HashSet::new();
-        for service in &self.services {
-            let name = service.name();
-            if !seen_services.insert((service.vip, service.port, service.protocol)) {
-                problems.push(format!("service {name} is configured twice"));
-            }
-            if service.port == 0 {
-                problems.push(format!(
-                    "service {name}: port 0 is not a valid service port"
-                ));
-            }
-            if let Some(why) = unusable_unicast(service.vip) {
-                problems.push(format!("service {name}: the VIP {} {why}", service.vip));
-            }
-            if let Err(e) = check_table_size(service.table_size) {
-                problems.push(format!("service {name}: {e}"));
-            }
-            for problem in service.health_check().problems() {
-                problems.push(format!("service {name}: {problem}"));
-            }
-            if service.backends.len() > MAX_BACKENDS_PER_SERVICE as usize {
-                problems.push(format!(
-                    "service {name} has {} backends; at most {MAX_BACKENDS_PER_SERVICE} are supported",
-                    service.backends.len()
-                ));
-            }
-            let mut seen_backends = HashSet::new();
-            for backend in &service.backends {
-                let address = backend.address;
-                if !seen_backends.insert(address) {
-                    problems.push(format!("service {name}: backend {address} is listed twice"));
-                }
-                if let Some(why) = unusable_unicast(address) {
-                    problems.push(format!("service {name}: backend address {address} {why}"));
-                }
-                if let Some(name) = backend
-                    .interface
-                    .as_ref()
-                    .filter(|name| !interfaces.contains(name))
-                {
-                    problems.push(format!(
-                        "service {name_}: backend {address} names interface {name}, which is not one of the director's ({})",
-                        interfaces.join(", "),
-                        name_ = service.name()
-                    ));
-                }
-                if address == service.vip {
-                    problems.push(format!(
-                        "service {name}: backend {address} is the VIP itself"
-                    ));
-                }
-                if backend.weight > MAX_WEIGHT {
-                    problems.push(format!(
-                        "service {name}: backend {address} has weight {}; the largest is {MAX_WEIGHT}",
-                        backend.weight
-                    ));
-                }
-                if let Some(mac) = backend.mac.filter(|m| m.is_nil() || m.is_multicast()) {
-                    problems.push(format!("service {name}: backend {address} has mac {mac}, which is not a unicast MAC"));
-                }
-            }
-        }
-        report(problems)
-    }
-
-    /// Checks the config against the director's interfaces: every backend must be reachable at
-    /// layer 2 (on a connected subnet of one of them, or on the interface it names), and no VIP
-    /// or backend may be one of the director's own addresses.
-    pub fn validate_for_interfaces(&self, interfaces: &[InterfaceAddresses]) -> Result<()> {
-        let mut problems = Vec::new();
-        let owner = |a: Ipv4Addr| {
-            interfaces
-                .iter()
-                .find(|i| i.ipv4.iter().any(|(addr, _)| *addr == a))
-        };
-        let subnets = interfaces
-            .iter()
-            .flat_map(|i| {
-                i.ipv4
-                    .iter()
-                    .map(move |(addr, len)| format!("{}/{len} on {}", network(*addr, *len), i.name))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        for service in &self.services {
-            let name = service.name();
-            if let Some(interface) = owner(service.vip) {
-                problems.push(format!(
-                    "service {name}: the VIP is an address of {} itself; remove it there (drlb answers ARP for the VIP)",
-                    interface.name
-                ));
-            }
-            for backend in &service.backends {
-                let address = backend.address;
-                if let Some(interface) = owner(address) {
-                    problems.push(format!(
-                        "service {name}: backend {address} is an address of the director's {}",
-                        interface.name
-                    ));
-                } else if egress_for(backend, interfaces).is_none() {
-                    problems.push(format!(
-                        "service {name}: backend {address} is not on a directly connected subnet of the director ({}); \
-                         direct routing needs every real server on one of the director's L2 networks \
-                         (or name its interface with `interface = ...`)",
-                        if subnets.is_empty() { "it has no IPv4 address" } else { &subnets }
-                    ));
-                }
-            }
-        }
-        report(problems)
-    }
-}
-
-/// The director's interface that reaches `backend`: the one it names, else the one whose
-/// connected subnet holds its address (the most specific, if several do).
-#[must_use]
-pub fn egress_for<'a>(
-    backend: &BackendConfig,
-    interfaces: &'a [InterfaceAddresses],
-) -> Option<&'a InterfaceAddresses> {
-    if let Some(name) = &backend.interface {
-        return interfaces.iter().find(|i| &i.name == name);
-    }
-    interfaces
-        .iter()
-        .flat_map(|i| i.ipv4.iter().map(move |(addr, len)| (i, *addr, *len)))
-        .filter(|(_, addr, len)| contains(*addr, *len, backend.address))
-        .max_by_key(|(_, _, len)| *len)
-        .map(|(i, _, _)| i)
-}
-
-fn report(problems: Vec<String>) -> Result<()> {
-    match problems.as_slice() {
-        [] => Ok(()),
-        [one] => bail!("{one}"),
-        many => bail!(
-            "{} problems in the config:\n  - {}",
-            many.len(),
-            many.join("\n  - ")
-        ),
-    }
-}
-
-/// Why an address cannot be a VIP or a backend, if it cannot.
-fn unusable_unicast(addr: Ipv4Addr) -> Option<&'static str> {
-    if addr.is_unspecified() {
-        Some("is unspecified (0.0.0.0)")
-    } else if addr.is_broadcast() {
-        Some("is the broadcast address")
-    } else if addr.is_multicast() {
-        Some("is a multicast address")
-    } else if addr.is_loopback() {
-        Some("is a loopback address")
-    } else {
-        None
-    }
-}
-
-fn mask(prefix_len: u8) -> u32 {
-    u32::MAX
-        .checked_shl(32 - u32::from(prefix_len.min(32)))
-        .unwrap_or(0)
-}
-
-fn network(addr: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(addr) & mask(prefix_len))
-}
-
-fn contains(net_addr: Ipv4Addr, prefix_len: u8, addr: Ipv4Addr) -> bool {
-    (u32::from(net_addr) ^ u32::from(addr)) & mask(prefix_len) == 0
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{egress::contains, *};
 
     const GOOD: &str = r#"
         [director]

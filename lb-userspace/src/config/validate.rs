@@ -1,0 +1,191 @@
+//! Validation: [`Config::validate`] checks the file on its own, [`Config::validate_for_interfaces`]
+//! against the director's interfaces. Every problem is reported at once, each with its fix.
+
+use std::{collections::HashSet, net::Ipv4Addr};
+
+use anyhow::{Result, bail};
+use lb_common::{MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MAX_SERVICES};
+
+use super::{
+    Config, MAX_WEIGHT, MIN_FLOW_TABLE_SIZE,
+    egress::{InterfaceAddresses, egress_for, network},
+};
+use crate::maglev::check_table_size;
+
+impl Config {
+    /// Checks what can be checked without looking at the host. Reports every problem at once.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        let interfaces = self.director.interface_names();
+        match (&self.director.interface, self.director.interfaces.is_empty()) {
+            (None, true) => problems.push(
+                "[director] names no interface: set interface = \"eth0\" or interfaces = [\"eth7\", \"eth8\"]"
+                    .to_owned(),
+            ),
+            (Some(_), false) => problems
+                .push("[director] has both interface and interfaces: use one of them".to_owned()),
+            _ => {}
+        }
+        if interfaces.iter().any(|i| i.trim().is_empty()) {
+            problems.push("[director] names an empty interface".to_owned());
+        }
+        if interfaces.iter().collect::<HashSet<_>>().len() != interfaces.len() {
+            problems.push("[director] names an interface twice".to_owned());
+        }
+        if interfaces.len() > MAX_INTERFACES as usize {
+            problems.push(format!(
+                "[director] names {} interfaces; drlb supports at most {MAX_INTERFACES}",
+                interfaces.len()
+            ));
+        }
+        if self.director.flow_table_size < MIN_FLOW_TABLE_SIZE {
+            problems.push(format!(
+                "[director] flow_table_size {} is too small (at least {MIN_FLOW_TABLE_SIZE})",
+                self.director.flow_table_size
+            ));
+        }
+        if self.services.len() > MAX_SERVICES as usize {
+            problems.push(format!(
+                "{} services configured; drlb supports at most {MAX_SERVICES}",
+                self.services.len()
+            ));
+        }
+        let mut seen_services = HashSet::new();
+        for service in &self.services {
+            let name = service.name();
+            if !seen_services.insert((service.vip, service.port, service.protocol)) {
+                problems.push(format!("service {name} is configured twice"));
+            }
+            if service.port == 0 {
+                problems.push(format!(
+                    "service {name}: port 0 is not a valid service port"
+                ));
+            }
+            if let Some(why) = unusable_unicast(service.vip) {
+                problems.push(format!("service {name}: the VIP {} {why}", service.vip));
+            }
+            if let Err(e) = check_table_size(service.table_size) {
+                problems.push(format!("service {name}: {e}"));
+            }
+            for problem in service.health_check().problems() {
+                problems.push(format!("service {name}: {problem}"));
+            }
+            if service.backends.len() > MAX_BACKENDS_PER_SERVICE as usize {
+                problems.push(format!(
+                    "service {name} has {} backends; at most {MAX_BACKENDS_PER_SERVICE} are supported",
+                    service.backends.len()
+                ));
+            }
+            let mut seen_backends = HashSet::new();
+            for backend in &service.backends {
+                let address = backend.address;
+                if !seen_backends.insert(address) {
+                    problems.push(format!("service {name}: backend {address} is listed twice"));
+                }
+                if let Some(why) = unusable_unicast(address) {
+                    problems.push(format!("service {name}: backend address {address} {why}"));
+                }
+                if let Some(name) = backend
+                    .interface
+                    .as_ref()
+                    .filter(|name| !interfaces.contains(name))
+                {
+                    problems.push(format!(
+                        "service {name_}: backend {address} names interface {name}, which is not one of the director's ({})",
+                        interfaces.join(", "),
+                        name_ = service.name()
+                    ));
+                }
+                if address == service.vip {
+                    problems.push(format!(
+                        "service {name}: backend {address} is the VIP itself"
+                    ));
+                }
+                if backend.weight > MAX_WEIGHT {
+                    problems.push(format!(
+                        "service {name}: backend {address} has weight {}; the largest is {MAX_WEIGHT}",
+                        backend.weight
+                    ));
+                }
+                if let Some(mac) = backend.mac.filter(|m| m.is_nil() || m.is_multicast()) {
+                    problems.push(format!("service {name}: backend {address} has mac {mac}, which is not a unicast MAC"));
+                }
+            }
+        }
+        report(problems)
+    }
+
+    /// Checks the config against the director's interfaces: every backend must be reachable at
+    /// layer 2 (on a connected subnet of one of them, or on the interface it names), and no VIP
+    /// or backend may be one of the director's own addresses.
+    pub fn validate_for_interfaces(&self, interfaces: &[InterfaceAddresses]) -> Result<()> {
+        let mut problems = Vec::new();
+        let owner = |a: Ipv4Addr| {
+            interfaces
+                .iter()
+                .find(|i| i.ipv4.iter().any(|(addr, _)| *addr == a))
+        };
+        let subnets = interfaces
+            .iter()
+            .flat_map(|i| {
+                i.ipv4
+                    .iter()
+                    .map(move |(addr, len)| format!("{}/{len} on {}", network(*addr, *len), i.name))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        for service in &self.services {
+            let name = service.name();
+            if let Some(interface) = owner(service.vip) {
+                problems.push(format!(
+                    "service {name}: the VIP is an address of {} itself; remove it there (drlb answers ARP for the VIP)",
+                    interface.name
+                ));
+            }
+            for backend in &service.backends {
+                let address = backend.address;
+                if let Some(interface) = owner(address) {
+                    problems.push(format!(
+                        "service {name}: backend {address} is an address of the director's {}",
+                        interface.name
+                    ));
+                } else if egress_for(backend, interfaces).is_none() {
+                    problems.push(format!(
+                        "service {name}: backend {address} is not on a directly connected subnet of the director ({}); \
+                         direct routing needs every real server on one of the director's L2 networks \
+                         (or name its interface with `interface = ...`)",
+                        if subnets.is_empty() { "it has no IPv4 address" } else { &subnets }
+                    ));
+                }
+            }
+        }
+        report(problems)
+    }
+}
+
+fn report(problems: Vec<String>) -> Result<()> {
+    match problems.as_slice() {
+        [] => Ok(()),
+        [one] => bail!("{one}"),
+        many => bail!(
+            "{} problems in the config:\n  - {}",
+            many.len(),
+            many.join("\n  - ")
+        ),
+    }
+}
+
+/// Why an address cannot be a VIP or a backend, if it cannot.
+fn unusable_unicast(addr: Ipv4Addr) -> Option<&'static str> {
+    if addr.is_unspecified() {
+        Some("is unspecified (0.0.0.0)")
+    } else if addr.is_broadcast() {
+        Some("is the broadcast address")
+    } else if addr.is_multicast() {
+        Some("is a multicast address")
+    } else if addr.is_loopback() {
+        Some("is a loopback address")
+    } else {
+        None
+    }
+}

@@ -273,7 +273,10 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::{egress::contains, *};
+    use super::{
+        egress::{contains, network},
+        *,
+    };
 
     const GOOD: &str = r#"
         [director]

@@ -4,24 +4,22 @@
 //! access), [`arp`] (answer ARP for a VIP), [`conflict`] (count ARP frames that claim a VIP for
 //! another MAC), [`select`] (service, flow table and Maglev lookup), [`forward`] (rewrite the
 //! MACs, XDP_TX or redirect) and [`stats`] (per-CPU counters). Every path ends in one
-//! [`Verdict`], which is counted and turned into an XDP action in one place. [`bench`] holds the
-//! benchmark's own programs, which drlb never attaches.
+//! [`Verdict`], which is counted and turned into an XDP action in one place. `parse` lives in
+//! the crate's library, shared with the benchmark's object.
 #![no_std]
 #![no_main]
 
 mod arp;
-mod bench;
 mod conflict;
 mod forward;
 mod maps;
-mod parse;
 mod select;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::error;
 use lb_common::{SERVICE_FLAG_STANDBY, Verdict};
-use parse::L3;
+use lb_ebpf::parse::{self, L3};
 
 #[xdp]
 pub fn drlb(ctx: XdpContext) -> u32 {
@@ -32,13 +30,6 @@ pub fn drlb(ctx: XdpContext) -> u32 {
     }
     stats::count_verdict(verdict, frame_len);
     xdp_action_of(verdict)
-}
-
-/// Passes every frame. Attached to a veth that must receive frames another interface sends with
-/// XDP_TX or a redirect: veth only delivers those to a peer that runs XDP (has NAPI enabled).
-#[xdp]
-pub fn drlb_pass(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
 }
 
 #[inline(always)]

@@ -9,8 +9,13 @@ use lb_common::{
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAGLEV_ENTRIES, PASS_PROGRAM_NAME, PROGRAM_NAME, map_names,
 };
 
-/// The XDP program, built by build.rs from the lb-ebpf crate.
+/// The director's XDP program and its maps, built by build.rs from the lb-ebpf crate.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drlb"));
+/// The pass-everything program, alone in its object (no maps: loading it costs no memory).
+pub static PASS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drlb-pass"));
+/// The benchmark's programs (generator, sink, reflector); drlb itself never loads them.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drlb-bench"));
 
 /// Sizes of the maps that depend on the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +53,7 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
     xdp_program(ebpf, PROGRAM_NAME)
 }
 
-fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+pub fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     ebpf.program_mut(name)
         .with_context(|| format!("the eBPF object has no program {name}"))?
         .try_into()
@@ -60,8 +65,8 @@ fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
 /// The program stays attached while the returned object lives.
 pub fn attach_pass_program(ifindex: u32) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
-        .load(EBPF_OBJECT)
-        .context("could not load the eBPF object (needs root)")?;
+        .load(PASS_OBJECT)
+        .context("could not load the pass program's object (needs root)")?;
     let program = xdp_program(&mut ebpf, PASS_PROGRAM_NAME)?;
     program
         .load()

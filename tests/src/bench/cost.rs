@@ -18,11 +18,11 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
-use lb_common::{PASS_PROGRAM_NAME, PROGRAM_NAME, bench::REFLECTOR_PROGRAM, map_names};
+use lb_common::{PASS_PROGRAM_NAME, PROGRAM_NAME, bench::REFLECTOR_PROGRAM};
 use lb_userspace::{
     config::Config,
     dataplane::Dataplane,
-    dataplane::loader::{self, EBPF_OBJECT},
+    dataplane::loader::{self, BENCH_OBJECT, PASS_OBJECT},
     director::{Controller, map_sizes},
     net::netlink::InterfaceInfo,
 };
@@ -73,8 +73,8 @@ pub struct CostParams {
 /// flow-table hit measured that way.
 #[must_use]
 pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
-    let mut reflector = load_bench(REFLECTOR_PROGRAM);
-    let mut empty = load_bench(PASS_PROGRAM_NAME);
+    let mut reflector = load_bench(BENCH_OBJECT, REFLECTOR_PROGRAM);
+    let mut empty = load_bench(PASS_OBJECT, PASS_PROGRAM_NAME);
     let config = Config::parse(&drlb_config(params.flow_table_size)).expect("the bench config");
     let mut drlb = loader::load(map_sizes(&config)).expect("loading drlb");
     let interface = InterfaceInfo {
@@ -183,13 +183,11 @@ fn stream(protocol: Protocol, daddr: Ipv4Addr, port: u16) -> Stream {
     }
 }
 
-/// Loads one bench program of the object, unattached (its maps shrunk: it does not use them).
-fn load_bench(name: &str) -> Ebpf {
+/// Loads program `name` of `object`, unattached.
+fn load_bench(object: &[u8], name: &str) -> Ebpf {
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries(map_names::MAGLEV, 1)
-        .map_max_entries(map_names::FLOWS, 1024)
-        .load(EBPF_OBJECT)
-        .unwrap_or_else(|e| panic!("loading the eBPF object: {e}"));
+        .load(object)
+        .unwrap_or_else(|e| panic!("loading the object of {name}: {e}"));
     xdp(&mut ebpf, name)
         .load()
         .unwrap_or_else(|e| panic!("the kernel refused {name}: {e}"));

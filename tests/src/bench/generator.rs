@@ -16,11 +16,10 @@ use aya::{
     maps::{Array, PerCpuArray, PerCpuValues},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
-use lb_common::{
-    bench::{GENERATOR_PROGRAM, MAX_BACKENDS, SINK_OTHER, SINK_PROGRAM, SINK_SLOTS, map_names},
-    map_names as drlb_maps,
+use lb_common::bench::{
+    GENERATOR_PROGRAM, MAX_BACKENDS, SINK_OTHER, SINK_PROGRAM, SINK_SLOTS, map_names,
 };
-use lb_userspace::dataplane::loader::EBPF_OBJECT;
+use lb_userspace::dataplane::loader::BENCH_OBJECT;
 
 use super::frames::{Stream, template};
 use crate::netns::{Netns, ifindex_in_current_netns, in_netns_scoped};
@@ -36,10 +35,6 @@ const SETTLE_POLL: Duration = Duration::from_millis(5);
 const XDP_MD_LEN: usize = 24;
 const XDP_MD_DATA_END: usize = 4;
 const XDP_MD_INGRESS_IFINDEX: usize = 12;
-
-/// The drlb maps every load of the object creates, shrunk: the bench programs do not use them.
-const UNUSED_MAP_ENTRIES: u32 = 1;
-const UNUSED_FLOW_TABLE_ENTRIES: u32 = 1024;
 
 /// How a run is driven.
 #[derive(Clone, Copy, Debug)]
@@ -263,13 +258,11 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// The eBPF object with drlb's big maps shrunk: the bench programs do not use them.
+/// The benchmark's own object (generator, sink, reflector and their maps).
 fn load_object() -> Ebpf {
     EbpfLoader::new()
-        .map_max_entries(drlb_maps::MAGLEV, UNUSED_MAP_ENTRIES)
-        .map_max_entries(drlb_maps::FLOWS, UNUSED_FLOW_TABLE_ENTRIES)
-        .load(EBPF_OBJECT)
-        .unwrap_or_else(|e| panic!("loading the eBPF object: {e}"))
+        .load(BENCH_OBJECT)
+        .unwrap_or_else(|e| panic!("loading the benchmark's eBPF object: {e}"))
 }
 
 /// Loads one XDP program of the object and attaches it natively to `ifname` in `ns`; it stays

@@ -1,7 +1,10 @@
-//! Benchmark-only programs, never attached by drlb (`cargo xtask bench` loads them from the
-//! same object): a traffic generator for BPF_PROG_TEST_RUN's live-frames mode, a sink that
+//! Benchmark-only programs in an object of their own, never loaded by drlb (`cargo xtask bench`
+//! loads them): a traffic generator for BPF_PROG_TEST_RUN's live-frames mode, a sink that
 //! counts delivered frames by destination MAC, and the trivial reflector that measures what the
 //! testbed itself can forward. Their types and constants are in `lb_common::bench`.
+
+#![no_std]
+#![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -18,7 +21,7 @@ use lb_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
-use crate::parse::ptr_at;
+use lb_ebpf::parse::ptr_at;
 
 /// What the generator writes into each frame (one entry, written by userspace before a run).
 #[map]
@@ -127,3 +130,14 @@ pub fn drlb_bench_reflect(ctx: XdpContext) -> u32 {
     unsafe { (*eth).dst_addr = REFLECTOR_DST_MAC };
     xdp_action::XDP_TX
 }
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could panic, so this is never reached.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

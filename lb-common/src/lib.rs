@@ -27,10 +27,26 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 /// Default entries of the `MAGLEV` array: every service at the default size, both banks.
 /// Userspace resizes the array at load when the configured services need more.
 pub const DEFAULT_MAGLEV_ENTRIES: u32 = MAX_SERVICES * TABLE_BANKS * DEFAULT_TABLE_SIZE;
+/// Maglev entries (backend ids) per element of the `MAGLEV` array. The kernel stores array
+/// elements at an 8-byte stride, so one u32 per element would waste half the memory; a block of
+/// them wastes none. Slot `i` of the array is lane `i % MAGLEV_BLOCK` of element `i / MAGLEV_BLOCK`.
+pub const MAGLEV_BLOCK: u32 = 16;
+/// A `MAGLEV` element.
+pub type MaglevBlock = [u32; MAGLEV_BLOCK as usize];
+/// Elements of the `MAGLEV` array that hold `slots` entries.
+#[must_use]
+pub const fn maglev_blocks(slots: u32) -> u32 {
+    slots.div_ceil(MAGLEV_BLOCK)
+}
 /// Default capacity of the flow table.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 /// Most interfaces a director attaches to.
 pub const MAX_INTERFACES: u32 = 64;
+/// Entries of the `INTERFACES` array unless the loader needs more to keep the director's
+/// interfaces apart (it is indexed by `ifindex & (entries - 1)`).
+pub const DEFAULT_INTERFACE_SLOTS: u32 = 256;
+/// The loader's override of the program's `INTERFACES` index mask.
+pub const INTERFACE_SLOT_MASK_GLOBAL: &str = "INTERFACE_SLOT_MASK";
 
 /// IP protocol numbers the director balances.
 pub const IPPROTO_TCP: u8 = 6;
@@ -39,10 +55,14 @@ pub const IPPROTO_UDP: u8 = 17;
 /// Map names, as declared in the XDP program and looked up by userspace.
 pub mod map_names {
     pub const SERVICES: &str = "SERVICES";
+    pub const SERVICE_STATES: &str = "SERVICE_STATES";
+    pub const TABLES: &str = "TABLES";
     pub const BACKENDS: &str = "BACKENDS";
+    pub const EGRESS_SLOTS: &str = "EGRESS_SLOTS";
     pub const MAGLEV: &str = "MAGLEV";
     pub const FLOWS: &str = "FLOWS";
     pub const VIPS: &str = "VIPS";
+    pub const VIP_STATES: &str = "VIP_STATES";
     pub const INTERFACES: &str = "INTERFACES";
     pub const EGRESS: &str = "EGRESS";
     pub const SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
@@ -66,7 +86,19 @@ pub const fn ipv4_mapped(octets: [u8; 4]) -> Addr {
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d]
 }
 
-/// Key of the `SERVICES` hash map: what a packet is addressed to.
+// How the maps stay consistent while the program reads them
+// ----------------------------------------------------------
+// Every value the program reads and userspace changes while it runs is one aligned 64- or
+// 32-bit word in an array (SERVICE_STATES, TABLES, BACKENDS, VIP_STATES, MAGLEV), written by
+// userspace with one atomic store through a memory mapping (BPF_F_MMAPABLE) and read by the
+// program with one load: a reader sees the old word or the new one, never a mix. Hash maps
+// (SERVICES, VIPS) only map a key to an id, set when the key is inserted and never updated; an
+// element deleted may be reused by the kernel at once, so userspace waits for an RCU grace
+// period (every running program has finished) after deleting keys and before inserting
+// others, and before it rewrites a Maglev bank or table descriptor the program may still read.
+
+/// Key of the `SERVICES` hash map: what a packet is addressed to. Its value is the service's
+/// id (a `u32`), fixed for as long as the key exists.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct ServiceKey {
@@ -78,44 +110,165 @@ pub struct ServiceKey {
     pub _pad: u8,
 }
 
-/// Value of the `SERVICES` hash map. Replaced whole on every change (a hash-map update swaps the
-/// element atomically), which is what makes the bank flip atomic.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
-pub struct Service {
-    /// Index of the service: selects its backends and its counters.
-    pub id: u32,
-    /// Which of the [`TABLE_BANKS`] banks of its Maglev table is live.
-    pub bank: u32,
-    /// First `MAGLEV` entry of the service's region (both banks: `TABLE_BANKS * table_size`).
-    pub table_base: u32,
-    /// Entries of one bank (a prime); 0 means "no backend in the table: drop new flows".
-    pub table_size: u32,
-    /// [`SERVICE_FLAG_SOURCE_HASH`], [`SERVICE_FLAG_STANDBY`].
-    pub flags: u32,
+/// A service's mutable state, one `u64` of `SERVICE_STATES` (indexed by service id): which
+/// bank of its table is live, its flags, and its generation. Changed with one atomic store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceState {
+    /// Counts the services that had this id: a flow remembered for an earlier holder of the id
+    /// does not match, and is scheduled again.
+    pub generation: u32,
+    /// [`SERVICE_FLAG_LIVE`], [`SERVICE_FLAG_SOURCE_HASH`], [`SERVICE_FLAG_STANDBY`].
+    pub flags: u8,
+    /// Which of the [`TABLE_BANKS`] banks (and `TABLES` entries) is live.
+    pub bank: u8,
 }
 
+impl ServiceState {
+    #[inline(always)]
+    #[must_use]
+    pub const fn pack(self) -> u64 {
+        self.generation as u64 | (self.flags as u64) << 32 | (self.bank as u64) << 40
+    }
+
+    #[inline(always)]
+    #[must_use]
+    pub const fn unpack(word: u64) -> Self {
+        Self {
+            generation: word as u32,
+            flags: (word >> 32) as u8,
+            bank: (word >> 40) as u8 & (TABLE_BANKS as u8 - 1),
+        }
+    }
+
+    #[inline(always)]
+    #[must_use]
+    pub const fn is_live(self) -> bool {
+        self.flags & SERVICE_FLAG_LIVE != 0
+    }
+}
+
+/// The id holds a service (else the slot is free and its packets are passed).
+pub const SERVICE_FLAG_LIVE: u8 = 1;
 /// Schedule by the client address alone (IPVS `sh`): a client keeps its backend across
 /// connections. Without it, the whole 5-tuple is hashed.
-pub const SERVICE_FLAG_SOURCE_HASH: u32 = 1;
+pub const SERVICE_FLAG_SOURCE_HASH: u8 = 2;
 /// The director is a standby (`drlb run --standby`, `drlb vip deactivate`): the service's
-/// traffic is dropped and counted (`drop_standby`), not forwarded. Carried in the `Service`
-/// value the program reads anyway, so the forwarding path needs no second lookup.
-pub const SERVICE_FLAG_STANDBY: u32 = 2;
+/// traffic is dropped and counted (`drop_standby`), not forwarded.
+pub const SERVICE_FLAG_STANDBY: u8 = 4;
 
-/// Value of the `BACKENDS` hash map, keyed by [`backend_index`]: where frames for a backend go.
-/// A backend that must not receive traffic (removed, unhealthy, MAC unknown) has no entry, so
-/// flows pinned to it are rescheduled; a drained one keeps its entry but leaves the table.
+/// Where one bank of a service's Maglev table lies in `MAGLEV`: one `u64` of `TABLES`, indexed
+/// by [`table_desc_index`]. Written before the bank goes live, never while it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableDesc {
+    /// First `MAGLEV` entry of the bank.
+    pub base: u32,
+    /// Entries (a prime); 0: no backend in the table, new flows are dropped.
+    pub size: u32,
+}
+
+impl TableDesc {
+    #[inline(always)]
+    #[must_use]
+    pub const fn pack(self) -> u64 {
+        self.base as u64 | (self.size as u64) << 32
+    }
+
+    #[inline(always)]
+    #[must_use]
+    pub const fn unpack(word: u64) -> Self {
+        Self {
+            base: word as u32,
+            size: (word >> 32) as u32,
+        }
+    }
+}
+
+/// Index in `TABLES` of a bank of a service's table.
+#[inline(always)]
+#[must_use]
+pub const fn table_desc_index(service_id: u32, bank: u8) -> u32 {
+    service_id * TABLE_BANKS + bank as u32
+}
+
+/// Where frames for a backend go, one `u64` of `BACKENDS` (indexed by [`backend_index`]):
+/// the backend's MAC and the egress slot, so one atomic store replaces it whole. 0 means "no
+/// usable backend here": flows pinned to it are scheduled again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendEntry {
+    /// The backend's MAC: the new destination MAC of the frame.
+    pub mac: [u8; 6],
+    /// Index in `EGRESS_SLOTS` of the interface the frame leaves by.
+    pub egress_slot: u8,
+    /// [`BACKEND_FLAG_USABLE`].
+    pub flags: u8,
+}
+
+impl BackendEntry {
+    #[inline(always)]
+    #[must_use]
+    pub const fn pack(self) -> u64 {
+        let [a, b, c, d, e, f] = self.mac;
+        u64::from_le_bytes([a, b, c, d, e, f, self.egress_slot, self.flags])
+    }
+
+    #[inline(always)]
+    #[must_use]
+    pub const fn unpack(word: u64) -> Self {
+        let [a, b, c, d, e, f, egress_slot, flags] = word.to_le_bytes();
+        Self {
+            mac: [a, b, c, d, e, f],
+            egress_slot,
+            flags,
+        }
+    }
+
+    #[inline(always)]
+    #[must_use]
+    pub const fn is_usable(self) -> bool {
+        self.flags & BACKEND_FLAG_USABLE != 0
+    }
+}
+
+/// The entry holds a backend that may receive traffic.
+pub const BACKEND_FLAG_USABLE: u8 = 1;
+
+/// Value of `EGRESS_SLOTS`: an interface frames may leave by, and the source MAC they get. A
+/// slot is written once, before any backend names it, and never changed.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct EgressSlot {
+    /// The egress interface. Equal to the ingress interface, the frame leaves with XDP_TX;
+    /// else it is redirected through the `EGRESS` devmap.
+    pub ifindex: u32,
+    /// The interface's MAC: the new source MAC of the frame.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// A backend as userspace describes it; the data plane stores it as a [`BackendEntry`] and an
+/// [`EgressSlot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backend {
     /// The backend's MAC: the new destination MAC of the frame.
     pub dst_mac: [u8; 6],
     /// The egress interface's MAC: the new source MAC of the frame.
     pub src_mac: [u8; 6],
-    /// The egress interface. Equal to the ingress interface, the frame leaves with XDP_TX;
-    /// else it is redirected through the `EGRESS` devmap.
+    /// The egress interface.
     pub ifindex: u32,
+}
+
+/// A service as the program sees it, assembled from `SERVICES`, `SERVICE_STATES` and `TABLES`
+/// (for userspace and tests; the program reads the words one by one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub id: u32,
+    pub bank: u32,
+    /// First `MAGLEV` entry of the live bank's region (both banks: `TABLE_BANKS * table_size`).
+    pub table_base: u32,
+    /// Entries of one bank (a prime); 0 means "no backend in the table: drop new flows".
+    pub table_size: u32,
+    /// `SERVICE_FLAG_*` except [`SERVICE_FLAG_LIVE`].
+    pub flags: u32,
 }
 
 /// Key of the `FLOWS` LRU map: an IPv4 5-tuple as on the wire.
@@ -130,34 +283,45 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
-/// Value of the `FLOWS` map: the backend a flow was given.
-#[repr(C)]
+/// Value of the `FLOWS` map: the backend a flow was given. 8-aligned and read by the program
+/// as one word, so a flow entry the kernel recycles under a reader is seen whole or not at all.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowEntry {
-    /// The service's id when the flow was scheduled: a flow never follows an id that another
-    /// service has taken over since.
-    pub service: u32,
-    /// The [`backend_index`] of the backend.
+    /// The [`backend_index`] of the backend; its service id is `backend / MAX_BACKENDS_PER_SERVICE`.
     pub backend: u32,
+    /// The service's [`ServiceState::generation`] when the flow was scheduled.
+    pub generation: u32,
 }
 
-/// Value of the `VIPS` hash map, keyed by [`Addr`]: the addresses the program answers ARP for.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+impl FlowEntry {
+    #[inline(always)]
+    #[must_use]
+    pub const fn service_id(self) -> u32 {
+        self.backend / MAX_BACKENDS_PER_SERVICE
+    }
+}
+
+/// VIP flags, one `u32` of `VIP_STATES` (indexed by the VIP's id, the value of `VIPS`).
+/// [`VIP_FLAG_ACTIVE`]: the program answers ARP for the VIP. Cleared on a standby director,
+/// whose services carry [`SERVICE_FLAG_STANDBY`] at the same time so it forwards nothing either.
+pub const VIP_FLAG_ACTIVE: u32 = 1;
+/// Most VIPs (every service may have its own).
+pub const MAX_VIPS: u32 = MAX_SERVICES;
+
+/// Userspace's view of a `VIP_STATES` word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Vip {
-    /// [`VIP_FLAG_ACTIVE`] and future flags.
     pub flags: u32,
 }
 
-/// The program answers ARP for the VIP. Cleared on a standby director, whose services carry
-/// [`SERVICE_FLAG_STANDBY`] at the same time so it forwards nothing either.
-pub const VIP_FLAG_ACTIVE: u32 = 1;
-
-/// Value of the `INTERFACES` hash map, keyed by ifindex: what the program needs to know about
-/// an interface it is attached to.
+/// Value of the `INTERFACES` array, at `ifindex & (entries - 1)`: an interface the program is
+/// attached to. Written before the program is attached, never after.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Interface {
+    /// 0 in an unused entry (no interface has ifindex 0).
+    pub ifindex: u32,
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
 }
@@ -170,43 +334,46 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Key in `BACKENDS` and index in `BACKEND_COUNTERS` of a service's backend. Backend ids are
-/// stable while the backend exists; Maglev table entries hold them.
+/// Index in `BACKENDS` and `BACKEND_COUNTERS` of a service's backend. Backend ids are
+/// stable while the backend exists, below [`MAX_BACKENDS_PER_SERVICE`]; Maglev table entries
+/// hold them.
 #[inline(always)]
 #[must_use]
 pub const fn backend_index(service_id: u32, backend_id: u32) -> u32 {
     service_id * MAX_BACKENDS_PER_SERVICE + backend_id
 }
 
-/// Index in `MAGLEV` of a slot of the live bank of a service's table.
+/// Index in `MAGLEV` of a slot of a bank described by `desc`.
 #[inline(always)]
 #[must_use]
-pub const fn table_index(service: &Service, slot: u32) -> u32 {
-    service.table_base + service.bank * service.table_size + slot
+pub const fn table_index(desc: TableDesc, slot: u32) -> u32 {
+    desc.base + slot
 }
 
 // The layout both sides rely on.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
-const _: () = assert!(core::mem::size_of::<Service>() == 20);
-const _: () = assert!(core::mem::size_of::<Backend>() == 16);
-const _: () = assert!(core::mem::align_of::<Backend>() == 4);
+const _: () = assert!(core::mem::size_of::<EgressSlot>() == 12);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 8);
-const _: () = assert!(core::mem::size_of::<Vip>() == 4);
-const _: () = assert!(core::mem::size_of::<Interface>() == 8);
+const _: () = assert!(core::mem::align_of::<FlowEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<Interface>() == 12);
+const _: () = assert!(DEFAULT_INTERFACE_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+const _: () = assert!(MAX_BACKENDS_PER_SERVICE.is_power_of_two());
+const _: () = assert!(TABLE_BANKS.is_power_of_two());
+const _: () = assert!(MAGLEV_BLOCK.is_power_of_two());
 const _: () =
     assert!(backend_index(MAX_SERVICES - 1, MAX_BACKENDS_PER_SERVICE - 1) == BACKEND_SLOTS - 1);
+// Every interface can have its own egress slot, and a slot number fits a BackendEntry's byte.
+const _: () = assert!(MAX_INTERFACES <= u8::MAX as u32 + 1);
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: each type is #[repr(C)], Copy and has no padding (bytemuck::Pod derive checks it).
     unsafe impl aya::Pod for super::ServiceKey {}
-    unsafe impl aya::Pod for super::Service {}
-    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::EgressSlot {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowEntry {}
-    unsafe impl aya::Pod for super::Vip {}
     unsafe impl aya::Pod for super::Interface {}
     unsafe impl aya::Pod for super::Counter {}
 }
@@ -231,17 +398,35 @@ mod tests {
     }
 
     #[test]
-    fn table_banks_of_a_service_are_adjacent_and_disjoint() {
-        let mut s = Service {
-            id: 0,
-            bank: 0,
-            table_base: 100,
-            table_size: 7,
-            flags: 0,
+    fn packed_words_round_trip() {
+        let state = ServiceState {
+            generation: 0xdead_beef,
+            flags: SERVICE_FLAG_LIVE | SERVICE_FLAG_STANDBY,
+            bank: 1,
         };
-        assert_eq!((table_index(&s, 0), table_index(&s, 6)), (100, 106));
-        s.bank = 1;
-        assert_eq!((table_index(&s, 0), table_index(&s, 6)), (107, 113));
+        assert_eq!(ServiceState::unpack(state.pack()), state);
+        let desc = TableDesc {
+            base: 131_074,
+            size: 65_537,
+        };
+        assert_eq!(TableDesc::unpack(desc.pack()), desc);
+        let backend = BackendEntry {
+            mac: [2, 0, 0, 0, 1, 7],
+            egress_slot: 63,
+            flags: BACKEND_FLAG_USABLE,
+        };
+        assert_eq!(BackendEntry::unpack(backend.pack()), backend);
+        assert!(!BackendEntry::unpack(0).is_usable());
+        assert!(!ServiceState::unpack(0).is_live());
+    }
+
+    #[test]
+    fn a_flow_entry_names_its_service() {
+        let entry = FlowEntry {
+            backend: backend_index(5, MAX_BACKENDS_PER_SERVICE - 1),
+            generation: 1,
+        };
+        assert_eq!(entry.service_id(), 5);
     }
 
     #[test]

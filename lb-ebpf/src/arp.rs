@@ -7,7 +7,8 @@ use lb_common::{VIP_FLAG_ACTIVE, Verdict, ipv4_mapped};
 use network_types::{arp::ArpHdr, eth::EthHdr};
 
 use crate::{
-    maps::{INTERFACES, VIPS},
+    forward::{BROADCAST_MAC, MAC_GROUP_BIT},
+    maps::{VIP_STATES, VIPS, interface, load_u32},
     parse::ptr_at,
 };
 
@@ -17,8 +18,6 @@ const ARP_HLEN_ETHERNET: u8 = 6;
 const ARP_PLEN_IPV4: u8 = 4;
 pub const ARP_OP_REQUEST: u16 = 1;
 pub const ARP_OP_REPLY: u16 = 2;
-/// The group bit of a MAC: set for multicast and broadcast addresses.
-const MAC_GROUP_BIT: u8 = 0x01;
 
 /// Turns an ARP request for an active VIP into the reply, in place; anything else passes.
 #[inline(always)]
@@ -35,23 +34,26 @@ pub fn answer_request(ctx: &XdpContext, offset: usize) -> Verdict {
     let requester_mac = arp.sha;
     let requester_ip = arp.spa;
     let vip = arp.tpa;
-    // SAFETY: read only.
-    let Some(entry) = (unsafe { VIPS.get(&ipv4_mapped(vip)) }) else {
+    let Some(vip_id) = VIPS.get_ptr(ipv4_mapped(vip)) else {
         return Verdict::Pass;
     };
+    // SAFETY: the value is a u32 set at insert and never updated; read once.
+    let flags = load_u32(&VIP_STATES, unsafe { core::ptr::read_volatile(vip_id) }).unwrap_or(0);
     // An announcement for the VIP by another host (sender IP = target IP) is a conflict, not a
     // question: never answered. Nor is a request from a group MAC, which would make the reply
     // a broadcast.
-    if entry.flags & VIP_FLAG_ACTIVE == 0
-        || requester_ip == vip
-        || requester_mac[0] & MAC_GROUP_BIT != 0
+    if flags & VIP_FLAG_ACTIVE == 0 || requester_ip == vip || requester_mac[0] & MAC_GROUP_BIT != 0
     {
         return Verdict::Pass;
     }
-    // SAFETY: read only.
-    let Some(interface) = (unsafe { INTERFACES.get(&(ctx.ingress_ifindex() as u32)) }) else {
+    let Some(interface) = interface(ctx.ingress_ifindex() as u32) else {
         return Verdict::Aborted; // userspace registers every interface before attaching
     };
+    // A request sent to another host's MAC (seen in promiscuous mode, or flooded) is not ours
+    // to answer: only broadcast ones and those sent to us.
+    if eth.dst_addr != BROADCAST_MAC && eth.dst_addr != interface.mac {
+        return Verdict::Pass;
+    }
     eth.dst_addr = requester_mac;
     eth.src_addr = interface.mac;
     arp.oper = ARP_OP_REPLY.to_be_bytes();

@@ -12,7 +12,7 @@ use network_types::arp::ArpHdr;
 
 use crate::{
     arp::{ARP_OP_REPLY, ARP_OP_REQUEST, is_ethernet_ipv4},
-    maps::{ARP_CONFLICTS, INTERFACES, VIPS},
+    maps::{ARP_CONFLICTS, VIPS, interface},
     parse::ptr_at,
 };
 
@@ -33,12 +33,10 @@ pub fn note(ctx: &XdpContext, offset: usize) {
         _ => return,
     };
     let (sender_mac, vip) = (arp.sha, arp.spa);
-    // SAFETY: read only.
-    if unsafe { VIPS.get(ipv4_mapped(vip)) }.is_none() {
+    if VIPS.get_ptr(ipv4_mapped(vip)).is_none() {
         return; // the common case: ARP about anything but a VIP
     }
-    // SAFETY: read only.
-    if let Some(interface) = unsafe { INTERFACES.get(ctx.ingress_ifindex() as u32) }
+    if let Some(interface) = interface(ctx.ingress_ifindex() as u32)
         && interface.mac == sender_mac
     {
         return; // our own frame, e.g. looped back by a switch

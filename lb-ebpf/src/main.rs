@@ -53,32 +53,50 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
     let flow = match parse::ipv4_flow(ctx, offset) {
         Ok(flow) => flow,
         Err(parse::Unroutable::NotBalanced) => return Verdict::Pass,
-        // Without a complete L4 header we must not forward, but only traffic for a VIP is ours
-        // to judge: the rest goes to the stack, which applies its own checks.
+        // Without a complete L4 header we must not forward, but only traffic for a VIP, sent to
+        // us, is ours to judge: the rest goes to the stack, which applies its own checks.
         Err(parse::Unroutable::Fragment { daddr }) => {
-            return select::drop_if_vip(daddr, Verdict::DropFragment);
+            return drop_if_ours(ctx, daddr, Verdict::DropFragment);
         }
         Err(parse::Unroutable::Truncated { daddr }) => {
-            return select::drop_if_vip(daddr, Verdict::DropMalformed);
+            return drop_if_ours(ctx, daddr, Verdict::DropMalformed);
         }
         Err(parse::Unroutable::Malformed) => return Verdict::DropMalformed,
     };
     let Some(service) = select::service(&flow) else {
         return Verdict::Pass;
     };
+    match forward::addressed_to_us(ctx) {
+        Ok(true) => {}
+        Ok(false) => return Verdict::Pass,
+        Err(verdict) => return verdict,
+    }
     // A standby director forwards nothing (see SERVICE_FLAG_STANDBY).
-    if service.flags & SERVICE_FLAG_STANDBY != 0 {
+    if service.state.flags & SERVICE_FLAG_STANDBY != 0 {
         return Verdict::DropStandby;
     }
-    let (backend, backend_index) = match select::backend(service, &flow) {
-        Ok(found) => found,
+    let chosen = match select::backend(service, &flow) {
+        Ok(chosen) => chosen,
         Err(verdict) => return verdict,
     };
-    let verdict = forward::to_backend(ctx, backend);
+    let verdict = forward::to_backend(ctx, chosen.backend);
     if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
-        stats::count_forwarded(service, backend_index, frame_len);
+        stats::count_forwarded(service.id, chosen.index, frame_len);
     }
     verdict
+}
+
+/// `verdict` for a packet to a VIP sent to our MAC, `Pass` for any other.
+#[inline(always)]
+fn drop_if_ours(ctx: &XdpContext, daddr: [u8; 4], verdict: Verdict) -> Verdict {
+    if !select::is_vip(daddr) {
+        return Verdict::Pass;
+    }
+    match forward::addressed_to_us(ctx) {
+        Ok(true) => verdict,
+        Ok(false) => Verdict::Pass,
+        Err(verdict) => verdict,
+    }
 }
 
 #[inline(always)]

@@ -1,36 +1,55 @@
-//! Every map of the program, sized by lb-common's constants (userspace resizes `MAGLEV` and
-//! `FLOWS` at load). Userspace fills the lookup maps and reads the counters; the program writes
-//! only the flow table and the counters.
+//! Every map of the program, sized by lb-common's constants (userspace resizes `MAGLEV`,
+//! `FLOWS` and `INTERFACES` at load). Userspace fills the lookup maps and reads the counters;
+//! the program writes only the flow table and the counters.
+//!
+//! What userspace changes while the program runs lives in arrays of single words, mapped into
+//! userspace (BPF_F_MMAPABLE) and stored there atomically: see lb-common's "How the maps stay
+//! consistent" for the rules both sides follow.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_COMMON_LRU,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use lb_common::{
-    Addr, BACKEND_SLOTS, Backend, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAGLEV_ENTRIES,
-    FlowEntry, FlowKey, Interface, MAX_INTERFACES, MAX_SERVICES, Service, ServiceKey, Verdict, Vip,
+    Addr, BACKEND_SLOTS, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS,
+    DEFAULT_MAGLEV_ENTRIES, EgressSlot, FlowEntry, FlowKey, Interface, MAGLEV_BLOCK,
+    MAX_INTERFACES, MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, TABLE_BANKS, Verdict,
     conflict::{ArpConflict, ArpConflictKey, MAX_ARP_CONFLICTS},
+    maglev_blocks,
 };
 
-/// (VIP, port, protocol) -> service.
+/// (VIP, port, protocol) -> service id. Set when the service is added, never updated.
 #[map]
-pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+pub static SERVICES: HashMap<ServiceKey, u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
-/// The Maglev tables of all services, two banks each (see `lb_common::table_index`): slot ->
-/// backend id.
+/// Service id -> `ServiceState` word (live bank, flags, generation).
 #[map]
-pub static MAGLEV: Array<u32> = Array::with_max_entries(DEFAULT_MAGLEV_ENTRIES, 0);
+pub static SERVICE_STATES: Array<u64> = Array::with_max_entries(MAX_SERVICES, BPF_F_MMAPABLE);
 
-/// `backend_index(service, backend id)` -> where to send the frame. A hash map, so that an
-/// update replaces an entry atomically.
+/// `table_desc_index(service id, bank)` -> `TableDesc` word (where that bank lies in MAGLEV).
 #[map]
-pub static BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(BACKEND_SLOTS, 0);
+pub static TABLES: Array<u64> = Array::with_max_entries(MAX_SERVICES * TABLE_BANKS, BPF_F_MMAPABLE);
+
+/// The Maglev tables of all services, two banks each: slot -> backend id, in blocks of
+/// `MAGLEV_BLOCK` slots (see `maglev_slot`).
+#[map]
+pub static MAGLEV: Array<MaglevBlock> =
+    Array::with_max_entries(maglev_blocks(DEFAULT_MAGLEV_ENTRIES), BPF_F_MMAPABLE);
+
+/// `backend_index(service id, backend id)` -> `BackendEntry` word (MAC, egress slot, usable).
+#[map]
+pub static BACKENDS: Array<u64> = Array::with_max_entries(BACKEND_SLOTS, BPF_F_MMAPABLE);
+
+/// Egress slot -> the interface and source MAC of frames leaving by it. Written once per slot.
+#[map]
+pub static EGRESS_SLOTS: Array<EgressSlot> = Array::with_max_entries(MAX_INTERFACES, 0);
 
 /// 5-tuple -> the backend the flow was given, so established flows keep their backend when
 /// the table changes. One hash table shared by all CPUs, so a flow whose packets arrive on
 /// several CPUs still has one backend; BPF_F_NO_COMMON_LRU gives each CPU its own LRU list, so
-/// CPUs never contend on a shared one (eviction then works within each CPU's share).
+/// CPUs never contend on a shared one (eviction then works within each CPU's share; userspace
+/// sizes the map for that).
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
@@ -41,13 +60,19 @@ pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
 pub static ARP_CONFLICTS: LruPerCpuHashMap<ArpConflictKey, ArpConflict> =
     LruPerCpuHashMap::with_max_entries(MAX_ARP_CONFLICTS, 0);
 
-/// VIP -> flags: the addresses the program answers ARP for.
+/// VIP -> its id in `VIP_STATES`. Set when the VIP is added, never updated.
 #[map]
-pub static VIPS: HashMap<Addr, Vip> = HashMap::with_max_entries(MAX_SERVICES, 0);
+pub static VIPS: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
 
-/// ifindex -> the interface's MAC, for the interfaces the program is attached to.
+/// VIP id -> `VIP_FLAG_*` word.
 #[map]
-pub static INTERFACES: HashMap<u32, Interface> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+pub static VIP_STATES: Array<u32> = Array::with_max_entries(MAX_VIPS, BPF_F_MMAPABLE);
+
+/// `ifindex & (entries - 1)` -> the interface the program runs on there (its ifindex and MAC).
+/// An array, so the check that a frame is addressed to us costs no hash lookup; userspace
+/// sizes it (a power of two) so that its interfaces do not collide. Written before attaching.
+#[map]
+pub static INTERFACES: Array<Interface> = Array::with_max_entries(DEFAULT_INTERFACE_SLOTS, 0);
 
 /// ifindex -> the same ifindex: the interfaces frames may be redirected to (a devmap is what
 /// `bpf_redirect_map` needs; its entries are the director's interfaces).
@@ -63,3 +88,42 @@ pub static BACKEND_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entrie
 #[map]
 pub static VERDICT_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(Verdict::COUNT, 0);
+
+/// Entries of `INTERFACES` minus one (userspace sets it at load to match the map's size).
+#[unsafe(no_mangle)]
+static INTERFACE_SLOT_MASK: u32 = DEFAULT_INTERFACE_SLOTS - 1;
+
+/// The `INTERFACES` entry of `ifindex`, if the program runs there.
+#[inline(always)]
+pub fn interface(ifindex: u32) -> Option<Interface> {
+    // SAFETY: a plain read of a constant the loader may have overridden (rodata).
+    let mask = unsafe { core::ptr::read_volatile(&raw const INTERFACE_SLOT_MASK) };
+    let entry = INTERFACES.get(ifindex & mask)?;
+    (entry.ifindex == ifindex).then_some(*entry)
+}
+
+/// One word of an array that userspace stores atomically, read with one load.
+#[inline(always)]
+pub fn load_u64(map: &Array<u64>, index: u32) -> Option<u64> {
+    let ptr = map.get_ptr(index)?;
+    // SAFETY: the pointer is into the map's value memory, 8-byte aligned, and the map outlives
+    // the program run; a volatile read is one 64-bit load, never split.
+    Some(unsafe { core::ptr::read_volatile(ptr) })
+}
+
+#[inline(always)]
+pub fn load_u32(map: &Array<u32>, index: u32) -> Option<u32> {
+    let ptr = map.get_ptr(index)?;
+    // SAFETY: as in `load_u64`, for a 4-byte aligned word.
+    Some(unsafe { core::ptr::read_volatile(ptr) })
+}
+
+/// Slot `index` of the `MAGLEV` array (a backend id), read with one load.
+#[inline(always)]
+pub fn maglev_slot(index: u32) -> Option<u32> {
+    let block = MAGLEV.get_ptr(index / MAGLEV_BLOCK)?;
+    let lane = (index % MAGLEV_BLOCK) as usize;
+    // SAFETY: lane < MAGLEV_BLOCK, so the word lies within the block, which lies in the map's
+    // memory; u32-aligned.
+    Some(unsafe { core::ptr::read_volatile(block.cast::<u32>().add(lane)) })
+}

@@ -1,34 +1,56 @@
 //! Which service a packet belongs to and which backend serves it: the flow table first, so
 //! established flows keep their backend; else the service's Maglev table, and the choice is
 //! remembered.
+//!
+//! Every word userspace may change is read once, into a local (see lb-common's consistency
+//! rules): a packet is judged on one version of each word, never on a mix.
 
 use lb_common::{
-    Backend, FlowEntry, FlowKey, SERVICE_FLAG_SOURCE_HASH, Service, ServiceKey, Verdict,
-    backend_index,
+    BackendEntry, FlowEntry, FlowKey, MAX_BACKENDS_PER_SERVICE, SERVICE_FLAG_SOURCE_HASH,
+    ServiceKey, ServiceState, TableDesc, Verdict, backend_index,
     hash::{flow_hash_v4, source_hash_v4},
-    ipv4_mapped, table_index,
+    ipv4_mapped, table_desc_index, table_index,
 };
 
 use crate::{
-    maps::{BACKENDS, FLOWS, MAGLEV, SERVICES, VIPS},
+    maps::{BACKENDS, FLOWS, SERVICE_STATES, SERVICES, TABLES, VIPS, load_u64, maglev_slot},
     parse::Flow,
 };
 
+/// A live service: its id and the state word read for this packet.
+#[derive(Clone, Copy)]
+pub struct Service {
+    pub id: u32,
+    pub state: ServiceState,
+}
+
+/// A backend chosen for a packet: its `backend_index` and the entry read for this packet.
+#[derive(Clone, Copy)]
+pub struct Chosen {
+    pub index: u32,
+    pub backend: BackendEntry,
+}
+
 #[inline(always)]
-pub fn service(flow: &Flow) -> Option<&'static Service> {
+pub fn service(flow: &Flow) -> Option<Service> {
     let key = ServiceKey {
         addr: ipv4_mapped(flow.daddr_octets),
         port_be: flow.dport.to_be(),
         protocol: flow.protocol,
         _pad: 0,
     };
-    // SAFETY: the value is only read; userspace replaces it whole, never in place.
-    unsafe { SERVICES.get(&key) }
+    let id = SERVICES.get_ptr(key)?;
+    // SAFETY: the value is a u32 set at insert and never updated; read once.
+    let id = unsafe { core::ptr::read_volatile(id) };
+    let state = ServiceState::unpack(load_u64(&SERVICE_STATES, id)?);
+    // A key whose state is not live is being added or removed: not a service yet, or any more.
+    state.is_live().then_some(Service { id, state })
 }
 
-/// The backend of a flow and its `backend_index`.
+/// The backend of a flow: the one the flow table remembers if it is still usable, else a new
+/// choice from the live Maglev bank, remembered.
 #[inline(always)]
-pub fn backend(service: &Service, flow: &Flow) -> Result<(&'static Backend, u32), Verdict> {
+pub fn backend(service: Service, flow: &Flow) -> Result<Chosen, Verdict> {
     let key = FlowKey {
         saddr: flow.saddr.to_be_bytes(),
         daddr: flow.daddr_octets,
@@ -37,40 +59,47 @@ pub fn backend(service: &Service, flow: &Flow) -> Result<(&'static Backend, u32)
         protocol: flow.protocol,
         _pad: [0; 3],
     };
-    // SAFETY: read only; the entry is copied out before anything else can change it.
-    if let Some(entry) = unsafe { FLOWS.get(&key) }.copied() {
-        // A backend that has left (no BACKENDS entry) or a service id reused by another
-        // service: schedule the flow again.
-        if entry.service == service.id {
-            // SAFETY: read only.
-            if let Some(backend) = unsafe { BACKENDS.get(&entry.backend) } {
-                return Ok((backend, entry.backend));
+    if let Some(entry) = FLOWS.get_ptr(key) {
+        // SAFETY: FlowEntry is one aligned u64: read whole, once (the LRU may recycle the
+        // element under us; then we see another flow's entry, which the checks below reject
+        // unless it is of this service and generation).
+        let entry: FlowEntry = unsafe { core::ptr::read_volatile(entry) };
+        // A flow of an earlier holder of the service id, or whose backend has left: schedule
+        // it again.
+        if entry.generation == service.state.generation && entry.service_id() == service.id {
+            let backend = backend_entry(entry.backend);
+            if backend.is_usable() {
+                return Ok(Chosen {
+                    index: entry.backend,
+                    backend,
+                });
             }
         }
     }
-    let index = schedule(service, flow)?;
-    // SAFETY: read only.
-    let backend = unsafe { BACKENDS.get(&index) }.ok_or(Verdict::DropNoBackend)?;
+    let chosen = schedule(service, flow)?;
     // A full table evicts its least recently used flow; a failed insert only means the next
     // packet is scheduled again, to the same backend while the table is unchanged.
     let _ = FLOWS.insert(
         &key,
         &FlowEntry {
-            service: service.id,
-            backend: index,
+            backend: chosen.index,
+            generation: service.state.generation,
         },
         0,
     );
-    Ok((backend, index))
+    Ok(chosen)
 }
 
-/// The backend index the service's Maglev table gives a new flow.
+/// The backend the service's live Maglev bank gives a new flow.
 #[inline(always)]
-fn schedule(service: &Service, flow: &Flow) -> Result<u32, Verdict> {
-    if service.table_size == 0 {
+fn schedule(service: Service, flow: &Flow) -> Result<Chosen, Verdict> {
+    let desc = load_u64(&TABLES, table_desc_index(service.id, service.state.bank))
+        .map(TableDesc::unpack)
+        .ok_or(Verdict::Aborted)?;
+    if desc.size == 0 {
         return Err(Verdict::DropNoBackend);
     }
-    let hash = if service.flags & SERVICE_FLAG_SOURCE_HASH != 0 {
+    let hash = if service.state.flags & SERVICE_FLAG_SOURCE_HASH != 0 {
         source_hash_v4(flow.saddr)
     } else {
         flow_hash_v4(
@@ -81,19 +110,27 @@ fn schedule(service: &Service, flow: &Flow) -> Result<u32, Verdict> {
             flow.protocol,
         )
     };
-    let backend_id = MAGLEV
-        .get(table_index(service, hash % service.table_size))
-        .ok_or(Verdict::Aborted)?;
-    Ok(backend_index(service.id, *backend_id))
+    let backend_id = maglev_slot(table_index(desc, hash % desc.size)).ok_or(Verdict::Aborted)?;
+    // Userspace only writes ids below the bound: anything else would reach another service.
+    if backend_id >= MAX_BACKENDS_PER_SERVICE {
+        return Err(Verdict::Aborted);
+    }
+    let index = backend_index(service.id, backend_id);
+    let backend = backend_entry(index);
+    if !backend.is_usable() {
+        return Err(Verdict::DropNoBackend);
+    }
+    Ok(Chosen { index, backend })
 }
 
-/// `verdict` for a packet to a VIP, `Pass` for any other destination.
+/// The `BACKENDS` word at `index`, read once (unusable if out of range).
 #[inline(always)]
-pub fn drop_if_vip(daddr: [u8; 4], verdict: Verdict) -> Verdict {
-    // SAFETY: read only.
-    if unsafe { VIPS.get(&ipv4_mapped(daddr)) }.is_some() {
-        verdict
-    } else {
-        Verdict::Pass
-    }
+fn backend_entry(index: u32) -> BackendEntry {
+    BackendEntry::unpack(load_u64(&BACKENDS, index).unwrap_or(0))
+}
+
+/// Whether `daddr` is a VIP.
+#[inline(always)]
+pub fn is_vip(daddr: [u8; 4]) -> bool {
+    VIPS.get_ptr(ipv4_mapped(daddr)).is_some()
 }

@@ -1,7 +1,7 @@
 //! Per-CPU counters: no atomics needed, userspace sums the CPUs.
 
 use aya_ebpf::maps::PerCpuArray;
-use lb_common::{Counter, Service, Verdict};
+use lb_common::{Counter, Verdict};
 
 use crate::maps::{BACKEND_COUNTERS, SERVICE_COUNTERS, VERDICT_COUNTERS};
 
@@ -23,7 +23,7 @@ pub fn count_verdict(verdict: Verdict, bytes: u64) {
 }
 
 #[inline(always)]
-pub fn count_forwarded(service: &Service, backend_index: u32, bytes: u64) {
-    add(&SERVICE_COUNTERS, service.id, bytes);
+pub fn count_forwarded(service_id: u32, backend_index: u32, bytes: u64) {
+    add(&SERVICE_COUNTERS, service_id, bytes);
     add(&BACKEND_COUNTERS, backend_index, bytes);
 }

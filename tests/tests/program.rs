@@ -280,6 +280,7 @@ impl Director {
         let sizes = MapSizes {
             maglev_entries: MAX_SERVICES * TABLE_BANKS * TABLE_SIZE,
             flow_table_size: TEST_FLOW_TABLE_SIZE,
+            ..MapSizes::default()
         };
         let mut ebpf = loader::load(sizes).expect("loading the XDP program");
         // Before borrowing the program: take_from moves the maps out of the Ebpf.
@@ -1201,13 +1202,14 @@ fn any_packet_creates_the_flow_entry() {
     assert_eq!(director.dataplane.flow(&key).expect("reading FLOWS"), None);
     director.run(&frame);
     let chosen = predicted_backend(&TCP_FLOW, &tcp_service().backends);
-    assert_eq!(
-        director.dataplane.flow(&key).expect("reading FLOWS"),
-        Some(FlowEntry {
-            service: TCP_SERVICE_ID,
-            backend: backend_index(TCP_SERVICE_ID, chosen.id)
-        })
-    );
+    let entry: FlowEntry = director
+        .dataplane
+        .flow(&key)
+        .expect("reading FLOWS")
+        .expect("a flow entry for the first packet");
+    assert_eq!(entry.backend, backend_index(TCP_SERVICE_ID, chosen.id));
+    assert_eq!(entry.service_id(), TCP_SERVICE_ID);
+    assert_ne!(entry.generation, 0, "generations start at 1");
 }
 
 /// Source-hash scheduling: every connection of a client goes to one backend, while different
@@ -1220,7 +1222,7 @@ fn source_hash_keeps_a_client_on_one_backend() {
     const PORTS_PER_CLIENT: u16 = 16;
     let mut director = Director::load();
     let service = ServiceSpec {
-        flags: SERVICE_FLAG_SOURCE_HASH,
+        flags: u32::from(SERVICE_FLAG_SOURCE_HASH),
         ..tcp_service()
     };
     director.publish(&service);

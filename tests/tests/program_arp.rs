@@ -65,6 +65,7 @@ impl Bed {
         let mut ebpf = loader::load(MapSizes {
             maglev_entries: 4 * TABLE_SIZE,
             flow_table_size: 4096,
+            ..MapSizes::default()
         })
         .expect("loading the XDP program");
         let dataplane = Dataplane::take_from(&mut ebpf).expect("taking the maps");

@@ -69,7 +69,12 @@ pub async fn run(options: RunOptions) -> Result<()> {
         .with_context(|| format!("in {}", options.config.display()))?;
     let control = control::bind(&options.state_dir).await?;
 
-    let mut ebpf = loader::load(director::map_sizes(&config))?;
+    let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
+    let sizes = loader::MapSizes {
+        interface_slots: loader::interface_slots(&ifindexes)?,
+        ..director::map_sizes(&config)
+    };
+    let mut ebpf = loader::load(sizes)?;
     startup::start_ebpf_logger(&mut ebpf);
     let mut director = Controller::new(
         &config,
@@ -99,7 +104,6 @@ pub async fn run(options: RunOptions) -> Result<()> {
             Some((interface.ifindex, b.address))
         })
         .collect();
-    let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
     let macs = startup::resolve(&netlink, &ifindexes, &wanted).await?;
     director.set_neighbours(macs)?;
     for change in director.apply(config.clone())? {

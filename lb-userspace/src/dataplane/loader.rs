@@ -6,7 +6,8 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAGLEV_ENTRIES, PASS_PROGRAM_NAME, PROGRAM_NAME, map_names,
+    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS, DEFAULT_MAGLEV_ENTRIES,
+    INTERFACE_SLOT_MASK_GLOBAL, PASS_PROGRAM_NAME, PROGRAM_NAME, maglev_blocks, map_names,
 };
 
 /// The director's XDP program and its maps, built by build.rs from the lb-ebpf crate.
@@ -20,10 +21,12 @@ pub static BENCH_OBJECT: &[u8] =
 /// Sizes of the maps that depend on the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapSizes {
-    /// Entries of the `MAGLEV` array (all services' tables, both banks).
+    /// Entries (slots) of the `MAGLEV` array (all services' tables, both banks).
     pub maglev_entries: u32,
-    /// Capacity of the `FLOWS` LRU map.
+    /// Flows the table must hold: `flow_table_size` of the config (see [`flow_map_entries`]).
     pub flow_table_size: u32,
+    /// Entries of the `INTERFACES` array, a power of two (see [`interface_slots`]).
+    pub interface_slots: u32,
 }
 
 impl Default for MapSizes {
@@ -31,15 +34,85 @@ impl Default for MapSizes {
         Self {
             maglev_entries: DEFAULT_MAGLEV_ENTRIES,
             flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
+            interface_slots: DEFAULT_INTERFACE_SLOTS,
         }
     }
 }
 
+/// Largest `INTERFACES` array the loader will make (12 bytes an entry).
+const MAX_INTERFACE_SLOTS: u32 = 1 << 20;
+
+/// The smallest power of two, at least the default, at which the director's interfaces fall
+/// into distinct `INTERFACES` entries (`ifindex & (slots - 1)`).
+pub fn interface_slots(ifindexes: &[u32]) -> Result<u32> {
+    let mut slots = DEFAULT_INTERFACE_SLOTS;
+    while slots <= MAX_INTERFACE_SLOTS {
+        let mut seen: Vec<u32> = ifindexes.iter().map(|i| i & (slots - 1)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() == ifindexes.len() {
+            return Ok(slots);
+        }
+        slots *= 2;
+    }
+    anyhow::bail!(
+        "interfaces {ifindexes:?} cannot be told apart in {MAX_INTERFACE_SLOTS} INTERFACES entries"
+    )
+}
+
+/// CPUs as a sysfs CPU list counts them (`0-3,8-11` is 8).
+fn count_cpus(list: &str) -> Option<u32> {
+    list.trim().split(',').try_fold(0, |total, range| {
+        let (first, last) = match range.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let cpu = range.parse::<u32>().ok()?;
+                (cpu, cpu)
+            }
+        };
+        Some(total + last.checked_sub(first)? + 1)
+    })
+}
+
+/// (online, possible) CPUs of this host.
+pub fn cpus() -> Result<(u32, u32)> {
+    let read = |what: &str| -> Result<u32> {
+        let path = format!("/sys/devices/system/cpu/{what}");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        count_cpus(&text).with_context(|| format!("{path} is not a CPU list: {text:?}"))
+    };
+    Ok((read("online")?, read("possible")?))
+}
+
+/// Entries to create the `FLOWS` map with so that it holds `flows` flows on `online` CPUs.
+/// With BPF_F_NO_COMMON_LRU the kernel gives every *possible* CPU `entries / possible` of them,
+/// and a CPU only ever evicts within its own share: a host with 128 possible and 8 online CPUs
+/// would otherwise keep 1/16 of what the config asks for.
+#[must_use]
+pub fn flow_map_entries(flows: u32, online: u32, possible: u32) -> u32 {
+    let (online, possible) = (online.max(1), possible.max(online.max(1)));
+    let per_cpu = flows.div_ceil(online);
+    per_cpu.saturating_mul(possible)
+}
+
+/// Flows the `FLOWS` map created with `entries` can hold on `online` CPUs (each CPU its share).
+#[must_use]
+pub fn flow_capacity(entries: u32, online: u32, possible: u32) -> u64 {
+    u64::from(entries / possible.max(1)) * u64::from(online)
+}
+
 /// Loads the maps and the program into the kernel (verified, not yet attached).
 pub fn load(sizes: MapSizes) -> Result<Ebpf> {
+    let (online, possible) = cpus()?;
+    let mask = sizes.interface_slots - 1;
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries(map_names::MAGLEV, sizes.maglev_entries)
-        .map_max_entries(map_names::FLOWS, sizes.flow_table_size)
+        .map_max_entries(map_names::MAGLEV, maglev_blocks(sizes.maglev_entries))
+        .map_max_entries(
+            map_names::FLOWS,
+            flow_map_entries(sizes.flow_table_size, online, possible),
+        )
+        .map_max_entries(map_names::INTERFACES, sizes.interface_slots)
+        .override_global(INTERFACE_SLOT_MASK_GLOBAL, &mask, true)
         .load(EBPF_OBJECT)
         .context("could not create the BPF maps: drlb needs root (CAP_BPF and CAP_NET_ADMIN)")?;
     program(&mut ebpf)?.load().context(
@@ -121,4 +194,42 @@ pub fn detach(ebpf: &mut Ebpf, link: XdpLinkId) -> Result<()> {
     program(ebpf)?
         .detach(link)
         .context("detaching the XDP program failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysfs_cpu_lists_are_counted() {
+        assert_eq!(count_cpus("0-1\n"), Some(2));
+        assert_eq!(count_cpus("0"), Some(1));
+        assert_eq!(count_cpus("0-3,8-11"), Some(8));
+        assert_eq!(count_cpus("0-127"), Some(128));
+        assert_eq!(count_cpus("x"), None);
+    }
+
+    #[test]
+    fn the_flow_table_holds_the_configured_flows_on_the_online_cpus() {
+        // 8 of 128 possible CPUs online: every CPU's share must be flows / 8.
+        let entries = flow_map_entries(65_536, 8, 128);
+        assert_eq!(entries, 65_536 * 16);
+        assert_eq!(flow_capacity(entries, 8, 128), 65_536);
+        // All possible CPUs online: the map is as large as asked.
+        assert_eq!(flow_map_entries(65_536, 2, 2), 65_536);
+        assert_eq!(flow_capacity(65_536, 2, 2), 65_536);
+    }
+
+    #[test]
+    fn interface_slots_keep_the_interfaces_apart() {
+        assert_eq!(
+            interface_slots(&[1, 2, 3]).unwrap(),
+            DEFAULT_INTERFACE_SLOTS
+        );
+        // 5 and 261 share entry 5 of 256 entries.
+        assert_eq!(
+            interface_slots(&[5, 261]).unwrap(),
+            2 * DEFAULT_INTERFACE_SLOTS
+        );
+    }
 }

@@ -1,16 +1,25 @@
 //! Typed access to the program's maps: the only place userspace writes what the data path reads.
+//!
+//! It follows lb-common's consistency rules: the words the program reads while they change are
+//! stored atomically through memory mappings ([`Mapped`]); a hash key is never updated, only
+//! inserted and deleted; and before memory the program may still be reading is reused (a
+//! deleted key's element, a bank that was live), it waits for a grace period ([`grace::wait`]).
 
-use std::collections::HashMap as StdHashMap;
+use std::collections::{BTreeSet, HashMap as StdHashMap};
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use aya::{
     Ebpf,
-    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
 };
 use lb_common::{
-    Addr, Backend, Counter, FlowEntry, FlowKey, Interface, Service, ServiceKey, TABLE_BANKS,
-    Verdict, Vip, backend_index, map_names,
+    Addr, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, FlowEntry, FlowKey,
+    Interface, MAGLEV_BLOCK, MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MAX_SERVICES, MAX_VIPS,
+    MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey, ServiceState, TABLE_BANKS, TableDesc,
+    Verdict, Vip, backend_index, map_names, table_desc_index,
 };
+
+use super::{grace, mmap::Mapped};
 
 /// Where a service's Maglev table lives in `MAGLEV` and how it is scheduled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +29,7 @@ pub struct TableLayout {
     pub base: u32,
     /// Entries of one bank.
     pub size: u32,
-    /// `SERVICE_FLAG_*`.
+    /// `SERVICE_FLAG_*` (scheduler, standby).
     pub flags: u32,
 }
 
@@ -31,26 +40,79 @@ struct TableShadow {
     banks: [Option<Vec<u32>>; TABLE_BANKS as usize],
 }
 
+/// A service the program can see: its key, and the state word last stored for it.
+#[derive(Clone, Copy)]
+struct LiveService {
+    key: ServiceKey,
+    state: ServiceState,
+}
+
+/// What the program may still be reading although userspace has moved on: cleared by a grace
+/// period.
+#[derive(Default)]
+struct PendingReuse {
+    /// Keys were deleted from SERVICES or VIPS: their elements may be reused by an insert.
+    keys_deleted: bool,
+    /// Services whose live bank changed: their other bank may still be read.
+    flipped: BTreeSet<u32>,
+    /// Table regions were given up (service removed or resized): a new region may overlap them.
+    regions_freed: bool,
+}
+
 pub struct Dataplane {
-    services: HashMap<MapData, ServiceKey, Service>,
-    maglev: Array<MapData, u32>,
-    backends: HashMap<MapData, u32, Backend>,
+    services: HashMap<MapData, ServiceKey, u32>,
+    service_states: Mapped,
+    tables: Mapped,
+    maglev: Mapped,
+    backends: Mapped,
+    egress_slots: Array<MapData, EgressSlot>,
     // aya reads an LRU hash map through HashMap.
     flows: HashMap<MapData, FlowKey, FlowEntry>,
-    vips: HashMap<MapData, Addr, Vip>,
-    interfaces: HashMap<MapData, u32, Interface>,
+    vips: HashMap<MapData, Addr, u32>,
+    vip_states: Mapped,
+    interfaces: Array<MapData, Interface>,
     egress: DevMapHash<MapData>,
     service_counters: PerCpuArray<MapData, Counter>,
     backend_counters: PerCpuArray<MapData, Counter>,
     verdict_counters: PerCpuArray<MapData, Counter>,
+    /// Keeps the mapped maps' file descriptors with the mappings.
+    _mapped_maps: Vec<MapData>,
     shadows: StdHashMap<u32, TableShadow>,
+    live: StdHashMap<u32, LiveService>,
+    /// The generation the next service to get each id will carry (never 0: a zeroed flow
+    /// entry must match no service).
+    next_generation: Vec<u32>,
+    egress_slot_of: Vec<(u32, [u8; 6])>,
+    vip_ids: StdHashMap<Addr, u32>,
+    pending: PendingReuse,
+    /// Test hook: fail every write after this many more (see [`Dataplane::fail_writes_after`]).
+    writes_left: Option<u32>,
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
+fn take<T: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
     let map = ebpf
         .take_map(name)
         .with_context(|| format!("the eBPF object has no map {name}"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// Takes an array map and maps it into memory.
+fn take_mapped(
+    ebpf: &mut Ebpf,
+    name: &str,
+    value_size: usize,
+    keep: &mut Vec<MapData>,
+) -> Result<Mapped> {
+    let map = match ebpf
+        .take_map(name)
+        .with_context(|| format!("the eBPF object has no map {name}"))?
+    {
+        Map::Array(data) => data,
+        _ => bail!("map {name} is not an array"),
+    };
+    let mapped = Mapped::new(&map, name, value_size)?;
+    keep.push(map);
+    Ok(mapped)
 }
 
 fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
@@ -63,49 +125,179 @@ fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
 impl Dataplane {
     /// Takes ownership of the maps of a loaded program.
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut keep = Vec::new();
+        let u64_size = size_of::<u64>();
         Ok(Self {
             services: take(ebpf, map_names::SERVICES)?,
-            maglev: take(ebpf, map_names::MAGLEV)?,
-            backends: take(ebpf, map_names::BACKENDS)?,
+            service_states: take_mapped(ebpf, map_names::SERVICE_STATES, u64_size, &mut keep)?,
+            tables: take_mapped(ebpf, map_names::TABLES, u64_size, &mut keep)?,
+            maglev: take_mapped(ebpf, map_names::MAGLEV, size_of::<MaglevBlock>(), &mut keep)?,
+            backends: take_mapped(ebpf, map_names::BACKENDS, u64_size, &mut keep)?,
+            egress_slots: take(ebpf, map_names::EGRESS_SLOTS)?,
             flows: take(ebpf, map_names::FLOWS)?,
             vips: take(ebpf, map_names::VIPS)?,
+            vip_states: take_mapped(ebpf, map_names::VIP_STATES, size_of::<u32>(), &mut keep)?,
             interfaces: take(ebpf, map_names::INTERFACES)?,
             egress: take(ebpf, map_names::EGRESS)?,
             service_counters: take(ebpf, map_names::SERVICE_COUNTERS)?,
             backend_counters: take(ebpf, map_names::BACKEND_COUNTERS)?,
             verdict_counters: take(ebpf, map_names::VERDICT_COUNTERS)?,
+            _mapped_maps: keep,
             shadows: StdHashMap::new(),
+            live: StdHashMap::new(),
+            next_generation: vec![1; MAX_SERVICES as usize],
+            egress_slot_of: Vec::new(),
+            vip_ids: StdHashMap::new(),
+            pending: PendingReuse::default(),
+            writes_left: None,
         })
+    }
+
+    /// Makes every write after the next `writes` fail, as a full or broken map would: for tests
+    /// of what a failed change leaves behind. `None` lifts it.
+    #[doc(hidden)]
+    pub fn fail_writes_after(&mut self, writes: Option<u32>) {
+        self.writes_left = writes;
+    }
+
+    /// Called before every map write: the failure injected by [`Self::fail_writes_after`].
+    fn write_allowed(&mut self) -> Result<()> {
+        match &mut self.writes_left {
+            Some(0) => bail!("map write refused (injected failure)"),
+            Some(left) => {
+                *left -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Entries of the `MAGLEV` array, as sized at load.
     #[must_use]
     pub fn maglev_capacity(&self) -> u32 {
-        self.maglev.len()
+        self.maglev.entries() * MAGLEV_BLOCK
     }
 
-    /// Registers an interface the program is attached to (its MAC answers ARP).
+    /// Waits for a grace period if the program may still read memory about to be reused.
+    fn settle(&mut self, need: bool) {
+        if need {
+            grace::wait();
+            self.pending = PendingReuse::default();
+        }
+    }
+
+    /// Registers an interface the program is attached to (frames to its MAC are ours, and it
+    /// answers ARP with it). Before the program is attached: the entry never changes after.
     pub fn set_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        let slots = self.interfaces.len();
+        let slot = ifindex & (slots - 1);
+        if let Ok(existing) = self.interfaces.get(&slot, 0)
+            && existing.ifindex != 0
+            && existing.ifindex != ifindex
+        {
+            bail!(
+                "interfaces {} and {ifindex} share entry {slot} of INTERFACES ({slots} entries): \
+                 the map must be loaded with room for both (see loader::interface_slots)",
+                existing.ifindex
+            );
+        }
+        self.write_allowed()?;
         self.interfaces
-            .insert(ifindex, Interface { mac, _pad: [0; 2] }, 0)
+            .set(
+                slot,
+                Interface {
+                    ifindex,
+                    mac,
+                    _pad: [0; 2],
+                },
+                0,
+            )
             .context("writing INTERFACES failed")
     }
 
     /// Lets the program redirect frames to the interface `ifindex` (for backends behind it).
     pub fn set_egress(&mut self, ifindex: u32) -> Result<()> {
+        self.write_allowed()?;
         self.egress
             .insert(ifindex, ifindex, None, 0)
             .with_context(|| format!("writing EGRESS for ifindex {ifindex} failed"))
     }
 
+    /// Sets a VIP's flags; a new VIP gets an id and its key.
     pub fn set_vip(&mut self, addr: Addr, vip: Vip) -> Result<()> {
+        if let Some(&id) = self.vip_ids.get(&addr) {
+            self.write_allowed()?;
+            return self.vip_states.store_u32(id, vip.flags);
+        }
+        let used: BTreeSet<u32> = self.vip_ids.values().copied().collect();
+        let id = (0..MAX_VIPS)
+            .find(|i| !used.contains(i))
+            .with_context(|| format!("more than {MAX_VIPS} VIPs"))?;
+        self.write_allowed()?;
+        self.vip_states.store_u32(id, vip.flags)?;
+        self.settle(self.pending.keys_deleted);
+        self.write_allowed()?;
         self.vips
-            .insert(addr, vip, 0)
-            .context("writing VIPS failed")
+            .insert(addr, id, 0)
+            .context("writing VIPS failed")?;
+        self.vip_ids.insert(addr, id);
+        Ok(())
     }
 
     pub fn remove_vip(&mut self, addr: &Addr) -> Result<()> {
-        ignore_missing(self.vips.remove(addr)).context("removing from VIPS failed")
+        let Some(id) = self.vip_ids.get(addr).copied() else {
+            return Ok(());
+        };
+        self.write_allowed()?;
+        ignore_missing(self.vips.remove(addr)).context("removing from VIPS failed")?;
+        self.vip_states.store_u32(id, 0)?;
+        self.vip_ids.remove(addr);
+        self.pending.keys_deleted = true;
+        Ok(())
+    }
+
+    /// The index of a backend in `BACKENDS`, checked against the bounds that keep it within
+    /// its service's range: an id out of range would name another service's backend.
+    fn backend_slot(service_id: u32, backend_id: u32) -> Result<u32> {
+        ensure!(
+            service_id < MAX_SERVICES,
+            "service id {service_id} is out of range (at most {MAX_SERVICES} services)"
+        );
+        ensure!(
+            backend_id < MAX_BACKENDS_PER_SERVICE,
+            "backend id {backend_id} is out of range (at most {MAX_BACKENDS_PER_SERVICE} per service)"
+        );
+        Ok(backend_index(service_id, backend_id))
+    }
+
+    /// The egress slot for (ifindex, source MAC), written into `EGRESS_SLOTS` the first time.
+    fn egress_slot(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<u8> {
+        if let Some(slot) = self
+            .egress_slot_of
+            .iter()
+            .position(|e| *e == (ifindex, mac))
+        {
+            return Ok(u8::try_from(slot).expect("slots are bounded by MAX_INTERFACES"));
+        }
+        let slot = u32::try_from(self.egress_slot_of.len()).expect("bounded");
+        ensure!(
+            slot < MAX_INTERFACES,
+            "more than {MAX_INTERFACES} egress interfaces"
+        );
+        self.write_allowed()?;
+        self.egress_slots
+            .set(
+                slot,
+                EgressSlot {
+                    ifindex,
+                    mac,
+                    _pad: [0; 2],
+                },
+                0,
+            )
+            .context("writing EGRESS_SLOTS failed")?;
+        self.egress_slot_of.push((ifindex, mac));
+        Ok(u8::try_from(slot).expect("slots are bounded by MAX_INTERFACES"))
     }
 
     /// Makes a backend reachable by its id (flows and table entries refer to it).
@@ -115,103 +307,200 @@ impl Dataplane {
         backend_id: u32,
         backend: &Backend,
     ) -> Result<()> {
-        self.backends
-            .insert(backend_index(service_id, backend_id), backend, 0)
-            .context("writing BACKENDS failed")
+        let index = Self::backend_slot(service_id, backend_id)?;
+        let egress_slot = self.egress_slot(backend.ifindex, backend.src_mac)?;
+        let entry = BackendEntry {
+            mac: backend.dst_mac,
+            egress_slot,
+            flags: BACKEND_FLAG_USABLE,
+        };
+        self.write_allowed()?;
+        self.backends.store_u64(index, entry.pack())
     }
 
     /// Makes a backend unreachable: its flows are scheduled again on their next packet.
     pub fn remove_backend(&mut self, service_id: u32, backend_id: u32) -> Result<()> {
-        ignore_missing(self.backends.remove(&backend_index(service_id, backend_id)))
-            .context("removing from BACKENDS failed")
+        let index = Self::backend_slot(service_id, backend_id)?;
+        self.write_allowed()?;
+        self.backends.store_u64(index, 0)
     }
 
     /// Publishes a service's Maglev table (backend ids; empty: no backend): writes it into the
-    /// bank the program is not reading, then replaces the service entry with one that points
-    /// at that bank (an atomic hash-map update), so the program never sees a half-written table.
+    /// bank the program is not reading, then makes that bank live with one store of the
+    /// service's state word, so the program never sees a half-written table. A new service's
+    /// key is inserted last, once its table and state are complete.
     pub fn publish_table(
         &mut self,
         key: &ServiceKey,
         layout: TableLayout,
         table: &[u32],
     ) -> Result<()> {
+        let id = layout.service_id;
+        ensure!(
+            id < MAX_SERVICES,
+            "service id {id} is out of range (at most {MAX_SERVICES} services)"
+        );
         ensure!(
             table.is_empty() || table.len() == layout.size as usize,
             "a table has {} entries, not {}",
-            layout.size,
-            table.len()
+            table.len(),
+            layout.size
+        );
+        ensure!(
+            table.iter().all(|&b| b < MAX_BACKENDS_PER_SERVICE),
+            "a table names a backend id of {MAX_BACKENDS_PER_SERVICE} or more"
         );
         ensure!(
             u64::from(layout.base) + u64::from(TABLE_BANKS) * u64::from(layout.size)
                 <= u64::from(self.maglev_capacity()),
             "the service's table region lies outside MAGLEV"
         );
-        let live = self.service(key)?.filter(|s| s.id == layout.service_id);
-        let shadow = self
+        let live = self.live.get(&id).copied();
+        if let Some(live) = live {
+            ensure!(
+                live.key == *key,
+                "service id {id} belongs to another service"
+            );
+        }
+        let new_region = self
             .shadows
-            .entry(layout.service_id)
-            .or_insert_with(|| TableShadow {
-                layout,
-                banks: [None, None],
-            });
-        if shadow.layout != layout {
+            .get(&id)
+            .is_none_or(|s| s.layout.base != layout.base || s.layout.size != layout.size);
+        let bank: u8 = live.map_or(0, |l| (l.state.bank + 1) % TABLE_BANKS as u8);
+        // The bank about to be written may be read by a run that started before the last flip,
+        // and a new region may overlap one given up since the last grace period.
+        self.settle(
+            self.pending.flipped.contains(&id) || (new_region && self.pending.regions_freed),
+        );
+        let shadow = self.shadows.entry(id).or_insert_with(|| TableShadow {
+            layout,
+            banks: [None, None],
+        });
+        if new_region {
             *shadow = TableShadow {
                 layout,
                 banks: [None, None],
             };
         }
-        let bank = live
-            .filter(|s| s.table_base == layout.base)
-            .map_or(0, |s| (s.bank + 1) % TABLE_BANKS);
+        shadow.layout = layout;
+        let bank_base = layout.base + u32::from(bank) * layout.size;
         if !table.is_empty() {
-            let base = layout.base + bank * layout.size;
-            let previous = shadow.banks[bank as usize].take();
-            for (slot, &id) in (0..).zip(table) {
-                if previous.as_ref().is_none_or(|p| p[slot as usize] != id) {
-                    self.maglev
-                        .set(base + slot, id, 0)
-                        .context("writing MAGLEV failed")?;
+            let previous = shadow.banks[usize::from(bank)].take();
+            for (slot, &backend) in (0..).zip(table) {
+                if previous
+                    .as_ref()
+                    .is_none_or(|p| p[slot as usize] != backend)
+                {
+                    let index = bank_base + slot;
+                    if let Some(left) = &mut self.writes_left {
+                        ensure!(*left > 0, "map write refused (injected failure)");
+                        *left -= 1;
+                    }
+                    self.maglev.store_lane(
+                        index / MAGLEV_BLOCK,
+                        (index % MAGLEV_BLOCK) as usize,
+                        backend,
+                    )?;
                 }
             }
-            shadow.banks[bank as usize] = Some(table.to_vec());
+            shadow.banks[usize::from(bank)] = Some(table.to_vec());
         }
-        let table_size = if table.is_empty() { 0 } else { layout.size };
-        let service = Service {
-            id: layout.service_id,
-            bank,
-            table_base: layout.base,
-            table_size,
-            flags: layout.flags,
+        let desc = TableDesc {
+            base: bank_base,
+            size: if table.is_empty() { 0 } else { layout.size },
         };
-        self.services
-            .insert(key, service, 0)
-            .context("writing SERVICES failed")
+        self.write_allowed()?;
+        self.tables
+            .store_u64(table_desc_index(id, bank), desc.pack())?;
+        let generation = match live {
+            Some(live) => live.state.generation,
+            None => {
+                let generation = self.next_generation[id as usize];
+                self.next_generation[id as usize] = generation.checked_add(1).unwrap_or(1);
+                generation
+            }
+        };
+        let state = ServiceState {
+            generation,
+            flags: SERVICE_FLAG_LIVE | flags_byte(layout.flags)?,
+            bank,
+        };
+        self.write_allowed()?;
+        self.service_states.store_u64(id, state.pack())?;
+        if live.is_some() {
+            self.pending.flipped.insert(id);
+        } else {
+            self.settle(self.pending.keys_deleted);
+            self.write_allowed()?;
+            self.services
+                .insert(key, id, 0)
+                .context("writing SERVICES failed")?;
+        }
+        self.live.insert(id, LiveService { key: *key, state });
+        Ok(())
     }
 
     /// Replaces only the flags of a published service (same table, same bank) with one atomic
-    /// map update: how a director turns standby or active without rewriting any table.
+    /// store: how a director turns standby or active without rewriting any table.
     pub fn set_service_flags(&mut self, key: &ServiceKey, flags: u32) -> Result<()> {
-        let Some(mut service) = self.service(key)? else {
+        let Some((&id, live)) = self.live.iter_mut().find(|(_, l)| l.key == *key) else {
             return Ok(());
         };
-        service.flags = flags;
-        self.services
-            .insert(key, service, 0)
-            .context("writing SERVICES failed")
+        let state = ServiceState {
+            flags: SERVICE_FLAG_LIVE | flags_byte(flags)?,
+            ..live.state
+        };
+        if let Some(left) = &mut self.writes_left {
+            ensure!(*left > 0, "map write refused (injected failure)");
+            *left -= 1;
+        }
+        self.service_states.store_u64(id, state.pack())?;
+        live.state = state;
+        Ok(())
     }
 
+    /// Removes a service: its key first (new packets pass), then its state (runs that read
+    /// the key already see it gone). Its id and region are reused only after a grace period.
     pub fn remove_service(&mut self, key: &ServiceKey, service_id: u32) -> Result<()> {
+        self.write_allowed()?;
+        ignore_missing(self.services.remove(key)).context("removing from SERVICES failed")?;
+        if service_id < MAX_SERVICES {
+            self.service_states.store_u64(service_id, 0)?;
+        }
         self.shadows.remove(&service_id);
-        ignore_missing(self.services.remove(key)).context("removing from SERVICES failed")
+        self.live.remove(&service_id);
+        self.pending.keys_deleted = true;
+        self.pending.regions_freed = true;
+        self.pending.flipped.insert(service_id);
+        Ok(())
     }
 
     /// The live service entry, as the program sees it.
     pub fn service(&self, key: &ServiceKey) -> Result<Option<Service>> {
-        match self.services.get(key, 0) {
-            Ok(service) => Ok(Some(service)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e).context("reading SERVICES failed"),
+        let id = match self.services.get(key, 0) {
+            Ok(id) => id,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(e) => return Err(e).context("reading SERVICES failed"),
+        };
+        let state = ServiceState::unpack(self.service_states.load_u64(id)?);
+        if !state.is_live() {
+            return Ok(None);
         }
+        let desc = TableDesc::unpack(self.tables.load_u64(table_desc_index(id, state.bank))?);
+        let region_base = self.shadows.get(&id).map_or(desc.base, |s| s.layout.base);
+        Ok(Some(Service {
+            id,
+            bank: u32::from(state.bank),
+            table_base: region_base,
+            table_size: desc.size,
+            flags: u32::from(state.flags & !SERVICE_FLAG_LIVE),
+        }))
+    }
+
+    /// The `BACKENDS` entry of a backend, as the program sees it.
+    pub fn backend(&self, service_id: u32, backend_id: u32) -> Result<BackendEntry> {
+        let index = Self::backend_slot(service_id, backend_id)?;
+        Ok(BackendEntry::unpack(self.backends.load_u64(index)?))
     }
 
     /// The flow table's entry for a 5-tuple.
@@ -234,22 +523,27 @@ impl Dataplane {
     pub fn backend_counter(&self, service_id: u32, backend_id: u32) -> Result<Counter> {
         sum(
             &self.backend_counters,
-            backend_index(service_id, backend_id),
+            Self::backend_slot(service_id, backend_id)?,
         )
     }
 
     /// Zeroes a service's counter, for an id given to a new service.
     pub fn reset_service_counter(&mut self, service_id: u32) -> Result<()> {
+        self.write_allowed()?;
         zero(&mut self.service_counters, service_id)
     }
 
     /// Zeroes a backend's counter, for an id given to a new backend.
     pub fn reset_backend_counter(&mut self, service_id: u32, backend_id: u32) -> Result<()> {
-        zero(
-            &mut self.backend_counters,
-            backend_index(service_id, backend_id),
-        )
+        let index = Self::backend_slot(service_id, backend_id)?;
+        self.write_allowed()?;
+        zero(&mut self.backend_counters, index)
     }
+}
+
+/// The flags of a `TableLayout` as the state word's byte.
+fn flags_byte(flags: u32) -> Result<u8> {
+    u8::try_from(flags).with_context(|| format!("service flags {flags:#x} do not fit a byte"))
 }
 
 /// The sum over all CPUs of one per-CPU counter.

@@ -32,6 +32,7 @@ pub fn map_sizes(config: &Config) -> MapSizes {
     MapSizes {
         maglev_entries,
         flow_table_size: config.director.flow_table_size,
+        ..MapSizes::default()
     }
 }
 
@@ -106,13 +107,18 @@ pub fn plan(
 /// director is a standby.
 #[must_use]
 pub const fn service_flags(scheduler: Scheduler, active: bool) -> u32 {
-    scheduler_flags(scheduler) | if active { 0 } else { SERVICE_FLAG_STANDBY }
+    scheduler_flags(scheduler)
+        | if active {
+            0
+        } else {
+            SERVICE_FLAG_STANDBY as u32
+        }
 }
 
 const fn scheduler_flags(scheduler: Scheduler) -> u32 {
     match scheduler {
         Scheduler::Maglev => 0,
-        Scheduler::SourceHash => SERVICE_FLAG_SOURCE_HASH,
+        Scheduler::SourceHash => SERVICE_FLAG_SOURCE_HASH as u32,
     }
 }
 

@@ -79,14 +79,11 @@ pub fn backend(service: Service, flow: &Flow) -> Result<Chosen, Verdict> {
     let chosen = schedule(service, flow)?;
     // A full table evicts its least recently used flow; a failed insert only means the next
     // packet is scheduled again, to the same backend while the table is unchanged.
-    let _ = FLOWS.insert(
-        &key,
-        &FlowEntry {
-            backend: chosen.index,
-            generation: service.state.generation,
-        },
-        0,
-    );
+    let entry = FlowEntry {
+        backend: chosen.index,
+        generation: service.state.generation,
+    };
+    let _ = FLOWS.insert(key, entry, 0);
     Ok(chosen)
 }
 

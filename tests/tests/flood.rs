@@ -54,6 +54,9 @@ const FLOODER_MAC: &str = "02:d1:00:00:00:03";
 const FIRST_BACKENDS: [&str; 2] = ["198.18.0.11", "198.18.0.12"];
 const ADDED_BACKEND: &str = "198.18.0.13";
 const ADDED_SERVER: &str = "rs3";
+/// hping3 may end this much before the test's own clock says the flood is over (it started
+/// first); an earlier exit is a failure.
+const EARLY_EXIT_MARGIN: Duration = Duration::from_secs(1);
 /// Rounds with the added backend, so that the change is tested under the flood, not after it.
 const MIN_ROUNDS_AFTER_ADD: u32 = 2;
 /// The flood must insert at least this many table-fulls of new flows, or it proves nothing.
@@ -184,7 +187,7 @@ fn exchange_during_flood(
     while started.elapsed() < FLOOD_TIME {
         let round_start = Instant::now();
         assert!(
-            flood.try_status().is_none() || started.elapsed() >= FLOOD_TIME,
+            flood.try_status().is_none() || started.elapsed() + EARLY_EXIT_MARGIN >= FLOOD_TIME,
             "hping3 stopped early: {}",
             flood.describe()
         );
@@ -294,6 +297,8 @@ struct Snapshot {
     flooder_sent: u64,
     /// Frames all real servers sent: a reply storm to the random sources would show here.
     real_servers_sent: u64,
+    /// The real servers' IP OutNoRoutes: SYNs dropped when the SYN-ACK found no route.
+    real_servers_no_route: u64,
 }
 
 impl Snapshot {
@@ -321,6 +326,11 @@ impl Snapshot {
                 .iter()
                 .map(|rs| link_tx(&rs.ns, IFNAME).packets)
                 .sum(),
+            real_servers_no_route: bed
+                .real_servers
+                .iter()
+                .map(|rs| ip_out_no_routes(&rs.ns))
+                .sum(),
         }
     }
 }
@@ -347,6 +357,27 @@ fn link_tx(ns: &Netns, link: &str) -> LinkTx {
         packets: count("packets"),
         dropped: count("dropped"),
     }
+}
+
+/// The IP `OutNoRoutes` counter of a namespace (`/proc/net/snmp`: an `Ip:` header line, then
+/// an `Ip:` value line).
+fn ip_out_no_routes(ns: &Netns) -> u64 {
+    const COUNTER: &str = "OutNoRoutes";
+    let snmp = ns.run(&["cat", "/proc/net/snmp"]);
+    let mut ip_lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip_lines.next(), ip_lines.next());
+    names
+        .zip(values)
+        .and_then(|(names, values)| {
+            let index = names.split_whitespace().position(|n| n == COUNTER)?;
+            values.split_whitespace().nth(index)?.parse().ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no Ip {COUNTER} in /proc/net/snmp of {}:\n{snmp}",
+                ns.name()
+            )
+        })
 }
 
 /// hping3's closing count (`N packets tramitted, ...`: hping3 spells it so).
@@ -397,6 +428,7 @@ impl Report {
              \x20 director drops:             {}\n\
              \x20 service packets:            {}\n\
              \x20 real servers sent:          {} frames (echo answers; no SYN-ACK storm)\n\
+             \x20 real servers, no route:     {} (SYNs dropped: no route back for the SYN-ACK)\n\
              \x20 program cost per frame:     {:.0} ns (kernel BPF run-time statistics, \
              flooded new-flow path, table full and evicting)",
             self.flood_time,
@@ -409,6 +441,7 @@ impl Report {
             self.delta(|s| s.drops),
             self.delta(|s| s.service_packets),
             self.delta(|s| s.real_servers_sent),
+            self.delta(|s| s.real_servers_no_route),
             if runs == 0 {
                 f64::NAN
             } else {

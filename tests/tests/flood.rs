@@ -2,9 +2,10 @@
 //! exchanging a line every ~2 s, each on its real server, while a flooder sends random-source
 //! SYNs to the same service as fast as `hping3 --flood` goes, and a backend is added by SIGHUP
 //! in the middle of the flood. The flood inserts far more new flows than the flow table holds
-//! (65536), so it survives only because the LRU keeps the flows that are still referenced: a
-//! connection whose entry were evicted would be scheduled again by the new Maglev table and
-//! reach another server, where it is reset (see `tests::echo`).
+//! (65536), so it survives only because the LRU keeps the flows that are still referenced (the
+//! kernel's BPF LRU evicts unreferenced entries first, and a spoofed SYN's entry is never looked
+//! up again): a connection whose entry were evicted would be scheduled again by the new Maglev
+//! table and reach another server, where it is reset (see `tests::echo`).
 //!
 //! The flood targets the echo service itself (VIP:9000), so every SYN takes the program's
 //! new-flow path (service lookup, flow-table miss, Maglev, flow insert, XDP_TX) and competes for

@@ -5,7 +5,9 @@
 //! (65536), so it survives only because the LRU keeps the flows that are still referenced (the
 //! kernel's BPF LRU evicts unreferenced entries first, and a spoofed SYN's entry is never looked
 //! up again): a connection whose entry were evicted would be scheduled again by the new Maglev
-//! table and reach another server, where it is reset (see `tests::echo`).
+//! table and reach another server, where it is reset (see `tests::echo`). "Still referenced"
+//! has a horizon: by hand, at 50-60k SYNs/s, connections idle for ~10 s through the flood kept
+//! their entries and connections idle for ~17 s lost them, so the 2 s rounds are well inside it.
 //!
 //! The flood targets the echo service itself (VIP:9000), so every SYN takes the program's
 //! new-flow path (service lookup, flow-table miss, Maglev, flow insert, XDP_TX) and competes for

@@ -21,6 +21,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),          // the nftables DR row of the dataplane benchmark
     ("ipvsadm", "ipvsadm"),       // its IPVS row, on kernels that have IPVS
     ("keepalived", "keepalived"), // VRRP for the director failover test
+    ("hping3", "hping3"),         // the SYN flood of the flood test
 ];
 
 /// The toolchain the eBPF crate builds with (unpinned on purpose: a dated nightly may not be

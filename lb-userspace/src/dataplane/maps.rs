@@ -153,17 +153,20 @@ impl Dataplane {
         })
     }
 
-    /// Makes every write after the next `writes` fail, as a full or broken map would: for tests
-    /// of what a failed change leaves behind. `None` lifts it.
+    /// Makes the write after the next `writes` fail (once), as a map write the kernel refuses
+    /// would: for tests of what a failed change leaves behind.
     #[doc(hidden)]
-    pub fn fail_writes_after(&mut self, writes: Option<u32>) {
-        self.writes_left = writes;
+    pub fn fail_write_after(&mut self, writes: u32) {
+        self.writes_left = Some(writes);
     }
 
-    /// Called before every map write: the failure injected by [`Self::fail_writes_after`].
+    /// Called before every map write: the failure injected by [`Self::fail_write_after`].
     fn write_allowed(&mut self) -> Result<()> {
         match &mut self.writes_left {
-            Some(0) => bail!("map write refused (injected failure)"),
+            Some(0) => {
+                self.writes_left = None;
+                bail!("map write refused (injected failure)")
+            }
             Some(left) => {
                 *left -= 1;
                 Ok(())
@@ -383,19 +386,17 @@ impl Dataplane {
             };
         }
         shadow.layout = layout;
+        // Taken out while written: if a write fails, the bank's contents are unknown.
+        let previous = shadow.banks[usize::from(bank)].take();
         let bank_base = layout.base + u32::from(bank) * layout.size;
         if !table.is_empty() {
-            let previous = shadow.banks[usize::from(bank)].take();
             for (slot, &backend) in (0..).zip(table) {
                 if previous
                     .as_ref()
                     .is_none_or(|p| p[slot as usize] != backend)
                 {
                     let index = bank_base + slot;
-                    if let Some(left) = &mut self.writes_left {
-                        ensure!(*left > 0, "map write refused (injected failure)");
-                        *left -= 1;
-                    }
+                    self.write_allowed()?;
                     self.maglev.store_lane(
                         index / MAGLEV_BLOCK,
                         (index % MAGLEV_BLOCK) as usize,
@@ -403,7 +404,14 @@ impl Dataplane {
                     )?;
                 }
             }
-            shadow.banks[usize::from(bank)] = Some(table.to_vec());
+        }
+        let written = if table.is_empty() {
+            previous
+        } else {
+            Some(table.to_vec())
+        };
+        if let Some(shadow) = self.shadows.get_mut(&id) {
+            shadow.banks[usize::from(bank)] = written;
         }
         let desc = TableDesc {
             base: bank_base,
@@ -443,19 +451,19 @@ impl Dataplane {
     /// Replaces only the flags of a published service (same table, same bank) with one atomic
     /// store: how a director turns standby or active without rewriting any table.
     pub fn set_service_flags(&mut self, key: &ServiceKey, flags: u32) -> Result<()> {
-        let Some((&id, live)) = self.live.iter_mut().find(|(_, l)| l.key == *key) else {
+        let Some((id, live)) = self.live.iter().find(|(_, l)| l.key == *key) else {
             return Ok(());
         };
         let state = ServiceState {
             flags: SERVICE_FLAG_LIVE | flags_byte(flags)?,
             ..live.state
         };
-        if let Some(left) = &mut self.writes_left {
-            ensure!(*left > 0, "map write refused (injected failure)");
-            *left -= 1;
-        }
+        let id = *id;
+        self.write_allowed()?;
         self.service_states.store_u64(id, state.pack())?;
-        live.state = state;
+        if let Some(live) = self.live.get_mut(&id) {
+            live.state = state;
+        }
         Ok(())
     }
 
@@ -472,6 +480,35 @@ impl Dataplane {
         self.pending.keys_deleted = true;
         self.pending.regions_freed = true;
         self.pending.flipped.insert(service_id);
+        Ok(())
+    }
+
+    /// The services the program can see: key and id.
+    #[must_use]
+    pub fn live_services(&self) -> Vec<(ServiceKey, u32)> {
+        self.live.iter().map(|(id, l)| (l.key, *id)).collect()
+    }
+
+    /// The VIPs the program knows.
+    #[must_use]
+    pub fn vips(&self) -> Vec<std::net::Ipv4Addr> {
+        self.vip_ids
+            .keys()
+            .filter_map(|a| std::net::Ipv6Addr::from(*a).to_ipv4_mapped())
+            .collect()
+    }
+
+    /// Clears every `BACKENDS` entry of a service but those of `keep`.
+    pub fn remove_backends_except(&mut self, service_id: u32, keep: &BTreeSet<u32>) -> Result<()> {
+        for backend_id in 0..MAX_BACKENDS_PER_SERVICE {
+            if !keep.contains(&backend_id) {
+                let index = Self::backend_slot(service_id, backend_id)?;
+                if self.backends.load_u64(index)? != 0 {
+                    self.write_allowed()?;
+                    self.backends.store_u64(index, 0)?;
+                }
+            }
+        }
         Ok(())
     }
 

@@ -6,7 +6,8 @@ use std::{
     net::Ipv4Addr,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, ensure};
+use lb_common::MAX_BACKENDS_PER_SERVICE;
 
 use super::{
     health::Health,
@@ -17,6 +18,26 @@ use crate::{
     dataplane::Dataplane,
     net::netlink::{InterfaceInfo, NeighbourMacs},
 };
+
+/// Checks, before anything is written, that a service's new backends can get ids: during the
+/// change, backends being removed still hold theirs (their flows are moved only once the new
+/// table is live), so current and new backends together must fit the id range.
+pub fn check_ids(current: Option<&ServiceState>, config: &ServiceConfig) -> Result<()> {
+    let held = current.map_or(0, |s| s.backends.len());
+    let new = config
+        .backends
+        .iter()
+        .filter(|b| current.is_none_or(|s| !s.backends.contains_key(&b.address)))
+        .count();
+    ensure!(
+        held + new <= MAX_BACKENDS_PER_SERVICE as usize,
+        "service {}: this change adds {new} backend(s) while {held} hold backend ids until it is \
+         complete, more than the {MAX_BACKENDS_PER_SERVICE} a service has: remove backends in one \
+         change and add the new ones in the next",
+        config.id()
+    );
+    Ok(())
+}
 
 /// Brings a service's backend states in line with its config: new backends get the lowest
 /// free id (and fresh counters), removed ones are marked leaving, weights and MACs follow.
@@ -71,9 +92,9 @@ pub fn update(
             continue;
         }
         let used: BTreeSet<u32> = service.backends.values().map(|b| b.id).collect();
-        let id = (0..)
+        let id = (0..MAX_BACKENDS_PER_SERVICE)
             .find(|i| !used.contains(i))
-            .expect("fewer backends than ids");
+            .with_context(|| format!("service {name}: no backend id left for {address}"))?;
         dataplane.reset_backend_counter(service.id, id)?;
         service.backends.insert(
             *address,

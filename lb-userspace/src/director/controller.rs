@@ -21,7 +21,7 @@ use crate::{
         Config, ServiceConfig, ServiceId,
         health_check::{CheckKind, HealthCheckConfig},
     },
-    dataplane::Dataplane,
+    dataplane::{Dataplane, TableLayout},
     net::{
         mac::format_mac,
         netlink::{InterfaceInfo, NeighbourMacs},
@@ -41,7 +41,7 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A director serving nothing yet; [`Director::apply`] gives it its config.
+    /// A director serving nothing yet; [`Controller::apply`] gives it its config.
     pub fn new(
         config: &Config,
         interfaces: Vec<InterfaceInfo>,
@@ -140,6 +140,27 @@ impl Controller {
             self.active,
             &wanted,
         )?;
+        for (id, config) in &wanted {
+            backends::check_ids(self.services.get(id), config)?;
+        }
+        // Only now are maps written. The model changes with them, so a failed write restores
+        // the model as it was and writes it back whole (see `roll_back`).
+        let before = self.services.clone();
+        match self.write_change(&wanted, &layouts) {
+            Ok(changes) => {
+                self.config = new;
+                Ok(changes)
+            }
+            Err(e) => Err(self.roll_back(before, e)),
+        }
+    }
+
+    /// The map writes of a change `apply` has checked.
+    fn write_change(
+        &mut self,
+        wanted: &BTreeMap<ServiceId, &ServiceConfig>,
+        layouts: &BTreeMap<ServiceId, TableLayout>,
+    ) -> Result<Vec<String>> {
         let mut changes = Vec::new();
 
         // Services that go: out of SERVICES first, so their traffic stops being forwarded
@@ -158,7 +179,7 @@ impl Controller {
             }
             changes.push(format!("service {id} removed"));
         }
-        for (id, config) in &wanted {
+        for (id, config) in wanted {
             let layout = layouts[id];
             if !self.services.contains_key(id) {
                 self.dataplane.reset_service_counter(layout.service_id)?;
@@ -194,23 +215,66 @@ impl Controller {
             reconcile(service, &mut self.dataplane)?;
             service.backends.retain(|_, b| !b.leaving);
         }
-        self.publish_vips()?;
-        self.config = new;
+        self.publish_vips(self.active)?;
         Ok(changes)
     }
 
-    fn publish_vips(&mut self) -> Result<()> {
-        let wanted: BTreeSet<Ipv4Addr> = self.vips().into_iter().collect();
-        for vip in self
-            .config
-            .services
-            .iter()
-            .map(|s| s.vip)
-            .filter(|v| !wanted.contains(v))
-        {
-            self.dataplane.remove_vip(&ipv4_mapped(vip.octets()))?;
+    /// After a failed write: the model as it was before the change, written back to the maps
+    /// whole (every service, backend, table and VIP), so maps and model agree again. Returns
+    /// the error to report, saying whether the maps could be restored.
+    fn roll_back(
+        &mut self,
+        before: BTreeMap<ServiceId, ServiceState>,
+        error: anyhow::Error,
+    ) -> anyhow::Error {
+        self.services = before;
+        match self.resync() {
+            Ok(()) => {
+                error.context("writing the change to the maps failed; rolled back, nothing changed")
+            }
+            Err(again) => {
+                warn!("restoring the maps after a failed change failed too: {again:#}");
+                error.context(format!(
+                    "writing the change to the maps failed, and so did restoring them ({again:#}); \
+                     the data plane may differ from `drlb stats` until the next change succeeds"
+                ))
+            }
         }
-        let flags = if self.active { VIP_FLAG_ACTIVE } else { 0 };
+    }
+
+    /// Writes the whole model to the maps, whatever they hold: every service's backends, table
+    /// and flags, the VIPs; and removes what the model does not have.
+    fn resync(&mut self) -> Result<()> {
+        let keep: BTreeSet<u32> = self.services.values().map(|s| s.id).collect();
+        for (key, id) in self.dataplane.live_services() {
+            if !keep.contains(&id) {
+                self.dataplane.remove_service(&key, id)?;
+            }
+        }
+        for service in self.services.values_mut() {
+            service.layout.flags = layout::service_flags(service.config.scheduler, self.active);
+            for backend in service.backends.values_mut() {
+                backend.published = None;
+            }
+            service.table_inputs = None;
+            service.published_layout = None;
+            let ids: BTreeSet<u32> = service.backends.values().map(|b| b.id).collect();
+            self.dataplane.remove_backends_except(service.id, &ids)?;
+            reconcile(service, &mut self.dataplane)?;
+        }
+        self.publish_vips(self.active)
+    }
+
+    /// Writes the VIPs of the services in the model, with the flags of `active`, and removes
+    /// the others.
+    fn publish_vips(&mut self, active: bool) -> Result<()> {
+        let wanted: BTreeSet<Ipv4Addr> = self.vips().into_iter().collect();
+        for vip in self.dataplane.vips() {
+            if !wanted.contains(&vip) {
+                self.dataplane.remove_vip(&ipv4_mapped(vip.octets()))?;
+            }
+        }
+        let flags = if active { VIP_FLAG_ACTIVE } else { 0 };
         for vip in wanted {
             self.dataplane
                 .set_vip(ipv4_mapped(vip.octets()), Vip { flags })?;
@@ -229,13 +293,30 @@ impl Controller {
     /// so an activation takes effect at once. Forwarding is switched on before ARP answers
     /// and off after them, so the director never answers ARP while unable to forward.
     /// Returns one line per change (none if the state is already `active`).
+    /// The state changes only once every write succeeded; a failed write is rolled back.
     pub fn set_active(&mut self, active: bool) -> Result<Vec<String>> {
         if active == self.active {
             return Ok(Vec::new());
         }
+        let before = self.services.clone();
+        if let Err(e) = self.write_active(active) {
+            return Err(self.roll_back(before, e));
+        }
         self.active = active;
+        Ok(vec![if active {
+            format!(
+                "director active: answering ARP for and forwarding {} VIP(s)",
+                self.vips().len()
+            )
+        } else {
+            "director standby: no ARP answers, VIP traffic dropped (drop_standby)".to_owned()
+        }])
+    }
+
+    /// The writes of `set_active`: forwarding on before ARP answers, off after them.
+    fn write_active(&mut self, active: bool) -> Result<()> {
         if !active {
-            self.publish_vips()?;
+            self.publish_vips(active)?;
         }
         for service in self.services.values_mut() {
             service.layout.flags = layout::service_flags(service.config.scheduler, active);
@@ -246,16 +327,9 @@ impl Controller {
             }
         }
         if active {
-            self.publish_vips()?;
+            self.publish_vips(active)?;
         }
-        Ok(vec![if active {
-            format!(
-                "director active: answering ARP for and forwarding {} VIP(s)",
-                self.vips().len()
-            )
-        } else {
-            "director standby: no ARP answers, VIP traffic dropped (drop_standby)".to_owned()
-        }])
+        Ok(())
     }
 
     /// (address, MAC) of every backend whose MAC is known, to name the owner of a MAC.
@@ -349,6 +423,12 @@ impl Controller {
     #[must_use]
     pub fn dataplane(&self) -> &Dataplane {
         &self.dataplane
+    }
+
+    /// The data plane, for tests that make its writes fail (`Dataplane::fail_write_after`).
+    #[doc(hidden)]
+    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+        &mut self.dataplane
     }
 }
 

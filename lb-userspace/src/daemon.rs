@@ -73,7 +73,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
     config
         .validate_for_interfaces(&addresses)
         .with_context(|| format!("in {}", options.config.display()))?;
-    let control = control::bind(&options.state_dir).await?;
+    let control =
+        control::bind(&options.state_dir, config.director.control_group.as_deref()).await?;
 
     let mut ebpf = loader::load(director::map_sizes(&config))?;
     start_ebpf_logger(&mut ebpf);
@@ -355,7 +356,7 @@ async fn serve(
             _ = sighup.recv() => reload(director, options),
             accepted = control.listener.accept() => match accepted {
                 Ok((mut stream, _)) => {
-                    let (response, changed) = match control::read_request(&mut stream).await {
+                    let (response, changed) = match control.read_request(&mut stream).await {
                         Ok(Request::Stats) => (stats(director, interfaces, conflicts).map_or_else(|e| Response::Error(format!("{e:#}")), Response::Stats), false),
                         Ok(Request::Activate) => (failover_to(director, &mut announcer, true), false),
                         Ok(Request::Deactivate) => (failover_to(director, &mut announcer, false), false),

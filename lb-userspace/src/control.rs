@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
 };
 use tracing::warn;
@@ -39,6 +39,9 @@ const ROOT_UID: u32 = 0;
 const INITIAL_GROUPS: usize = 64;
 /// A client that sends no request within this time is dropped, so it cannot stall the daemon.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest request line read: far more than any request needs, and a client cannot make
+/// the daemon buffer more.
+pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
@@ -307,13 +310,16 @@ impl Bound {
             Some(group) => format!("members of group {} may read (drlb stats)", group.name),
             None => "set [director] control_group to let a group read (drlb stats)".to_owned(),
         };
+        // Read before refusing: a client still writing its request when the socket closes
+        // would see a broken pipe instead of the answer.
+        let line = read_line(stream).await?;
         if access == Access::Denied {
             warn!(uid, gid, pid = ?peer.pid(), "control: connection refused: neither root nor in the control group");
             bail!(
                 "permission denied: uid {uid} may not use drlb's control socket: root may; {group_hint}"
             );
         }
-        let request = read_request(stream).await?;
+        let request: Request = serde_json::from_str(&line).context("malformed request")?;
         if access == Access::ReadOnly && !request.is_read_only() {
             warn!(uid, gid, pid = ?peer.pid(), request = request.name(), "control: request refused: read-only peer");
             bail!(
@@ -337,13 +343,17 @@ impl Drop for Bound {
     }
 }
 
-/// Reads one request from a client, whoever it is (see [`Bound::read_request`]).
-async fn read_request(stream: &mut UnixStream) -> Result<Request> {
+/// Reads a client's request line, bounded in time and size (see [`Bound::read_request`]).
+async fn read_line(stream: &mut UnixStream) -> Result<String> {
     let mut line = String::new();
-    tokio::time::timeout(REQUEST_TIMEOUT, BufReader::new(stream).read_line(&mut line))
+    let mut reader = BufReader::new(stream).take(MAX_REQUEST_BYTES);
+    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
         .await
         .context("the client sent no request in time")??;
-    serde_json::from_str(&line).context("malformed request")
+    if reader.limit() == 0 && !line.ends_with('\n') {
+        bail!("the request is longer than {MAX_REQUEST_BYTES} bytes");
+    }
+    Ok(line)
 }
 
 pub async fn write_response(stream: &mut UnixStream, response: &Response) -> Result<()> {
@@ -429,6 +439,32 @@ mod tests {
         for request in [Request::Activate, Request::Deactivate] {
             assert!(!request.is_read_only(), "{request:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_line_is_bounded_in_size() {
+        let (mut daemon, mut client) = UnixStream::pair().expect("a socket pair");
+        let long = vec![b'x'; usize::try_from(MAX_REQUEST_BYTES).expect("small") + 1];
+        let writer = tokio::spawn(async move {
+            // The daemon stops reading at the bound: the rest may never be taken.
+            let _ = client.write_all(&long).await;
+            client
+        });
+        let error = read_line(&mut daemon).await.expect_err("too long");
+        assert!(format!("{error:#}").contains("longer than"), "{error:#}");
+        drop(daemon);
+        let _ = writer.await;
+
+        let (mut daemon, mut client) = UnixStream::pair().expect("a socket pair");
+        client
+            .write_all(b"{\"command\":\"stats\"}\n")
+            .await
+            .expect("sent");
+        let line = read_line(&mut daemon).await.expect("a request line");
+        assert!(
+            matches!(serde_json::from_str(&line), Ok(Request::Stats)),
+            "{line}"
+        );
     }
 
     #[test]

@@ -116,10 +116,12 @@ enum RealserverCommand {
         /// after the network managers (which may reset the settings).
         #[arg(long)]
         persist: bool,
-        /// Where --persist writes (etc/sysctl.d, etc/systemd/system below it); for tests.
+        /// Where --persist writes (etc/sysctl.d, etc/systemd/system, var/lib/drlb and
+        /// usr/local/sbin below it); for tests.
         #[arg(long, default_value = "/", hide = true)]
         root: PathBuf,
-        /// Where the settings replaced by setup are recorded, for teardown.
+        /// Where the settings replaced by the first setup are recorded for teardown, without
+        /// --persist (with it: /var/lib/drlb, which a reboot keeps).
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },

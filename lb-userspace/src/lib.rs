@@ -9,9 +9,11 @@
 //!   conflict monitor).
 //! - [`net`]: the wire and the kernel: netlink, ARP frames and sockets, MAC formatting.
 //! - [`report`]: what `drlb stats` shows, built from plain data.
+//! - [`accounts`]: users and groups from the user database (the control socket's group).
 //! - [`maglev`]: the weighted Maglev table, a pure function both [`config`] and [`director`] use.
 //! - [`realserver`], [`doctor`]: tools run on other hosts or on demand.
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod daemon;

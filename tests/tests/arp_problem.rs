@@ -5,21 +5,29 @@
 //!   silent about the VIP, and fails, naming the sysctls, once the host answers ARP for it.
 //! - A misconfigured real server is reported by the director as a VIP conflict naming the
 //!   backend and its MAC (stats, log), and `drlb doctor` names it with the fix.
+//! - `setup --persist` survives a reboot: `teardown` afterwards restores the settings the host
+//!   had before the first setup, and the boot unit runs a root-owned binary.
 //!
 //! Needs root: run with `cargo xtask test`.
 
-use std::{path::Path, time::Duration};
+use std::{os::unix::fs::MetadataExt as _, path::Path, time::Duration};
 
 use serde_json::Value;
 use tests::{
     extra::plug_host,
-    netns::{Netns, Ran, poll_until, wait_for},
+    netns::{Netns, Ran, Scratch, poll_until, wait_for},
     require_root,
     testbed::{HTTP_PORT, Host, IFNAME, TestServer, Testbed, VIP, arping_reply_macs, vip_url},
 };
 
 const RS4_IP: &str = "198.18.0.14";
 const RS4_MAC: &str = "02:d1:00:00:00:14";
+/// The real server of the reboot test, alone in its namespace.
+const REBOOTED_IP: &str = "198.18.0.21";
+/// Where `setup --persist` installs the binary the boot unit runs, under its root.
+const INSTALLED_DRLB: &str = "usr/local/sbin/drlb";
+/// Where `setup --persist` records the settings it replaced, under its root.
+const PERSISTENT_RECORD: &str = "var/lib/drlb/realserver.json";
 /// How long the director may take to notice a conflict (it probes every 5 s).
 const CONFLICT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -231,9 +239,7 @@ fn assert_persisted(root: &Path) {
         .expect("the unit");
     let exec = format!(
         "ExecStart={} realserver setup --interface eth0 --vip {VIP}\n",
-        std::fs::canonicalize(tests::drlb_binary())
-            .expect("drlb")
-            .display()
+        root.join(INSTALLED_DRLB).display()
     );
     assert!(unit.contains(&exec), "{unit}\nlacks {exec}");
     assert!(unit.contains("After=network-online.target"), "{unit}");
@@ -414,5 +420,131 @@ fn a_real_server_answering_arp_for_the_vip_is_reported_by_the_director_and_named
         bed.drlb().try_status().is_none(),
         "drlb died: {}",
         bed.drlb().describe()
+    );
+}
+
+/// `net.ipv4.conf.<conf>.<key>` and the value the host had before the first setup: not the
+/// kernel defaults, so that restoring those would show.
+const ORIGINAL_ARP_SETTINGS: [(&str, &str, &str); 6] = [
+    ("all", "arp_ignore", "0"),
+    ("all", "arp_announce", "1"),
+    ("lo", "arp_ignore", "0"),
+    ("lo", "arp_announce", "0"),
+    (IFNAME, "arp_ignore", "0"),
+    (IFNAME, "arp_announce", "1"),
+];
+
+/// The `ExecStart=` command line of the unit `setup --persist` wrote under `root`.
+fn unit_exec_start(root: &Path) -> Vec<String> {
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/drlb-realserver.service"))
+        .expect("the unit");
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap_or_else(|| panic!("no ExecStart in the unit:\n{unit}"));
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn after_a_reboot_teardown_restores_the_settings_from_before_setup_and_the_unit_runs_a_root_owned_binary()
+ {
+    require_root();
+    let scratch = Scratch::create();
+    let ns = Netns::create("rs-reboot");
+    // A veth with both ends in the namespace: the kernel here has no dummy interfaces.
+    ns.ip(&[
+        "link",
+        "add",
+        IFNAME,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0-peer",
+    ]);
+    ns.ip(&["link", "set", "eth0-peer", "up"]);
+    ns.ip(&["addr", "add", &format!("{REBOOTED_IP}/24"), "dev", IFNAME]);
+    ns.ip(&["link", "set", IFNAME, "up"]);
+    ns.ip(&["link", "set", "lo", "up"]);
+    let key = |conf: &str, name: &str| format!("net.ipv4.conf.{conf}.{name}");
+    for (conf, name, value) in ORIGINAL_ARP_SETTINGS {
+        ns.sysctl(&key(conf, name), value);
+    }
+    let root = scratch.subdir("root", 0o755);
+    let run_before = scratch.subdir("run-before-reboot", 0o755);
+    let arg = |p: &Path| p.display().to_string();
+    let set_up = drlb(
+        &ns,
+        &[
+            "realserver",
+            "setup",
+            "--vip",
+            VIP,
+            "--interface",
+            IFNAME,
+            "--persist",
+            "--root",
+            &arg(&root),
+            "--state-dir",
+            &arg(&run_before),
+        ],
+    )
+    .expect_success();
+    assert!(
+        set_up.contains("kept across reboots") || set_up.contains(PERSISTENT_RECORD),
+        "the record is kept where a reboot keeps it: {set_up}"
+    );
+
+    // The reboot: addresses and /run are gone, and systemd-sysctl applied the sysctl.d file.
+    ns.ip(&["addr", "del", &format!("{VIP}/32"), "dev", "lo"]);
+    let sysctl_file = root.join("etc/sysctl.d/90-drlb-realserver.conf");
+    ns.run(&["sysctl", "-q", "-p", &arg(&sysctl_file)]);
+    let run_after = scratch.subdir("run-after-reboot", 0o755);
+    // Then the boot unit runs setup again (with the test's root, and the fresh /run).
+    let mut boot = unit_exec_start(&root);
+    boot.extend(["--root".to_owned(), arg(&root)]);
+    boot.extend(["--state-dir".to_owned(), arg(&run_after)]);
+    let booted = ns.exec(&boot, Duration::from_secs(15)).expect_success();
+    assert!(
+        booted.contains(&format!("{VIP}/32 added to lo")),
+        "{booted}"
+    );
+
+    let undone = drlb(
+        &ns,
+        &[
+            "realserver",
+            "teardown",
+            "--vip",
+            VIP,
+            "--interface",
+            IFNAME,
+            "--root",
+            &arg(&root),
+            "--state-dir",
+            &arg(&run_after),
+        ],
+    )
+    .expect_success();
+    for (conf, name, value) in ORIGINAL_ARP_SETTINGS {
+        assert_eq!(
+            ns.sysctl_value(&key(conf, name)),
+            value,
+            "{} after setup --persist, a reboot and teardown (teardown said:\n{undone})",
+            key(conf, name)
+        );
+    }
+
+    // The unit runs a copy of drlb at a root-owned path that only root may write.
+    let binary = Path::new(&boot[0]);
+    assert_eq!(binary, root.join(INSTALLED_DRLB), "the unit's binary");
+    let meta = std::fs::metadata(binary).expect("the installed binary");
+    assert_eq!(meta.uid(), 0, "{} is root's", binary.display());
+    assert_eq!(
+        meta.mode() & 0o022,
+        0,
+        "{} is writable by group or others",
+        binary.display()
     );
 }

@@ -47,6 +47,10 @@ pub struct DirectorConfig {
     /// Capacity of the flow table (flows that keep their backend across table changes).
     #[serde(default = "default_flow_table_size")]
     pub flow_table_size: u32,
+    /// A group whose members may use the control socket for read-only requests (`drlb
+    /// stats`); without it only root may use it. Changes always need root.
+    #[serde(default)]
+    pub control_group: Option<String>,
 }
 
 const fn default_flow_table_size() -> u32 {
@@ -345,6 +349,25 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(config.director.xdp_mode, XdpMode::Generic);
+    }
+
+    #[test]
+    fn the_control_group_must_exist() {
+        let with = |group: &str| {
+            GOOD.replace(
+                "interface = \"eth0\"",
+                &format!("interface = \"eth0\"\ncontrol_group = \"{group}\""),
+            )
+        };
+        // The group root exists on every Linux system.
+        let config = Config::parse(&with("root")).unwrap();
+        assert_eq!(config.director.control_group.as_deref(), Some("root"));
+        assert_eq!(Config::parse(GOOD).unwrap().director.control_group, None);
+        let err = error_of(&with("drlb-no-such-group"));
+        assert!(
+            err.contains("[director] control_group: there is no group drlb-no-such-group"),
+            "{err}"
+        );
     }
 
     #[test]

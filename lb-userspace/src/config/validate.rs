@@ -44,6 +44,12 @@ impl Config {
                 self.director.flow_table_size
             ));
         }
+        // The one host lookup here: a group name is checked where it is read.
+        if let Some(group) = &self.director.control_group
+            && let Err(e) = crate::accounts::group_id(group)
+        {
+            problems.push(format!("[director] control_group: {e:#}"));
+        }
         if self.services.len() > MAX_SERVICES as usize {
             problems.push(format!(
                 "{} services configured; drlb supports at most {MAX_SERVICES}",

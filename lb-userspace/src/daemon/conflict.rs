@@ -12,7 +12,7 @@
 //! by itself: its requests carry the VIP as sender and are broadcast.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
@@ -22,7 +22,7 @@ use aya::{
     Ebpf,
     maps::{MapData, MapError, PerCpuHashMap},
 };
-use lb_common::conflict::{ArpConflict, ArpConflictKey, MAP_NAME};
+use lb_common::conflict::{ArpConflict, ArpConflictKey, MAP_NAME, MAX_ARP_CONFLICTS};
 use tracing::{info, warn};
 
 use crate::{
@@ -34,6 +34,10 @@ use crate::{
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// A MAC's conflicts are logged at most this often (the first time at once).
 pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// MACs that are not backends' the log limiter remembers at most: forged ARP from random MACs
+/// must not grow the daemon's memory. Four times what the program's map holds, so that a
+/// normal churn of MACs within one [`LOG_INTERVAL`] fits.
+pub const MAX_LOGGED_MACS: usize = 4 * MAX_ARP_CONFLICTS as usize;
 
 /// One offending MAC, its counts summed over the CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,19 +92,42 @@ impl ConflictMap {
 
     /// Every MAC in the map, ordered by MAC.
     pub fn read(&self) -> Result<Vec<Seen>> {
-        let mut seen = Vec::new();
-        for key in self.map.keys() {
-            let key = key.context("listing ARP_CONFLICTS failed")?;
+        let keys = self
+            .map
+            .keys()
+            .map(|key| key.map(|k| k.mac).context("listing ARP_CONFLICTS failed"));
+        collect_seen(keys, |mac| {
+            let key = ArpConflictKey { mac, _pad: [0; 2] };
             match self.map.get(&key, 0) {
-                Ok(values) => seen.push(sum_cpus(key.mac, &values)),
+                Ok(values) => Ok(Some(sum_cpus(mac, &values))),
                 // Evicted (LRU) between listing and reading: gone, nothing to report.
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("reading ARP_CONFLICTS failed"),
+                Err(MapError::KeyNotFound) => Ok(None),
+                Err(e) => Err(e).context("reading ARP_CONFLICTS failed"),
             }
-        }
-        seen.sort_by_key(|s| s.mac);
-        Ok(seen)
+        })
     }
+}
+
+/// Reads at most [`MAX_ARP_CONFLICTS`] keys, once each, ordered by MAC. While forged ARP
+/// churns the LRU map, the key being listed may be evicted, and the kernel then lists again
+/// from the first key: without a bound, the listing could go on (and grow) as long as the
+/// flood does.
+fn collect_seen(
+    keys: impl Iterator<Item = Result<[u8; 6]>>,
+    mut read: impl FnMut([u8; 6]) -> Result<Option<Seen>>,
+) -> Result<Vec<Seen>> {
+    let mut seen = Vec::new();
+    let mut listed = HashSet::new();
+    for mac in keys.take(MAX_ARP_CONFLICTS as usize) {
+        let mac = mac?;
+        if listed.insert(mac)
+            && let Some(s) = read(mac)?
+        {
+            seen.push(s);
+        }
+    }
+    seen.sort_by_key(|s| s.mac);
+    Ok(seen)
 }
 
 /// The backend whose MAC this is, if any.
@@ -182,10 +209,19 @@ pub fn is_problem(seen: &Seen, added: Added, context: &Context) -> bool {
 /// Decides which MACs to log now: those whose counts grew since they were last logged, if that
 /// was at least [`LOG_INTERVAL`] ago, or at once if they now need attention and the last line
 /// did not. Returns each with what was added since the last log and whether it is a problem.
+///
+/// Bounded although fed from the network: a MAC is forgotten once it has left the program's
+/// map and was last logged at least [`LOG_INTERVAL`] ago, and at most [`MAX_LOGGED_MACS`]
+/// MACs are remembered besides the backends' (which the config bounds). MACs beyond that are
+/// not logged one by one but summed up by [`LogLimiter::overflow_due`].
 #[derive(Default)]
 pub struct LogLimiter {
     /// When each MAC was last logged, its counts then, and whether that line was a problem.
     logged: HashMap<[u8; 6], (Instant, Seen, bool)>,
+    /// The most MACs left unlogged for want of room in one call since the last summary.
+    skipped: usize,
+    /// When the last summary of unlogged MACs was due.
+    last_summary: Option<Instant>,
 }
 
 impl LogLimiter {
@@ -195,6 +231,9 @@ impl LogLimiter {
         now: Instant,
         context: &Context,
     ) -> Vec<(Seen, Added, bool)> {
+        self.forget_quiet(seen, now);
+        let backends: HashSet<[u8; 6]> = context.backends.iter().map(|(_, mac)| *mac).collect();
+        let mut skipped = 0;
         let mut due = Vec::new();
         for s in seen {
             let last = self.logged.get(&s.mac).copied();
@@ -217,12 +256,43 @@ impl LogLimiter {
             let problem = is_problem(s, added, context);
             let quiet = last.is_none_or(|(at, _, _)| now.duration_since(at) >= LOG_INTERVAL);
             let escalated = problem && last.is_some_and(|(_, _, was_problem)| !was_problem);
-            if quiet || escalated {
-                due.push((*s, added, problem));
-                self.logged.insert(s.mac, (now, *s, problem));
+            if !(quiet || escalated) {
+                continue;
             }
+            let full = self.logged.len() >= MAX_LOGGED_MACS;
+            if last.is_none() && full && !backends.contains(&s.mac) {
+                skipped += 1;
+                continue;
+            }
+            due.push((*s, added, problem));
+            self.logged.insert(s.mac, (now, *s, problem));
         }
+        self.skipped = self.skipped.max(skipped);
         due
+    }
+
+    /// Forgets the MACs that left the program's map and were last logged at least
+    /// [`LOG_INTERVAL`] ago: if one comes back, its counts start again and it is logged at
+    /// once, as the rate limit would allow anyway. MACs still in the map are kept, so that
+    /// unchanged counts are not logged again.
+    fn forget_quiet(&mut self, seen: &[Seen], now: Instant) {
+        let present: HashSet<[u8; 6]> = seen.iter().map(|s| s.mac).collect();
+        self.logged.retain(|mac, (at, _, _)| {
+            present.contains(mac) || now.duration_since(*at) < LOG_INTERVAL
+        });
+    }
+
+    /// How many MACs (at least) went unlogged for want of room since the last summary, at most
+    /// once per [`LOG_INTERVAL`]; `None` when there is nothing to say yet.
+    pub fn overflow_due(&mut self, now: Instant) -> Option<usize> {
+        let recent = self
+            .last_summary
+            .is_some_and(|at| now.duration_since(at) < LOG_INTERVAL);
+        if self.skipped == 0 || recent {
+            return None;
+        }
+        self.last_summary = Some(now);
+        Some(std::mem::take(&mut self.skipped))
     }
 }
 
@@ -281,6 +351,13 @@ impl Monitor {
             } else {
                 info!(%mac, vip = %s.last_vip, new_requests, new_replies, "VIP claimed elsewhere: {explanation}");
             }
+        }
+        if let Some(skipped) = self.limiter.overflow_due(now) {
+            warn!(
+                "ARP frames claiming a VIP came from more MACs than the log follows ({MAX_LOGGED_MACS}): \
+                 at least {skipped} MACs were not logged one by one (forged ARP on the link?); \
+                 `drlb stats` lists what the program counts"
+            );
         }
     }
 
@@ -489,6 +566,91 @@ mod tests {
         // Evicted and seen again (counts restarted below the logged ones): logged again.
         let back = limiter.due(&[seen(RS_MAC, 0, 2)], t0 + 11 * LOG_INTERVAL, &active);
         assert_eq!(logged(back), [(RS_MAC, 0, 2, true)]);
+    }
+
+    #[test]
+    fn a_flood_of_forged_macs_keeps_the_limiter_bounded_and_per_mac_limits_working() {
+        const FLOOD_MACS: usize = 100_000;
+        const NEW_MACS_PER_TICK: usize = 1000;
+        // What the program's LRU map holds at a time: the most recent MACs.
+        let window = MAX_ARP_CONFLICTS as usize - 1;
+        let forged = |i: usize| {
+            let b = u32::try_from(i).expect("small").to_be_bytes();
+            [0x02, 0xff, b[0], b[1], b[2], b[3]]
+        };
+        let active = context(true);
+        let bound = MAX_LOGGED_MACS + active.backends.len();
+        let mut limiter = LogLimiter::default();
+        let t0 = Instant::now();
+        let ticks = FLOOD_MACS / NEW_MACS_PER_TICK;
+        let mut backend_logged = Vec::new();
+        let mut summaries = Vec::new();
+        for tick in 0..ticks {
+            let now = t0 + Duration::from_secs(u64::try_from(tick).expect("small"));
+            let newest = (tick + 1) * NEW_MACS_PER_TICK;
+            let mut map: Vec<Seen> = (newest.saturating_sub(window)..newest)
+                .map(|i| seen(forged(i), 1, 0))
+                .collect();
+            // A backend answering for the VIP all along, among the forged MACs.
+            map.push(seen(RS_MAC, 0, u64::try_from(tick).expect("small") + 1));
+            map.sort_by_key(|s| s.mac);
+            for (s, _, _) in limiter.due(&map, now, &active) {
+                if s.mac == RS_MAC {
+                    backend_logged.push(tick);
+                }
+            }
+            if let Some(skipped) = limiter.overflow_due(now) {
+                assert!(skipped > 0, "tick {tick}: a summary of nothing");
+                summaries.push(tick);
+            }
+            assert!(
+                limiter.logged.len() <= bound,
+                "tick {tick}: the limiter remembers {} MACs, more than {bound}",
+                limiter.logged.len()
+            );
+        }
+        let interval_ticks = usize::try_from(LOG_INTERVAL.as_secs()).expect("small");
+        assert_eq!(
+            backend_logged,
+            [0, interval_ticks],
+            "the backend is logged at once, then once per LOG_INTERVAL, flood or not"
+        );
+        assert_eq!(
+            summaries,
+            [
+                MAX_LOGGED_MACS / NEW_MACS_PER_TICK,
+                MAX_LOGGED_MACS / NEW_MACS_PER_TICK + interval_ticks
+            ],
+            "MACs beyond the bound are summed up in one line per LOG_INTERVAL"
+        );
+        // The flood stops: its MACs leave the map and, once quiet, the limiter.
+        let after = t0 + Duration::from_secs(u64::try_from(ticks).expect("small")) + LOG_INTERVAL;
+        let rs_now = seen(RS_MAC, 0, u64::try_from(ticks).expect("small"));
+        let last = limiter.due(&[rs_now], after, &active);
+        assert!(last.iter().all(|(s, _, _)| s.mac == RS_MAC), "{last:?}");
+        assert_eq!(
+            limiter.logged.len(),
+            1,
+            "only the backend that is still in the map"
+        );
+    }
+
+    #[test]
+    fn a_listing_that_keeps_restarting_is_bounded_and_lists_each_mac_once() {
+        // Evictions make the kernel list from the first key again, over and over.
+        let restarting = [RS_MAC, OTHER_MAC].into_iter().cycle().map(Ok);
+        let mut reads = 0;
+        let seen = collect_seen(restarting, |mac| {
+            reads += 1;
+            Ok(Some(seen(mac, 1, 0)))
+        })
+        .expect("listed");
+        assert_eq!(
+            seen.iter().map(|s| s.mac).collect::<Vec<_>>(),
+            [RS_MAC, OTHER_MAC],
+            "each MAC once, ordered"
+        );
+        assert_eq!(reads, 2, "each MAC is read once");
     }
 
     #[test]

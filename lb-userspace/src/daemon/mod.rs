@@ -67,7 +67,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
     config
         .validate_for_interfaces(&addresses)
         .with_context(|| format!("in {}", options.config.display()))?;
-    let control = control::bind(&options.state_dir).await?;
+    let control =
+        control::bind(&options.state_dir, config.director.control_group.as_deref()).await?;
 
     let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
     let sizes = loader::MapSizes {

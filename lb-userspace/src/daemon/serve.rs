@@ -123,7 +123,7 @@ impl<'a> Server<'a> {
 
     /// One request on the control socket, answered.
     async fn on_control(&mut self, mut stream: UnixStream) -> Changed {
-        let (response, changed) = match control::read_request(&mut stream).await {
+        let (response, changed) = match self.control.read_request(&mut stream).await {
             Ok(Request::Stats) => (
                 self.stats()
                     .map_or_else(|e| Response::Error(format!("{e:#}")), Response::Stats),

@@ -24,6 +24,7 @@ use std::{
     fmt::Write as _,
     fs, io,
     net::{IpAddr, Ipv4Addr},
+    os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -50,8 +51,25 @@ pub const UNIT_NAME: &str = "drlb-realserver.service";
 pub const UNIT_DIR: &str = "etc/systemd/system";
 /// `systemctl enable` as a file: the unit's link in the target's wants directory.
 pub const UNIT_WANTS_DIR: &str = "etc/systemd/system/multi-user.target.wants";
-/// In the state directory: the values `setup` replaced, which `teardown` restores.
+/// The values the first `setup` replaced, which `teardown` restores: in the state directory,
+/// or with `--persist` in [`PERSISTENT_RECORD_DIR`].
 pub const RECORD_FILE: &str = "realserver.json";
+/// With `--persist`, where the record lives, relative to the root: a reboot keeps it, unlike
+/// the state directory (`/run`), so a teardown after reboots still restores the values from
+/// before the first setup, not those the boot unit found.
+pub const PERSISTENT_RECORD_DIR: &str = "var/lib/drlb";
+/// Where `--persist` installs the binary the boot unit runs, relative to the root: root's,
+/// writable by root only (not wherever drlb happened to be run from).
+pub const INSTALLED_BINARY: &str = "usr/local/sbin/drlb";
+const INSTALLED_BINARY_MODE: u32 = 0o755;
+/// Directories created for the installed binary: writable by root only.
+const INSTALLED_DIR_MODE: u32 = 0o755;
+/// Mode bits that let others than the owner write.
+const WRITABLE_BY_OTHERS: u32 = 0o022;
+/// The sticky bit: in such a directory only an entry's owner may rename or remove it.
+const STICKY: u32 = 0o1000;
+const ROOT_UID: u32 = 0;
+const ROOT_GID: u32 = 0;
 
 /// The two ARP sysctls of one `net.ipv4.conf.<name>` directory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -511,6 +529,10 @@ pub struct PersistPaths {
     pub sysctl: PathBuf,
     pub unit: PathBuf,
     pub wants_link: PathBuf,
+    /// The record of the values before the first setup, kept across reboots.
+    pub record: PathBuf,
+    /// The binary the unit runs.
+    pub binary: PathBuf,
 }
 
 impl PersistPaths {
@@ -520,8 +542,148 @@ impl PersistPaths {
             sysctl: root.join(SYSCTL_FILE),
             unit: root.join(UNIT_DIR).join(UNIT_NAME),
             wants_link: root.join(UNIT_WANTS_DIR).join(UNIT_NAME),
+            record: root.join(PERSISTENT_RECORD_DIR).join(RECORD_FILE),
+            binary: root.join(INSTALLED_BINARY),
         }
     }
+
+    /// The records teardown restores from, the persistent one first: it holds the values from
+    /// before the first setup, whatever setups ran since (at boot, or without --persist).
+    fn records(&self, state_dir: &Path) -> [PathBuf; 2] {
+        [self.record.clone(), state_dir.join(RECORD_FILE)]
+    }
+}
+
+/// The first record found among `paths`, with its path.
+fn read_record(paths: &[PathBuf]) -> Result<Option<(PathBuf, Record)>> {
+    for path in paths {
+        match fs::read_to_string(path) {
+            Ok(text) => {
+                let record = serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "{} is not a drlb record (remove it, and check the ARP settings by hand)",
+                        path.display()
+                    )
+                })?;
+                return Ok(Some((path.clone(), record)));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+    Ok(None)
+}
+
+fn write_record(path: &Path, record: &Record) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    fs::write(path, serde_json::to_string_pretty(record)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Records the values `setup` is about to replace, unless a record exists: the first record
+/// wins, so a setup run again (by the boot unit, after systemd-sysctl applied drlb's values)
+/// never records drlb's own values as the ones to restore. With `--persist` the record is
+/// kept where a reboot keeps it; one already in the state directory moves there.
+fn record_before_setup(
+    paths: &PersistPaths,
+    options: &SetupOptions<'_>,
+    interface: &str,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    let records = paths.records(options.state_dir);
+    let existing = read_record(&records)?;
+    let target = if options.persist {
+        &paths.record
+    } else {
+        &records[1]
+    };
+    match existing {
+        Some((path, _)) if path == paths.record || !options.persist => {}
+        Some((path, record)) => {
+            write_record(target, &record)?;
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            done.push(format!(
+                "moved the record of the previous ARP settings to {} (kept across reboots)",
+                target.display()
+            ));
+        }
+        None => {
+            let record: Record = [ALL, LOOPBACK, interface]
+                .iter()
+                .map(|c| Ok(((*c).to_owned(), read_conf(c)?)))
+                .collect::<Result<_>>()?;
+            write_record(target, &record)?;
+            done.push(format!(
+                "recorded the previous ARP settings in {} (for teardown)",
+                target.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Installs the running binary at `target` for the boot unit: root's, mode 0755, in
+/// directories only root may change; the unit never runs a file others could replace.
+fn install_binary(target: &Path, done: &mut Vec<String>) -> Result<()> {
+    let current = std::env::current_exe().context("cannot tell where the drlb binary is")?;
+    let dir = target
+        .parent()
+        .context("the installed binary's path has no directory")?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(INSTALLED_DIR_MODE)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    only_root_may_change(dir)?;
+    let contents = fs::read(&current)
+        .with_context(|| format!("cannot read the running binary {}", current.display()))?;
+    if fs::read(target).is_ok_and(|installed| installed == contents) {
+        done.push(format!("{} up to date", target.display()));
+    } else {
+        // Written aside and renamed over: a unit starting meanwhile runs the old file or the
+        // new one, never half of one.
+        let partial = dir.join(format!(".drlb.{}", std::process::id()));
+        let _ = fs::remove_file(&partial);
+        fs::write(&partial, &contents)
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        std::os::unix::fs::chown(&partial, Some(ROOT_UID), Some(ROOT_GID))
+            .with_context(|| format!("cannot give {} to root", partial.display()))?;
+        fs::set_permissions(&partial, fs::Permissions::from_mode(INSTALLED_BINARY_MODE))
+            .with_context(|| format!("cannot chmod {}", partial.display()))?;
+        fs::rename(&partial, target)
+            .with_context(|| format!("cannot install {}", target.display()))?;
+        done.push(format!(
+            "{} installed (a copy of {}) for the boot unit",
+            target.display(),
+            current.display()
+        ));
+    }
+    only_root_may_change(target)
+}
+
+/// Fails unless `path` and every directory above it are root's and writable by root only (a
+/// world-writable directory with the sticky bit, like /tmp, protects root's entries too).
+fn only_root_may_change(path: &Path) -> Result<()> {
+    for p in path.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        let meta = fs::metadata(p).with_context(|| format!("cannot inspect {}", p.display()))?;
+        let mode = meta.mode();
+        let protected = p != path && mode & STICKY != 0;
+        if meta.uid() != ROOT_UID || (mode & WRITABLE_BY_OTHERS != 0 && !protected) {
+            bail!(
+                "{} is not root's or is writable by others than root (owner uid {}, mode {:o}): the \
+                 boot unit would run {}, which they could replace; make it root's and writable by \
+                 root only (`chown root:root {p}; chmod go-w {p}`), then run setup again",
+                p.display(),
+                meta.uid(),
+                mode & 0o7777,
+                path.display(),
+                p = p.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub struct SetupOptions<'a> {
@@ -554,21 +716,8 @@ pub async fn setup(options: &SetupOptions<'_>) -> Result<Vec<String>> {
         }
     }
     let mut done = Vec::new();
-    let record_path = options.state_dir.join(RECORD_FILE);
-    if !record_path.exists() {
-        let record: Record = [ALL, LOOPBACK, interface.as_str()]
-            .iter()
-            .map(|c| Ok(((*c).to_owned(), read_conf(c)?)))
-            .collect::<Result<_>>()?;
-        fs::create_dir_all(options.state_dir)
-            .with_context(|| format!("cannot create {}", options.state_dir.display()))?;
-        fs::write(&record_path, serde_json::to_string_pretty(&record)?)
-            .with_context(|| format!("cannot write {}", record_path.display()))?;
-        done.push(format!(
-            "recorded the previous ARP settings in {} (for teardown)",
-            record_path.display()
-        ));
-    }
+    let paths = PersistPaths::under(options.root);
+    record_before_setup(&paths, options, &interface, &mut done)?;
     let wanted = ArpConf {
         arp_ignore: WANT_ARP_IGNORE,
         arp_announce: WANT_ARP_ANNOUNCE,
@@ -602,12 +751,11 @@ pub async fn setup(options: &SetupOptions<'_>) -> Result<Vec<String>> {
         done.push(format!("{vip}/32 added to lo"));
     }
     if options.persist {
-        let paths = PersistPaths::under(options.root);
-        let drlb = std::env::current_exe().context("cannot tell where the drlb binary is")?;
+        install_binary(&paths.binary, &mut done)?;
         write_file(&paths.sysctl, &sysctl_file_text(&interface), &mut done)?;
         write_file(
             &paths.unit,
-            &unit_text(&drlb, &interface, options.vips),
+            &unit_text(&paths.binary, &interface, options.vips),
             &mut done,
         )?;
         enable_unit(&paths, &mut done)?;
@@ -696,33 +844,46 @@ pub async fn teardown(options: &TeardownOptions<'_>) -> Result<Vec<String>> {
         ));
         return Ok(done);
     }
-    let record_path = options.state_dir.join(RECORD_FILE);
-    let record: Record = match fs::read_to_string(&record_path) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a drlb record", record_path.display()))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let records = paths.records(options.state_dir);
+    let record = match read_record(&records)? {
+        Some((path, record)) => {
+            done.push(format!(
+                "restoring the settings from before setup (recorded in {})",
+                path.display()
+            ));
+            record
+        }
+        None => {
             let interface = host.interface(options.interface)?;
             done.push(format!(
-                "no record of the settings before setup in {}: restoring the kernel defaults",
-                options.state_dir.display()
+                "no record of the settings before setup in {} or {}: restoring the kernel defaults",
+                records[0].display(),
+                records[1].display()
             ));
             [ALL, LOOPBACK, interface.as_str()]
                 .iter()
                 .map(|c| ((*c).to_owned(), ArpConf::default()))
                 .collect()
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", record_path.display())),
     };
     for (conf, values) in &record {
         if host.index_of(conf).is_ok() || conf == ALL {
             write_conf(conf, *values, &mut done)?;
         }
     }
-    match fs::remove_file(&record_path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("cannot remove {}", record_path.display()));
+    for path in &records {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", path.display()));
+            }
+            _ => {}
         }
-        _ => {}
+    }
+    if paths.binary.exists() {
+        done.push(format!(
+            "{} kept (remove it if nothing else runs it)",
+            paths.binary.display()
+        ));
     }
     Ok(done)
 }
@@ -972,6 +1133,21 @@ mod tests {
             vlan.contains("net/ipv4/conf/eth0.100/arp_ignore = 1\n"),
             "{vlan}"
         );
+    }
+
+    #[test]
+    fn a_binary_others_could_replace_is_refused_with_the_fix() {
+        let dir = std::env::temp_dir().join(format!("drlb-realserver-test-{}", std::process::id()));
+        let open_dir = dir.join("open");
+        fs::create_dir_all(&open_dir).unwrap();
+        // World-writable without the sticky bit: anyone may replace the entries.
+        fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let binary = open_dir.join("drlb");
+        fs::write(&binary, "").unwrap();
+        let error = format!("{:#}", only_root_may_change(&binary).unwrap_err());
+        let _ = fs::remove_dir_all(&dir);
+        assert!(error.contains("writable by others than root"), "{error}");
+        assert!(error.contains("chmod go-w"), "{error}");
     }
 
     #[test]

@@ -258,3 +258,22 @@ fn a_failed_map_write_is_rolled_back_and_never_remembered() {
         .apply(bigger)
         .expect("the change, without failures");
 }
+
+/// Removing a service the maps do not hold is not an error (aya reports the kernel's ENOENT
+/// as a syscall error, which the removal once passed on).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn removing_a_service_that_is_not_there_succeeds() {
+    tests::require_root();
+    let mut ebpf = loader::load(MapSizes::default()).expect("loading the XDP program");
+    let mut dataplane = Dataplane::take_from(&mut ebpf).expect("taking the maps");
+    let key = lb_common::ServiceKey {
+        addr: lb_common::ipv4_mapped(VIP.octets()),
+        port_be: FULL_PORT.to_be(),
+        protocol: lb_common::IPPROTO_UDP,
+        _pad: 0,
+    };
+    dataplane
+        .remove_service(&key, 0)
+        .expect("removing a service that was never added");
+}

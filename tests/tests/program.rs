@@ -32,7 +32,7 @@ use lb_userspace::{
     maglev::{self, WeightedBackend},
 };
 use tests::packet::{
-    AFTER_MACS, Arp, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_IP, DIRECTOR_MAC, ETH_DST_MAC,
+    AFTER_MACS, Arp, BROADCAST_MAC, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_IP, DIRECTOR_MAC, ETH_DST_MAC,
     ETH_HEADER_LEN, ETH_SRC_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN, MULTICAST_MAC,
     OTHER_HOST_MAC, OTHER_IP, OUTER_VLAN_ID, ROUTER_ALERT_OPTION, ROUTER_IP, ROUTER_MAC, Transport,
     VIP, VIP_IPV6, VLAN_ID, backend_mac, icmp_echo_request, ipv6_udp, pad_to_min_frame, truncated,
@@ -637,6 +637,57 @@ fn non_service_traffic_passes_unchanged() {
                 TCP_PORT,
             ))
             .build(),
+        ),
+    ];
+    run_fixtures(&mut Director::with_standard_services(), &fixtures);
+}
+
+/// Frames for a service that were not sent to the director's MAC (flooded by a bridge as
+/// unknown unicast, seen in promiscuous mode, multicast) are someone else's: passed untouched,
+/// never forwarded, so two active directors cannot bounce them between each other. The same
+/// for ARP requests for the VIP sent to another host's MAC, and for fragments to the VIP.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn frames_not_sent_to_our_mac_are_left_alone() {
+    tests::require_root();
+    let to = |dst_mac, flow| Ipv4Frame {
+        dst_mac,
+        ..Ipv4Frame::new(flow)
+    };
+    let fixtures = [
+        passed(
+            "UDP to the service flooded to another host's MAC",
+            to(OTHER_HOST_MAC, UDP_FLOW).build(),
+        ),
+        passed(
+            "TCP to the service sent to another host's MAC",
+            to(OTHER_HOST_MAC, TCP_FLOW).build(),
+        ),
+        passed(
+            "UDP to the service sent to the broadcast MAC",
+            to(BROADCAST_MAC, UDP_FLOW).build(),
+        ),
+        passed(
+            "UDP to the service sent to a multicast MAC",
+            to(MULTICAST_MAC, UDP_FLOW).build(),
+        ),
+        passed(
+            "a fragment to the VIP sent to another host's MAC",
+            with_fragment(&to(OTHER_HOST_MAC, UDP_FLOW).build(), true, 0),
+        ),
+        passed(
+            "ARP request for the VIP sent to another host's MAC",
+            Arp {
+                eth_dst: OTHER_HOST_MAC,
+                ..Arp::request(ROUTER_MAC, ROUTER_IP, VIP)
+            }
+            .build(),
+        ),
+        // The same frames sent to us are ours.
+        forwarded(
+            "UDP to the service sent to us",
+            to(DIRECTOR_MAC, UDP_FLOW).build(),
+            predicted_backend(&UDP_FLOW, &udp_service().backends),
         ),
     ];
     run_fixtures(&mut Director::with_standard_services(), &fixtures);

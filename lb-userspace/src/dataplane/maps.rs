@@ -115,9 +115,13 @@ fn take_mapped(
     Ok(mapped)
 }
 
+/// A delete of a key that is not there succeeds: aya reports it as the syscall's ENOENT.
 fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     match result {
         Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
         other => other,
     }
 }

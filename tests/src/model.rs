@@ -238,11 +238,27 @@ pub struct Remembered {
     pub backend_id: u32,
 }
 
+/// How often the model took the flow table's paths: shows that a run reached them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowPaths {
+    /// A remembered flow kept its backend.
+    pub kept: u64,
+    /// ... a backend no longer in the table (drained, or the table changed).
+    pub kept_off_table: u64,
+    /// A new flow was scheduled and remembered.
+    pub scheduled: u64,
+    /// A remembered flow was scheduled again: its backend was removed.
+    pub rescheduled_backend_gone: u64,
+    /// ... the service was replaced by another instance.
+    pub rescheduled_service_replaced: u64,
+}
+
 /// The model: the rules plus its mirror of the program's flow table.
 #[derive(Clone, Debug)]
 pub struct Model {
     options: Options,
     flows: HashMap<FlowTuple, Remembered>,
+    paths: FlowPaths,
 }
 
 /// Why an IPv4 packet has no flow (the program's `parse::Unroutable`).
@@ -266,7 +282,13 @@ impl Model {
         Self {
             options,
             flows: HashMap::new(),
+            paths: FlowPaths::default(),
         }
+    }
+
+    #[must_use]
+    pub const fn flow_paths(&self) -> FlowPaths {
+        self.paths
     }
 
     #[must_use]
@@ -278,11 +300,6 @@ impl Model {
     #[must_use]
     pub fn flow_count(&self) -> usize {
         self.flows.len()
-    }
-
-    /// Empties the flow table, as a freshly loaded program's is.
-    pub fn forget_flows(&mut self) {
-        self.flows.clear();
     }
 
     #[must_use]
@@ -404,11 +421,19 @@ impl Model {
         service: &ServiceState,
         flow: &FlowTuple,
     ) -> Result<BackendTarget, Verdict> {
-        if let Some(remembered) = self.flows.get(flow)
-            && remembered.service_id == service.id
-            && let Some(target) = service.target(remembered.backend_id)
-        {
-            return Ok(target);
+        let remembered = self.flows.get(flow).copied();
+        if let Some(remembered) = remembered {
+            if remembered.service_id != service.id {
+                self.paths.rescheduled_service_replaced += 1;
+            } else if let Some(target) = service.target(remembered.backend_id) {
+                self.paths.kept += 1;
+                if !service.table.contains(&remembered.backend_id) {
+                    self.paths.kept_off_table += 1;
+                }
+                return Ok(target);
+            } else {
+                self.paths.rescheduled_backend_gone += 1;
+            }
         }
         if service.table.is_empty() {
             return Err(Verdict::DropNoBackend);
@@ -428,6 +453,9 @@ impl Model {
         let backend_id = service.table[usize::try_from(hash % slots).expect("fits usize")];
         // A table entry naming an unusable backend: dropped, and nothing remembered.
         let target = service.target(backend_id).ok_or(Verdict::DropNoBackend)?;
+        if remembered.is_none() {
+            self.paths.scheduled += 1;
+        }
         self.flows.insert(
             *flow,
             Remembered {

@@ -30,7 +30,7 @@ fn from_env(name: &str, default: u64) -> u64 {
 
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test (or cargo xtask fuzz)"]
-fn the_program_does_what_the_model_says() {
+fn fuzz_run_finds_the_program_doing_what_the_model_says() {
     tests::require_root();
     let config = Config::new(
         from_env("FUZZ_FRAMES", DEFAULT_FRAMES),
@@ -55,7 +55,7 @@ fn the_program_does_what_the_model_says() {
 
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
-fn every_saved_fixture_replays_like_the_model() {
+fn fuzz_fixtures_all_replay_like_the_model() {
     tests::require_root();
     let dir = fixture::directory();
     let fixtures =
@@ -86,7 +86,7 @@ fn every_saved_fixture_replays_like_the_model() {
 /// differ from the model, and each difference must replay as one.
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
-fn the_fuzzer_notices_a_rule_the_program_does_not_follow() {
+fn fuzz_notices_a_rule_the_program_does_not_follow() {
     tests::require_root();
     let wrong = Options {
         require_our_dst_mac: !OPTIONS.require_our_dst_mac,

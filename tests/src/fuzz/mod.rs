@@ -31,7 +31,10 @@ use self::{
 };
 use crate::{
     bench::generator::pin_to_cpu,
-    model::{FlowTuple, Model, Options, Outcome, Remembered, ServiceState, State, flow_tuple, hex},
+    model::{
+        FlowPaths, FlowTuple, Model, Options, Outcome, Remembered, ServiceState, State, flow_tuple,
+        hex,
+    },
     netns::{Netns, in_netns_scoped},
     packet::{Ipv4Flow, Ipv4Frame, Transport},
 };
@@ -156,6 +159,8 @@ pub struct Report {
     /// Program loads (the first, one per flow-table refill, one per difference).
     pub loads: u64,
     pub elapsed: Duration,
+    /// The flow-table paths the model took (summed over program loads).
+    pub flow_paths: FlowPaths,
     pub differences: Vec<Difference>,
 }
 
@@ -179,7 +184,18 @@ impl fmt::Display for Report {
             .zip(self.verdicts)
             .map(|(v, n)| format!("{} {n}", v.name()))
             .collect();
-        writeln!(f, "verdicts: {}", per_verdict.join(", "))
+        writeln!(f, "verdicts: {}", per_verdict.join(", "))?;
+        let p = &self.flow_paths;
+        writeln!(
+            f,
+            "flows: {} scheduled, {} kept their backend ({} of them off the table), {} \
+             rescheduled as their backend left, {} as their service was replaced",
+            p.scheduled,
+            p.kept,
+            p.kept_off_table,
+            p.rescheduled_backend_gone,
+            p.rescheduled_service_replaced
+        )
     }
 }
 
@@ -305,15 +321,27 @@ impl<'a> Runner<'a> {
             }
         }
         self.checkpoint()?;
+        self.tally_flow_paths();
         self.report.elapsed = start.elapsed();
         Ok(self.report)
     }
 
+    /// Adds the model's flow paths to the report (before the model forgets its flows).
+    fn tally_flow_paths(&mut self) {
+        let (total, now) = (&mut self.report.flow_paths, self.model.flow_paths());
+        total.kept += now.kept;
+        total.kept_off_table += now.kept_off_table;
+        total.scheduled += now.scheduled;
+        total.rescheduled_backend_gone += now.rescheduled_backend_gone;
+        total.rescheduled_service_replaced += now.rescheduled_service_replaced;
+    }
+
     /// A fresh program and an empty model flow table.
     fn reload(&mut self) -> Result<()> {
+        self.tally_flow_paths();
+        self.model = Model::new(self.config.options);
         self.subject = Subject::load(self.flow_table_size, &self.state)?;
         self.counters = self.subject.verdict_counters()?;
-        self.model.forget_flows();
         self.report.loads += 1;
         Ok(())
     }

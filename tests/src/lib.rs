@@ -6,6 +6,8 @@ pub mod bench;
 pub mod drlb;
 pub mod echo;
 pub mod extra;
+pub mod fuzz;
+pub mod model;
 pub mod netns;
 pub mod packet;
 pub mod testbed;

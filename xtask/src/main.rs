@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | test | demo | bench`.
+//! Project tasks: `cargo xtask setup | build | test | demo | bench | fuzz`.
 //!
 //! Every task that needs the toolchain runs `setup` first, so a fresh machine needs nothing but
 //! this repository, rustup and root.
@@ -48,7 +48,21 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up, build, then run the differential fuzzer (needs root): frames through the XDP
+    /// program (BPF_PROG_TEST_RUN) compared with the reference model; differences are printed
+    /// and kept in tests/fuzz-fixtures/.
+    Fuzz {
+        /// Frames to check.
+        #[arg(long, default_value_t = DEFAULT_FUZZ_FRAMES)]
+        frames: u64,
+        /// The PRNG seed (default: from the clock, printed so the run can be repeated).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
+
+/// A full fuzz run: a million frames, about a quarter of a minute here.
+const DEFAULT_FUZZ_FRAMES: u64 = 1_000_000;
 
 fn main() -> Result<()> {
     match Cli::parse().task {
@@ -74,6 +88,12 @@ fn main() -> Result<()> {
             setup::install()?;
             build_release()?;
             run_benches(quick, &args)
+        }
+        Task::Fuzz { frames, seed } => {
+            require_root("fuzz")?;
+            setup::install()?;
+            build_release()?;
+            run_fuzz(frames, seed)
         }
     }
 }
@@ -221,6 +241,36 @@ fn run_benches(quick: bool, args: &[String]) -> Result<()> {
     }
     dataplane.args(args);
     run(&mut dataplane)
+}
+
+fn run_fuzz(frames: u64, seed: Option<u64>) -> Result<()> {
+    let seed = match seed {
+        Some(seed) => seed,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("the clock is before 1970")?
+            .as_secs(),
+    };
+    println!("fuzz: {frames} frames, seed {seed} (repeat with --frames {frames} --seed {seed})");
+    // The suite's fuzz test, with the run's size and seed from the environment.
+    run(Command::new("cargo")
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "tests",
+            "--test",
+            "fuzz",
+            "--",
+        ])
+        .args([
+            "--include-ignored",
+            "--exact",
+            "fuzz_run_finds_the_program_doing_what_the_model_says",
+            "--nocapture",
+        ])
+        .env("FUZZ_FRAMES", frames.to_string())
+        .env("FUZZ_SEED", seed.to_string()))
 }
 
 fn run_demo() -> Result<()> {

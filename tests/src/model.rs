@@ -1,0 +1,783 @@
+//! A reference model of drlb's XDP data path, as plain host Rust: a frame, the ingress
+//! interface and a plain description of the director's state go in; the XDP action, the verdict
+//! the program counts and the output frame come out.
+//!
+//! The model shares lb-common's types (`Verdict`) and flow hash with the program, never its
+//! code or its map layout: [`State`] says what the director knows (interfaces, VIPs, services
+//! with their tables and backends), not how the maps hold it, so the layout can change without
+//! touching the model (only `fuzz::load_state` writes the maps). The model keeps its own mirror
+//! of the flow table and updates it exactly as the program does. The fuzzer (`fuzz.rs`) runs
+//! frames through both and compares.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+    net::Ipv4Addr,
+};
+
+use lb_common::{
+    IPPROTO_TCP, IPPROTO_UDP, Verdict,
+    hash::{flow_hash_v4, source_hash_v4},
+};
+use serde::{Deserialize, Serialize};
+
+pub type Mac = [u8; 6];
+
+pub const BROADCAST: Mac = [0xff; 6];
+/// The group bit of a MAC's first octet: set for multicast and broadcast.
+const MAC_GROUP_BIT: u8 = 0x01;
+
+/// The Ethernet header: two MACs and the ether type.
+pub const ETH_HEADER_LEN: usize = 14;
+const ETH_DST: std::ops::Range<usize> = 0..6;
+const ETH_SRC: std::ops::Range<usize> = 6..12;
+const ETH_TYPE_AT: usize = 12;
+/// An 802.1Q / 802.1ad tag: TCI and the inner ether type.
+const VLAN_TAG_LEN: usize = 4;
+const VLAN_INNER_TYPE_AT: usize = 2;
+/// The program looks through at most this many VLAN tags.
+const MAX_VLAN_TAGS: usize = 2;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_8021Q: u16 = 0x8100;
+const ETHERTYPE_8021AD: u16 = 0x88a8;
+
+/// ARP for IPv4 over Ethernet: field offsets in the ARP header and its values.
+const ARP_LEN: usize = 28;
+const ARP_HTYPE_AT: usize = 0;
+const ARP_PTYPE_AT: usize = 2;
+const ARP_HLEN_AT: usize = 4;
+const ARP_PLEN_AT: usize = 5;
+const ARP_OPER_AT: usize = 6;
+const ARP_SHA: std::ops::Range<usize> = 8..14;
+const ARP_SPA: std::ops::Range<usize> = 14..18;
+const ARP_THA: std::ops::Range<usize> = 18..24;
+const ARP_TPA: std::ops::Range<usize> = 24..28;
+const ARP_HTYPE_ETHERNET: u16 = 1;
+const ARP_PTYPE_IPV4: u16 = 0x0800;
+const ARP_HLEN_ETHERNET: u8 = 6;
+const ARP_PLEN_IPV4: u8 = 4;
+const ARP_OP_REQUEST: u16 = 1;
+const ARP_OP_REPLY: u16 = 2;
+
+/// IPv4 header: field offsets and the checks the program makes.
+const IPV4_MIN_HEADER_LEN: usize = 20;
+const IPV4_VERSION: u8 = 4;
+const IPV4_TOTAL_LEN_AT: usize = 2;
+const IPV4_FRAGMENT_AT: usize = 6;
+const IPV4_PROTOCOL_AT: usize = 9;
+const IPV4_SADDR: std::ops::Range<usize> = 12..16;
+const IPV4_DADDR: std::ops::Range<usize> = 16..20;
+/// "More fragments" and the fragment offset (DF is not a fragment).
+const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
+const TCP_HEADER_LEN: usize = 20;
+const UDP_HEADER_LEN: usize = 8;
+/// TCP and UDP both start with the two ports.
+const PORTS_LEN: usize = 4;
+
+/// Where frames for a backend go: the new MACs and the egress interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendTarget {
+    pub dst_mac: Mac,
+    pub src_mac: Mac,
+    pub ifindex: u32,
+}
+
+/// One service (VIP, port, protocol) as the director runs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    /// Which instance of the service this is: a flow remembered under another id (the service
+    /// was removed and added again, or its key given to another service) is scheduled again.
+    pub id: u32,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: u8,
+    /// Schedule by the client address alone, else by the 5-tuple.
+    pub source_hash: bool,
+    /// A standby director drops the service's traffic.
+    pub standby: bool,
+    /// Backend ids by slot; empty: no backend, new flows are dropped.
+    pub table: Vec<u32>,
+    /// Backend id -> where its frames go; `None` (or no entry): removed or unusable, its flows
+    /// are scheduled again. A backend here but not in `table` is drained.
+    pub backends: BTreeMap<u32, Option<BackendTarget>>,
+}
+
+impl ServiceState {
+    fn target(&self, backend_id: u32) -> Option<BackendTarget> {
+        self.backends.get(&backend_id).copied().flatten()
+    }
+}
+
+/// What the director knows, independent of how the program's maps hold it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The interfaces the program runs on: ifindex -> MAC.
+    pub interfaces: BTreeMap<u32, Mac>,
+    /// The interfaces a frame may be redirected to (devmap members).
+    pub egress_ifindexes: BTreeSet<u32>,
+    /// VIP -> active (answers ARP). Standby VIPs are still VIPs: their fragments are dropped.
+    pub vips: BTreeMap<Ipv4Addr, bool>,
+    pub services: Vec<ServiceState>,
+}
+
+impl State {
+    fn service(&self, daddr: Ipv4Addr, dport: u16, protocol: u8) -> Option<&ServiceState> {
+        self.services
+            .iter()
+            .find(|s| s.vip == daddr && s.port == dport && s.protocol == protocol)
+    }
+}
+
+/// Rules that differ between program versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Service traffic is forwarded, and ARP requests answered, only when the frame is
+    /// addressed to the ingress interface's MAC (ARP: or broadcast); otherwise passed.
+    pub require_our_dst_mac: bool,
+}
+
+/// The kernel's `enum xdp_action` (include/uapi/linux/bpf.h).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAction {
+    Aborted = 0,
+    Drop = 1,
+    Pass = 2,
+    Tx = 3,
+    Redirect = 4,
+}
+
+impl XdpAction {
+    pub const ALL: [Self; 5] = [
+        Self::Aborted,
+        Self::Drop,
+        Self::Pass,
+        Self::Tx,
+        Self::Redirect,
+    ];
+
+    /// The action a program's return value names, if any.
+    #[must_use]
+    pub fn from_return_value(value: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| *a as u32 == value)
+    }
+
+    /// How the program turns each verdict into an action.
+    #[must_use]
+    pub const fn of(verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Tx | Verdict::ArpReply => Self::Tx,
+            Verdict::Redirect => Self::Redirect,
+            Verdict::Pass => Self::Pass,
+            Verdict::DropMalformed
+            | Verdict::DropFragment
+            | Verdict::DropNoBackend
+            | Verdict::DropNoEgress
+            | Verdict::DropStandby => Self::Drop,
+            Verdict::Aborted => Self::Aborted,
+        }
+    }
+}
+
+/// What running a frame through the program gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// BPF_PROG_TEST_RUN refuses (EINVAL) frames shorter than an Ethernet header: the program
+    /// never runs and nothing is counted.
+    Refused,
+    Ran {
+        action: XdpAction,
+        /// The one verdict counter the frame adds itself to.
+        verdict: Verdict,
+        /// The frame as the program leaves it.
+        output: Vec<u8>,
+    },
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Refused => write!(f, "refused by the kernel (EINVAL)"),
+            Self::Ran {
+                action,
+                verdict,
+                output,
+            } => write!(
+                f,
+                "{action:?} ({}), {}-byte output {}",
+                verdict.name(),
+                output.len(),
+                hex(output)
+            ),
+        }
+    }
+}
+
+/// A frame's bytes as lowercase hex, no separators.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key of a flow: its IPv4 5-tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FlowTuple {
+    pub saddr: Ipv4Addr,
+    pub daddr: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u8,
+}
+
+/// What the flow table remembers of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub service_id: u32,
+    pub backend_id: u32,
+}
+
+/// How often the model took the flow table's paths: shows that a run reached them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowPaths {
+    /// A remembered flow kept its backend.
+    pub kept: u64,
+    /// ... a backend no longer in the table (drained, or the table changed).
+    pub kept_off_table: u64,
+    /// A new flow was scheduled and remembered.
+    pub scheduled: u64,
+    /// A remembered flow was scheduled again: its backend was removed.
+    pub rescheduled_backend_gone: u64,
+    /// ... the service was replaced by another instance.
+    pub rescheduled_service_replaced: u64,
+}
+
+/// The model: the rules plus its mirror of the program's flow table.
+#[derive(Clone, Debug)]
+pub struct Model {
+    options: Options,
+    flows: HashMap<FlowTuple, Remembered>,
+    paths: FlowPaths,
+}
+
+/// Why an IPv4 packet has no flow (the program's `parse::Unroutable`).
+enum Unroutable {
+    NotBalanced,
+    Fragment(Ipv4Addr),
+    Truncated(Ipv4Addr),
+    Malformed,
+}
+
+/// The network layer behind the Ethernet header and any tags, with its offset.
+enum L3 {
+    Arp(usize),
+    Ipv4(usize),
+    Other,
+}
+
+impl Model {
+    #[must_use]
+    pub fn new(options: Options) -> Self {
+        Self {
+            options,
+            flows: HashMap::new(),
+            paths: FlowPaths::default(),
+        }
+    }
+
+    #[must_use]
+    pub const fn flow_paths(&self) -> FlowPaths {
+        self.paths
+    }
+
+    #[must_use]
+    pub const fn options(&self) -> Options {
+        self.options
+    }
+
+    /// Flows remembered so far.
+    #[must_use]
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    #[must_use]
+    pub fn remembered(&self, tuple: &FlowTuple) -> Option<Remembered> {
+        self.flows.get(tuple).copied()
+    }
+
+    /// Runs `frame`, arriving on `ingress_ifindex`, through the model, updating its flow table.
+    pub fn process(&mut self, state: &State, ingress_ifindex: u32, frame: &[u8]) -> Outcome {
+        if frame.len() < ETH_HEADER_LEN {
+            return Outcome::Refused;
+        }
+        let mut output = frame.to_vec();
+        let verdict = match ethernet(frame) {
+            Err(verdict) => verdict,
+            Ok(L3::Arp(offset)) => self.arp(state, ingress_ifindex, &mut output, offset),
+            Ok(L3::Ipv4(offset)) => self.ipv4(state, ingress_ifindex, &mut output, offset),
+            Ok(L3::Other) => Verdict::Pass,
+        };
+        Outcome::Ran {
+            action: XdpAction::of(verdict),
+            verdict,
+            output,
+        }
+    }
+
+    /// ARP: a request for an active VIP is turned into the reply; anything else passes.
+    fn arp(&self, state: &State, ingress: u32, frame: &mut [u8], offset: usize) -> Verdict {
+        let Some(arp) = frame.get(offset..offset + ARP_LEN) else {
+            return Verdict::Pass;
+        };
+        let is_request = be16(arp, ARP_HTYPE_AT) == ARP_HTYPE_ETHERNET
+            && be16(arp, ARP_PTYPE_AT) == ARP_PTYPE_IPV4
+            && arp[ARP_HLEN_AT] == ARP_HLEN_ETHERNET
+            && arp[ARP_PLEN_AT] == ARP_PLEN_IPV4
+            && be16(arp, ARP_OPER_AT) == ARP_OP_REQUEST;
+        if !is_request {
+            return Verdict::Pass;
+        }
+        let requester_mac: Mac = arp[ARP_SHA].try_into().expect("6 bytes");
+        let requester_ip: [u8; 4] = arp[ARP_SPA].try_into().expect("4 bytes");
+        let vip: [u8; 4] = arp[ARP_TPA].try_into().expect("4 bytes");
+        let Some(&active) = state.vips.get(&Ipv4Addr::from(vip)) else {
+            return Verdict::Pass;
+        };
+        // Announcements (sender IP = target IP) and requests from group MACs are not answered.
+        if !active || requester_ip == vip || requester_mac[0] & MAC_GROUP_BIT != 0 {
+            return Verdict::Pass;
+        }
+        // Userspace registers every interface it attaches to: a missing one is impossible.
+        let Some(&our_mac) = state.interfaces.get(&ingress) else {
+            return Verdict::Aborted;
+        };
+        if self.options.require_our_dst_mac {
+            let dst: Mac = frame[ETH_DST].try_into().expect("6 bytes");
+            if dst != BROADCAST && dst != our_mac {
+                return Verdict::Pass;
+            }
+        }
+        frame[ETH_DST].copy_from_slice(&requester_mac);
+        frame[ETH_SRC].copy_from_slice(&our_mac);
+        let arp = &mut frame[offset..offset + ARP_LEN];
+        arp[ARP_OPER_AT..ARP_OPER_AT + 2].copy_from_slice(&ARP_OP_REPLY.to_be_bytes());
+        arp[ARP_THA].copy_from_slice(&requester_mac);
+        arp[ARP_TPA].copy_from_slice(&requester_ip);
+        arp[ARP_SHA].copy_from_slice(&our_mac);
+        arp[ARP_SPA].copy_from_slice(&vip);
+        Verdict::ArpReply
+    }
+
+    /// IPv4: TCP/UDP service traffic is forwarded to a backend; the rest passes or is dropped.
+    fn ipv4(&mut self, state: &State, ingress: u32, frame: &mut [u8], offset: usize) -> Verdict {
+        let flow = match ipv4_flow(frame, offset) {
+            Ok(flow) => flow,
+            Err(Unroutable::NotBalanced) => return Verdict::Pass,
+            // Only traffic for a VIP (active or not) is the director's to judge.
+            Err(Unroutable::Fragment(daddr)) => {
+                return drop_if_vip(state, daddr, Verdict::DropFragment);
+            }
+            Err(Unroutable::Truncated(daddr)) => {
+                return drop_if_vip(state, daddr, Verdict::DropMalformed);
+            }
+            Err(Unroutable::Malformed) => return Verdict::DropMalformed,
+        };
+        let Some(service) = state.service(flow.daddr, flow.dport, flow.protocol) else {
+            return Verdict::Pass;
+        };
+        if self.options.require_our_dst_mac {
+            // LEAD: where the new check sits is the model's guess: after the service lookup,
+            // before standby; an unregistered ingress interface has no MAC, so nothing is ours.
+            let dst: Mac = frame[ETH_DST].try_into().expect("6 bytes");
+            if state.interfaces.get(&ingress) != Some(&dst) {
+                return Verdict::Pass;
+            }
+        }
+        if service.standby {
+            return Verdict::DropStandby;
+        }
+        let target = match self.backend(service, &flow) {
+            Ok(target) => target,
+            Err(verdict) => return verdict,
+        };
+        // Only the MACs change, also on a frame dropped for want of an egress (it never leaves).
+        frame[ETH_DST].copy_from_slice(&target.dst_mac);
+        frame[ETH_SRC].copy_from_slice(&target.src_mac);
+        if target.ifindex == ingress {
+            Verdict::Tx
+        } else if state.egress_ifindexes.contains(&target.ifindex) {
+            Verdict::Redirect
+        } else {
+            Verdict::DropNoEgress
+        }
+    }
+
+    /// The flow's backend: the remembered one while it is still usable and the service the
+    /// same instance, else the table's choice, which is then remembered.
+    fn backend(
+        &mut self,
+        service: &ServiceState,
+        flow: &FlowTuple,
+    ) -> Result<BackendTarget, Verdict> {
+        let remembered = self.flows.get(flow).copied();
+        if let Some(remembered) = remembered {
+            if remembered.service_id != service.id {
+                self.paths.rescheduled_service_replaced += 1;
+            } else if let Some(target) = service.target(remembered.backend_id) {
+                self.paths.kept += 1;
+                if !service.table.contains(&remembered.backend_id) {
+                    self.paths.kept_off_table += 1;
+                }
+                return Ok(target);
+            } else {
+                self.paths.rescheduled_backend_gone += 1;
+            }
+        }
+        if service.table.is_empty() {
+            return Err(Verdict::DropNoBackend);
+        }
+        let hash = if service.source_hash {
+            source_hash_v4(flow.saddr.to_bits())
+        } else {
+            flow_hash_v4(
+                flow.saddr.to_bits(),
+                flow.daddr.to_bits(),
+                flow.sport,
+                flow.dport,
+                flow.protocol,
+            )
+        };
+        let slots = u32::try_from(service.table.len()).expect("a table fits u32");
+        let backend_id = service.table[usize::try_from(hash % slots).expect("fits usize")];
+        // A table entry naming an unusable backend: dropped, and nothing remembered.
+        let target = service.target(backend_id).ok_or(Verdict::DropNoBackend)?;
+        if remembered.is_none() {
+            self.paths.scheduled += 1;
+        }
+        self.flows.insert(
+            *flow,
+            Remembered {
+                service_id: service.id,
+                backend_id,
+            },
+        );
+        Ok(target)
+    }
+}
+
+/// The 5-tuple the program would look a frame up by, if it gets that far.
+#[must_use]
+pub fn flow_tuple(frame: &[u8]) -> Option<FlowTuple> {
+    if frame.len() < ETH_HEADER_LEN {
+        return None;
+    }
+    match ethernet(frame) {
+        Ok(L3::Ipv4(offset)) => ipv4_flow(frame, offset).ok(),
+        _ => None,
+    }
+}
+
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn ethernet(frame: &[u8]) -> Result<L3, Verdict> {
+    let mut ether_type = be16(frame, ETH_TYPE_AT);
+    let mut offset = ETH_HEADER_LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETHERTYPE_8021Q && ether_type != ETHERTYPE_8021AD {
+            break;
+        }
+        if frame.len() < offset + VLAN_TAG_LEN {
+            return Err(Verdict::DropMalformed);
+        }
+        ether_type = be16(frame, offset + VLAN_INNER_TYPE_AT);
+        offset += VLAN_TAG_LEN;
+    }
+    Ok(match ether_type {
+        ETHERTYPE_ARP => L3::Arp(offset),
+        ETHERTYPE_IPV4 => L3::Ipv4(offset),
+        _ => L3::Other,
+    })
+}
+
+fn ipv4_flow(frame: &[u8], offset: usize) -> Result<FlowTuple, Unroutable> {
+    let ip = frame
+        .get(offset..offset + IPV4_MIN_HEADER_LEN)
+        .ok_or(Unroutable::Malformed)?;
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let total_len = usize::from(be16(ip, IPV4_TOTAL_LEN_AT));
+    // Ethernet padding may make the frame longer than the packet, never shorter.
+    if ip[0] >> 4 != IPV4_VERSION
+        || header_len < IPV4_MIN_HEADER_LEN
+        || total_len < header_len
+        || offset + total_len > frame.len()
+    {
+        return Err(Unroutable::Malformed);
+    }
+    let protocol = ip[IPV4_PROTOCOL_AT];
+    let l4_len = match protocol {
+        IPPROTO_TCP => TCP_HEADER_LEN,
+        IPPROTO_UDP => UDP_HEADER_LEN,
+        _ => return Err(Unroutable::NotBalanced),
+    };
+    let daddr = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[IPV4_DADDR]).expect("4 bytes"));
+    if be16(ip, IPV4_FRAGMENT_AT) & IPV4_MF_AND_OFFSET != 0 {
+        return Err(Unroutable::Fragment(daddr));
+    }
+    if header_len + l4_len > total_len {
+        return Err(Unroutable::Truncated(daddr));
+    }
+    let ports = frame
+        .get(offset + header_len..offset + header_len + PORTS_LEN)
+        .ok_or(Unroutable::Truncated(daddr))?;
+    Ok(FlowTuple {
+        saddr: Ipv4Addr::from(<[u8; 4]>::try_from(&ip[IPV4_SADDR]).expect("4 bytes")),
+        daddr,
+        sport: be16(ports, 0),
+        dport: be16(ports, 2),
+        protocol,
+    })
+}
+
+/// `verdict` for a packet to a VIP, `Pass` for any other destination.
+fn drop_if_vip(state: &State, daddr: Ipv4Addr, verdict: Verdict) -> Verdict {
+    if state.vips.contains_key(&daddr) {
+        verdict
+    } else {
+        Verdict::Pass
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{
+        Arp, CLIENT_IP, CLIENT_PORT, DIRECTOR_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame,
+        OTHER_HOST_MAC, OTHER_IP, ROUTER_IP, ROUTER_MAC, VIP, backend_mac, with_fragment,
+    };
+
+    const INGRESS: u32 = 2;
+    const OTHER_EGRESS: u32 = 3;
+    const UNKNOWN_IFINDEX: u32 = 9;
+    const PORT: u16 = 8080;
+    const SERVICE_ID: u32 = 7;
+    const TABLE_LEN: usize = 13;
+
+    fn target(n: u8, ifindex: u32) -> Option<BackendTarget> {
+        Some(BackendTarget {
+            dst_mac: backend_mac(n),
+            src_mac: DIRECTOR_MAC,
+            ifindex,
+        })
+    }
+
+    /// One TCP service on the VIP whose table holds only `table_backend`, of backends 0..3
+    /// (1 behind another interface, 2 behind an unknown one).
+    fn state(table_backend: u32) -> State {
+        State {
+            interfaces: BTreeMap::from([(INGRESS, DIRECTOR_MAC)]),
+            egress_ifindexes: BTreeSet::from([INGRESS, OTHER_EGRESS]),
+            vips: BTreeMap::from([(VIP, true), (INACTIVE_VIP, false)]),
+            services: vec![ServiceState {
+                id: SERVICE_ID,
+                vip: VIP,
+                port: PORT,
+                protocol: IPPROTO_TCP,
+                source_hash: false,
+                standby: false,
+                table: vec![table_backend; TABLE_LEN],
+                backends: BTreeMap::from([
+                    (0, target(0, INGRESS)),
+                    (1, target(1, OTHER_EGRESS)),
+                    (2, target(2, UNKNOWN_IFINDEX)),
+                ]),
+            }],
+        }
+    }
+
+    fn model(require_our_dst_mac: bool) -> Model {
+        Model::new(Options {
+            require_our_dst_mac,
+        })
+    }
+
+    fn tcp_frame() -> Vec<u8> {
+        Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, PORT)).build()
+    }
+
+    fn verdict_of(outcome: &Outcome) -> Verdict {
+        match outcome {
+            Outcome::Ran { verdict, .. } => *verdict,
+            Outcome::Refused => panic!("the frame was refused"),
+        }
+    }
+
+    fn forwarded_to(input: &[u8], n: u8) -> Vec<u8> {
+        let mut out = input.to_vec();
+        out[ETH_DST].copy_from_slice(&backend_mac(n));
+        out[ETH_SRC].copy_from_slice(&DIRECTOR_MAC);
+        out
+    }
+
+    #[test]
+    fn service_frame_goes_out_by_the_backends_interface() {
+        let frame = tcp_frame();
+        for (backend, verdict, action) in [
+            (0, Verdict::Tx, XdpAction::Tx),
+            (1, Verdict::Redirect, XdpAction::Redirect),
+            (2, Verdict::DropNoEgress, XdpAction::Drop),
+        ] {
+            let outcome = model(false).process(&state(backend), INGRESS, &frame);
+            let expected = Outcome::Ran {
+                action,
+                verdict,
+                output: forwarded_to(&frame, u8::try_from(backend).expect("small")),
+            };
+            assert_eq!(outcome, expected, "backend {backend}");
+        }
+    }
+
+    #[test]
+    fn a_flow_keeps_its_backend_until_it_leaves_or_the_service_is_replaced() {
+        let frame = tcp_frame();
+        let tuple = flow_tuple(&frame).expect("a TCP frame has a 5-tuple");
+        let mut m = model(false);
+        assert_eq!(
+            verdict_of(&m.process(&state(0), INGRESS, &frame)),
+            Verdict::Tx
+        );
+        // The table now names backend 1, but the flow stays with 0.
+        assert_eq!(
+            verdict_of(&m.process(&state(1), INGRESS, &frame)),
+            Verdict::Tx
+        );
+        let mut removed = state(1);
+        removed.services[0].backends.insert(0, None);
+        assert_eq!(
+            verdict_of(&m.process(&removed, INGRESS, &frame)),
+            Verdict::Redirect
+        );
+        assert_eq!(m.remembered(&tuple).map(|r| r.backend_id), Some(1));
+        let mut replaced = state(0);
+        replaced.services[0].id = SERVICE_ID + 1;
+        assert_eq!(
+            verdict_of(&m.process(&replaced, INGRESS, &frame)),
+            Verdict::Tx
+        );
+        assert_eq!(m.remembered(&tuple).map(|r| r.backend_id), Some(0));
+    }
+
+    #[test]
+    fn standby_and_unusable_table_entries_drop_and_remember_nothing() {
+        let frame = tcp_frame();
+        let tuple = flow_tuple(&frame).expect("a 5-tuple");
+        let mut m = model(false);
+        let mut standby = state(0);
+        standby.services[0].standby = true;
+        assert_eq!(
+            verdict_of(&m.process(&standby, INGRESS, &frame)),
+            Verdict::DropStandby
+        );
+        let mut empty = state(0);
+        empty.services[0].table.clear();
+        assert_eq!(
+            verdict_of(&m.process(&empty, INGRESS, &frame)),
+            Verdict::DropNoBackend
+        );
+        assert_eq!(
+            verdict_of(&m.process(&state(5), INGRESS, &frame)),
+            Verdict::DropNoBackend
+        );
+        assert_eq!(m.remembered(&tuple), None);
+    }
+
+    #[test]
+    fn fragments_are_dropped_for_vips_only() {
+        let to_vip = with_fragment(&tcp_frame(), true, 0);
+        let to_other = with_fragment(
+            &Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, OTHER_IP, PORT)).build(),
+            false,
+            1,
+        );
+        let mut m = model(false);
+        assert_eq!(
+            verdict_of(&m.process(&state(0), INGRESS, &to_vip)),
+            Verdict::DropFragment
+        );
+        assert_eq!(
+            verdict_of(&m.process(&state(0), INGRESS, &to_other)),
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn arp_request_for_an_active_vip_becomes_the_reply() {
+        let request = Arp::request(ROUTER_MAC, ROUTER_IP, VIP).build();
+        let reply = Arp::reply(DIRECTOR_MAC, VIP, ROUTER_MAC, ROUTER_IP).build();
+        let outcome = model(false).process(&state(0), INGRESS, &request);
+        let expected = Outcome::Ran {
+            action: XdpAction::Tx,
+            verdict: Verdict::ArpReply,
+            output: reply,
+        };
+        assert_eq!(outcome, expected);
+        let inactive = Arp::request(ROUTER_MAC, ROUTER_IP, INACTIVE_VIP).build();
+        assert_eq!(
+            verdict_of(&model(false).process(&state(0), INGRESS, &inactive)),
+            Verdict::Pass
+        );
+        assert_eq!(
+            verdict_of(&model(false).process(&state(0), UNKNOWN_IFINDEX, &request)),
+            Verdict::Aborted,
+            "an unregistered ingress interface has no MAC to answer with"
+        );
+    }
+
+    #[test]
+    fn with_our_dst_mac_required_frames_for_other_macs_pass() {
+        let mut unicast_elsewhere = Arp::request(ROUTER_MAC, ROUTER_IP, VIP);
+        unicast_elsewhere.eth_dst = OTHER_HOST_MAC;
+        let arp = unicast_elsewhere.build();
+        let mut tcp = Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, PORT));
+        tcp.dst_mac = OTHER_HOST_MAC;
+        let tcp = tcp.build();
+        for frame in [&arp, &tcp] {
+            assert_ne!(
+                verdict_of(&model(false).process(&state(0), INGRESS, frame)),
+                Verdict::Pass
+            );
+            assert_eq!(
+                verdict_of(&model(true).process(&state(0), INGRESS, frame)),
+                Verdict::Pass
+            );
+        }
+        let broadcast = Arp::request(ROUTER_MAC, ROUTER_IP, VIP).build();
+        assert_eq!(
+            verdict_of(&model(true).process(&state(0), INGRESS, &broadcast)),
+            Verdict::ArpReply
+        );
+    }
+
+    #[test]
+    fn short_frames_are_refused_and_a_cut_vlan_tag_is_malformed() {
+        let tagged = Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, PORT))
+            .vlan(crate::packet::VLAN_ID)
+            .build();
+        let mut m = model(false);
+        assert_eq!(
+            m.process(&state(0), INGRESS, &tagged[..ETH_HEADER_LEN - 1]),
+            Outcome::Refused
+        );
+        assert_eq!(
+            verdict_of(&m.process(&state(0), INGRESS, &tagged[..ETH_HEADER_LEN + 2])),
+            Verdict::DropMalformed
+        );
+        assert_eq!(
+            verdict_of(&m.process(&state(0), INGRESS, &tagged)),
+            Verdict::Tx
+        );
+    }
+}

@@ -370,6 +370,35 @@ impl Model {
         Verdict::ArpReply
     }
 
+    /// The verdict of a frame for a service that is not ours to forward: `Pass` when it was
+    /// sent to another MAC, `Aborted` when the ingress interface is unregistered; `None` when
+    /// it is ours (or the rule is off).
+    fn not_ours(&self, state: &State, ingress: u32, frame: &[u8]) -> Option<Verdict> {
+        if !self.options.require_our_dst_mac {
+            return None;
+        }
+        let Some(our_mac) = state.interfaces.get(&ingress) else {
+            return Some(Verdict::Aborted);
+        };
+        let dst: Mac = frame[ETH_DST].try_into().expect("6 bytes");
+        (dst != *our_mac).then_some(Verdict::Pass)
+    }
+
+    /// `verdict` for a packet to a VIP sent to us, `Pass` for any other.
+    fn drop_if_ours(
+        &self,
+        state: &State,
+        ingress: u32,
+        frame: &[u8],
+        daddr: Ipv4Addr,
+        verdict: Verdict,
+    ) -> Verdict {
+        if !is_vip(state, daddr) {
+            return Verdict::Pass;
+        }
+        self.not_ours(state, ingress, frame).unwrap_or(verdict)
+    }
+
     /// IPv4: TCP/UDP service traffic is forwarded to a backend; the rest passes or is dropped.
     fn ipv4(&mut self, state: &State, ingress: u32, frame: &mut [u8], offset: usize) -> Verdict {
         let flow = match ipv4_flow(frame, offset) {
@@ -377,23 +406,20 @@ impl Model {
             Err(Unroutable::NotBalanced) => return Verdict::Pass,
             // Only traffic for a VIP (active or not) is the director's to judge.
             Err(Unroutable::Fragment(daddr)) => {
-                return drop_if_vip(state, daddr, Verdict::DropFragment);
+                return self.drop_if_ours(state, ingress, frame, daddr, Verdict::DropFragment);
             }
             Err(Unroutable::Truncated(daddr)) => {
-                return drop_if_vip(state, daddr, Verdict::DropMalformed);
+                return self.drop_if_ours(state, ingress, frame, daddr, Verdict::DropMalformed);
             }
             Err(Unroutable::Malformed) => return Verdict::DropMalformed,
         };
         let Some(service) = state.service(flow.daddr, flow.dport, flow.protocol) else {
             return Verdict::Pass;
         };
-        if self.options.require_our_dst_mac {
-            // LEAD: where the new check sits is the model's guess: after the service lookup,
-            // before standby; an unregistered ingress interface has no MAC, so nothing is ours.
-            let dst: Mac = frame[ETH_DST].try_into().expect("6 bytes");
-            if state.interfaces.get(&ingress) != Some(&dst) {
-                return Verdict::Pass;
-            }
+        // Only frames sent to the ingress interface's MAC are forwarded: after the service
+        // lookup, before standby. An unregistered ingress interface is an impossible state.
+        if let Some(verdict) = self.not_ours(state, ingress, frame) {
+            return verdict;
         }
         if service.standby {
             return Verdict::DropStandby;
@@ -412,6 +438,24 @@ impl Model {
         } else {
             Verdict::DropNoEgress
         }
+    }
+
+    /// The director's state changed from `previous` to `new`: flows of a service instance that
+    /// ended (removed, or its id given a new key) are forgotten. The program remembers a
+    /// flow with its service's generation, which a service added again under the same id does
+    /// not share, so such flows are scheduled anew even when the id comes back.
+    pub fn state_changed(&mut self, previous: &State, new: &State) {
+        let ended: BTreeSet<u32> = previous
+            .services
+            .iter()
+            .filter(|p| {
+                !new.services.iter().any(|n| {
+                    n.id == p.id && (n.vip, n.port, n.protocol) == (p.vip, p.port, p.protocol)
+                })
+            })
+            .map(|p| p.id)
+            .collect();
+        self.flows.retain(|_, r| !ended.contains(&r.service_id));
     }
 
     /// The flow's backend: the remembered one while it is still usable and the service the
@@ -543,12 +587,8 @@ fn ipv4_flow(frame: &[u8], offset: usize) -> Result<FlowTuple, Unroutable> {
 }
 
 /// `verdict` for a packet to a VIP, `Pass` for any other destination.
-fn drop_if_vip(state: &State, daddr: Ipv4Addr, verdict: Verdict) -> Verdict {
-    if state.vips.contains_key(&daddr) {
-        verdict
-    } else {
-        Verdict::Pass
-    }
+fn is_vip(state: &State, daddr: Ipv4Addr) -> bool {
+    state.vips.contains_key(&daddr)
 }
 
 #[cfg(test)]

@@ -32,11 +32,11 @@ use lb_userspace::{
     maglev::{self, WeightedBackend},
 };
 use tests::packet::{
-    AFTER_MACS, Arp, BROADCAST_MAC, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_IP, DIRECTOR_MAC, ETH_DST_MAC,
-    ETH_HEADER_LEN, ETH_SRC_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN, MULTICAST_MAC,
-    OTHER_HOST_MAC, OTHER_IP, OUTER_VLAN_ID, ROUTER_ALERT_OPTION, ROUTER_IP, ROUTER_MAC, Transport,
-    VIP, VIP_IPV6, VLAN_ID, backend_mac, icmp_echo_request, ipv6_udp, pad_to_min_frame, truncated,
-    with_fragment, with_ihl, with_total_len,
+    AFTER_MACS, Arp, BROADCAST_MAC, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_IP, DIRECTOR_MAC,
+    ETH_DST_MAC, ETH_HEADER_LEN, ETH_SRC_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN,
+    MULTICAST_MAC, OTHER_HOST_MAC, OTHER_IP, OUTER_VLAN_ID, ROUTER_ALERT_OPTION, ROUTER_IP,
+    ROUTER_MAC, Transport, VIP, VIP_IPV6, VLAN_ID, backend_mac, icmp_echo_request, ipv6_udp,
+    pad_to_min_frame, truncated, with_fragment, with_ihl, with_total_len,
 };
 
 /// The ifindex BPF_PROG_TEST_RUN reports as ingress without `ctx_in`: loopback.

@@ -144,7 +144,9 @@ fn pin_to_cpu(cpu: usize) {
 fn frames_to_run() -> u64 {
     std::env::var("STRESS_FRAMES")
         .ok()
-        .map_or(DEFAULT_FRAMES, |v| v.parse().expect("STRESS_FRAMES is a number"))
+        .map_or(DEFAULT_FRAMES, |v| {
+            v.parse().expect("STRESS_FRAMES is a number")
+        })
 }
 
 #[test]
@@ -230,7 +232,11 @@ fn no_frame_reaches_another_services_backend_while_the_maps_change() {
             service.port,
             rounds.load(Ordering::Relaxed)
         );
-        assert_eq!(output[6..12], DIRECTOR_MAC, "frame {i}: the source MAC is ours");
+        assert_eq!(
+            output[6..12],
+            DIRECTOR_MAC,
+            "frame {i}: the source MAC is ours"
+        );
         forwarded[which] += 1;
     }
     stop.store(true, Ordering::Relaxed);

@@ -32,15 +32,17 @@ fn layout(service: &ServiceState) -> Result<TableLayout> {
         "service {} has a {len}-entry table; the adapter holds at most {MAX_TABLE_LEN}",
         service.id
     );
-    let flags = if service.source_hash {
-        SERVICE_FLAG_SOURCE_HASH
-    } else {
-        0
-    } | if service.standby {
-        SERVICE_FLAG_STANDBY
-    } else {
-        0
-    };
+    let flags = u32::from(
+        if service.source_hash {
+            SERVICE_FLAG_SOURCE_HASH
+        } else {
+            0
+        } | if service.standby {
+            SERVICE_FLAG_STANDBY
+        } else {
+            0
+        },
+    );
     Ok(TableLayout {
         service_id: service.id,
         base: service.id * TABLE_BANKS * MAX_TABLE_LEN,

@@ -292,8 +292,10 @@ impl<'a> Runner<'a> {
         let start = Instant::now();
         for n in 0..self.config.frames {
             if self.source.rng().chance(CHANGE_PER_MILLE, PER_MILLE) {
+                let previous = self.state.clone();
                 change_state(self.source.rng(), &mut self.state);
                 self.subject.apply(&self.state)?;
+                self.model.state_changed(&previous, &self.state);
                 self.report.state_changes += 1;
             }
             if self.model.flow_count() >= self.refill_at {
@@ -508,6 +510,7 @@ fn replay_here(fixture: &Fixture, options: Options) -> Result<Option<Difference>
             );
         }
         subject.apply(&fixture.state)?;
+        model.state_changed(&setup, &fixture.state);
     }
     let expected = model.process(&fixture.state, fixture.ingress_ifindex, &fixture.frame);
     let ran = subject.run(fixture.ingress_ifindex, &fixture.frame)?;

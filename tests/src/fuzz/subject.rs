@@ -9,7 +9,7 @@ use aya::{
 use lb_common::{Counter, Verdict};
 use lb_userspace::{
     dataplane::Dataplane,
-    loader::{self, MapSizes},
+    dataplane::loader::{self, MapSizes},
 };
 
 use super::adapter::{MAGLEV_ENTRIES, load_state};
@@ -49,6 +49,7 @@ impl Subject {
         let sizes = MapSizes {
             maglev_entries: MAGLEV_ENTRIES,
             flow_table_size,
+            ..MapSizes::default()
         };
         let mut ebpf = loader::load(sizes).context("loading the XDP program (needs root)")?;
         let mut dataplane = Dataplane::take_from(&mut ebpf).context("taking the program's maps")?;

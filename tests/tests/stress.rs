@@ -110,7 +110,7 @@ impl StressService {
         let table: Vec<u32> = (0..TABLE_SIZE)
             .map(|slot| (first + slot % 2) % BACKENDS)
             .collect();
-        let standby = round % STANDBY_EVERY == 0;
+        let standby = round.is_multiple_of(STANDBY_EVERY);
         let flags = if standby {
             u32::from(SERVICE_FLAG_STANDBY)
         } else {
@@ -119,7 +119,7 @@ impl StressService {
         dataplane
             .publish_table(&self.key(), self.layout(flags), &table)
             .expect("publishing a table");
-        if round % REMOVE_EVERY == 0 {
+        if round.is_multiple_of(REMOVE_EVERY) {
             dataplane
                 .remove_backend(self.id, (first + 1) % BACKENDS)
                 .expect("removing a backend");

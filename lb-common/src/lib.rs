@@ -15,6 +15,9 @@ pub use verdict::Verdict;
 
 /// Most services (VIP, port, protocol) a director serves.
 pub const MAX_SERVICES: u32 = 64;
+/// Services a director can add at run time beyond those of its config, without a restart: the
+/// per-service maps are sized for the config's services plus these (at most [`MAX_SERVICES`]).
+pub const SPARE_SERVICES: u32 = 8;
 /// Most backends one service may have.
 pub const MAX_BACKENDS_PER_SERVICE: u32 = 1024;
 /// Entries of the `BACKENDS` map and of the per-backend counters: one per service and backend id.

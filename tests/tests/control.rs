@@ -79,6 +79,7 @@ fn empty_stats() -> StatsReport {
         verdicts: BTreeMap::new(),
         state: "active".to_owned(),
         arp_conflicts: Vec::new(),
+        flow_table: None,
     }
 }
 

@@ -226,6 +226,11 @@ fn http_and_udp_reach_every_real_server_and_replies_bypass_the_director() {
     );
     let tx = number(&stats["verdicts"]["tx"], "packets");
     assert!(tx > 0, "verdict tx is 0; stats:\n{stats:#}");
+    let flow_table = &stats["flow_table"];
+    assert!(
+        number(flow_table, "capacity") >= number(flow_table, "configured"),
+        "the flow table holds what the config asks for; stats:\n{stats:#}"
+    );
     assert!(
         tx >= tcp_to_backends + udp_to_backends,
         "every frame sent to a backend is an XDP_TX, yet tx ({tx}) < frames to backends ({}); stats:\n{stats:#}",

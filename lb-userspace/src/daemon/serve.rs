@@ -21,7 +21,7 @@ use crate::{
     config::{Config, ServiceId},
     director::{Change, Controller},
     net::netlink::Netlink,
-    report::stats::{self, InterfaceStats, StatsReport},
+    report::stats::{self, FlowTableStats, InterfaceStats, StatsReport},
 };
 
 /// A health probe's result, sent from a checker task to the loop.
@@ -40,6 +40,7 @@ pub struct Server<'a> {
     pub interfaces: &'a [InterfaceStats],
     pub conflicts: &'a mut conflict::Monitor,
     announcer: failover::Announcer,
+    flow_table: Option<FlowTableStats>,
 }
 
 /// Whether an event changed the services (health checks then restart on the new set).
@@ -54,6 +55,9 @@ impl<'a> Server<'a> {
         interfaces: &'a [InterfaceStats],
         conflicts: &'a mut conflict::Monitor,
     ) -> Self {
+        let flow_table = FlowTableStats::of_this_host(director.config().director.flow_table_size)
+            .map_err(|e| warn!("the flow table's capacity is unknown: {e:#}"))
+            .ok();
         Self {
             netlink,
             director,
@@ -62,6 +66,7 @@ impl<'a> Server<'a> {
             interfaces,
             conflicts,
             announcer: failover::Announcer::default(),
+            flow_table,
         }
     }
 
@@ -187,6 +192,7 @@ impl<'a> Server<'a> {
     fn stats(&self) -> Result<StatsReport> {
         let mut report = stats::build(self.director, self.interfaces.to_vec())?;
         report.arp_conflicts = self.conflicts.report(&conflict_context(self.director))?;
+        report.flow_table = self.flow_table;
         Ok(report)
     }
 

@@ -7,7 +7,8 @@ use aya::{
 };
 use lb_common::{
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS, DEFAULT_MAGLEV_ENTRIES,
-    INTERFACE_SLOT_MASK_GLOBAL, PASS_PROGRAM_NAME, PROGRAM_NAME, maglev_blocks, map_names,
+    INTERFACE_SLOT_MASK_GLOBAL, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, PASS_PROGRAM_NAME,
+    PROGRAM_NAME, TABLE_BANKS, maglev_blocks, map_names,
 };
 
 /// The director's XDP program and its maps, built by build.rs from the lb-ebpf crate.
@@ -27,6 +28,8 @@ pub struct MapSizes {
     pub flow_table_size: u32,
     /// Entries of the `INTERFACES` array, a power of two (see [`interface_slots`]).
     pub interface_slots: u32,
+    /// Services the per-service maps (and their backends' maps and counters) have room for.
+    pub services: u32,
 }
 
 impl Default for MapSizes {
@@ -35,6 +38,7 @@ impl Default for MapSizes {
             maglev_entries: DEFAULT_MAGLEV_ENTRIES,
             flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
             interface_slots: DEFAULT_INTERFACE_SLOTS,
+            services: MAX_SERVICES,
         }
     }
 }
@@ -105,7 +109,18 @@ pub fn flow_capacity(entries: u32, online: u32, possible: u32) -> u64 {
 pub fn load(sizes: MapSizes) -> Result<Ebpf> {
     let (online, possible) = cpus()?;
     let mask = sizes.interface_slots - 1;
+    let services = sizes.services.clamp(1, MAX_SERVICES);
+    let backends = services * MAX_BACKENDS_PER_SERVICE;
     let mut ebpf = EbpfLoader::new()
+        .map_max_entries(map_names::SERVICES, services)
+        .map_max_entries(map_names::SERVICE_STATES, services)
+        .map_max_entries(map_names::SERVICE_COUNTERS, services)
+        .map_max_entries(map_names::TABLES, services * TABLE_BANKS)
+        .map_max_entries(map_names::BACKENDS, backends)
+        .map_max_entries(map_names::BACKEND_COUNTERS, backends)
+        // Every service may have its own VIP.
+        .map_max_entries(map_names::VIPS, services)
+        .map_max_entries(map_names::VIP_STATES, services)
         .map_max_entries(map_names::MAGLEV, maglev_blocks(sizes.maglev_entries))
         .map_max_entries(
             map_names::FLOWS,

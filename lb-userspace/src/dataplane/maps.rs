@@ -14,9 +14,9 @@ use aya::{
 };
 use lb_common::{
     Addr, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, FlowEntry, FlowKey,
-    Interface, MAGLEV_BLOCK, MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MAX_SERVICES, MAX_VIPS,
-    MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey, ServiceState, TABLE_BANKS, TableDesc,
-    Verdict, Vip, backend_index, map_names, table_desc_index,
+    Interface, MAGLEV_BLOCK, MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MaglevBlock,
+    SERVICE_FLAG_LIVE, Service, ServiceKey, ServiceState, TABLE_BANKS, TableDesc, Verdict, Vip,
+    backend_index, map_names, table_desc_index,
 };
 
 use super::{grace, mmap::Mapped};
@@ -147,7 +147,7 @@ impl Dataplane {
             _mapped_maps: keep,
             shadows: StdHashMap::new(),
             live: StdHashMap::new(),
-            next_generation: vec![1; MAX_SERVICES as usize],
+            next_generation: Vec::new(),
             egress_slot_of: Vec::new(),
             vip_ids: StdHashMap::new(),
             pending: PendingReuse::default(),
@@ -175,6 +175,12 @@ impl Dataplane {
             }
             None => Ok(()),
         }
+    }
+
+    /// Services the maps have room for, as sized at load.
+    #[must_use]
+    pub fn service_capacity(&self) -> u32 {
+        self.service_states.entries()
     }
 
     /// Entries of the `MAGLEV` array, as sized at load.
@@ -235,9 +241,10 @@ impl Dataplane {
             return self.vip_states.store_u32(id, vip.flags);
         }
         let used: BTreeSet<u32> = self.vip_ids.values().copied().collect();
-        let id = (0..MAX_VIPS)
-            .find(|i| !used.contains(i))
-            .with_context(|| format!("more than {MAX_VIPS} VIPs"))?;
+        let room = self.vip_states.entries();
+        let id = (0..room).find(|i| !used.contains(i)).with_context(|| {
+            format!("no room for more than {room} VIPs: restart drlb to make room")
+        })?;
         self.write_allowed()?;
         self.vip_states.store_u32(id, vip.flags)?;
         self.settle(self.pending.keys_deleted);
@@ -263,10 +270,11 @@ impl Dataplane {
 
     /// The index of a backend in `BACKENDS`, checked against the bounds that keep it within
     /// its service's range: an id out of range would name another service's backend.
-    fn backend_slot(service_id: u32, backend_id: u32) -> Result<u32> {
+    fn backend_slot(&self, service_id: u32, backend_id: u32) -> Result<u32> {
+        let services = self.service_capacity();
         ensure!(
-            service_id < MAX_SERVICES,
-            "service id {service_id} is out of range (at most {MAX_SERVICES} services)"
+            service_id < services,
+            "service id {service_id} is out of range (room for {services} services)"
         );
         ensure!(
             backend_id < MAX_BACKENDS_PER_SERVICE,
@@ -312,7 +320,7 @@ impl Dataplane {
         backend_id: u32,
         backend: &Backend,
     ) -> Result<()> {
-        let index = Self::backend_slot(service_id, backend_id)?;
+        let index = self.backend_slot(service_id, backend_id)?;
         let egress_slot = self.egress_slot(backend.ifindex, backend.src_mac)?;
         let entry = BackendEntry {
             mac: backend.dst_mac,
@@ -325,7 +333,7 @@ impl Dataplane {
 
     /// Makes a backend unreachable: its flows are scheduled again on their next packet.
     pub fn remove_backend(&mut self, service_id: u32, backend_id: u32) -> Result<()> {
-        let index = Self::backend_slot(service_id, backend_id)?;
+        let index = self.backend_slot(service_id, backend_id)?;
         self.write_allowed()?;
         self.backends.store_u64(index, 0)
     }
@@ -341,9 +349,10 @@ impl Dataplane {
         table: &[u32],
     ) -> Result<()> {
         let id = layout.service_id;
+        let services = self.service_capacity();
         ensure!(
-            id < MAX_SERVICES,
-            "service id {id} is out of range (at most {MAX_SERVICES} services)"
+            id < services,
+            "service id {id} is out of range (room for {services} services)"
         );
         ensure!(
             table.is_empty() || table.len() == layout.size as usize,
@@ -425,6 +434,9 @@ impl Dataplane {
         let generation = match live {
             Some(live) => live.state.generation,
             None => {
+                if self.next_generation.len() <= id as usize {
+                    self.next_generation.resize(id as usize + 1, 1);
+                }
                 let generation = self.next_generation[id as usize];
                 self.next_generation[id as usize] = generation.checked_add(1).unwrap_or(1);
                 generation
@@ -474,7 +486,7 @@ impl Dataplane {
     pub fn remove_service(&mut self, key: &ServiceKey, service_id: u32) -> Result<()> {
         self.write_allowed()?;
         ignore_missing(self.services.remove(key)).context("removing from SERVICES failed")?;
-        if service_id < MAX_SERVICES {
+        if service_id < self.service_capacity() {
             self.service_states.store_u64(service_id, 0)?;
         }
         self.shadows.remove(&service_id);
@@ -504,7 +516,7 @@ impl Dataplane {
     pub fn remove_backends_except(&mut self, service_id: u32, keep: &BTreeSet<u32>) -> Result<()> {
         for backend_id in 0..MAX_BACKENDS_PER_SERVICE {
             if !keep.contains(&backend_id) {
-                let index = Self::backend_slot(service_id, backend_id)?;
+                let index = self.backend_slot(service_id, backend_id)?;
                 if self.backends.load_u64(index)? != 0 {
                     self.write_allowed()?;
                     self.backends.store_u64(index, 0)?;
@@ -538,7 +550,7 @@ impl Dataplane {
 
     /// The `BACKENDS` entry of a backend, as the program sees it.
     pub fn backend(&self, service_id: u32, backend_id: u32) -> Result<BackendEntry> {
-        let index = Self::backend_slot(service_id, backend_id)?;
+        let index = self.backend_slot(service_id, backend_id)?;
         Ok(BackendEntry::unpack(self.backends.load_u64(index)?))
     }
 
@@ -562,7 +574,7 @@ impl Dataplane {
     pub fn backend_counter(&self, service_id: u32, backend_id: u32) -> Result<Counter> {
         sum(
             &self.backend_counters,
-            Self::backend_slot(service_id, backend_id)?,
+            self.backend_slot(service_id, backend_id)?,
         )
     }
 
@@ -574,7 +586,7 @@ impl Dataplane {
 
     /// Zeroes a backend's counter, for an id given to a new backend.
     pub fn reset_backend_counter(&mut self, service_id: u32, backend_id: u32) -> Result<()> {
-        let index = Self::backend_slot(service_id, backend_id)?;
+        let index = self.backend_slot(service_id, backend_id)?;
         self.write_allowed()?;
         zero(&mut self.backend_counters, index)
     }

@@ -137,6 +137,7 @@ impl Controller {
         let layouts = layout::plan(
             &self.services,
             self.dataplane.maglev_capacity(),
+            self.dataplane.service_capacity(),
             self.active,
             &wanted,
         )?;

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, Result};
 use lb_common::{
-    DEFAULT_MAGLEV_ENTRIES, DEFAULT_TABLE_SIZE, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH,
-    SERVICE_FLAG_STANDBY, TABLE_BANKS,
+    DEFAULT_TABLE_SIZE, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH, SERVICE_FLAG_STANDBY,
+    SPARE_SERVICES, TABLE_BANKS,
 };
 
 use super::state::ServiceState;
@@ -15,23 +15,27 @@ use crate::{
     dataplane::{TableLayout, loader::MapSizes},
 };
 
-/// The map sizes a config needs: room for its services' tables plus default-sized tables for
-/// services that may be added at run time.
+/// The map sizes a config needs: room for its services and [`SPARE_SERVICES`] more that may be
+/// added at run time (their tables at the default size), no more: memory follows the config.
 #[must_use]
 pub fn map_sizes(config: &Config) -> MapSizes {
+    let configured_services = u32::try_from(config.services.len()).unwrap_or(u32::MAX);
+    let services = configured_services
+        .saturating_add(SPARE_SERVICES)
+        .min(MAX_SERVICES);
     let configured: u64 = config
         .services
         .iter()
         .map(|s| u64::from(TABLE_BANKS) * u64::from(s.table_size))
         .sum();
-    let spare = u64::from(MAX_SERVICES).saturating_sub(config.services.len() as u64)
+    let spare = u64::from(services.saturating_sub(configured_services))
         * u64::from(TABLE_BANKS)
         * u64::from(DEFAULT_TABLE_SIZE);
-    let maglev_entries = u32::try_from((configured + spare).max(u64::from(DEFAULT_MAGLEV_ENTRIES)))
-        .unwrap_or(u32::MAX);
+    let maglev_entries = u32::try_from(configured + spare).unwrap_or(u32::MAX);
     MapSizes {
         maglev_entries,
         flow_table_size: config.director.flow_table_size,
+        services,
         ..MapSizes::default()
     }
 }
@@ -42,6 +46,7 @@ pub fn map_sizes(config: &Config) -> MapSizes {
 pub fn plan(
     current: &BTreeMap<ServiceId, ServiceState>,
     capacity: u32,
+    service_capacity: u32,
     active: bool,
     wanted: &BTreeMap<ServiceId, &ServiceConfig>,
 ) -> Result<BTreeMap<ServiceId, TableLayout>> {
@@ -74,9 +79,16 @@ pub fn plan(
         let service_id = match current.get(id) {
             Some(current) => current.id,
             None => {
-                let free = (0..MAX_SERVICES)
+                let free = (0..service_capacity)
                     .find(|i| !used_ids.contains(i))
-                    .context("no free service id")?;
+                    .with_context(|| {
+                        format!(
+                            "no room for service {id}: drlb was started with room for \
+                             {service_capacity} services (those of its config and \
+                             {SPARE_SERVICES} more); restart drlb to size its maps for the new \
+                             config; nothing changed"
+                        )
+                    })?;
                 used_ids.insert(free);
                 free
             }
@@ -156,16 +168,21 @@ mod tests {
     }
 
     #[test]
-    fn map_sizes_leave_room_for_default_services() {
+    fn map_sizes_follow_the_config_with_room_for_spare_services() {
         let c = config(WEB);
-        assert_eq!(map_sizes(&c).maglev_entries, DEFAULT_MAGLEV_ENTRIES);
+        let sizes = map_sizes(&c);
+        assert_eq!(sizes.services, 1 + SPARE_SERVICES);
+        assert_eq!(
+            sizes.maglev_entries,
+            (1 + SPARE_SERVICES) * 2 * DEFAULT_TABLE_SIZE
+        );
         let big = config(&WEB.replace(
             "protocol = \"tcp\"",
             "protocol = \"tcp\"\ntable_size = 655373",
         ));
         assert_eq!(
             map_sizes(&big).maglev_entries,
-            2 * 655_373 + (MAX_SERVICES - 1) * 2 * DEFAULT_TABLE_SIZE,
+            2 * 655_373 + SPARE_SERVICES * 2 * DEFAULT_TABLE_SIZE,
         );
     }
 }

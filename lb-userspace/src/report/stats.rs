@@ -41,6 +41,39 @@ pub struct StatsReport {
     /// Other MACs seen claiming a VIP in ARP (see conflict.rs).
     #[serde(default)]
     pub arp_conflicts: Vec<super::conflicts::ArpConflictStats>,
+    /// How many flows the flow table can really hold.
+    #[serde(default)]
+    pub flow_table: Option<FlowTableStats>,
+}
+
+/// The flow table's size as the kernel applies it: with a per-CPU LRU each CPU evicts within
+/// its own share, so the table holds `per_cpu` flows on each online CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowTableStats {
+    /// `flow_table_size` of the config.
+    pub configured: u32,
+    /// Flows the table can hold: `per_cpu` times the online CPUs.
+    pub capacity: u64,
+    pub per_cpu: u64,
+    pub online_cpus: u32,
+    pub possible_cpus: u32,
+}
+
+impl FlowTableStats {
+    /// The flow table created for `configured` flows on this host.
+    pub fn of_this_host(configured: u32) -> anyhow::Result<Self> {
+        use crate::dataplane::loader::{cpus, flow_capacity, flow_map_entries};
+        let (online_cpus, possible_cpus) = cpus()?;
+        let entries = flow_map_entries(configured, online_cpus, possible_cpus);
+        let capacity = flow_capacity(entries, online_cpus, possible_cpus);
+        Ok(Self {
+            configured,
+            capacity,
+            per_cpu: capacity / u64::from(online_cpus.max(1)),
+            online_cpus,
+            possible_cpus,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +177,7 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
         }
         .to_owned(),
         arp_conflicts: Vec::new(),
+        flow_table: None,
     })
 }
 
@@ -155,6 +189,13 @@ impl StatsReport {
         let _ = writeln!(out, "director {}", self.state);
         for i in &self.interfaces {
             let _ = writeln!(out, "interface {} {} (XDP {})", i.name, i.mac, i.xdp_mode);
+        }
+        if let Some(f) = &self.flow_table {
+            let _ = writeln!(
+                out,
+                "flow table holds {} flows ({} per CPU, {} CPUs online of {} possible)",
+                f.capacity, f.per_cpu, f.online_cpus, f.possible_cpus
+            );
         }
         for s in &self.services {
             let _ = writeln!(

@@ -1,0 +1,96 @@
+//! What loading each XDP object allocates: drlb's maps sized from its config, and the veth
+//! peer's pass program with no maps at all (it once loaded the whole object: about 90 MB of
+//! flow table and 33 MB of Maglev table per veth peer).
+
+use aya::{EbpfLoader, maps::Map};
+use lb_common::{MAX_BACKENDS_PER_SERVICE, SPARE_SERVICES, map_names};
+use lb_userspace::{
+    config::Config,
+    dataplane::loader::{self, BENCH_OBJECT, PASS_OBJECT},
+    director::map_sizes,
+};
+
+const TWO_SERVICES: &str = r#"
+[director]
+interface = "lo"
+flow_table_size = 4096
+
+[[service]]
+vip = "198.18.0.100"
+port = 80
+protocol = "tcp"
+table_size = 251
+
+[[service.backend]]
+address = "198.18.0.10"
+
+[[service]]
+vip = "198.18.0.100"
+port = 53
+protocol = "udp"
+table_size = 251
+
+[[service.backend]]
+address = "198.18.0.10"
+"#;
+
+/// Entries of a map of a loaded object.
+fn max_entries(map: &Map) -> u32 {
+    let data = match map {
+        Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::LruHashMap(d) => d,
+        other => panic!("unexpected map type {other:?}"),
+    };
+    data.info().expect("map info").max_entries()
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn the_pass_program_object_has_no_maps() {
+    tests::require_root();
+    let ebpf = EbpfLoader::new()
+        .load(PASS_OBJECT)
+        .expect("loading the pass object");
+    let maps: Vec<&str> = ebpf.maps().map(|(name, _)| name).collect();
+    assert!(maps.is_empty(), "the pass object creates maps: {maps:?}");
+    let bench = EbpfLoader::new()
+        .load(BENCH_OBJECT)
+        .expect("loading the bench object");
+    let bench_maps: Vec<&str> = bench.maps().map(|(name, _)| name).collect();
+    for drlbs in [map_names::FLOWS, map_names::MAGLEV, map_names::BACKENDS] {
+        assert!(
+            !bench_maps.contains(&drlbs),
+            "the bench object creates drlb's map {drlbs}: {bench_maps:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn drlbs_maps_are_sized_from_the_config() {
+    tests::require_root();
+    let config = Config::parse(TWO_SERVICES).expect("the test config");
+    let sizes = map_sizes(&config);
+    let ebpf = loader::load(sizes).expect("loading drlb's object");
+    let services = 2 + SPARE_SERVICES;
+    for (name, expected) in [
+        (map_names::SERVICE_STATES, services),
+        (map_names::SERVICE_COUNTERS, services),
+        (map_names::BACKENDS, services * MAX_BACKENDS_PER_SERVICE),
+        (
+            map_names::BACKEND_COUNTERS,
+            services * MAX_BACKENDS_PER_SERVICE,
+        ),
+        (map_names::VIP_STATES, services),
+    ] {
+        let map = ebpf
+            .map(name)
+            .unwrap_or_else(|| panic!("drlb's object has no map {name}"));
+        assert_eq!(max_entries(map), expected, "entries of {name}");
+    }
+    let (online, possible) = loader::cpus().expect("the host's CPUs");
+    let flows = max_entries(ebpf.map(map_names::FLOWS).expect("FLOWS"));
+    assert!(
+        loader::flow_capacity(flows, online, possible) >= 4096,
+        "the flow table holds the configured 4096 flows on the {online} online CPUs ({flows} entries, {possible} possible CPUs)"
+    );
+}

@@ -10,6 +10,7 @@ pub mod fuzz;
 pub mod model;
 pub mod netns;
 pub mod packet;
+pub mod program;
 pub mod testbed;
 
 use std::path::PathBuf;

@@ -80,13 +80,11 @@ struct Bed {
 
 impl Bed {
     fn load(config: &Config) -> Self {
-        let mut ebpf = loader::load(MapSizes {
+        let (ebpf, dataplane) = tests::program::load_maps(MapSizes {
             maglev_entries: 4 * TABLE_SIZE,
             flow_table_size: 65_536,
             ..MapSizes::default()
-        })
-        .expect("loading the XDP program");
-        let dataplane = Dataplane::take_from(&mut ebpf).expect("taking the maps");
+        });
         let interface = InterfaceInfo {
             name: "lo".to_owned(),
             ifindex: TEST_RUN_IFINDEX,

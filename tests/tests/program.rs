@@ -23,14 +23,15 @@ use aya::{
 use etherparse::{Ipv4Header, SingleVlanHeader, TcpHeader};
 use lb_common::{
     Backend, Counter, FlowEntry, FlowKey, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH, Service,
-    ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, Verdict, Vip, backend_index, hash::flow_hash_v4,
-    hash::source_hash_v4, ipv4_mapped,
+    ServiceKey, TABLE_BANKS, Verdict, Vip, backend_index, hash::flow_hash_v4, hash::source_hash_v4,
+    ipv4_mapped,
 };
 use lb_userspace::{
     dataplane::loader::{self, MapSizes},
     dataplane::{Dataplane, TableLayout},
     maglev::{self, WeightedBackend},
 };
+use tests::model::XdpAction;
 use tests::packet::{
     AFTER_MACS, Arp, BROADCAST_MAC, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_IP, DIRECTOR_MAC,
     ETH_DST_MAC, ETH_HEADER_LEN, ETH_SRC_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN,
@@ -79,34 +80,6 @@ const TCP_MIN_HEADER_LEN: u16 = TcpHeader::MIN_LEN as u16;
 const HALF_A_VLAN_TAG: usize = SingleVlanHeader::LEN / 2;
 const IHL_BELOW_MINIMUM: u8 = 4;
 const IHL_MAX: u8 = 15;
-
-/// The XDP actions of the kernel's `enum xdp_action` (include/uapi/linux/bpf.h).
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum XdpAction {
-    Aborted = 0,
-    Drop = 1,
-    Pass = 2,
-    Tx = 3,
-    Redirect = 4,
-}
-
-impl XdpAction {
-    const ALL: [Self; 5] = [
-        Self::Aborted,
-        Self::Drop,
-        Self::Pass,
-        Self::Tx,
-        Self::Redirect,
-    ];
-
-    fn from_return_value(value: u32) -> Self {
-        Self::ALL
-            .into_iter()
-            .find(|a| *a as u32 == value)
-            .unwrap_or_else(|| panic!("{value} is not an XDP action"))
-    }
-}
 
 /// What one run of the program returned.
 struct Run {
@@ -282,20 +255,7 @@ impl Director {
             flow_table_size: TEST_FLOW_TABLE_SIZE,
             ..MapSizes::default()
         };
-        let mut ebpf = loader::load(sizes).expect("loading the XDP program");
-        // Before borrowing the program: take_from moves the maps out of the Ebpf.
-        let mut dataplane = Dataplane::take_from(&mut ebpf).expect("taking the program's maps");
-        dataplane
-            .set_interface(TEST_RUN_IFINDEX, DIRECTOR_MAC)
-            .expect("registering the test-run interface");
-        dataplane
-            .set_vip(
-                ipv4_mapped(VIP.octets()),
-                Vip {
-                    flags: VIP_FLAG_ACTIVE,
-                },
-            )
-            .expect("adding the VIP");
+        let (ebpf, dataplane) = tests::program::load_with_vip(sizes, VIP);
         Self {
             ebpf,
             dataplane,
@@ -368,7 +328,8 @@ impl Director {
         })?;
         output.truncate(usize::try_from(result.data_size_out).expect("fits"));
         Ok(Run {
-            action: XdpAction::from_return_value(result.return_value),
+            action: XdpAction::from_return_value(result.return_value)
+                .unwrap_or_else(|| panic!("{} is not an XDP action", result.return_value)),
             output,
         })
     }

@@ -19,7 +19,6 @@ use lb_common::{Verdict, conflict::MAX_ARP_CONFLICTS};
 use lb_userspace::{
     config::Config,
     daemon::conflict::{ConflictMap, Seen},
-    dataplane::Dataplane,
     dataplane::loader::{self, MapSizes},
     director::Controller,
     net::netlink::InterfaceInfo,
@@ -62,13 +61,11 @@ struct Bed {
 
 impl Bed {
     fn load() -> Self {
-        let mut ebpf = loader::load(MapSizes {
+        let (mut ebpf, dataplane) = tests::program::load_maps(MapSizes {
             maglev_entries: 4 * TABLE_SIZE,
             flow_table_size: 4096,
             ..MapSizes::default()
-        })
-        .expect("loading the XDP program");
-        let dataplane = Dataplane::take_from(&mut ebpf).expect("taking the maps");
+        });
         let conflicts = ConflictMap::take_from(&mut ebpf).expect("taking ARP_CONFLICTS");
         let config = Config::parse(CONFIG).expect("the test config");
         let interface = InterfaceInfo {

@@ -15,13 +15,12 @@ use std::{
 };
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use lb_common::{
-    Backend, SERVICE_FLAG_STANDBY, ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, Vip, ipv4_mapped,
-};
+use lb_common::{Backend, SERVICE_FLAG_STANDBY, ServiceKey, TABLE_BANKS, ipv4_mapped};
 use lb_userspace::dataplane::{
     Dataplane, TableLayout,
     loader::{self, MapSizes},
 };
+use tests::bench::generator::pin_to_cpu;
 use tests::packet::{CLIENT_IP, DIRECTOR_MAC, Ipv4Flow, Ipv4Frame, Transport, VIP};
 
 const DEFAULT_FRAMES: u64 = 1_000_000;
@@ -127,20 +126,6 @@ impl StressService {
     }
 }
 
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: cpu_set_t is plain old data; CPU_SET writes within it; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "pinning to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 fn frames_to_run() -> u64 {
     std::env::var("STRESS_FRAMES")
         .ok()
@@ -153,24 +138,14 @@ fn frames_to_run() -> u64 {
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn no_frame_reaches_another_services_backend_while_the_maps_change() {
     tests::require_root();
-    let mut ebpf = loader::load(MapSizes {
-        maglev_entries: 4 * TABLE_BANKS * TABLE_SIZE,
-        flow_table_size: 65_536,
-        ..MapSizes::default()
-    })
-    .expect("loading the XDP program");
-    let mut dataplane = Dataplane::take_from(&mut ebpf).expect("taking the maps");
-    dataplane
-        .set_interface(TEST_RUN_IFINDEX, DIRECTOR_MAC)
-        .expect("registering the interface");
-    dataplane
-        .set_vip(
-            ipv4_mapped(VIP.octets()),
-            Vip {
-                flags: VIP_FLAG_ACTIVE,
-            },
-        )
-        .expect("adding the VIP");
+    let (mut ebpf, mut dataplane) = tests::program::load_with_vip(
+        MapSizes {
+            maglev_entries: 4 * TABLE_BANKS * TABLE_SIZE,
+            flow_table_size: 65_536,
+            ..MapSizes::default()
+        },
+        VIP,
+    );
     for service in &SERVICES {
         service.change(&mut dataplane, 1);
     }

@@ -4,6 +4,9 @@
 //! stored atomically through memory mappings ([`Mapped`]); a hash key is never updated, only
 //! inserted and deleted; and before memory the program may still be reading is reused (a
 //! deleted key's element, a bank that was live), it waits for a grace period ([`grace::wait`]).
+//!
+//! Longer than most files on purpose: it is the one writer of the program's maps, and the
+//! consistency rules are easier to check when every write is in one place.
 
 use std::collections::{BTreeSet, HashMap as StdHashMap};
 

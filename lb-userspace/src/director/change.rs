@@ -98,12 +98,7 @@ fn find_service<'a>(config: &'a mut Config, id: &ServiceId) -> Result<&'a mut Se
 mod tests {
     use super::*;
 
-    fn config(text: &str) -> Config {
-        Config::parse(&format!("[director]\ninterface = \"eth0\"\n{text}")).unwrap()
-    }
-
-    const WEB: &str = "[[service]]\nvip = \"198.18.0.100\"\nport = 80\nprotocol = \"tcp\"\n\
-                       [[service.backend]]\naddress = \"198.18.0.11\"\n";
+    use crate::director::test_support::{WEB, config};
 
     #[test]
     fn changes_edit_the_config_or_say_what_is_wrong() {

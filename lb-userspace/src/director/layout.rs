@@ -152,12 +152,7 @@ fn first_fit(used: &[(u32, u32)], len: u32, capacity: u32) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn config(text: &str) -> Config {
-        Config::parse(&format!("[director]\ninterface = \"eth0\"\n{text}")).unwrap()
-    }
-
-    const WEB: &str = "[[service]]\nvip = \"198.18.0.100\"\nport = 80\nprotocol = \"tcp\"\n\
-                       [[service.backend]]\naddress = \"198.18.0.11\"\n";
+    use crate::director::test_support::{WEB, config};
 
     #[test]
     fn first_fit_finds_gaps_and_the_end() {

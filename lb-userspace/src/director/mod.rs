@@ -24,3 +24,18 @@ pub mod state;
 pub use change::Change;
 pub use controller::Controller;
 pub use layout::map_sizes;
+
+/// Configs for the host tests of this module's files.
+#[cfg(test)]
+mod test_support {
+    use crate::config::Config;
+
+    /// A config on interface eth0 with the services of `text`.
+    pub fn config(text: &str) -> Config {
+        Config::parse(&format!("[director]\ninterface = \"eth0\"\n{text}")).unwrap()
+    }
+
+    /// One TCP service with one backend.
+    pub const WEB: &str = "[[service]]\nvip = \"198.18.0.100\"\nport = 80\nprotocol = \"tcp\"\n\
+                           [[service.backend]]\naddress = \"198.18.0.11\"\n";
+}

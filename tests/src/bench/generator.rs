@@ -252,7 +252,7 @@ pub fn pin_to_cpu(cpu: usize) {
         assert_eq!(
             libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
             0,
-            "pinning the generator to CPU {cpu}: {}",
+            "pinning the thread to CPU {cpu}: {}",
             std::io::Error::last_os_error()
         );
     }

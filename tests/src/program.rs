@@ -1,0 +1,44 @@
+//! Loading drlb's program for BPF_PROG_TEST_RUN tests. Without `ctx_in`, a test run counts as
+//! arriving on loopback, so that is the interface registered.
+
+use std::net::Ipv4Addr;
+
+use aya::Ebpf;
+use lb_common::{VIP_FLAG_ACTIVE, Vip, ipv4_mapped};
+use lb_userspace::dataplane::{
+    Dataplane,
+    loader::{self, MapSizes},
+};
+
+use crate::packet::DIRECTOR_MAC;
+
+/// The ifindex BPF_PROG_TEST_RUN reports as ingress without `ctx_in`: loopback.
+pub const TEST_RUN_IFINDEX: u32 = 1;
+
+/// A freshly loaded program (verified, not attached) and its maps, empty.
+#[must_use]
+pub fn load_maps(sizes: MapSizes) -> (Ebpf, Dataplane) {
+    let mut ebpf = loader::load(sizes).expect("loading the XDP program");
+    // Before borrowing the program: take_from moves the maps out of the Ebpf.
+    let dataplane = Dataplane::take_from(&mut ebpf).expect("taking the program's maps");
+    (ebpf, dataplane)
+}
+
+/// A freshly loaded program whose maps know the test-run interface (the director's MAC) and
+/// `vip`, active.
+#[must_use]
+pub fn load_with_vip(sizes: MapSizes, vip: Ipv4Addr) -> (Ebpf, Dataplane) {
+    let (ebpf, mut dataplane) = load_maps(sizes);
+    dataplane
+        .set_interface(TEST_RUN_IFINDEX, DIRECTOR_MAC)
+        .expect("registering the test-run interface");
+    dataplane
+        .set_vip(
+            ipv4_mapped(vip.octets()),
+            Vip {
+                flags: VIP_FLAG_ACTIVE,
+            },
+        )
+        .expect("adding the VIP");
+    (ebpf, dataplane)
+}

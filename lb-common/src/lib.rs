@@ -11,7 +11,7 @@ pub mod hash;
 mod verdict;
 
 use bytemuck::{Pod, Zeroable};
-pub use verdict::Verdict;
+pub use verdict::{Event, Verdict};
 
 /// Most services (VIP, port, protocol) a director serves.
 pub const MAX_SERVICES: u32 = 64;
@@ -71,6 +71,7 @@ pub mod map_names {
     pub const SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
     pub const BACKEND_COUNTERS: &str = "BACKEND_COUNTERS";
     pub const VERDICT_COUNTERS: &str = "VERDICT_COUNTERS";
+    pub const EVENT_COUNTERS: &str = "EVENT_COUNTERS";
 }
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "drlb";
@@ -326,8 +327,15 @@ pub struct Interface {
     /// 0 in an unused entry (no interface has ifindex 0).
     pub ifindex: u32,
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// [`INTERFACE_FLAG_CHECK_CHECKSUMS`].
+    pub flags: u8,
+    pub _pad: u8,
 }
+
+/// New flows arriving on the interface have their TCP/UDP checksum looked at: on veth, a
+/// sender with tx checksum offload on leaves it unfinished, and XDP forwards it so, to real
+/// servers that drop it. Such frames are counted ([`Event::BadChecksum`]), not changed.
+pub const INTERFACE_FLAG_CHECK_CHECKSUMS: u8 = 1;
 
 /// A packet and byte counter; kept per CPU, summed by userspace.
 #[repr(C)]

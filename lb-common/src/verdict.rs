@@ -64,6 +64,31 @@ impl Verdict {
     }
 }
 
+/// What the program notices beside a frame's verdict, counted per CPU in `EVENT_COUNTERS`
+/// (the frame's verdict is counted as well, unchanged).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A new flow's first frame, on an interface that checks them, carries an unfinished
+    /// TCP/UDP checksum (the pseudo-header sum a sender with tx offload leaves for the NIC).
+    BadChecksum = 0,
+}
+
+impl Event {
+    /// Number of events: the size of the `EVENT_COUNTERS` array.
+    pub const COUNT: u32 = 1;
+
+    pub const ALL: [Self; Self::COUNT as usize] = [Self::BadChecksum];
+
+    /// Stable name used in `drlb stats`, its JSON and metrics.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::BadChecksum => "bad_checksum",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,8 @@
 //!
 //! The entry point only dispatches; each step is a small module: [`parse`] (bounds-checked header
 //! access), [`arp`] (answer ARP for a VIP), [`conflict`] (count ARP frames that claim a VIP for
-//! another MAC), [`select`] (service, flow table and Maglev lookup), [`forward`] (rewrite the
+//! another MAC), [`select`] (service, flow table and Maglev lookup), [`checksum`] (the veth
+//! checksum trap, on new flows), [`forward`] (rewrite the
 //! MACs, XDP_TX or redirect) and [`stats`] (per-CPU counters). Every path ends in one
 //! [`Verdict`], which is counted and turned into an XDP action in one place. `parse` lives in
 //! the crate's library, shared with the benchmark's object.
@@ -10,6 +11,7 @@
 #![no_main]
 
 mod arp;
+mod checksum;
 mod conflict;
 mod forward;
 mod maps;
@@ -79,6 +81,9 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
         Ok(chosen) => chosen,
         Err(verdict) => return verdict,
     };
+    if chosen.new {
+        checksum::note_unfinished(ctx, &flow);
+    }
     let verdict = forward::to_backend(ctx, chosen.backend);
     if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
         stats::count_forwarded(service.id, chosen.index, frame_len);

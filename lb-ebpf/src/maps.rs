@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Addr, BACKEND_SLOTS, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS,
-    DEFAULT_MAGLEV_ENTRIES, EgressSlot, FlowEntry, FlowKey, Interface, MAGLEV_BLOCK,
+    DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, Interface, MAGLEV_BLOCK,
     MAX_INTERFACES, MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, TABLE_BANKS, Verdict,
     conflict::{ArpConflict, ArpConflictKey, MAX_ARP_CONFLICTS},
     maglev_blocks,
@@ -88,6 +88,9 @@ pub static BACKEND_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entrie
 #[map]
 pub static VERDICT_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(Verdict::COUNT, 0);
+
+#[map]
+pub static EVENT_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Event::COUNT, 0);
 
 /// Entries of `INTERFACES` minus one (userspace sets it at load to match the map's size).
 #[unsafe(no_mangle)]

@@ -71,6 +71,9 @@ pub struct Flow {
     pub sport: u16,
     pub dport: u16,
     pub protocol: u8,
+    /// Where the TCP/UDP header starts in the frame, and its length with the payload.
+    pub l4_offset: usize,
+    pub l4_len: u16,
 }
 
 /// Why an IPv4 packet has no [`Flow`].
@@ -125,5 +128,8 @@ pub fn ipv4_flow(ctx: &XdpContext, offset: usize) -> Result<Flow, Unroutable> {
         sport: u16::from_be_bytes([ports[0], ports[1]]),
         dport: u16::from_be_bytes([ports[2], ports[3]]),
         protocol: ip.proto,
+        l4_offset: offset + header_len,
+        // total_len >= header_len was checked above, and both fit u16.
+        l4_len: (total_len - header_len) as u16,
     })
 }

@@ -29,6 +29,8 @@ pub struct Service {
 pub struct Chosen {
     pub index: u32,
     pub backend: BackendEntry,
+    /// Scheduled now (a flow-table miss), not remembered.
+    pub new: bool,
 }
 
 #[inline(always)]
@@ -72,6 +74,7 @@ pub fn backend(service: Service, flow: &Flow) -> Result<Chosen, Verdict> {
                 return Ok(Chosen {
                     index: entry.backend,
                     backend,
+                    new: false,
                 });
             }
         }
@@ -117,7 +120,11 @@ fn schedule(service: Service, flow: &Flow) -> Result<Chosen, Verdict> {
     if !backend.is_usable() {
         return Err(Verdict::DropNoBackend);
     }
-    Ok(Chosen { index, backend })
+    Ok(Chosen {
+        index,
+        backend,
+        new: true,
+    })
 }
 
 /// The `BACKENDS` word at `index`, read once (unusable if out of range).

@@ -1,9 +1,9 @@
 //! Per-CPU counters: no atomics needed, userspace sums the CPUs.
 
 use aya_ebpf::maps::PerCpuArray;
-use lb_common::{Counter, Verdict};
+use lb_common::{Counter, Event, Verdict};
 
-use crate::maps::{BACKEND_COUNTERS, SERVICE_COUNTERS, VERDICT_COUNTERS};
+use crate::maps::{BACKEND_COUNTERS, EVENT_COUNTERS, SERVICE_COUNTERS, VERDICT_COUNTERS};
 
 #[inline(always)]
 fn add(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
@@ -20,6 +20,11 @@ fn add(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
 #[inline(always)]
 pub fn count_verdict(verdict: Verdict, bytes: u64) {
     add(&VERDICT_COUNTERS, verdict as u32, bytes);
+}
+
+#[inline(always)]
+pub fn count_event(event: Event) {
+    add(&EVENT_COUNTERS, event as u32, 0);
 }
 
 #[inline(always)]

@@ -24,7 +24,7 @@ use crate::{
     net::mac::format_mac,
     net::netlink::Netlink,
     report::conflicts::ArpConflictStats,
-    report::stats::StatsReport,
+    report::stats::{StatsReport, bad_checksum_advice},
 };
 
 /// Gap between the probes of one VIP.
@@ -209,7 +209,22 @@ pub async fn run(options: &Options<'_>) -> Result<Vec<Finding>> {
         findings.extend(diagnose_vip(vip, &replies, &director));
     }
     findings.extend(diagnose_requests(&director));
+    findings.extend(diagnose_checksums(&report));
     Ok(findings)
+}
+
+/// The veth checksum trap, from the daemon's counters.
+#[must_use]
+pub fn diagnose_checksums(report: &StatsReport) -> Vec<Finding> {
+    if report.bad_checksums() == 0 {
+        return Vec::new();
+    }
+    let interfaces: Vec<String> = report.interfaces.iter().map(|i| i.name.clone()).collect();
+    vec![Finding::problem(format!(
+        "{} {}",
+        report.bad_checksums(),
+        bad_checksum_advice(&interfaces)
+    ))]
 }
 
 fn director_of(report: &StatsReport, macs: Vec<[u8; 6]>) -> Director {

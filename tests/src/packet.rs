@@ -66,6 +66,9 @@ pub const ETH_SRC_MAC: std::ops::Range<usize> = 6..12;
 pub const AFTER_MACS: usize = 12;
 /// The IHL nibble of the first IPv4 header byte.
 const IPV4_IHL_MASK: u8 = 0x0f;
+/// Where the checksum lies in a TCP and a UDP header.
+const TCP_CHECKSUM_OFFSET: usize = 16;
+const UDP_CHECKSUM_OFFSET: usize = 6;
 /// The checksum field in an IPv4 header.
 const IPV4_CHECKSUM: std::ops::Range<usize> = 10..12;
 
@@ -377,6 +380,37 @@ pub fn ipv4_header_offset(frame: &[u8]) -> usize {
     }
     assert_eq!(ether_type, EtherType::IPV4, "the frame does not carry IPv4");
     offset
+}
+
+/// A copy of an IPv4 TCP or UDP frame whose checksum is left unfinished, as a sender with tx
+/// checksum offload hands it to a veth: the folded pseudo-header sum (addresses, protocol,
+/// TCP/UDP length), which the NIC was to complete over the segment.
+///
+/// # Panics
+/// If the frame is not IPv4 with a TCP or UDP header.
+#[must_use]
+pub fn with_unfinished_checksum(frame: &[u8]) -> Vec<u8> {
+    let offset = ipv4_header_offset(frame);
+    let ip = Ipv4HeaderSlice::from_slice(&frame[offset..]).expect("an IPv4 header");
+    let l4_offset = offset + ip.slice().len();
+    let l4_len = ip.total_len() - u16::try_from(ip.slice().len()).expect("fits");
+    let field = l4_offset
+        + match ip.protocol() {
+            IpNumber::TCP => TCP_CHECKSUM_OFFSET,
+            IpNumber::UDP => UDP_CHECKSUM_OFFSET,
+            other => panic!("not TCP or UDP: {other:?}"),
+        };
+    let pseudo = Sum16BitWords::new()
+        .add_4bytes(ip.source())
+        .add_4bytes(ip.destination())
+        .add_2bytes([0, ip.protocol().0])
+        .add_2bytes(l4_len.to_be_bytes())
+        .ones_complement()
+        .to_be();
+    // ones_complement() is the checksum; the unfinished field holds the sum itself.
+    let mut out = frame.to_vec();
+    out[field..field + 2].copy_from_slice(&(!pseudo).to_be_bytes());
+    out
 }
 
 fn is_vlan_tag(ether_type: EtherType) -> bool {

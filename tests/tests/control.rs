@@ -80,6 +80,7 @@ fn empty_stats() -> StatsReport {
         state: "active".to_owned(),
         arp_conflicts: Vec::new(),
         flow_table: None,
+        events: BTreeMap::new(),
     }
 }
 

@@ -22,7 +22,7 @@ use aya::{
 };
 use etherparse::{Ipv4Header, SingleVlanHeader, TcpHeader};
 use lb_common::{
-    Backend, Counter, FlowEntry, FlowKey, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH, Service,
+    Backend, Counter, Event, FlowEntry, FlowKey, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH, Service,
     ServiceKey, TABLE_BANKS, Verdict, Vip, backend_index, hash::flow_hash_v4, hash::source_hash_v4,
     ipv4_mapped,
 };
@@ -37,7 +37,7 @@ use tests::packet::{
     ETH_DST_MAC, ETH_HEADER_LEN, ETH_SRC_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN,
     MULTICAST_MAC, OTHER_HOST_MAC, OTHER_IP, OUTER_VLAN_ID, ROUTER_ALERT_OPTION, ROUTER_IP,
     ROUTER_MAC, Transport, VIP, VIP_IPV6, VLAN_ID, backend_mac, icmp_echo_request, ipv6_udp,
-    pad_to_min_frame, truncated, with_fragment, with_ihl, with_total_len,
+    pad_to_min_frame, truncated, with_fragment, with_ihl, with_total_len, with_unfinished_checksum,
 };
 
 /// The ifindex BPF_PROG_TEST_RUN reports as ingress without `ctx_in`: loopback.
@@ -601,6 +601,63 @@ fn non_service_traffic_passes_unchanged() {
         ),
     ];
     run_fixtures(&mut Director::with_standard_services(), &fixtures);
+}
+
+/// The veth checksum trap: on an interface that checks them, a new flow's first frame with an
+/// unfinished TCP/UDP checksum is counted (`bad_checksum`) and still forwarded unchanged; a
+/// flow-table hit, a finished checksum, or an interface that does not check, count nothing.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn unfinished_checksums_of_new_flows_are_counted_on_interfaces_that_check() {
+    tests::require_root();
+    let mut director = Director::with_standard_services();
+    let unfinished_udp = with_unfinished_checksum(&Ipv4Frame::new(UDP_FLOW).build());
+    let unfinished_tcp =
+        with_unfinished_checksum(&Ipv4Frame::new(TCP_FLOW.with_sport(CLIENT_PORT + 1)).build());
+    let bad = |director: &Director| {
+        director
+            .dataplane
+            .event_counter(Event::BadChecksum)
+            .expect("reading EVENT_COUNTERS")
+            .packets
+    };
+    // Not checked on this interface yet: nothing counted.
+    assert_eq!(director.run(&unfinished_udp).action, XdpAction::Tx);
+    assert_eq!(
+        bad(&director),
+        0,
+        "an interface that does not check counts nothing"
+    );
+
+    director
+        .dataplane
+        .check_checksums_on(TEST_RUN_IFINDEX)
+        .expect("checking checksums on the test-run interface");
+    let new_udp =
+        with_unfinished_checksum(&Ipv4Frame::new(UDP_FLOW.with_sport(CLIENT_PORT + 2)).build());
+    let run = director.run(&new_udp);
+    assert_eq!(run.action, XdpAction::Tx, "still forwarded");
+    assert_eq!(
+        run.output[AFTER_MACS..],
+        new_udp[AFTER_MACS..],
+        "and unchanged past the MACs"
+    );
+    assert_eq!(
+        bad(&director),
+        1,
+        "a new UDP flow with an unfinished checksum"
+    );
+    director.run(&new_udp);
+    assert_eq!(bad(&director), 1, "a flow-table hit is not looked at");
+    director.run(&unfinished_tcp);
+    assert_eq!(
+        bad(&director),
+        2,
+        "a new TCP flow with an unfinished checksum"
+    );
+    director.run(&Ipv4Frame::new(UDP_FLOW.with_sport(CLIENT_PORT + 3)).build());
+    director.run(&Ipv4Frame::new(TCP_FLOW.with_sport(CLIENT_PORT + 4)).build());
+    assert_eq!(bad(&director), 2, "finished checksums count nothing");
 }
 
 /// Frames for a service that were not sent to the director's MAC (flooded by a bridge as

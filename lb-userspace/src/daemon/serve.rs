@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
+use lb_common::Event;
 use tokio::{
     net::UnixStream,
     signal::unix::{SignalKind, signal},
@@ -21,7 +22,7 @@ use crate::{
     config::{Config, ServiceId},
     director::{Change, Controller},
     net::netlink::Netlink,
-    report::stats::{self, FlowTableStats, InterfaceStats, StatsReport},
+    report::stats::{self, FlowTableStats, InterfaceStats, StatsReport, bad_checksum_advice},
 };
 
 /// A health probe's result, sent from a checker task to the loop.
@@ -41,6 +42,8 @@ pub struct Server<'a> {
     pub conflicts: &'a mut conflict::Monitor,
     announcer: failover::Announcer,
     flow_table: Option<FlowTableStats>,
+    /// The veth checksum trap is logged once (see `Event::BadChecksum`).
+    bad_checksums_logged: bool,
 }
 
 /// Whether an event changed the services (health checks then restart on the new set).
@@ -67,6 +70,7 @@ impl<'a> Server<'a> {
             conflicts,
             announcer: failover::Announcer::default(),
             flow_table,
+            bad_checksums_logged: false,
         }
     }
 
@@ -186,7 +190,30 @@ impl<'a> Server<'a> {
             &conflict_context(self.director),
             &conflict_probe(self.director),
         );
+        self.log_bad_checksums();
         false
+    }
+
+    /// Says once what is wrong when new flows arrive with unfinished checksums.
+    fn log_bad_checksums(&mut self) {
+        if self.bad_checksums_logged {
+            return;
+        }
+        let Ok(count) = self.director.dataplane().event_counter(Event::BadChecksum) else {
+            return;
+        };
+        if count.packets == 0 {
+            return;
+        }
+        let veths: Vec<String> = self
+            .director
+            .interfaces()
+            .iter()
+            .filter(|i| i.is_veth())
+            .map(|i| i.name.clone())
+            .collect();
+        warn!("{}", bad_checksum_advice(&veths));
+        self.bad_checksums_logged = true;
     }
 
     fn stats(&self) -> Result<StatsReport> {

@@ -16,10 +16,10 @@ use aya::{
     maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
 };
 use lb_common::{
-    Addr, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, FlowEntry, FlowKey,
-    Interface, MAGLEV_BLOCK, MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MaglevBlock,
-    SERVICE_FLAG_LIVE, Service, ServiceKey, ServiceState, TABLE_BANKS, TableDesc, Verdict, Vip,
-    backend_index, map_names, table_desc_index,
+    Addr, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, Event, FlowEntry,
+    FlowKey, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK, MAX_BACKENDS_PER_SERVICE,
+    MAX_INTERFACES, MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey, ServiceState, TABLE_BANKS,
+    TableDesc, Verdict, Vip, backend_index, map_names, table_desc_index,
 };
 
 use super::{grace, mmap::Mapped};
@@ -78,6 +78,7 @@ pub struct Dataplane {
     service_counters: PerCpuArray<MapData, Counter>,
     backend_counters: PerCpuArray<MapData, Counter>,
     verdict_counters: PerCpuArray<MapData, Counter>,
+    event_counters: PerCpuArray<MapData, Counter>,
     /// Keeps the mapped maps' file descriptors with the mappings.
     _mapped_maps: Vec<MapData>,
     shadows: StdHashMap<u32, TableShadow>,
@@ -147,6 +148,7 @@ impl Dataplane {
             service_counters: take(ebpf, map_names::SERVICE_COUNTERS)?,
             backend_counters: take(ebpf, map_names::BACKEND_COUNTERS)?,
             verdict_counters: take(ebpf, map_names::VERDICT_COUNTERS)?,
+            event_counters: take(ebpf, map_names::EVENT_COUNTERS)?,
             _mapped_maps: keep,
             shadows: StdHashMap::new(),
             live: StdHashMap::new(),
@@ -222,10 +224,30 @@ impl Dataplane {
                 Interface {
                     ifindex,
                     mac,
-                    _pad: [0; 2],
+                    flags: 0,
+                    _pad: 0,
                 },
                 0,
             )
+            .context("writing INTERFACES failed")
+    }
+
+    /// Makes the program look at the checksum of new flows arriving on a registered interface
+    /// (the veth checksum trap, see `Event::BadChecksum`). Before the program is attached.
+    pub fn check_checksums_on(&mut self, ifindex: u32) -> Result<()> {
+        let slot = ifindex & (self.interfaces.len() - 1);
+        let mut entry = self
+            .interfaces
+            .get(&slot, 0)
+            .context("reading INTERFACES failed")?;
+        ensure!(
+            entry.ifindex == ifindex,
+            "interface {ifindex} is not registered"
+        );
+        entry.flags |= INTERFACE_FLAG_CHECK_CHECKSUMS;
+        self.write_allowed()?;
+        self.interfaces
+            .set(slot, entry, 0)
             .context("writing INTERFACES failed")
     }
 
@@ -568,6 +590,10 @@ impl Dataplane {
 
     pub fn verdict_counter(&self, verdict: Verdict) -> Result<Counter> {
         sum(&self.verdict_counters, verdict as u32)
+    }
+
+    pub fn event_counter(&self, event: Event) -> Result<Counter> {
+        sum(&self.event_counters, event as u32)
     }
 
     pub fn service_counter(&self, service_id: u32) -> Result<Counter> {

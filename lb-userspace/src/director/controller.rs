@@ -50,6 +50,10 @@ impl Controller {
         for interface in &interfaces {
             dataplane.set_interface(interface.ifindex, interface.mac)?;
             dataplane.set_egress(interface.ifindex)?;
+            // Where a local sender may leave checksums unfinished (see `Event::BadChecksum`).
+            if interface.is_veth() {
+                dataplane.check_checksums_on(interface.ifindex)?;
+            }
         }
         let empty = Config {
             services: Vec::new(),

@@ -49,6 +49,12 @@ pub struct VethPeer {
 }
 
 impl InterfaceInfo {
+    /// A veth, whose local senders may leave TCP/UDP checksums unfinished.
+    #[must_use]
+    pub fn is_veth(&self) -> bool {
+        self.kind.as_deref() == Some(VETH)
+    }
+
     #[must_use]
     pub fn addresses(&self) -> InterfaceAddresses {
         InterfaceAddresses {

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::Result;
-use lb_common::Verdict;
+use lb_common::{Event, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -44,6 +44,31 @@ pub struct StatsReport {
     /// How many flows the flow table can really hold.
     #[serde(default)]
     pub flow_table: Option<FlowTableStats>,
+    /// What the program noticed beside the verdicts (`bad_checksum`).
+    #[serde(default)]
+    pub events: BTreeMap<String, Count>,
+}
+
+/// Frames with unfinished checksums seen, from the report's events.
+impl StatsReport {
+    #[must_use]
+    pub fn bad_checksums(&self) -> u64 {
+        self.events
+            .get(Event::BadChecksum.name())
+            .map_or(0, |c| c.packets)
+    }
+}
+
+/// What to tell about frames with unfinished checksums on `interfaces` (the veths drlb checks).
+#[must_use]
+pub fn bad_checksum_advice(interfaces: &[String]) -> String {
+    format!(
+        "frames of new flows arrive on {} with unfinished TCP/UDP checksums: their sender's veth \
+         has tx checksum offload on, and XDP forwards them as they are, so the real servers drop \
+         them. Fix it on the sender (`ethtool -K <sender's veth> tx off`), or run drlb with \
+         xdp_mode = \"generic\" (the stack finishes the checksums before generic XDP sees them)",
+        interfaces.join(", ")
+    )
 }
 
 /// The flow table's size as the kernel applies it: with a per-CPU LRU each CPU evicts within
@@ -166,6 +191,13 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
             Count::from(controller.dataplane().verdict_counter(verdict)?),
         );
     }
+    let mut events = BTreeMap::new();
+    for event in Event::ALL {
+        events.insert(
+            event.name().to_owned(),
+            Count::from(controller.dataplane().event_counter(event)?),
+        );
+    }
     Ok(StatsReport {
         interfaces,
         services,
@@ -178,6 +210,7 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
         .to_owned(),
         arp_conflicts: Vec::new(),
         flow_table: None,
+        events,
     })
 }
 
@@ -189,6 +222,13 @@ impl StatsReport {
         let _ = writeln!(out, "director {}", self.state);
         for i in &self.interfaces {
             let _ = writeln!(out, "interface {} {} (XDP {})", i.name, i.mac, i.xdp_mode);
+        }
+        if self.bad_checksums() > 0 {
+            let _ = writeln!(
+                out,
+                "bad_checksum: {} frames of new flows with unfinished checksums (see `drlb doctor`)",
+                self.bad_checksums()
+            );
         }
         if let Some(f) = &self.flow_table {
             let _ = writeln!(

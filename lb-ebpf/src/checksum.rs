@@ -1,0 +1,61 @@
+//! The veth checksum trap: a sender on a local veth with tx checksum offload on (the default)
+//! leaves TCP/UDP checksums unfinished for the "NIC" to complete, holding only the folded
+//! pseudo-header sum. The stack would finish them; XDP forwards the frame as it is, and the real
+//! servers drop it, silently. On interfaces where this can happen (veth), the first frame of a
+//! new flow is looked at and such a frame counted (`Event::BadChecksum`), so the daemon can say
+//! what is wrong. Nothing is changed; flow-table hits never come here.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{Event, INTERFACE_FLAG_CHECK_CHECKSUMS, IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::{maps::interface, parse::Flow, parse::ptr_at, stats};
+
+/// Where the checksum field lies in the TCP and the UDP header.
+const TCP_CHECK_OFFSET: usize = 16;
+const UDP_CHECK_OFFSET: usize = 6;
+/// A UDP checksum of 0 means "none" (IPv4), which is finished.
+const UDP_NO_CHECKSUM: u16 = 0;
+const WORD_BITS: u32 = 16;
+const WORD_MASK: u32 = 0xffff;
+
+/// Counts the frame if its interface checks checksums and its checksum is unfinished.
+#[inline(always)]
+pub fn note_unfinished(ctx: &XdpContext, flow: &Flow) {
+    let Some(interface) = interface(ctx.ingress_ifindex() as u32) else {
+        return;
+    };
+    if interface.flags & INTERFACE_FLAG_CHECK_CHECKSUMS == 0 {
+        return;
+    }
+    let field_offset = match flow.protocol {
+        IPPROTO_TCP => TCP_CHECK_OFFSET,
+        IPPROTO_UDP => UDP_CHECK_OFFSET,
+        _ => return,
+    };
+    let Some(field) = ptr_at::<[u8; 2]>(ctx, flow.l4_offset + field_offset) else {
+        return;
+    };
+    // SAFETY: ptr_at checked the bounds; read only.
+    let field = u16::from_be_bytes(unsafe { *field });
+    if flow.protocol == IPPROTO_UDP && field == UDP_NO_CHECKSUM {
+        return;
+    }
+    if field == pseudo_header_sum(flow) {
+        stats::count_event(Event::BadChecksum);
+    }
+}
+
+/// The folded one's-complement sum of the IPv4 pseudo-header (addresses, protocol, TCP/UDP
+/// length): what an unfinished checksum holds.
+#[inline(always)]
+fn pseudo_header_sum(flow: &Flow) -> u16 {
+    let mut sum = (flow.saddr >> WORD_BITS)
+        + (flow.saddr & WORD_MASK)
+        + (flow.daddr >> WORD_BITS)
+        + (flow.daddr & WORD_MASK)
+        + u32::from(flow.protocol)
+        + u32::from(flow.l4_len);
+    sum = (sum & WORD_MASK) + (sum >> WORD_BITS);
+    sum = (sum & WORD_MASK) + (sum >> WORD_BITS);
+    sum as u16
+}

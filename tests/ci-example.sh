@@ -5,6 +5,7 @@
 #
 #   DRLB=drlb            the drlb binary
 #   TESTBED_NAME=ci      names the namespaces (drlbtb-NAME-*): give parallel jobs their own
+#   TESTBED_ARGS=        more arguments for `drlb testbed up`, e.g. --servers 2 --two-armed
 set -euo pipefail
 
 DRLB=${DRLB:-drlb}
@@ -16,7 +17,8 @@ workdir=$(mktemp -d)
 # Remove the testbed whatever happens (idempotent).
 trap '"$DRLB" testbed down --name "$NAME"; rm -rf "$workdir"' EXIT
 
-testbed=$("$DRLB" testbed up --name "$NAME")
+# shellcheck disable=SC2086 # TESTBED_ARGS is a list of arguments
+testbed=$("$DRLB" testbed up --name "$NAME" ${TESTBED_ARGS:-})
 read -r vip client servers < <(python3 -c '
 import json, sys
 t = json.load(sys.stdin)

@@ -96,9 +96,14 @@ enum TestbedCommand {
         /// How many real servers.
         #[arg(long, default_value_t = testbed::plan::DEFAULT_SERVERS)]
         servers: u32,
+        /// The director reaches the real servers on a second bridge (its eth1, their eth1 on
+        /// 198.18.88.0/24); they answer the client through their eth0, as in the classic
+        /// two-armed LVS-DR testbed.
+        #[arg(long)]
+        two_armed: bool,
         /// The director's config instead of the generated one (TCP port 80 and UDP port 5353 of
-        /// 198.18.0.100 over every server); its interface must be eth0, its backends
-        /// 198.18.0.11, .12, ...
+        /// 198.18.0.100 over every server); its interface must be eth0 (two-armed: eth0 and
+        /// eth1), its backends 198.18.0.11, .12, ... (two-armed: 198.18.88.11, .12, ...)
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -108,12 +113,12 @@ enum TestbedCommand {
         #[arg(long)]
         name: String,
     },
-    /// Keep the pass program attached to INTERFACE of this namespace until SIGTERM (what `up`
-    /// runs on the bridge's side of the director's veth).
+    /// Keep the pass program attached to each INTERFACE of this namespace until SIGTERM (what
+    /// `up` runs on the bridge's side of the director's veths).
     #[command(hide = true)]
     HoldPass {
-        #[arg(long)]
-        interface: String,
+        #[arg(long = "interface", required = true)]
+        interfaces: Vec<String>,
     },
 }
 
@@ -363,6 +368,7 @@ async fn testbed_command(command: TestbedCommand) -> Result<()> {
         TestbedCommand::Up {
             name,
             servers,
+            two_armed,
             config,
         } => {
             // Blocking work (commands, waits) off the runtime's only thread.
@@ -370,6 +376,7 @@ async fn testbed_command(command: TestbedCommand) -> Result<()> {
                 testbed::up(&testbed::UpOptions {
                     name: &name,
                     servers,
+                    two_armed,
                     config: config.as_deref(),
                 })
             })
@@ -387,7 +394,7 @@ async fn testbed_command(command: TestbedCommand) -> Result<()> {
             }
             Ok(())
         }
-        TestbedCommand::HoldPass { interface } => testbed::hold_pass(&interface).await,
+        TestbedCommand::HoldPass { interfaces } => testbed::hold_pass(&interfaces).await,
     }
 }
 

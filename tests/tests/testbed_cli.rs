@@ -78,18 +78,16 @@ fn assert_gone(name: &str) {
     );
 }
 
-#[test]
-#[ignore = "needs root: run with cargo xtask test"]
-fn testbed_ci_example_script_reaches_every_server_through_the_vip() {
-    require_root();
-    let name = unique_name("ci");
-    let _down = Down(name.clone());
+/// Runs tests/ci-example.sh on testbed `name` with `testbed_args` for `up`; it must say OK and
+/// leave nothing behind.
+fn run_ci_example(name: &str, testbed_args: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci-example.sh");
     let ran = run_bounded(
         Command::new("bash")
             .arg(&script)
             .env("DRLB", drlb_binary())
-            .env("TESTBED_NAME", &name),
+            .env("TESTBED_NAME", name)
+            .env("TESTBED_ARGS", testbed_args),
         SCRIPT_TIMEOUT,
     );
     assert!(ran.success(), "the CI example failed: {}", ran.describe());
@@ -98,7 +96,25 @@ fn testbed_ci_example_script_reaches_every_server_through_the_vip() {
         "the CI example did not say OK: {}",
         ran.describe()
     );
-    assert_gone(&name);
+    assert_gone(name);
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn testbed_ci_example_script_reaches_every_server_through_the_vip() {
+    require_root();
+    let name = unique_name("ci");
+    let _down = Down(name.clone());
+    run_ci_example(&name, "");
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn testbed_two_armed_ci_example_reaches_every_server_through_the_vip() {
+    require_root();
+    let name = unique_name("two");
+    let _down = Down(name.clone());
+    run_ci_example(&name, "--two-armed --servers 2");
 }
 
 #[test]

@@ -15,7 +15,10 @@ use tracing::info;
 
 use super::{
     director_state_dir,
-    plan::{BRIDGE, HOST_IFNAME, Host, Plan, port_name},
+    plan::{
+        BACKEND_BRIDGE, BACKEND_IFNAME, BRIDGE, HOST_IFNAME, Host, Nic, Plan, backend_port_name,
+        port_name,
+    },
     shell, state_dir, teardown,
 };
 use crate::{config::Config, daemon::control};
@@ -35,6 +38,8 @@ const STATE_ROOT_MODE: u32 = 0o755;
 pub struct UpOptions<'a> {
     pub name: &'a str,
     pub servers: u32,
+    /// The real servers reached on a second bridge, as in the seed's testbed.
+    pub two_armed: bool,
     /// The director's config instead of the generated one; its interface must be `eth0`.
     pub config: Option<&'a Path>,
 }
@@ -49,6 +54,7 @@ pub fn up(options: &UpOptions) -> Result<Plan> {
     let plan = Plan::new(
         options.name,
         options.servers,
+        options.two_armed,
         config.as_ref().map(|(_, c)| c),
     )?;
     refuse_existing(&plan)?;
@@ -122,9 +128,9 @@ fn claim_state_dir(name: &str) -> Result<PathBuf> {
 
 fn build(plan: &Plan, state: &Path, config_path: &Path) -> Result<()> {
     let drlb = std::env::current_exe().context("cannot find the drlb binary itself")?;
-    create_switch(&plan.switch_netns)?;
+    create_switch(&plan.switch_netns, plan.two_armed)?;
     for host in plan.hosts() {
-        plug(&plan.switch_netns, host)
+        plug_host(&plan.switch_netns, host)
             .with_context(|| format!("setting up the {} namespace {}", host.role, host.netns))?;
     }
     hold_pass_program(plan, &drlb, state)?;
@@ -157,81 +163,115 @@ fn create_netns(netns: &str) -> Result<()> {
     Ok(())
 }
 
-/// The switch: a namespace of its own holding the bridge (no STP, forwarding at once).
-fn create_switch(netns: &str) -> Result<()> {
+/// The switch: a namespace of its own holding the bridge(s) (no STP, forwarding at once).
+fn create_switch(netns: &str, two_armed: bool) -> Result<()> {
     create_netns(netns)?;
-    shell::ip_in(
-        netns,
-        &[
-            "link",
-            "add",
-            BRIDGE,
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ],
-    )?;
-    shell::ip_in(netns, &["link", "set", BRIDGE, "up"]).context("cannot bring the bridge up")?;
+    let bridges: &[&str] = if two_armed {
+        &[BRIDGE, BACKEND_BRIDGE]
+    } else {
+        &[BRIDGE]
+    };
+    for bridge in bridges {
+        shell::ip_in(
+            netns,
+            &[
+                "link",
+                "add",
+                bridge,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+            ],
+        )?;
+        shell::ip_in(netns, &["link", "set", bridge, "up"])
+            .with_context(|| format!("cannot bring the bridge {bridge} up"))?;
+    }
     Ok(())
 }
 
-/// A host's namespace, plugged into the bridge with a veth pair created inside the switch.
-fn plug(switch: &str, host: &Host) -> Result<()> {
+/// A host's namespace, plugged into the bridge (two-armed, also into the backend bridge).
+fn plug_host(switch: &str, host: &Host) -> Result<()> {
     create_netns(&host.netns)?;
-    let port = port_name(&host.role);
+    plug(
+        switch,
+        BRIDGE,
+        &port_name(&host.role),
+        host,
+        HOST_IFNAME,
+        host.nic,
+    )?;
+    if let Some(nic) = host.backend_nic {
+        plug(
+            switch,
+            BACKEND_BRIDGE,
+            &backend_port_name(&host.role),
+            host,
+            BACKEND_IFNAME,
+            nic,
+        )?;
+    }
+    Ok(())
+}
+
+/// `ifname` of `host` with `nic`'s address and MAC, a veth whose peer `port` is on `bridge`.
+fn plug(switch: &str, bridge: &str, port: &str, host: &Host, ifname: &str, nic: Nic) -> Result<()> {
     shell::ip_in(
         switch,
         &[
             "link",
             "add",
-            &port,
+            port,
             "type",
             "veth",
             "peer",
             "name",
-            HOST_IFNAME,
+            ifname,
             "netns",
             &host.netns,
         ],
     )?;
-    shell::ip_in(switch, &["link", "set", &port, "master", BRIDGE, "up"])?;
-    let mac = host.mac.to_string().to_ascii_lowercase();
-    shell::ip_in(&host.netns, &["link", "set", HOST_IFNAME, "address", &mac])?;
+    shell::ip_in(switch, &["link", "set", port, "master", bridge, "up"])?;
     shell::ip_in(
         &host.netns,
-        &["addr", "add", &host.cidr(), "dev", HOST_IFNAME],
+        &["link", "set", ifname, "address", &nic.mac_text()],
     )?;
-    shell::ip_in(&host.netns, &["link", "set", HOST_IFNAME, "up"])?;
+    shell::ip_in(&host.netns, &["addr", "add", &nic.cidr(), "dev", ifname])?;
+    shell::ip_in(&host.netns, &["link", "set", ifname, "up"])?;
     // A veth leaves TCP/UDP checksums to "the NIC" (CHECKSUM_PARTIAL); XDP sees raw frames
     // without that note, so a frame the director forwards would arrive with a wrong checksum.
     shell::run(&mut shell::in_netns(
         &host.netns,
         Path::new("ethtool"),
-        &["-K", HOST_IFNAME, "tx", "off"],
+        &["-K", ifname, "tx", "off"],
     ))
     .context("cannot turn tx checksum offload off (is ethtool installed? `cargo xtask setup`)")?;
     Ok(())
 }
 
-/// veth delivers what the director sends with XDP only to a peer that runs XDP; the peer is in
-/// the switch namespace, where `drlb run` cannot reach it, so a detached `drlb testbed
+/// veth delivers what the director sends with XDP only to a peer that runs XDP; the peers are
+/// in the switch namespace, where `drlb run` cannot reach them, so a detached `drlb testbed
 /// hold-pass` attaches the pass program there and keeps it attached until `down` stops it.
 fn hold_pass_program(plan: &Plan, drlb: &Path, state: &Path) -> Result<()> {
-    let port = port_name(&plan.director.role);
+    let mut ports = vec![port_name(&plan.director.role)];
+    if plan.director.backend_nic.is_some() {
+        ports.push(backend_port_name(&plan.director.role));
+    }
+    let mut args = vec!["testbed", "hold-pass"];
+    for port in &ports {
+        args.extend(["--interface", port.as_str()]);
+    }
     let mut holder = shell::spawn_detached(
-        &mut shell::in_netns(
-            &plan.switch_netns,
-            drlb,
-            &["testbed", "hold-pass", "--interface", &port],
-        ),
+        &mut shell::in_netns(&plan.switch_netns, drlb, &args),
         &state.join(PASS_LOG),
     )?;
     let attached = || {
-        shell::ip_in(&plan.switch_netns, &["link", "show", "dev", &port])
-            .is_ok_and(|text| text.contains("xdp"))
+        ports.iter().all(|port| {
+            shell::ip_in(&plan.switch_netns, &["link", "show", "dev", port])
+                .is_ok_and(|text| text.contains("xdp"))
+        })
     };
     wait_ready(
         &mut holder,
@@ -256,6 +296,18 @@ fn make_real_server(plan: &Plan, server: &Host, drlb: &Path, state: &Path) -> Re
     }
     shell::run(&mut shell::in_netns(&server.netns, drlb, &args))
         .with_context(|| format!("making {} an LVS-DR real server failed", server.netns))?;
+    if server.backend_nic.is_some() {
+        // Requests arrive on the backend interface, replies leave by the client-side one: a
+        // reverse-path filter would drop the requests (the seed's server runs without one).
+        for conf in ["all", "default", HOST_IFNAME, BACKEND_IFNAME] {
+            let key = format!("net.ipv4.conf.{conf}.rp_filter=0");
+            shell::run(&mut shell::in_netns(
+                &server.netns,
+                Path::new("sysctl"),
+                &["-q", "-w", &key],
+            ))?;
+        }
+    }
     Ok(())
 }
 
@@ -326,20 +378,23 @@ fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
 }
 
-/// `drlb testbed hold-pass`: attaches the pass program to `interface` of the current
+/// `drlb testbed hold-pass`: attaches the pass program to `interfaces` of the current
 /// namespace and keeps it attached until SIGTERM or SIGINT.
-pub async fn hold_pass(interface: &str) -> Result<()> {
+pub async fn hold_pass(interfaces: &[String]) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let path = format!("/sys/class/net/{interface}/ifindex");
-    let ifindex: u32 = fs::read_to_string(&path)
-        .with_context(|| format!("no interface {interface} here ({path})"))?
-        .trim()
-        .parse()
-        .with_context(|| format!("{path} holds no interface index"))?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let _attached = crate::dataplane::loader::attach_pass_program(ifindex)?;
-    info!(interface, "pass program attached; holding it until SIGTERM");
+    let mut attached = Vec::new();
+    for interface in interfaces {
+        let path = format!("/sys/class/net/{interface}/ifindex");
+        let ifindex: u32 = fs::read_to_string(&path)
+            .with_context(|| format!("no interface {interface} here ({path})"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{path} holds no interface index"))?;
+        attached.push(crate::dataplane::loader::attach_pass_program(ifindex)?);
+        info!(interface, "pass program attached; holding it until SIGTERM");
+    }
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}

@@ -12,7 +12,7 @@ use crate::{
     daemon::failover,
     daemon::{self, RunOptions},
     director::Change,
-    doctor, realserver,
+    doctor, realserver, testbed,
 };
 
 /// Where the daemon keeps its control socket unless told otherwise.
@@ -78,6 +78,48 @@ enum Command {
     /// On a real server: hold the VIPs on lo and keep ARP quiet about them (LVS-DR).
     #[command(subcommand)]
     Realserver(RealserverCommand),
+    /// A throw-away LVS-DR testbed in network namespaces (client, director, real servers), for
+    /// testing a service behind drlb in CI.
+    #[command(subcommand)]
+    Testbed(TestbedCommand),
+}
+
+#[derive(Subcommand)]
+enum TestbedCommand {
+    /// Build the testbed, start `drlb run` on its director and print one JSON object that
+    /// describes it (namespaces, addresses, MACs, services).
+    Up {
+        /// Names the namespaces (drlbtb-NAME-client, -director, -rs1...) and the state
+        /// directory /run/drlb-testbed/NAME: a-z, 0-9 and '-', at most 16 characters.
+        #[arg(long)]
+        name: String,
+        /// How many real servers.
+        #[arg(long, default_value_t = testbed::plan::DEFAULT_SERVERS)]
+        servers: u32,
+        /// The director reaches the real servers on a second bridge (its eth1, their eth1 on
+        /// 198.18.88.0/24); they answer the client through their eth0, as in the classic
+        /// two-armed LVS-DR testbed.
+        #[arg(long)]
+        two_armed: bool,
+        /// The director's config instead of the generated one (TCP port 80 and UDP port 5353 of
+        /// 198.18.0.100 over every server); its interface must be eth0 (two-armed: eth0 and
+        /// eth1), its backends 198.18.0.11, .12, ... (two-armed: 198.18.88.11, .12, ...)
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Stop drlb and everything else in the testbed's namespaces, remove them and the state
+    /// directory. Exit status 0 also when nothing was there.
+    Down {
+        #[arg(long)]
+        name: String,
+    },
+    /// Keep the pass program attached to each INTERFACE of this namespace until SIGTERM (what
+    /// `up` runs on the bridge's side of the director's veths).
+    #[command(hide = true)]
+    HoldPass {
+        #[arg(long = "interface", required = true)]
+        interfaces: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -280,6 +322,7 @@ pub fn main() -> Result<()> {
                 Ok(())
             }
             Command::Realserver(command) => realserver_command(command).await,
+            Command::Testbed(command) => testbed_command(command).await,
         }
     })
 }
@@ -317,6 +360,41 @@ async fn vip(state_dir: &std::path::Path, active: bool) -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+async fn testbed_command(command: TestbedCommand) -> Result<()> {
+    match command {
+        TestbedCommand::Up {
+            name,
+            servers,
+            two_armed,
+            config,
+        } => {
+            // Blocking work (commands, waits) off the runtime's only thread.
+            let plan = tokio::task::spawn_blocking(move || {
+                testbed::up(&testbed::UpOptions {
+                    name: &name,
+                    servers,
+                    two_armed,
+                    config: config.as_deref(),
+                })
+            })
+            .await??;
+            println!("{}", plan.describe());
+            Ok(())
+        }
+        TestbedCommand::Down { name } => {
+            let removed = tokio::task::spawn_blocking(move || testbed::down(&name)).await??;
+            if removed.is_empty() {
+                eprintln!("drlb: nothing to remove");
+            }
+            for what in removed {
+                eprintln!("removed {what}");
+            }
+            Ok(())
+        }
+        TestbedCommand::HoldPass { interfaces } => testbed::hold_pass(&interfaces).await,
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`accounts`]: users and groups from the user database (the control socket's group).
 //! - [`maglev`]: the weighted Maglev table, a pure function both [`config`] and [`director`] use.
 //! - [`realserver`], [`doctor`]: tools run on other hosts or on demand.
+//! - [`testbed`]: `drlb testbed up|down`, a throw-away netns testbed for users' CI.
 
 pub mod accounts;
 pub mod cli;
@@ -24,3 +25,4 @@ pub mod maglev;
 pub mod net;
 pub mod realserver;
 pub mod report;
+pub mod testbed;

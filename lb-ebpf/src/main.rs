@@ -3,10 +3,10 @@
 //! The entry point only dispatches; each step is a small module: [`parse`] (bounds-checked header
 //! access), [`arp`] (answer ARP for a VIP), [`conflict`] (count ARP frames that claim a VIP for
 //! another MAC), [`select`] (service, flow table and Maglev lookup), [`checksum`] (the veth
-//! checksum trap, on new flows), [`forward`] (rewrite the
-//! MACs, XDP_TX or redirect) and [`stats`] (per-CPU counters). Every path ends in one
-//! [`Verdict`], which is counted and turned into an XDP action in one place. `parse` lives in
-//! the crate's library, shared with the benchmark's object.
+//! checksum trap, on new flows), [`forward`] (is the frame ours; rewrite the MACs, XDP_TX or
+//! redirect) and [`stats`] (per-CPU counters). Every path ends in one [`Verdict`], which is
+//! counted and turned into an XDP action in one place. `parse` lives in the crate's library,
+//! shared with the benchmark's object; `maps` declares every map.
 #![no_std]
 #![no_main]
 

@@ -252,9 +252,12 @@ fn set_mode(path: &Path, mode: u32) {
 // ---------------------------------------------------------------------------------------------
 // Namespaces
 
-/// A network namespace, deleted on drop (its interfaces go with it, and a veth's peer with them).
+/// A network namespace, deleted on drop (its interfaces go with it, and a veth's peer with them)
+/// unless it is someone else's (see [`Netns::existing`]).
 pub struct Netns {
     name: String,
+    /// Whether this handle created the namespace and so deletes it on drop.
+    owned: bool,
 }
 
 impl Netns {
@@ -264,6 +267,7 @@ impl Netns {
     pub fn create(role: &str) -> Self {
         let ns = Self {
             name: unique_name(role),
+            owned: true,
         };
         run_host(&["ip", "netns", "add", &ns.name]);
         ns.ip(&["link", "set", "lo", "up"]);
@@ -275,6 +279,16 @@ impl Netns {
             ns.run(&["sysctl", "-q", "-e", "-w", &format!("{key}=1")]);
         }
         ns
+    }
+
+    /// A handle on the namespace `name` that someone else made and removes (e.g. `drlb testbed
+    /// up|down`): commands run in it as in one of ours, but dropping it deletes nothing.
+    #[must_use]
+    pub fn existing(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            owned: false,
+        }
     }
 
     #[must_use]
@@ -384,6 +398,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let deleted = Command::new("ip")
             .args(["netns", "del", &self.name])
             .stderr(Stdio::piped())

@@ -72,7 +72,9 @@ impl TestServer {
         }
     }
 
-    fn command<'a>(&self, args: impl IntoIterator<Item = &'a str>) -> Vec<OsString> {
+    /// The argv running the test server with `args` (e.g. `http --listen ...`).
+    #[must_use]
+    pub fn command<'a>(&self, args: impl IntoIterator<Item = &'a str>) -> Vec<OsString> {
         self.argv
             .iter()
             .cloned()
@@ -353,15 +355,7 @@ impl Testbed {
 
     /// One GET from the client with curl (a new connection), bounded to 5 s.
     pub fn http_get(&self, url: &str) -> Result<HttpReply, String> {
-        let ran = self.client.ns.exec(
-            &["curl", "-sS", "-i", "--max-time", "5", url],
-            Duration::from_secs(10),
-        );
-        if !ran.success() {
-            return Err(ran.describe());
-        }
-        parse_http(&ran.stdout)
-            .ok_or_else(|| format!("curl printed no HTTP reply: {}", ran.describe()))
+        http_get(&self.client.ns, url)
     }
 
     /// `drlb-testsrv udp-client --to TO --count COUNT` from the client; each datagram from a new
@@ -450,6 +444,18 @@ fn start_services(
         serve("udp-echo", UDP_PORT),
         serve("tcp-echo", TCP_ECHO_PORT),
     ]
+}
+
+/// One GET from `ns` with curl (a new connection), bounded to 5 s.
+pub fn http_get(ns: &Netns, url: &str) -> Result<HttpReply, String> {
+    let ran = ns.exec(
+        &["curl", "-sS", "-i", "--max-time", "5", url],
+        Duration::from_secs(10),
+    );
+    if !ran.success() {
+        return Err(ran.describe());
+    }
+    parse_http(&ran.stdout).ok_or_else(|| format!("curl printed no HTTP reply: {}", ran.describe()))
 }
 
 /// Splits `curl -i` output into status line, X-Served-By and body.

@@ -1,23 +1,36 @@
 //! `cargo xtask demo`: drlb balancing real HTTP and UDP traffic on a throw-away testbed.
 //!
-//! Builds the LVS-DR testbed (network namespaces, a bridge, veth pairs), starts drlb in the
-//! director's namespace, sends HTTP requests and UDP datagrams to the VIP from the client, shows
-//! which real server answered each and where the replies went, prints `drlb stats`, then removes
-//! everything. Exits non-zero if a real server got no traffic or a reply crossed the director.
-//! Needs root; `DRLB_BIN` names the drlb binary.
+//! Builds the LVS-DR testbed with the product's own `drlb testbed up` (namespaces, a bridge,
+//! veth pairs, `drlb run` on the director), starts HTTP and UDP test servers on the real servers,
+//! sends HTTP requests and UDP datagrams to the VIP from the client, shows which real server
+//! answered each and where the replies went, prints `drlb stats`, then removes everything with
+//! `drlb testbed down` (also when the demo fails). Exits non-zero if a real server got no
+//! traffic or a reply crossed the director. Needs root; `DRLB_BIN` names the drlb binary.
 //!
 //! The test servers are this binary too (`drlb-demo testsrv ...`), so nothing else needs building.
 
 #[path = "drlb-testsrv.rs"]
 mod testsrv;
 
-use std::{collections::BTreeMap, process::ExitCode};
+use std::{collections::BTreeMap, process::ExitCode, time::Duration};
 
 use clap::Parser as _;
-use tests::testbed::{HTTP_PORT, TestServer, Testbed, UDP_PORT, VIP, frame_source_mac, vip_url};
+use lb_userspace::testbed::plan::{HOST_IFNAME, TCP_PORT, UDP_PORT};
+use tests::{
+    cli_testbed::{CliHost, CliTestbed},
+    netns::{Capture, Process, Scratch, wait_for},
+    testbed::{TestServer, frame_source_mac, http_get},
+};
 
 const HTTP_REQUESTS: u32 = 30;
 const UDP_DATAGRAMS: u32 = 30;
+/// How long a test server may take to answer on its own address, and drlb's health check to
+/// call it up.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Each datagram waits this long for its reply.
+const UDP_REPLY_TIMEOUT_MS: &str = "2000";
+/// The UDP client's bound: a reply timeout per datagram and some slack.
+const UDP_ROUND_TIMEOUT: Duration = Duration::from_secs(10 + 2 * UDP_DATAGRAMS as u64);
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os();
@@ -40,35 +53,51 @@ fn demo() -> ExitCode {
         argv: vec![me.into_os_string(), "testsrv".into()],
     };
     let mut problems = Vec::new();
+    let name = format!("demo-{}", std::process::id());
 
-    heading("Building the testbed");
-    println!("Network namespaces joined by a bridge; each host has eth0 on 198.18.0.0/24:");
-    let mut testbed = Testbed::new(test_server);
-    println!("{}", testbed.describe());
-    println!("The real servers hold the VIP {VIP} on lo (arp_ignore=1, arp_announce=2), so they");
-    println!("accept its traffic but never answer ARP for it. Each runs an HTTP server on port");
-    println!("{HTTP_PORT} and a UDP echo on port {UDP_PORT}. The director does not have the VIP.");
+    heading(&format!(
+        "Building the testbed: drlb testbed up --name {name}"
+    ));
+    // Declared first so it drops last: `drlb testbed down` runs after the servers and captures
+    // below are stopped, also when the demo panics.
+    let testbed = CliTestbed::up(&name, &[]);
+    let vip = testbed.vip.clone();
+    println!(
+        "Network namespaces joined by a bridge; each host has {HOST_IFNAME} on 198.18.0.0/24:"
+    );
+    println!("{}", describe(&testbed));
+    println!("The real servers hold the VIP {vip} on lo (arp_ignore=1, arp_announce=2), so they");
+    println!("accept its traffic but never answer ARP for it. The director does not have the VIP.");
+    let config = std::fs::read_to_string(testbed.state_dir.join("drlb.toml")).unwrap_or_default();
+    println!(
+        "drlb runs on the director with the generated config:\n{}",
+        indent(&config)
+    );
+    println!("Its XDP program on the director's {HOST_IFNAME} answers ARP for {vip} and forwards");
+    println!("each frame for a service to a real server by rewriting only the MACs.");
 
-    heading("Starting drlb in the director's namespace");
-    let config = testbed.default_config();
-    println!("Config:\n{}", indent(&config));
-    let config_path = testbed.write_config("drlb.toml", &config);
-    let state = testbed.start_drlb_with(&config_path);
-    println!("drlb is ready: its XDP program on the director's eth0 answers ARP for {VIP} and");
-    println!("forwards each frame for a service to a real server by rewriting only the MACs.");
+    heading("Starting the test servers on the real servers");
+    let logs = Scratch::create();
+    let servers = start_servers(&testbed, &test_server, &vip, &logs);
+    println!("Each runs an HTTP server on port {TCP_PORT} and a UDP echo on port {UDP_PORT}.");
+    wait_for_servers(&testbed, &test_server);
+    println!("Each answers on its own address, and drlb's health checks call them up.");
 
     // Who sends the frames whose source is the VIP? Only the real servers should.
-    let vip_frames = format!("ip and src host {VIP}");
-    let on_director = testbed.capture(&testbed.director, &vip_frames, "demo-tcpdump-director");
-    let on_client = testbed.capture(&testbed.client, &vip_frames, "demo-tcpdump-client");
+    let vip_frames = format!("ip and src host {vip}");
+    let capture = |host: &CliHost, label: &str| {
+        Capture::start(&host.ns, HOST_IFNAME, &vip_frames, label, logs.path())
+    };
+    let on_director = capture(&testbed.director, "demo-tcpdump-director");
+    let on_client = capture(&testbed.client, "demo-tcpdump-client");
 
-    let url = vip_url();
+    let url = format!("http://{vip}:{TCP_PORT}/");
     heading(&format!(
         "{HTTP_REQUESTS} HTTP requests from the client to {url}, a new connection each"
     ));
     let mut http = zero_per_real_server(&testbed);
     for n in 1..=HTTP_REQUESTS {
-        let outcome = match testbed.http_get(&url) {
+        let outcome = match http_get(&testbed.client.ns, &url) {
             Ok(reply) => match reply.server() {
                 Some(server) => {
                     *http.entry(server.to_owned()).or_default() += 1;
@@ -82,10 +111,15 @@ fn demo() -> ExitCode {
     }
 
     heading(&format!(
-        "{UDP_DATAGRAMS} UDP datagrams to {VIP}:{UDP_PORT}, a new source port each"
+        "{UDP_DATAGRAMS} UDP datagrams to {vip}:{UDP_PORT}, a new source port each"
     ));
     let mut udp = zero_per_real_server(&testbed);
-    let round = testbed.udp_client(&format!("{VIP}:{UDP_PORT}"), UDP_DATAGRAMS);
+    let round = udp_client(
+        &testbed,
+        &test_server,
+        &format!("{vip}:{UDP_PORT}"),
+        UDP_DATAGRAMS,
+    );
     for reply in round.stdout.lines() {
         if let Some((server, _)) = reply.split_once(' ') {
             *udp.entry(server.to_owned()).or_default() += 1;
@@ -100,11 +134,11 @@ fn demo() -> ExitCode {
     let director_frames = on_director.stop();
     let client_frames = on_client.stop();
     println!(
-        "Frames from the VIP seen on the director's eth0: {}",
+        "Frames from the VIP seen on the director's {HOST_IFNAME}: {}",
         director_frames.len()
     );
     println!(
-        "Frames from the VIP seen on the client's eth0:   {}, by source MAC:",
+        "Frames from the VIP seen on the client's {HOST_IFNAME}:   {}, by source MAC:",
         client_frames.len()
     );
     let mut by_mac: BTreeMap<String, u32> = BTreeMap::new();
@@ -114,7 +148,7 @@ fn demo() -> ExitCode {
             .or_default() += 1;
     }
     for (mac, frames) in &by_mac {
-        let sender = testbed.real_server_with_mac(mac).map_or_else(
+        let sender = testbed.server_with_mac(mac).map_or_else(
             || {
                 if *mac == testbed.director.mac {
                     "the director!"
@@ -122,46 +156,49 @@ fn demo() -> ExitCode {
                     "unknown!"
                 }
             },
-            |rs| rs.name,
+            |rs| rs.role.as_str(),
         );
         println!("  {mac} ({sender}): {frames}");
     }
     if !director_frames.is_empty()
         || by_mac
             .keys()
-            .any(|mac| testbed.real_server_with_mac(mac).is_none())
+            .any(|mac| testbed.server_with_mac(mac).is_none())
     {
         problems.push("replies crossed the director or came from an unknown MAC".to_owned());
     }
 
-    heading("drlb stats");
-    let stats = testbed.drlb_in(&state, &["stats"]);
+    heading(&format!(
+        "drlb stats (ip netns exec {} drlb stats --state-dir {})",
+        testbed.director.ns.name(),
+        testbed.director_state_dir().display()
+    ));
+    let stats = testbed.drlb_on_director(&["stats"]);
     if stats.success() {
         println!("{}", stats.stdout.trim_end());
     } else {
         problems.push(format!("drlb stats failed: {}", stats.describe()));
     }
 
-    heading("Stopping drlb with SIGTERM");
-    let status = testbed.stop_drlb(libc::SIGTERM);
-    println!(
-        "drlb exited with {status}; its log:\n{}",
-        indent(&testbed.drlb().stderr())
-    );
-    if !status.success() {
-        problems.push(format!("drlb exited with {status} on SIGTERM"));
-    }
+    heading("drlb's log on the director");
+    println!("{}", indent(&testbed.drlb_log()));
 
     heading("Result");
     println!("HTTP requests served:   {}", summary(&http));
     println!("UDP datagrams answered: {}", summary(&udp));
-    for rs in &testbed.real_servers {
-        if http[rs.name] == 0 || udp[rs.name] == 0 {
-            problems.push(format!("{} served nothing over HTTP or UDP", rs.name));
+    for rs in &testbed.servers {
+        if http[&rs.role] == 0 || udp[&rs.role] == 0 {
+            problems.push(format!("{} served nothing over HTTP or UDP", rs.role));
         }
     }
+    drop(servers);
     drop(testbed);
-    println!("The testbed is removed.");
+    let left = namespaces_of(&name);
+    if left.is_empty() {
+        println!("The testbed is removed (drlb testbed down --name {name}).");
+    } else {
+        problems.push(format!("drlb testbed down left namespaces: {left:?}"));
+    }
     if problems.is_empty() {
         println!(
             "Every real server answered, straight to the client: only requests crossed the director."
@@ -175,11 +212,130 @@ fn demo() -> ExitCode {
     }
 }
 
-fn zero_per_real_server(testbed: &Testbed) -> BTreeMap<String, u32> {
+/// One line per host: role, namespace, address, MAC.
+fn describe(testbed: &CliTestbed) -> String {
+    std::iter::once(&testbed.client)
+        .chain(std::iter::once(&testbed.director))
+        .chain(&testbed.servers)
+        .map(|host| {
+            format!(
+                "  {:<9} {:<28} {:<13} {}",
+                host.role,
+                host.ns.name(),
+                host.address,
+                host.mac
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// HTTP and UDP echo on each real server, on the VIP (what the client reaches) and on its own
+/// address (to check it is up without drlb).
+fn start_servers(
+    testbed: &CliTestbed,
+    test_server: &TestServer,
+    vip: &str,
+    logs: &Scratch,
+) -> Vec<Process> {
+    let mut servers = Vec::new();
+    for rs in &testbed.servers {
+        for (mode, port) in [("http", TCP_PORT), ("udp-echo", UDP_PORT)] {
+            let (on_vip, on_own) = (format!("{vip}:{port}"), format!("{}:{port}", rs.address));
+            let argv = test_server.command([
+                mode, "--listen", &on_vip, "--listen", &on_own, "--name", &rs.role,
+            ]);
+            servers.push(
+                rs.ns
+                    .spawn(&format!("{}-{mode}", rs.role), &argv, logs.path()),
+            );
+        }
+    }
+    servers
+}
+
+/// Waits until each real server answers HTTP and UDP on its own address, and drlb's health
+/// checks have every TCP backend up (before that drlb may not send them requests).
+fn wait_for_servers(testbed: &CliTestbed, test_server: &TestServer) {
+    for rs in &testbed.servers {
+        let url = format!("http://{}:{TCP_PORT}/", rs.address);
+        wait_for(
+            &format!("{}'s HTTP server at {url}", rs.role),
+            READY_TIMEOUT,
+            || {
+                let reply = http_get(&testbed.client.ns, &url).ok()?;
+                (reply.server() == Some(rs.role.as_str())).then_some(())
+            },
+        );
+        let to = format!("{}:{UDP_PORT}", rs.address);
+        let expected = format!("{} request 1", rs.role);
+        wait_for(
+            &format!("{}'s UDP echo at {to}", rs.role),
+            READY_TIMEOUT,
+            || {
+                let ran = udp_client(testbed, test_server, &to, 1);
+                (ran.success() && ran.stdout.trim() == expected).then_some(())
+            },
+        );
+    }
+    wait_for(
+        "drlb's health checks to call every backend up",
+        READY_TIMEOUT,
+        || {
+            let ran = testbed.drlb_on_director(&["stats", "--json"]);
+            let stats: serde_json::Value = serde_json::from_str(&ran.stdout).ok()?;
+            let backends = stats["services"]
+                .as_array()?
+                .iter()
+                .flat_map(|s| s["backends"].as_array().into_iter().flatten());
+            let mut healths = backends.map(|b| b["health"].as_str().unwrap_or_default());
+            healths.all(|h| h == "up" || h == "unchecked").then_some(())
+        },
+    );
+}
+
+/// `drlb-demo testsrv udp-client --to TO --count COUNT` from the client; each datagram from a
+/// new source port.
+fn udp_client(
+    testbed: &CliTestbed,
+    test_server: &TestServer,
+    to: &str,
+    count: u32,
+) -> tests::netns::Ran {
+    let count = count.to_string();
+    let argv = test_server.command([
+        "udp-client",
+        "--to",
+        to,
+        "--count",
+        &count,
+        "--timeout-ms",
+        UDP_REPLY_TIMEOUT_MS,
+    ]);
+    testbed.client.ns.exec(&argv, UDP_ROUND_TIMEOUT)
+}
+
+/// The namespaces of testbed `name` still there.
+fn namespaces_of(name: &str) -> Vec<String> {
+    let prefix = format!("drlbtb-{name}-");
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|ns| ns.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn zero_per_real_server(testbed: &CliTestbed) -> BTreeMap<String, u32> {
     testbed
-        .real_servers
+        .servers
         .iter()
-        .map(|rs| (rs.name.to_owned(), 0))
+        .map(|rs| (rs.role.clone(), 0))
         .collect()
 }
 

@@ -294,7 +294,7 @@ impl Controller {
 
     /// Makes the director active (it answers ARP for its VIPs and forwards their traffic) or a
     /// standby (neither: the traffic is dropped and counted as `drop_standby`). Only flags
-    /// change, each with one atomic map update per VIP and per service; tables and flows stay,
+    /// change, each with one atomic store per VIP and per service word; tables and flows stay,
     /// so an activation takes effect at once. Forwarding is switched on before ARP answers
     /// and off after them, so the director never answers ARP while unable to forward.
     /// Returns one line per change (none if the state is already `active`).

@@ -6,9 +6,12 @@
 //! what is wrong. Nothing is changed; flow-table hits never come here.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{Event, INTERFACE_FLAG_CHECK_CHECKSUMS, IPPROTO_TCP, IPPROTO_UDP};
+use lb_common::{Event, INTERFACE_FLAG_CHECK_CHECKSUMS, IPPROTO_TCP, IPPROTO_UDP, Interface};
 
-use crate::{maps::interface, parse::Flow, parse::ptr_at, stats};
+use crate::{
+    parse::{Flow, ptr_at},
+    stats,
+};
 
 /// Where the checksum field lies in the TCP and the UDP header.
 const TCP_CHECK_OFFSET: usize = 16;
@@ -18,12 +21,9 @@ const UDP_NO_CHECKSUM: u16 = 0;
 const WORD_BITS: u32 = 16;
 const WORD_MASK: u32 = 0xffff;
 
-/// Counts the frame if its interface checks checksums and its checksum is unfinished.
+/// Counts the frame if its ingress `interface` checks checksums and its checksum is unfinished.
 #[inline(always)]
-pub fn note_unfinished(ctx: &XdpContext, flow: &Flow) {
-    let Some(interface) = interface(ctx.ingress_ifindex() as u32) else {
-        return;
-    };
+pub fn note_unfinished(ctx: &XdpContext, flow: &Flow, interface: &Interface) {
     if interface.flags & INTERFACE_FLAG_CHECK_CHECKSUMS == 0 {
         return;
     }

@@ -2,7 +2,7 @@
 //! needs updating and the frame keeps its length.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{BackendEntry, Verdict};
+use lb_common::{BackendEntry, Interface, Verdict};
 use network_types::eth::EthHdr;
 
 use crate::{
@@ -40,12 +40,17 @@ pub fn to_backend(ctx: &XdpContext, backend: BackendEntry) -> Verdict {
     }
 }
 
-/// Whether the frame was sent to this interface's own MAC: only such frames are forwarded. A
-/// frame a switch floods, or one seen in promiscuous mode, is someone else's.
+/// The ingress interface, if the frame was sent to its own MAC: only such frames are
+/// forwarded (`Pass` otherwise: a frame a switch floods, or one seen in promiscuous mode, is
+/// someone else's). `Aborted` for an interface userspace did not register, which cannot be.
 #[inline(always)]
-pub fn addressed_to_us(ctx: &XdpContext) -> Result<bool, Verdict> {
+pub fn ours(ctx: &XdpContext) -> Result<Interface, Verdict> {
     let interface = interface(ctx.ingress_ifindex() as u32).ok_or(Verdict::Aborted)?;
     let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Verdict::Aborted)?;
     // SAFETY: ptr_at checked the bounds; read only.
-    Ok(unsafe { (*eth).dst_addr } == interface.mac)
+    if unsafe { (*eth).dst_addr } == interface.mac {
+        Ok(interface)
+    } else {
+        Err(Verdict::Pass)
+    }
 }

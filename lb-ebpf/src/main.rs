@@ -68,11 +68,10 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
     let Some(service) = select::service(&flow) else {
         return Verdict::Pass;
     };
-    match forward::addressed_to_us(ctx) {
-        Ok(true) => {}
-        Ok(false) => return Verdict::Pass,
+    let interface = match forward::ours(ctx) {
+        Ok(interface) => interface,
         Err(verdict) => return verdict,
-    }
+    };
     // A standby director forwards nothing (see SERVICE_FLAG_STANDBY).
     if service.state.flags & SERVICE_FLAG_STANDBY != 0 {
         return Verdict::DropStandby;
@@ -82,7 +81,7 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
         Err(verdict) => return verdict,
     };
     if chosen.new {
-        checksum::note_unfinished(ctx, &flow);
+        checksum::note_unfinished(ctx, &flow, &interface);
     }
     let verdict = forward::to_backend(ctx, chosen.backend);
     if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
@@ -97,10 +96,9 @@ fn drop_if_ours(ctx: &XdpContext, daddr: [u8; 4], verdict: Verdict) -> Verdict {
     if !select::is_vip(daddr) {
         return Verdict::Pass;
     }
-    match forward::addressed_to_us(ctx) {
-        Ok(true) => verdict,
-        Ok(false) => Verdict::Pass,
-        Err(verdict) => verdict,
+    match forward::ours(ctx) {
+        Ok(_) => verdict,
+        Err(not_ours) => not_ours,
     }
 }
 

@@ -52,7 +52,7 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
-/// A loaded program configured by the daemon's `Director`, and its conflict map.
+/// A loaded program configured by the daemon's `Controller`, and its conflict map.
 struct Bed {
     ebpf: Ebpf,
     director: Controller,

@@ -49,16 +49,6 @@ pub struct StatsReport {
     pub events: BTreeMap<String, Count>,
 }
 
-/// Frames with unfinished checksums seen, from the report's events.
-impl StatsReport {
-    #[must_use]
-    pub fn bad_checksums(&self) -> u64 {
-        self.events
-            .get(Event::BadChecksum.name())
-            .map_or(0, |c| c.packets)
-    }
-}
-
 /// What to tell about frames with unfinished checksums on `interfaces` (the veths drlb checks).
 #[must_use]
 pub fn bad_checksum_advice(interfaces: &[String]) -> String {
@@ -215,6 +205,14 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
 }
 
 impl StatsReport {
+    /// Frames of new flows seen with unfinished checksums (the veth checksum trap).
+    #[must_use]
+    pub fn bad_checksums(&self) -> u64 {
+        self.events
+            .get(Event::BadChecksum.name())
+            .map_or(0, |c| c.packets)
+    }
+
     /// The human-readable table of `drlb stats`.
     #[must_use]
     pub fn render(&self) -> String {

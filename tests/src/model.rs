@@ -623,7 +623,8 @@ mod tests {
     use super::*;
     use crate::packet::{
         Arp, CLIENT_IP, CLIENT_PORT, DIRECTOR_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame,
-        OTHER_HOST_MAC, OTHER_IP, ROUTER_IP, ROUTER_MAC, VIP, backend_mac, with_fragment,
+        OTHER_HOST_MAC, OTHER_IP, ROUTER_IP, ROUTER_MAC, VIP, backend_mac, icmp_echo_request,
+        with_fragment,
     };
 
     const INGRESS: u32 = 2;
@@ -648,6 +649,7 @@ mod tests {
             interfaces: BTreeMap::from([(INGRESS, DIRECTOR_MAC)]),
             egress_ifindexes: BTreeSet::from([INGRESS, OTHER_EGRESS]),
             vips: BTreeMap::from([(VIP, true), (INACTIVE_VIP, false)]),
+            local_vips: BTreeSet::new(),
             services: vec![ServiceState {
                 id: SERVICE_ID,
                 vip: VIP,
@@ -777,6 +779,55 @@ mod tests {
         assert_eq!(
             verdict_of(&m.process(&state(0), INGRESS, &to_other)),
             Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn other_traffic_to_a_vip_goes_to_the_stack_only_when_the_vip_is_local() {
+        let ping = icmp_echo_request(ROUTER_IP, VIP);
+        let other_port =
+            Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, PORT + 1)).build();
+        let to_other_host = icmp_echo_request(ROUTER_IP, OTHER_IP);
+        let mut local = state(0);
+        local.local_vips.insert(VIP);
+        for frame in [&ping, &other_port] {
+            assert_eq!(
+                verdict_of(&model(true).process(&state(0), INGRESS, frame)),
+                Verdict::DropNoService
+            );
+            assert_eq!(
+                verdict_of(&model(true).process(&local, INGRESS, frame)),
+                Verdict::Pass
+            );
+        }
+        assert_eq!(
+            verdict_of(&model(true).process(&state(0), INGRESS, &to_other_host)),
+            Verdict::Pass,
+            "not a VIP: the stack's"
+        );
+        let mut elsewhere = ping.clone();
+        elsewhere[ETH_DST].copy_from_slice(&OTHER_HOST_MAC);
+        assert_eq!(
+            verdict_of(&model(true).process(&state(0), INGRESS, &elsewhere)),
+            Verdict::Pass,
+            "sent to another MAC: not ours to drop"
+        );
+    }
+
+    #[test]
+    fn arp_for_a_standby_vip_the_kernel_holds_never_reaches_the_kernel() {
+        let request = Arp::request(ROUTER_MAC, ROUTER_IP, INACTIVE_VIP).build();
+        let mut local = state(0);
+        local.local_vips.insert(INACTIVE_VIP);
+        assert_eq!(
+            verdict_of(&model(true).process(&local, INGRESS, &request)),
+            Verdict::DropArpStandby
+        );
+        local.vips.insert(INACTIVE_VIP, true);
+        assert_eq!(
+            verdict_of(&model(true).process(&local, INGRESS, &request)),
+            Verdict::ArpReply,
+            "active and local: answered by the program"
         );
     }
 

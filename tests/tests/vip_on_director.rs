@@ -19,9 +19,10 @@
 use std::{path::PathBuf, time::Duration};
 
 use tests::{
+    drlb::drlb_in,
     drlb::{start_drlb, stats_in},
     netns::{Capture, Netns, PassProgram, Process, Scratch, Switch},
-    testbed::frame_source_mac,
+    testbed::{arping_reply_macs, frame_source_mac},
 };
 
 const VIP: &str = "198.18.7.33";
@@ -33,6 +34,7 @@ const BR_LVS: &str = "br_lvs";
 const REQUESTS: usize = 20;
 const PINGS: &str = "3";
 const CURL_TIMEOUT: Duration = Duration::from_secs(10);
+const ARPINGS: &str = "2";
 
 /// One interface of a host: name, address/prefix, MAC.
 struct Nic {
@@ -157,6 +159,15 @@ impl Seed {
         }
     }
 
+    /// `arping -c COUNT` from the client to the VIP: the MACs that answered.
+    fn arping(&self, count: &str) -> Vec<String> {
+        let ran = self.client.exec(
+            &["arping", "-c", count, "-w", "3", "-I", CLIENT.name, VIP],
+            CURL_TIMEOUT,
+        );
+        arping_reply_macs(&ran.stdout)
+    }
+
     fn config(&self) -> PathBuf {
         let text = format!(
             "[director]\ninterfaces = [\"{}\", \"{}\"]\n\n[[service]]\nvip = \"{VIP}\"\nport = {PORT}\n\
@@ -207,6 +218,11 @@ fn the_seeds_director_holds_the_vip_and_serves_it() {
         stats["vips"],
         serde_json::json!([{"vip": VIP, "active": true, "local": true}]),
         "{stats}"
+    );
+    assert_eq!(
+        seed.arping(ARPINGS),
+        [DIRECTOR_E.mac, DIRECTOR_E.mac],
+        "one answer per request, the program's: the kernel never sees the request"
     );
 
     let service = format!("tcp port {PORT}");
@@ -312,6 +328,58 @@ fn the_seeds_director_holds_the_vip_and_serves_it() {
     for dropped in ["drop_no_service", "drop_standby", "drop_arp_standby"] {
         assert_eq!(verdict(&stats, dropped), 0, "{dropped}: {stats}");
     }
+    let status = drlb.stop(libc::SIGTERM, Duration::from_secs(10));
+    assert!(status.success(), "drlb: {}", drlb.describe());
+    seed.processes.clear();
+}
+
+/// A standby whose kernel holds the VIP (here `drlb run --standby` with the seed's eth7) must
+/// not let the kernel answer ARP for it: the program drops the requests (`drop_arp_standby`),
+/// and drlb warns at start-up. `drlb vip activate` brings the answers back, the program's.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn a_standby_holding_the_vip_keeps_its_kernel_from_answering_arp() {
+    let mut seed = Seed::new();
+    assert_eq!(
+        seed.arping("1"),
+        [DIRECTOR_E.mac],
+        "without drlb the director's kernel answers ARP for its address"
+    );
+    let state = seed.scratch.subdir("state", 0o700);
+    let config = seed.config();
+    let mut drlb = start_drlb(
+        &seed.director,
+        "drlb",
+        &config,
+        &state,
+        &["--standby"],
+        seed.scratch.path(),
+    );
+    let log = drlb.stderr();
+    assert!(
+        log.contains("which is its standby") && log.contains("drop_arp_standby"),
+        "drlb warns about a standby VIP its kernel holds: {log}"
+    );
+    assert!(
+        seed.arping(ARPINGS).is_empty(),
+        "nobody answers ARP for the VIP while the director is its standby"
+    );
+    let stats = stats_in(&seed.director, &state);
+    assert_eq!(stats["state"], "standby", "{stats}");
+    assert!(
+        verdict(&stats, "drop_arp_standby") >= 2,
+        "the requests were dropped before the kernel: {stats}"
+    );
+    assert_eq!(verdict(&stats, "arp_reply"), 0, "{stats}");
+
+    let activated = drlb_in(&seed.director, &state, &["vip", "activate"]).expect_success();
+    assert!(activated.contains("director active"), "{activated}");
+    assert_eq!(
+        seed.arping(ARPINGS),
+        [DIRECTOR_E.mac, DIRECTOR_E.mac],
+        "active: the program answers"
+    );
+    assert_eq!(seed.get(PORT), "rs1", "and forwards");
     let status = drlb.stop(libc::SIGTERM, Duration::from_secs(10));
     assert!(status.success(), "drlb: {}", drlb.describe());
     seed.processes.clear();

@@ -51,6 +51,10 @@ pub struct DirectorConfig {
     /// stats`); without it only root may use it. Changes always need root.
     #[serde(default)]
     pub control_group: Option<String>,
+    /// Where the data plane (maps and XDP links) is pinned, on a bpffs, so that it outlives
+    /// drlb. Default: /sys/fs/bpf/drlb/<a name derived from the state directory>.
+    #[serde(default)]
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 const fn default_flow_table_size() -> u32 {
@@ -130,6 +134,16 @@ impl Protocol {
         match self {
             Self::Tcp => IPPROTO_TCP,
             Self::Udp => IPPROTO_UDP,
+        }
+    }
+
+    /// The protocol of an IP protocol number, if drlb balances it.
+    #[must_use]
+    pub const fn from_number(number: u8) -> Option<Self> {
+        match number {
+            IPPROTO_TCP => Some(Self::Tcp),
+            IPPROTO_UDP => Some(Self::Udp),
+            _ => None,
         }
     }
 }

@@ -53,6 +53,10 @@ pub struct Keepalived {
     pub own_ip: String,
     pub peer_ip: String,
     pub drive: Drive,
+    /// Track this director's drlb with this command (`drlb stats --state-dir ...`) as a
+    /// `track_script` (not `track_process`: its process events are not available in a network
+    /// namespace): keepalived enters FAULT when drlb stops answering.
+    pub track_drlb: Option<String>,
 }
 
 /// How keepalived tells drlb which director is active.
@@ -94,11 +98,27 @@ impl Keepalived {
                 ),
             ),
         };
+        let (track_def, track_use) = match &self.track_drlb {
+            Some(command) => (
+                format!(
+                    "vrrp_script drlb_running {{\n\
+                     \x20   script \"{command}\"\n\
+                     \x20   interval 1\n\
+                     \x20   timeout 2\n\
+                     \x20   fall 2\n\
+                     \x20   rise 1\n\
+                     }}\n"
+                ),
+                "    track_script {\n        drlb_running\n    }\n".to_owned(),
+            ),
+            None => (String::new(), String::new()),
+        };
         format!(
             "global_defs {{\n\
              \x20   router_id {router_id}\n\
              {global}\
              }}\n\
+             {track_def}\
              vrrp_instance DRLB {{\n\
              \x20   state BACKUP\n\
              \x20   interface {interface}\n\
@@ -110,6 +130,7 @@ impl Keepalived {
              \x20       {peer}\n\
              \x20   }}\n\
              \x20   check_unicast_src\n\
+             {track_use}\
              {drive}\
              }}\n",
             router_id = self.router_id,

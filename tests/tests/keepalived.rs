@@ -108,6 +108,7 @@ fn keepalived_virtual_ipaddress_alone_moves_the_director_and_connections_survive
         priority,
         own_ip: own.to_owned(),
         peer_ip: peer.to_owned(),
+        track_drlb: None,
         drive: Drive::VirtualIpaddress {
             vip: VIP.to_owned(),
         },

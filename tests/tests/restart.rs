@@ -7,13 +7,11 @@
 //! read is refused with the way out.
 //!
 //! The pins live on a bpffs mounted from the test's (the root) mount namespace in its scratch
-//! directory: `ip netns exec`, which runs drlb, gives /sys a private mount, and pins there would
-//! vanish with the daemon.
+//! directory (see `tests::bpffs`).
 
 use std::{
     net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -23,9 +21,10 @@ use std::{
 };
 
 use tests::{
+    bpffs::Bpffs,
     drlb::start_drlb_with_env,
     echo::{self, Connection},
-    netns::{Netns, in_netns, run_bounded, wait_for},
+    netns::{Netns, in_netns, wait_for},
     require_root,
     testbed::{IFNAME, TCP_ECHO_PORT, TestServer, Testbed, UDP_PORT, VIP},
 };
@@ -40,30 +39,6 @@ const UDP_MAX_REQUESTS: u32 = 3000;
 const UDP_MAX_TIME: Duration = Duration::from_secs(60);
 /// How long drlb stays stopped in the SIGTERM cycle.
 const STOPPED_FOR: Duration = Duration::from_secs(5);
-
-/// A bpffs mounted in the scratch directory; unmounted on drop.
-struct Bpffs {
-    path: PathBuf,
-}
-
-impl Bpffs {
-    fn mount(path: PathBuf) -> Self {
-        std::fs::create_dir_all(&path).expect("bpffs mount point");
-        let ran = run_bounded(
-            Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&path),
-            Duration::from_secs(10),
-        );
-        assert!(ran.success(), "mounting a bpffs: {}", ran.describe());
-        Self { path }
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        // Lazily: whatever is still pinned goes with the mount.
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
 
 /// Counts UDP requests to the VIP, answered and not, from the client until stopped.
 struct UdpStream {
@@ -211,7 +186,7 @@ fn the_data_plane_forwards_across_restarts_kills_upgrades_and_config_changes() {
     require_root();
     let mut bed = Testbed::new(TestServer::binary(env!("CARGO_BIN_EXE_drlb-testsrv")));
     let bpffs = Bpffs::mount(bed.scratch.path().join("bpffs"));
-    let pin_dir = bpffs.path.join("director");
+    let pin_dir = bpffs.path().join("director");
     let state = bed.new_state_dir(false);
     let logs = bed.scratch.path().to_owned();
     let mut weights = vec![1, 1, 1];
@@ -325,7 +300,7 @@ fn a_pinned_data_plane_of_another_layout_is_refused_with_the_way_out() {
     require_root();
     let mut bed = Testbed::new(TestServer::binary(env!("CARGO_BIN_EXE_drlb-testsrv")));
     let bpffs = Bpffs::mount(bed.scratch.path().join("bpffs"));
-    let pin_dir = bpffs.path.join("director");
+    let pin_dir = bpffs.path().join("director");
     std::fs::create_dir_all(pin_dir.join("layout-999")).expect("an old layout's directory");
     let config_path = bed.write_config("drlb.toml", &config(&bed, &pin_dir, &[1, 1, 1]));
     let ran = bed.run_drlb_to_refusal(&config_path, None);

@@ -410,7 +410,7 @@ impl Dataplane {
         let used: BTreeSet<u32> = self.vip_ids.values().copied().collect();
         let room = self.vip_states.entries();
         let id = (0..room).find(|i| !used.contains(i)).with_context(|| {
-            format!("no room for more than {room} VIPs: restart drlb to make room")
+            format!("no room for more than {room} VIPs: stop drlb, run `drlb down` and start it again to make room")
         })?;
         self.write_allowed()?;
         self.vip_states.store_u32(id, vip.flags)?;

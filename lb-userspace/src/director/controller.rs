@@ -202,7 +202,7 @@ impl Controller {
         new.validate_for_interfaces(&addresses)?;
         if new.director != self.config.director {
             bail!(
-                "changing [director] (interfaces, xdp_mode, flow_table_size) needs a restart of drlb; nothing changed"
+                "changing [director] (interfaces, xdp_mode, flow_table_size) needs a restart of drlb (xdp_mode and flow_table_size: `drlb down` before the start, as the pinned data plane keeps them); nothing changed"
             );
         }
         let wanted: BTreeMap<ServiceId, &ServiceConfig> =

@@ -85,8 +85,9 @@ pub fn plan(
                         format!(
                             "no room for service {id}: drlb was started with room for \
                              {service_capacity} services (those of its config and \
-                             {SPARE_SERVICES} more); restart drlb to size its maps for the new \
-                             config; nothing changed"
+                             {SPARE_SERVICES} more); stop drlb, run `drlb down` and start it \
+                             again to size its maps for the new config (the flow table is \
+                             lost); nothing changed"
                         )
                     })?;
                 used_ids.insert(free);
@@ -97,7 +98,7 @@ pub fn plan(
         let base = first_fit(&regions, len, capacity).with_context(|| {
                 format!(
                     "no room for the table of service {id} ({len} entries) in the Maglev table memory ({} entries): \
-                     restart drlb to size it for the new config; nothing changed",
+                     stop drlb, run `drlb down` and start it again to size it for the new config (the flow table is lost); nothing changed",
                     capacity
                 )
             })?;

@@ -241,7 +241,11 @@ impl Dataplane {
             };
             let desc = TableDesc::unpack(self.tables.load_u64(table_desc_index(id, state.bank))?);
             let mut banks = [None, None];
-            if desc.size == layout.size {
+            // Trusted only where the record says the live bank lies (a daemon stopped in the
+            // middle of moving the table leaves it elsewhere: then it is all written again).
+            if desc.size == layout.size
+                && desc.base == layout.base + u32::from(state.bank) * layout.size
+            {
                 let live_bank = (0..desc.size)
                     .map(|slot| {
                         let index = desc.base + slot;
@@ -285,6 +289,9 @@ impl Dataplane {
                 backends,
             });
         }
+        // A program run the stopped daemon's last writes raced with is over long since; one
+        // grace period makes it certain before this daemon reuses anything.
+        grace::wait();
         Ok(adopted)
     }
 
@@ -727,6 +734,10 @@ impl Dataplane {
                 if self.backends.load_u64(index)? != 0 {
                     self.write_allowed()?;
                     self.backends.store_u64(index, 0)?;
+                }
+                // Ids claimed by a change that was rolled back.
+                if self.ledger.backend(index)? != BackendRecord::default() {
+                    self.ledger.set_backend(index, BackendRecord::default())?;
                 }
             }
         }

@@ -673,6 +673,14 @@ fn adopted_service(
             })
             .context("a director without interfaces")?;
         let configured_mac = configured.and_then(|b| b.mac).map(|m| m.into_array());
+        // One id per address; should the records name an address twice (an id claimed by a
+        // change that failed), the one the data plane uses wins.
+        if backends
+            .get(&address)
+            .is_some_and(|b: &BackendState| b.published.is_some() || backend.published.is_none())
+        {
+            continue;
+        }
         backends.insert(
             address,
             BackendState {

@@ -214,7 +214,7 @@ impl Lexer<'_> {
             return;
         }
         let full = match dir {
-            Some(dir) if !pattern.starts_with('/') => dir.join(pattern).display().to_string(),
+            Some(dir) if !pattern.starts_with('/') => normalize(&dir.join(pattern)),
             _ => pattern.clone(),
         };
         let mut files = Vec::new();
@@ -278,6 +278,25 @@ impl Lexer<'_> {
         ));
         text.to_owned()
     }
+}
+
+/// `a/b/../c/./d` -> `a/c/d`: keepalived changes into the including file's directory, so `..`
+/// is taken from there (lexically here, as globs need a plain path).
+fn normalize(path: &Path) -> String {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out.display().to_string()
 }
 
 /// `$NAME=VALUE` with nothing but whitespace before `$`: (NAME, VALUE).
@@ -473,7 +492,7 @@ mod tests {
         assert_eq!(lines[1].tokens[0], Token::Word("$UNDEF".into()));
         assert_eq!(lines[0].at.line, 4);
         let mut diagnostics = Vec::new();
-        lex_str("$A=$A x\n$A\n", "t.conf", &mut diagnostics);
+        let _ = lex_str("$A=$A x\n$A\n", "t.conf", &mut diagnostics);
         assert!(diagnostics[0].message.contains("does not end"), "{diagnostics:?}");
     }
 

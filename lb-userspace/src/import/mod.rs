@@ -158,3 +158,6 @@ fn finish(
         diagnostics,
     }
 }
+
+#[cfg(test)]
+mod tests;

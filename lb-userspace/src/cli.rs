@@ -420,7 +420,9 @@ fn import_command(command: ImportCommand) -> i32 {
     drop(given);
     // The output must be what `drlb run` accepts; anything else is a bug in the import.
     if let Err(e) = crate::config::Config::parse(&outcome.config) {
-        eprintln!("drlb: error: the imported config does not validate (a bug in drlb import, please report it): {e:#}");
+        eprintln!(
+            "drlb: error: the imported config does not validate (a bug in drlb import, please report it): {e:#}"
+        );
         return import::EXIT_INCOMPLETE;
     }
     print!("{}", outcome.config);

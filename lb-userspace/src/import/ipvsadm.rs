@@ -38,9 +38,15 @@ pub fn read(text: &str, name: &str, diagnostics: &mut Vec<Diagnostic>) -> Lvs {
         }
         let words: Vec<&str> = line.split_whitespace().collect();
         let result = match words[0] {
-            "-A" | "--add-service" => add_service(&words[1..], line, &at, &mut index, &mut lvs, diagnostics),
-            "-a" | "--add-server" => add_server(&words[1..], line, &at, &index, &mut lvs, diagnostics),
-            _ => Err("not an `ipvsadm-save -n` line (-A adds a service, -a a real server)".to_owned()),
+            "-A" | "--add-service" => {
+                add_service(&words[1..], line, &at, &mut index, &mut lvs, diagnostics)
+            }
+            "-a" | "--add-server" => {
+                add_server(&words[1..], line, &at, &index, &mut lvs, diagnostics)
+            }
+            _ => Err(
+                "not an `ipvsadm-save -n` line (-A adds a service, -a a real server)".to_owned(),
+            ),
         };
         if let Err(why) = result {
             diagnostics.push(Diagnostic::left_out(&at, format!("`{line}`: {why}")));
@@ -92,7 +98,9 @@ fn add_service(
     let (protocol, address, _) = service_of(words)?;
     let vip = ipv4(&address)?;
     if address.port() == 0 {
-        return Err("port 0 (a service on every port); drlb services have one port each".to_owned());
+        return Err(
+            "port 0 (a service on every port); drlb services have one port each".to_owned(),
+        );
     }
     let mut vs = VirtualService {
         at: at.clone(),
@@ -120,12 +128,18 @@ fn add_service(
                 words.next();
             }
             "-s" | "--scheduler" => {
-                vs.algo = Some((words.next().ok_or("-s names no scheduler")?.to_owned(), at.clone()));
+                vs.algo = Some((
+                    words.next().ok_or("-s names no scheduler")?.to_owned(),
+                    at.clone(),
+                ));
             }
             "-p" | "--persistent" => {
                 let timeout = words
                     .next_if(|w| !w.starts_with('-'))
-                    .map(|t| t.parse::<u32>().map_err(|_| format!("-p {t}: not a number of seconds")))
+                    .map(|t| {
+                        t.parse::<u32>()
+                            .map_err(|_| format!("-p {t}: not a number of seconds"))
+                    })
                     .transpose()?
                     .unwrap_or(DEFAULT_PERSISTENCE_S);
                 vs.persistence = Some((timeout, at.clone()));
@@ -144,7 +158,9 @@ fn add_service(
                     format!("-b {flags}: drlb has no scheduler flags; ignored"),
                 ));
             }
-            "-o" | "--ops" => return Err("one-packet scheduling: drlb schedules UDP per flow".to_owned()),
+            "-o" | "--ops" => {
+                return Err("one-packet scheduling: drlb schedules UDP per flow".to_owned());
+            }
             "--pe" => return Err("drlb has no persistence engines (SIP)".to_owned()),
             other => return Err(format!("{other}: an option drlb import does not know")),
         }

@@ -138,7 +138,10 @@ fn virtual_server(
         .as_slice()
     {
         ["fwmark", ..] => {
-            diagnostics.push(Diagnostic::left_out(&node.at, format!("`{origin}`: {FWMARK_WHY}")));
+            diagnostics.push(Diagnostic::left_out(
+                &node.at,
+                format!("`{origin}`: {FWMARK_WHY}"),
+            ));
             return;
         }
         ["group", name] => match groups.get(name) {
@@ -268,7 +271,17 @@ fn group_members(
         };
         for address in addresses {
             match endpoint(&address.to_string(), port) {
-                Ok((ip, port)) => members.push((ip, port, member.at.clone(), format!("{address} {}", port.map(|p| p.to_string()).unwrap_or_default()).trim().to_owned())),
+                Ok((ip, port)) => members.push((
+                    ip,
+                    port,
+                    member.at.clone(),
+                    format!(
+                        "{address} {}",
+                        port.map(|p| p.to_string()).unwrap_or_default()
+                    )
+                    .trim()
+                    .to_owned(),
+                )),
                 Err(why) => diagnostics.push(Diagnostic::left_out(
                     &member.at,
                     format!("`{origin}` member `{text}`: {why}"),
@@ -285,9 +298,8 @@ fn address_range(text: &str) -> Result<Vec<IpAddr>, String> {
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
-    let too_many = |n: u64| {
-        format!("a range of {n} addresses; drlb supports at most {MAX_SERVICES} services")
-    };
+    let too_many =
+        |n: u64| format!("a range of {n} addresses; drlb supports at most {MAX_SERVICES} services");
     let (first, last) = if let Some((base, len)) = text.split_once('/') {
         let base: Ipv4Addr = base
             .parse()
@@ -301,9 +313,9 @@ fn address_range(text: &str) -> Result<Vec<IpAddr>, String> {
         let first = u32::from(base) & (u32::MAX.checked_shl(32 - len).unwrap_or(0));
         (u64::from(first), u64::from(first) + size - 1)
     } else if let Some((start, end)) = text.split_once('-') {
-        let start: Ipv4Addr = start
-            .parse()
-            .map_err(|_| format!("{text:?} is not an address range (IPv6 ranges are not supported)"))?;
+        let start: Ipv4Addr = start.parse().map_err(|_| {
+            format!("{text:?} is not an address range (IPv6 ranges are not supported)")
+        })?;
         let end: Ipv4Addr = match end.parse::<u8>() {
             Ok(last_octet) => {
                 let [a, b, c, _] = start.octets();
@@ -454,7 +466,9 @@ fn real_server(
         Ok((IpAddr::V6(_), _)) => {
             diagnostics.push(Diagnostic::left_out(
                 &node.at,
-                format!("`{text}`: an IPv6 real server; drlb forwards to IPv4 backends only for now"),
+                format!(
+                    "`{text}`: an IPv6 real server; drlb forwards to IPv4 backends only for now"
+                ),
             ));
             return None;
         }
@@ -522,7 +536,13 @@ fn real_server(
         if child.condition.is_none()
             && (kind.ends_with("_CHECK") || kind == "HTTP_GET" || kind == "SSL_GET")
         {
-            checkers.push(checker(child, &rs, &inherited, settings.protocol, diagnostics));
+            checkers.push(checker(
+                child,
+                &rs,
+                &inherited,
+                settings.protocol,
+                diagnostics,
+            ));
         }
     }
     if inherited.inhibit_on_failure {
@@ -544,7 +564,10 @@ fn checker(
     let kind = node.keyword.as_str();
     let mut inherited = parent.clone();
     let mut connect_port = rs.port;
-    let mut comments = vec![format!("{kind} of real_server {} ({})", rs.address, node.at)];
+    let mut comments = vec![format!(
+        "{kind} of real_server {} ({})",
+        rs.address, node.at
+    )];
     let mut urls = Vec::new();
     for child in node.children() {
         if child.condition.is_some() {
@@ -567,7 +590,10 @@ fn checker(
             "connect_ip" if first != Some(&rs.address.to_string()) => {
                 diagnostics.push(Diagnostic::note(
                     &child.at,
-                    format!("`{text}`: drlb probes the backend's own address {}", rs.address),
+                    format!(
+                        "`{text}`: drlb probes the backend's own address {}",
+                        rs.address
+                    ),
                 ));
             }
             "bindto" | "bind_if" | "bind_port" | "fwmark" => diagnostics.push(Diagnostic::note(
@@ -596,7 +622,9 @@ fn checker(
         DEFAULT_RETRY
     });
     let interval_s = inherited.delay_loop.unwrap_or(DEFAULT_DELAY_LOOP_S);
-    let timeout_s = inherited.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT_S);
+    let timeout_s = inherited
+        .connect_timeout
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT_S);
     let interval_ms = seconds_to_ms(interval_s);
     let mut timeout_ms = seconds_to_ms(timeout_s);
     comments.push(format!(
@@ -627,9 +655,19 @@ fn checker(
     };
     let check = match kind {
         "TCP_CHECK" => Some(base.clone()),
-        "HTTP_GET" => Some(http(&urls, &inherited, base.clone(), &mut comments, diagnostics)),
+        "HTTP_GET" => Some(http(
+            &urls,
+            &inherited,
+            base.clone(),
+            &mut comments,
+            diagnostics,
+        )),
         "SSL_GET" => nearest_tcp("drlb's checks do not speak TLS", diagnostics, &mut comments),
-        "SMTP_CHECK" => nearest_tcp("drlb's checks do not speak SMTP", diagnostics, &mut comments),
+        "SMTP_CHECK" => nearest_tcp(
+            "drlb's checks do not speak SMTP",
+            diagnostics,
+            &mut comments,
+        ),
         "DNS_CHECK" if protocol == Protocol::Tcp => {
             nearest_tcp("drlb's checks do not speak DNS", diagnostics, &mut comments)
         }
@@ -649,7 +687,8 @@ fn checker(
                     rs.address,
                     match protocol {
                         Protocol::Tcp => "drlb probes the port with a TCP connect instead",
-                        Protocol::Udp => "the service has no health check (every backend counts as up)",
+                        Protocol::Udp =>
+                            "the service has no health check (every backend counts as up)",
                     }
                 ),
             ));

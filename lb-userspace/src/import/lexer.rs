@@ -133,9 +133,7 @@ impl Lexer<'_> {
             // `@^id rest` only when it is not.
             let (condition, text) = match trimmed.strip_prefix('@') {
                 Some(after) => {
-                    let (id, rest) = after
-                        .split_once(char::is_whitespace)
-                        .unwrap_or((after, ""));
+                    let (id, rest) = after.split_once(char::is_whitespace).unwrap_or((after, ""));
                     let (negated, id) = id.strip_prefix('^').map_or((false, id), |i| (true, i));
                     match self.config_id {
                         Some(config_id) if (config_id == id) == negated => continue,
@@ -221,10 +219,9 @@ impl Lexer<'_> {
         for expanded in expand_braces(&full) {
             match self.source.glob(&expanded) {
                 Ok(found) => files.extend(found),
-                Err(e) => self.diagnostics.push(Diagnostic::left_out(
-                    at,
-                    format!("include {pattern}: {e}"),
-                )),
+                Err(e) => self
+                    .diagnostics
+                    .push(Diagnostic::left_out(at, format!("include {pattern}: {e}"))),
             }
         }
         if files.is_empty() {
@@ -237,7 +234,10 @@ impl Lexer<'_> {
             if self.chain.contains(&file) {
                 self.diagnostics.push(Diagnostic::left_out(
                     at,
-                    format!("include {}: the file includes itself (a loop)", file.display()),
+                    format!(
+                        "include {}: the file includes itself (a loop)",
+                        file.display()
+                    ),
                 ));
                 continue;
             }
@@ -249,7 +249,10 @@ impl Lexer<'_> {
                 }
                 Err(e) => self.diagnostics.push(Diagnostic::left_out(
                     at,
-                    format!("include {}: cannot read it ({e}); nothing in it is imported", file.display()),
+                    format!(
+                        "include {}: cannot read it ({e}); nothing in it is imported",
+                        file.display()
+                    ),
                 )),
             }
         }
@@ -460,7 +463,10 @@ mod tests {
         assert_eq!(words("url { path /x }"), ["url", "{", "path", "/x", "}"]);
         assert_eq!(words("weight 1 ! a comment"), ["weight", "1"]);
         assert_eq!(words("   ! whole line"), Vec::<String>::new());
-        assert_eq!(words("inhibit_on_failure! no space"), ["inhibit_on_failure"]);
+        assert_eq!(
+            words("inhibit_on_failure! no space"),
+            ["inhibit_on_failure"]
+        );
         assert_eq!(words("}}"), ["}", "}"]);
     }
 
@@ -493,7 +499,10 @@ mod tests {
         assert_eq!(lines[0].at.line, 4);
         let mut diagnostics = Vec::new();
         let _ = lex_str("$A=$A x\n$A\n", "t.conf", &mut diagnostics);
-        assert!(diagnostics[0].message.contains("does not end"), "{diagnostics:?}");
+        assert!(
+            diagnostics[0].message.contains("does not end"),
+            "{diagnostics:?}"
+        );
     }
 
     #[test]
@@ -536,7 +545,10 @@ mod tests {
     #[test]
     fn includes_are_relative_to_the_including_file_and_globbed() {
         let source = MemSource::new(&[
-            ("/etc/k/keepalived.conf", "a 1\ninclude conf.d/*.conf # all\nb 2\n"),
+            (
+                "/etc/k/keepalived.conf",
+                "a 1\ninclude conf.d/*.conf # all\nb 2\n",
+            ),
             ("/etc/k/conf.d/x.conf", "x 1\ninclude ../sub/{p,q}.inc\n"),
             ("/etc/k/conf.d/y.conf", "y 1\n"),
             ("/etc/k/sub/p.inc", "p 1\n"),
@@ -570,7 +582,10 @@ mod tests {
         );
         assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
         assert!(diagnostics[0].message.contains("includes itself"));
-        assert_eq!(diagnostics[0].at.as_ref().unwrap().to_string(), "/etc/k/sub/q.inc:2");
+        assert_eq!(
+            diagnostics[0].at.as_ref().unwrap().to_string(),
+            "/etc/k/sub/q.inc:2"
+        );
     }
 
     #[test]

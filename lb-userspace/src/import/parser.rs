@@ -107,7 +107,10 @@ pub fn parse(lines: &[Line], diagnostics: &mut Vec<Diagnostic>) -> Vec<Node> {
     while let Some((mut node, children)) = stack.pop() {
         diagnostics.push(Diagnostic::note(
             &node.at,
-            format!("the block of `{}` is never closed: it ends at the end of the input", node.text()),
+            format!(
+                "the block of `{}` is never closed: it ends at the end of the input",
+                node.text()
+            ),
         ));
         node.block = Some(children);
         stack.last_mut().map_or(&mut top, |(_, c)| c).push(node);
@@ -153,7 +156,10 @@ mod tests {
     #[test]
     fn a_brace_on_its_own_line_opens_the_previous_statement() {
         let (nodes, _) = tree("global_defs\n{\n router_id x\n}\nvirtual_server 1.2.3.4 80\n{\n}\n");
-        assert_eq!(shape(&nodes), "global_defs{router_id x}; virtual_server 1.2.3.4 80{}");
+        assert_eq!(
+            shape(&nodes),
+            "global_defs{router_id x}; virtual_server 1.2.3.4 80{}"
+        );
     }
 
     #[test]

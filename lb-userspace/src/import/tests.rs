@@ -17,8 +17,8 @@ fn import_with(text: &str, options: &Options) -> (Config, Outcome) {
         options,
     )
     .unwrap();
-    let config = Config::parse(&outcome.config)
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", outcome.config));
+    let config =
+        Config::parse(&outcome.config).unwrap_or_else(|e| panic!("{e:#}\n{}", outcome.config));
     (config, outcome)
 }
 
@@ -53,8 +53,16 @@ fn messages(outcome: &Outcome) -> String {
 
 #[test]
 fn a_dr_service_becomes_a_service_with_its_weights() {
-    let (config, outcome) = import(&dr("  lb_algo wrr", "    TCP_CHECK {\n connect_timeout 2\n }"));
-    assert_eq!(outcome.exit_code(), EXIT_TRANSLATED, "{}", messages(&outcome));
+    let (config, outcome) = import(&dr(
+        "  lb_algo wrr",
+        "    TCP_CHECK {\n connect_timeout 2\n }",
+    ));
+    assert_eq!(
+        outcome.exit_code(),
+        EXIT_TRANSLATED,
+        "{}",
+        messages(&outcome)
+    );
     let service = only_service(&config);
     assert_eq!(
         (service.vip.to_string(), service.port, service.protocol),
@@ -71,7 +79,11 @@ fn a_dr_service_becomes_a_service_with_its_weights() {
         [("198.18.0.11".to_owned(), 1), ("198.18.0.12".to_owned(), 3)]
     );
     assert!(outcome.config.contains("lb_algo wrr -> maglev"));
-    assert!(outcome.config.contains("(/etc/keepalived/keepalived.conf:1)"));
+    assert!(
+        outcome
+            .config
+            .contains("(/etc/keepalived/keepalived.conf:1)")
+    );
 }
 
 #[test]
@@ -109,12 +121,18 @@ fn persistence_becomes_source_hash_with_a_comment() {
     let (config, outcome) = import(&dr("  lb_algo rr\n  persistence_timeout 600", ""));
     assert_eq!(only_service(&config).scheduler, Scheduler::SourceHash);
     assert_eq!(outcome.exit_code(), EXIT_TRANSLATED);
-    assert!(outcome.config.contains(
-        "# persistence_timeout 600 -> source-hash: a client keeps its real server"
-    ));
+    assert!(
+        outcome
+            .config
+            .contains("# persistence_timeout 600 -> source-hash: a client keeps its real server")
+    );
     // Without a value keepalived's default (360 s) applies; 0 means no persistence.
     let (_, outcome) = import(&dr("  persistence_timeout", ""));
-    assert!(outcome.config.contains("persistence_timeout 360 -> source-hash"));
+    assert!(
+        outcome
+            .config
+            .contains("persistence_timeout 360 -> source-hash")
+    );
     let (config, _) = import(&dr("  persistence_timeout 0", ""));
     assert_eq!(only_service(&config).scheduler, Scheduler::Maglev);
 }
@@ -127,7 +145,12 @@ fn tcp_check_timers_follow_keepalived_inheritance() {
         "  delay_loop 2.5",
         "    connect_timeout 1.5\n    TCP_CHECK {\n      retry 2\n      connect_port 8080\n    }",
     ));
-    assert_eq!(outcome.exit_code(), EXIT_TRANSLATED, "{}", messages(&outcome));
+    assert_eq!(
+        outcome.exit_code(),
+        EXIT_TRANSLATED,
+        "{}",
+        messages(&outcome)
+    );
     assert_eq!(
         check_of(&config),
         HealthCheckConfig {
@@ -158,7 +181,12 @@ fn http_get_keeps_path_status_and_timers() {
         "  delay_loop 3",
         "    HTTP_GET {\n      url {\n        path /healthz\n        status_code 204\n      }\n      connect_timeout 1\n      retry 2\n      delay_before_retry 1\n    }",
     ));
-    assert_eq!(outcome.exit_code(), EXIT_TRANSLATED, "{}", messages(&outcome));
+    assert_eq!(
+        outcome.exit_code(),
+        EXIT_TRANSLATED,
+        "{}",
+        messages(&outcome)
+    );
     assert_eq!(
         check_of(&config),
         HealthCheckConfig {
@@ -183,8 +211,14 @@ fn http_status_ranges_and_digests_are_approximated() {
     assert_eq!(check_of(&config).expect_status, 200);
     assert_eq!(outcome.exit_code(), EXIT_TRANSLATED);
     let m = messages(&outcome);
-    assert!(m.contains("drlb expects one status: 200") && m.contains("a second url"), "{m}");
-    let (config, _) = import(&dr("", "    HTTP_GET {\n      url {\n path /\n status_code 300-399\n }\n    }"));
+    assert!(
+        m.contains("drlb expects one status: 200") && m.contains("a second url"),
+        "{m}"
+    );
+    let (config, _) = import(&dr(
+        "",
+        "    HTTP_GET {\n      url {\n path /\n status_code 300-399\n }\n    }",
+    ));
     assert_eq!(check_of(&config).expect_status, 300);
 }
 
@@ -207,13 +241,23 @@ fn ssl_smtp_and_dns_checks_become_tcp_checks_with_a_note() {
             "{kind}: {}",
             messages(&outcome)
         );
-        assert!(outcome.config.contains(&format!("# {kind} -> a TCP connect check")));
+        assert!(
+            outcome
+                .config
+                .contains(&format!("# {kind} -> a TCP connect check"))
+        );
     }
 }
 
 #[test]
 fn checks_drlb_cannot_do_are_left_out_with_a_fallback() {
-    for kind in ["MISC_CHECK", "PING_CHECK", "UDP_CHECK", "FILE_CHECK", "BFD_CHECK"] {
+    for kind in [
+        "MISC_CHECK",
+        "PING_CHECK",
+        "UDP_CHECK",
+        "FILE_CHECK",
+        "BFD_CHECK",
+    ] {
         let (config, outcome) = import(&dr("", &format!("    {kind} {{\n    }}")));
         assert_eq!(outcome.exit_code(), EXIT_INCOMPLETE, "{kind}");
         assert_eq!(check_of(&config).kind, CheckKind::Tcp, "{kind}");
@@ -239,11 +283,7 @@ fn real_servers_without_checkers_are_not_checked() {
 
 #[test]
 fn different_checks_per_real_server_are_reported() {
-    let text = dr("", "    TCP_CHECK {\n    }").replacen(
-        "TCP_CHECK {",
-        "HTTP_GET {",
-        1,
-    );
+    let text = dr("", "    TCP_CHECK {\n    }").replacen("TCP_CHECK {", "HTTP_GET {", 1);
     let (config, outcome) = import(&text);
     assert_eq!(check_of(&config).kind, CheckKind::Http);
     assert!(
@@ -260,7 +300,10 @@ fn inhibit_on_failure_is_explained_at_the_backend() {
     assert_eq!(only_service(&config).backends.len(), 2);
     assert_eq!(outcome.exit_code(), EXIT_TRANSLATED);
     assert_eq!(
-        outcome.config.matches("# inhibit_on_failure: keepalived keeps a failed server with weight 0").count(),
+        outcome
+            .config
+            .matches("# inhibit_on_failure: keepalived keeps a failed server with weight 0")
+            .count(),
         2,
         "{}",
         outcome.config
@@ -277,7 +320,9 @@ fn nat_and_tun_are_refused_unless_converted() {
         let (config, outcome) = import(&text);
         assert!(config.services.is_empty());
         assert_eq!(outcome.exit_code(), EXIT_INCOMPLETE);
-        assert!(messages(&outcome).contains(&format!("lb_kind {kind}: drlb forwards by direct routing (DR) only; pass --convert-to-dr")));
+        assert!(messages(&outcome).contains(&format!(
+            "lb_kind {kind}: drlb forwards by direct routing (DR) only; pass --convert-to-dr"
+        )));
         let (config, outcome) = import_with(
             &text,
             &Options {
@@ -286,7 +331,12 @@ fn nat_and_tun_are_refused_unless_converted() {
             },
         );
         assert_eq!(only_service(&config).backends.len(), 2);
-        assert_eq!(outcome.exit_code(), EXIT_TRANSLATED, "{}", messages(&outcome));
+        assert_eq!(
+            outcome.exit_code(),
+            EXIT_TRANSLATED,
+            "{}",
+            messages(&outcome)
+        );
         assert!(outcome.config.contains(&format!(
             "# lb_kind {kind} converted to DR (--convert-to-dr): every real server needs the VIP on lo"
         )));
@@ -298,7 +348,9 @@ fn nat_and_tun_are_refused_unless_converted() {
 
 #[test]
 fn conversion_needs_every_real_server_on_the_virtual_port() {
-    let text = dr("", "").replace("lb_kind DR", "lb_kind NAT").replace("198.18.0.12 80", "198.18.0.12 8080");
+    let text = dr("", "")
+        .replace("lb_kind DR", "lb_kind NAT")
+        .replace("198.18.0.12 80", "198.18.0.12 8080");
     let (config, outcome) = import_with(
         &text,
         &Options {
@@ -308,8 +360,14 @@ fn conversion_needs_every_real_server_on_the_virtual_port() {
     );
     assert!(config.services.is_empty());
     let line = outcome.left_out().next().unwrap().to_string();
-    assert!(line.contains("real server 198.18.0.12:8080 listens on another port"), "{line}");
-    assert!(line.starts_with("/etc/keepalived/keepalived.conf:8:"), "{line}");
+    assert!(
+        line.contains("real server 198.18.0.12:8080 (/etc/keepalived/keepalived.conf:8) listens on another port"),
+        "{line}"
+    );
+    assert!(
+        line.starts_with("/etc/keepalived/keepalived.conf:1:"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -340,7 +398,10 @@ fn fwmark_ipv6_and_sctp_services_are_left_out() {
     let text = "virtual_server fwmark 1 {\n lb_kind DR\n}\nvirtual_server 2001:2::1 80 {\n lb_kind DR\n}\nvirtual_server 198.18.0.1 80 {\n lb_kind DR\n protocol SCTP\n}\n";
     let (config, outcome) = import(text);
     assert!(config.services.is_empty());
-    let lines: Vec<u32> = outcome.left_out().map(|d| d.at.as_ref().unwrap().line).collect();
+    let lines: Vec<u32> = outcome
+        .left_out()
+        .map(|d| d.at.as_ref().unwrap().line)
+        .collect();
     assert_eq!(lines, [1, 4, 9], "{}", messages(&outcome));
 }
 
@@ -351,10 +412,19 @@ fn groups_expand_to_one_service_per_address() {
     let vips: Vec<String> = config.services.iter().map(|s| s.vip.to_string()).collect();
     assert_eq!(
         vips,
-        ["198.18.0.100", "198.18.0.101", "198.18.0.102", "198.18.1.0", "198.18.1.1"]
+        [
+            "198.18.0.100",
+            "198.18.0.101",
+            "198.18.0.102",
+            "198.18.1.0",
+            "198.18.1.1"
+        ]
     );
     assert_eq!(outcome.left_out().count(), 1);
-    assert!(messages(&outcome).contains("keepalived.conf:4: left out: `virtual_server group WEB` member `fwmark 3`"));
+    assert!(
+        messages(&outcome)
+            .contains("keepalived.conf:4: left out: `virtual_server group WEB` member `fwmark 3`")
+    );
 }
 
 #[test]
@@ -367,10 +437,15 @@ fn duplicate_services_keep_the_first() {
 
 #[test]
 fn the_director_interface_comes_from_vrrp_or_the_option() {
-    let vrrp = "vrrp_instance VI_1 {\n  interface eth7\n  virtual_ipaddress {\n 198.18.0.100\n }\n}\n";
+    let vrrp =
+        "vrrp_instance VI_1 {\n  interface eth7\n  virtual_ipaddress {\n 198.18.0.100\n }\n}\n";
     let (config, outcome) = import(&format!("{vrrp}{}", dr("", "")));
     assert_eq!(config.director.interface_names(), ["eth7"]);
-    assert!(outcome.config.contains("the interface of the first vrrp_instance (/etc/keepalived/keepalived.conf:2)"));
+    assert!(
+        outcome.config.contains(
+            "the interface of the first vrrp_instance (/etc/keepalived/keepalived.conf:2)"
+        )
+    );
     let (config, _) = import_with(
         &format!("{vrrp}{}", dr("", "")),
         &Options {
@@ -389,7 +464,9 @@ fn conditional_services_need_a_config_id() {
     let text = format!("@main {}", dr("", ""));
     let (config, outcome) = import(&text);
     assert!(config.services.is_empty());
-    assert!(messages(&outcome).contains("depends on keepalived's config id (@main): pass --config-id"));
+    assert!(
+        messages(&outcome).contains("depends on keepalived's config id (@main): pass --config-id")
+    );
     let with = |id: &str| {
         import_with(
             &text,
@@ -418,14 +495,23 @@ fn includes_bring_their_services() {
     )
     .unwrap();
     assert_eq!(Config::parse(&outcome.config).unwrap().services.len(), 1);
-    assert!(outcome.config.contains("(/etc/keepalived/conf.d/web.conf:1)"));
+    assert!(
+        outcome
+            .config
+            .contains("(/etc/keepalived/conf.d/web.conf:1)")
+    );
 }
 
 #[test]
 fn ipvsadm_save_output_translates() {
     let text = "-A -t 198.18.0.100:80 -s wrr\n-a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 2\n-a -t 198.18.0.100:80 -r 198.18.0.12:80 -g -w 0\n-A -u 198.18.0.100:53 -s sh -p 300\n-a -u 198.18.0.100:53 -r 198.18.0.11:53 -g -w 1\n";
     let outcome = ipvsadm(text, "<stdin>", &Options::default());
-    assert_eq!(outcome.exit_code(), EXIT_TRANSLATED, "{}", messages(&outcome));
+    assert_eq!(
+        outcome.exit_code(),
+        EXIT_TRANSLATED,
+        "{}",
+        messages(&outcome)
+    );
     let config = Config::parse(&outcome.config).unwrap();
     assert_eq!(config.services.len(), 2);
     let web = &config.services[0];
@@ -436,7 +522,11 @@ fn ipvsadm_save_output_translates() {
     assert_eq!(web.health_check.as_ref().unwrap().kind, CheckKind::None);
     assert_eq!(config.services[1].protocol, Protocol::Udp);
     assert_eq!(config.services[1].scheduler, Scheduler::SourceHash);
-    assert!(outcome.config.contains("# -a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 2 (<stdin>:2)"));
+    assert!(
+        outcome
+            .config
+            .contains("# -a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 2 (<stdin>:2)")
+    );
 }
 
 #[test]
@@ -444,10 +534,16 @@ fn ipvsadm_masquerading_names_and_unknown_lines_are_reported() {
     let text = "-A -t 198.18.0.100:80 -s rr\n-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -m -w 1\n-A -t www.example.com:http -s rr\n-A -f 1 -s rr\n-C\n-a -t 198.18.0.200:80 -r 198.18.0.11:80 -g -w 1\n";
     let outcome = ipvsadm(text, "rules", &Options::default());
     assert_eq!(outcome.exit_code(), EXIT_INCOMPLETE);
-    let lines: Vec<u32> = outcome.left_out().map(|d| d.at.as_ref().unwrap().line).collect();
+    let lines: Vec<u32> = outcome
+        .left_out()
+        .map(|d| d.at.as_ref().unwrap().line)
+        .collect();
     assert_eq!(lines, [3, 4, 5, 6, 1], "{}", messages(&outcome));
     let m = messages(&outcome);
-    assert!(m.contains("save with `ipvsadm-save -n`") && m.contains("no -A line before it"), "{m}");
+    assert!(
+        m.contains("save with `ipvsadm-save -n`") && m.contains("no -A line before it"),
+        "{m}"
+    );
     // Converted, the port mapping still stops it.
     let converted = ipvsadm(
         text,
@@ -458,5 +554,10 @@ fn ipvsadm_masquerading_names_and_unknown_lines_are_reported() {
         },
     );
     assert!(messages(&converted).contains("listens on another port"));
-    assert!(Config::parse(&converted.config).unwrap().services.is_empty());
+    assert!(
+        Config::parse(&converted.config)
+            .unwrap()
+            .services
+            .is_empty()
+    );
 }

@@ -241,12 +241,13 @@ fn service(
             .find(|rs| rs.port.is_some_and(|p| p != vs.port))
         {
             diagnostics.push(Diagnostic::left_out(
-                &rs.at,
+                &vs.at,
                 format!(
-                    "{origin}: lb_kind {} cannot become DR: real server {}:{} listens on another port than the virtual port {} (DR cannot map ports)",
+                    "{origin}: lb_kind {} cannot become DR: real server {}:{} ({}) listens on another port than the virtual port {} (DR cannot map ports)",
                     other.name(),
                     rs.address,
                     rs.port.unwrap_or(vs.port),
+                    rs.at,
                     vs.port
                 ),
             ));
@@ -354,7 +355,10 @@ fn unusable_backend(
     if address == vs.vip {
         Some("it is the VIP itself".to_owned())
     } else if taken.iter().any(|b| b.address == address) {
-        Some("it is listed twice (drlb backends are addresses; DR keeps the virtual port)".to_owned())
+        Some(
+            "it is listed twice (drlb backends are addresses; DR keeps the virtual port)"
+                .to_owned(),
+        )
     } else if address.is_unspecified()
         || address.is_broadcast()
         || address.is_multicast()

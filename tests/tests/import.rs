@@ -18,6 +18,7 @@ use std::{
 use lb_userspace::config::{Config, Protocol, Scheduler, health_check::CheckKind};
 use tests::{
     drlb_binary,
+    echo::{assert_all_kept, connect},
     netns::wait_for,
     require_root,
     testbed::{TestServer, Testbed, vip_url},
@@ -29,6 +30,8 @@ const SAMPLES: &str = "/usr/share/doc/keepalived/samples";
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests through the VIP after a server died; all must reach the live ones.
 const REQUESTS: u32 = 30;
+/// Long-lived connections to the echo service in the drain test.
+const CONNECTIONS: usize = 30;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/import")
@@ -267,10 +270,8 @@ fn nat_samples_are_refused_without_convert_to_dr() {
     );
     let converted = drlb_import(&["keepalived", "--convert-to-dr", &path], None);
     assert!(
-        converted
-            .stdout
-            .contains("# inhibit_on_failure: keepalived keeps a failed server with weight 0"),
-        "{}",
+        converted.stdout.contains("on_failure = \"drain\""),
+        "inhibit_on_failure drains: {}",
         converted.stdout
     );
     assert!(
@@ -435,4 +436,71 @@ fn an_imported_config_drives_a_director() {
             "request {n} was served by {server:?}, not a live server: {reply:?}"
         );
     }
+}
+
+/// keepalived's inhibit_on_failure, imported, drains: when rs3's HTTP service (what its check
+/// probes) dies, the echo connections rs3 already serves keep going to it, and new ones avoid
+/// it. (Removed instead, they would move to rs1/rs2 and be reset there.)
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn inhibit_on_failure_keeps_established_connections_of_a_failed_server() {
+    require_root();
+    let real_server = |address: &str| {
+        format!(
+            "  real_server {address} 9000 {{\n    inhibit_on_failure\n    HTTP_GET {{\n      connect_port 8080\n      url {{\n        path /\n      }}\n      connect_timeout 0.2\n      retry 1\n    }}\n  }}\n"
+        )
+    };
+    let keepalived = format!(
+        "virtual_server 198.18.0.100 9000 {{\n  delay_loop 0.3\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n{}{}{}}}\n",
+        real_server("198.18.0.11"),
+        real_server("198.18.0.12"),
+        real_server("198.18.0.13")
+    );
+    let mut bed = Testbed::new(TestServer::binary(env!("CARGO_BIN_EXE_drlb-testsrv")));
+    let source = bed.write_config("keepalived.conf", &keepalived);
+    let imported = drlb_import(
+        &[
+            "keepalived",
+            "--interface",
+            "eth0",
+            source.to_str().expect("UTF-8"),
+        ],
+        None,
+    );
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    assert!(
+        imported.stdout.contains("on_failure = \"drain\""),
+        "{}",
+        imported.stdout
+    );
+    let config = bed.write_config("imported.toml", &imported.stdout);
+    let state = bed.start_drlb_with(&config);
+    let backend_health = |bed: &Testbed, address: &str| -> String {
+        let stats = bed.stats_json(&state);
+        stats["services"][0]["backends"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["address"] == address))
+            .map(|b| b["health"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    for address in ["198.18.0.11", "198.18.0.12", "198.18.0.13"] {
+        wait_for(&format!("{address} healthy"), HEALTH_TIMEOUT, || {
+            (backend_health(&bed, address) == "up").then_some(())
+        });
+    }
+    let mut connections = connect(&bed.client.ns, CONNECTIONS);
+    assert!(
+        connections.iter().any(|c| c.served_by == "rs3"),
+        "no connection reached rs3 before its failure"
+    );
+    bed.stop_service("rs3", "http");
+    wait_for("rs3 down by its HTTP check", HEALTH_TIMEOUT, || {
+        (backend_health(&bed, "198.18.0.13") == "down").then_some(())
+    });
+    assert_all_kept(&mut connections, "rs3 failed its check (drained)");
+    let fresh = connect(&bed.client.ns, CONNECTIONS);
+    assert!(
+        fresh.iter().all(|c| c.served_by != "rs3"),
+        "a new connection went to the failed rs3"
+    );
 }

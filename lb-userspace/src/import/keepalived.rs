@@ -17,7 +17,7 @@ use super::{
 };
 use crate::config::{
     Protocol,
-    health_check::{CheckKind, HealthCheckConfig},
+    health_check::{CheckKind, HealthCheckConfig, OnFailure},
 };
 
 /// keepalived's defaults (keepalived.conf(5)): checks every 60 s, 5 s connect timeout, one
@@ -545,13 +545,22 @@ fn real_server(
             ));
         }
     }
+    // inhibit_on_failure is the real server's; drlb's on_failure is the service's check's, so
+    // it goes with the check (real servers that differ are reported there).
     if inherited.inhibit_on_failure {
-        let message = "inhibit_on_failure: keepalived keeps a failed server with weight 0 (its connections continue); drlb takes a failed backend out of its table and its flows move (drlb has no drain-on-failure setting yet)";
-        diagnostics.push(Diagnostic::note(&node.at, format!("`{text}`: {message}")));
-        rs.comments.push(message.to_owned());
+        for checker in &mut checkers {
+            for check in checker.check.iter_mut().chain([&mut checker.fallback]) {
+                if check.kind != CheckKind::None {
+                    check.on_failure = OnFailure::Drain;
+                }
+            }
+            checker.comments.push(INHIBIT_COMMENT.to_owned());
+        }
     }
     Some((rs, checkers))
 }
+
+const INHIBIT_COMMENT: &str = "inhibit_on_failure -> on_failure = \"drain\": a failed backend gets no new flows, its established ones continue (keepalived's weight 0)";
 
 /// Translates one checker block. Reports what it cannot translate.
 fn checker(

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::translate::{Director, Imported};
 use crate::config::{
     Scheduler,
-    health_check::{CheckKind, HealthCheckConfig},
+    health_check::{CheckKind, HealthCheckConfig, OnFailure},
 };
 
 #[must_use]
@@ -80,6 +80,9 @@ fn health_check(out: &mut String, check: &HealthCheckConfig, comments: &[String]
     let _ = writeln!(out, "timeout_ms = {}", check.timeout_ms);
     let _ = writeln!(out, "rise = {}", check.rise);
     let _ = writeln!(out, "fall = {}", check.fall);
+    if check.on_failure == OnFailure::Drain {
+        let _ = writeln!(out, "on_failure = \"drain\"");
+    }
 }
 
 /// A comment line; line breaks in the text (from a quoted keepalived string) become spaces.

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::{source::MemSource, *};
 use crate::config::{
     Config, Protocol, Scheduler, ServiceConfig,
-    health_check::{CheckKind, HealthCheckConfig},
+    health_check::{CheckKind, HealthCheckConfig, OnFailure},
 };
 
 fn import_with(text: &str, options: &Options) -> (Config, Outcome) {
@@ -198,6 +198,7 @@ fn http_get_keeps_path_status_and_timers() {
             timeout_ms: 1000,
             rise: 1,
             fall: 3,
+            on_failure: OnFailure::Remove,
         }
     );
 }
@@ -295,22 +296,38 @@ fn different_checks_per_real_server_are_reported() {
 }
 
 #[test]
-fn inhibit_on_failure_is_explained_at_the_backend() {
-    let (config, outcome) = import(&dr("  inhibit_on_failure", ""));
-    assert_eq!(only_service(&config).backends.len(), 2);
-    assert_eq!(outcome.exit_code(), EXIT_TRANSLATED);
+fn inhibit_on_failure_drains_instead_of_removing() {
+    let (config, outcome) = import(&dr("  inhibit_on_failure", "    TCP_CHECK {\n    }"));
     assert_eq!(
+        outcome.exit_code(),
+        EXIT_TRANSLATED,
+        "{}",
+        messages(&outcome)
+    );
+    assert_eq!(check_of(&config).on_failure, OnFailure::Drain);
+    assert!(
         outcome
             .config
-            .matches("# inhibit_on_failure: keepalived keeps a failed server with weight 0")
-            .count(),
-        2,
-        "{}",
-        outcome.config
+            .contains("# inhibit_on_failure -> on_failure = \"drain\"")
     );
     // Off at the real server overrides the virtual server.
-    let (_, outcome) = import(&dr("  inhibit_on_failure", "    inhibit_on_failure off"));
-    assert!(!outcome.config.contains("# inhibit_on_failure"));
+    let (config, _) = import(&dr(
+        "  inhibit_on_failure",
+        "    inhibit_on_failure off\n    TCP_CHECK {\n    }",
+    ));
+    assert_eq!(check_of(&config).on_failure, OnFailure::Remove);
+    // drlb drains or removes per service: real servers that differ are reported.
+    let text = dr("", "    TCP_CHECK {\n    }").replacen(
+        "real_server 198.18.0.12 80 {",
+        "real_server 198.18.0.12 80 {\n    inhibit_on_failure",
+        1,
+    );
+    let (config, outcome) = import(&text);
+    assert_eq!(check_of(&config).on_failure, OnFailure::Remove);
+    assert_eq!(outcome.exit_code(), EXIT_INCOMPLETE);
+    // A service without checks has nothing to drain on.
+    let (config, _) = import(&dr("  inhibit_on_failure", ""));
+    assert_eq!(check_of(&config).kind, CheckKind::None);
 }
 
 #[test]

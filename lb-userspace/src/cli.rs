@@ -378,7 +378,7 @@ fn import_command(command: ImportCommand) -> i32 {
         eprintln!("drlb: error: cannot read {what}: {e}");
         import::EXIT_UNREADABLE
     };
-    let (outcome, given) = match command {
+    let outcome = match command {
         ImportCommand::Keepalived {
             options,
             config_id,
@@ -390,7 +390,7 @@ fn import_command(command: ImportCommand) -> i32 {
                 config_id,
             };
             match import::keepalived(&file, &import::source::FsSource, &options) {
-                Ok(outcome) => (outcome, options),
+                Ok(outcome) => outcome,
                 Err(e) => return unreadable(&file.display().to_string(), &e),
             }
         }
@@ -414,10 +414,9 @@ fn import_command(command: ImportCommand) -> i32 {
                 }
             };
             let text = String::from_utf8_lossy(&bytes);
-            (import::ipvsadm(&text, &name, &options), options)
+            import::ipvsadm(&text, &name, &options)
         }
     };
-    drop(given);
     // The output must be what `drlb run` accepts; anything else is a bug in the import.
     if let Err(e) = crate::config::Config::parse(&outcome.config) {
         eprintln!(

@@ -354,6 +354,16 @@ fn settings(node: &Node, diagnostics: &mut Vec<Diagnostic>) -> Option<Settings> 
         comments: Vec::new(),
     };
     let mut ok = true;
+    if !node
+        .children()
+        .iter()
+        .any(|c| matches!(c.keyword.as_str(), "lb_kind" | "lvs_method"))
+    {
+        diagnostics.push(Diagnostic::note(
+            &node.at,
+            format!("`{origin}` sets no lb_kind: keepalived's default is NAT"),
+        ));
+    }
     for child in node.children() {
         if child.condition.is_some() {
             diagnostics.push(conditional(child));

@@ -198,7 +198,7 @@ impl Lexer<'_> {
     }
 
     fn include(&mut self, rest: &str, at: &Location, dir: Option<&Path>) {
-        let (words, _) = tokenize_plain(rest);
+        let words = include_words(rest);
         let Some(pattern) = words.first() else {
             self.diagnostics
                 .push(Diagnostic::left_out(at, "include names no file"));
@@ -428,13 +428,12 @@ fn read_quoted(
 }
 
 /// Words of an include line: braces are part of the pattern there, comments still end it.
-fn tokenize_plain(text: &str) -> (Vec<String>, Option<String>) {
+fn include_words(text: &str) -> Vec<String> {
     let without_comment = text.split(['#', '!']).next().unwrap_or_default();
-    let words = without_comment
+    without_comment
         .split_whitespace()
         .map(|w| w.trim_matches(|c| c == '"' || c == '\'').to_owned())
-        .collect();
-    (words, None)
+        .collect()
 }
 
 #[cfg(test)]

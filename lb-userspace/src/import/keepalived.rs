@@ -821,12 +821,16 @@ fn status_in(item: &str, code: u16) -> bool {
     }
 }
 
-/// keepalived timers are seconds with fractions; drlb's are milliseconds (at least 1).
+/// Longest timer written, in milliseconds (about 49 days): far past any sensible check, and
+/// within TOML's integers.
+const MAX_TIMER_MS: u64 = u32::MAX as u64;
+
+/// keepalived timers are seconds with fractions; drlb's are milliseconds (1 to MAX_TIMER_MS).
 fn seconds_to_ms(seconds: f64) -> u64 {
-    // Saturating float-to-int cast: a huge timer becomes u64::MAX ms, which is still valid.
+    // A saturating float-to-int cast, then bounded.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let ms = (seconds * MS_PER_S).round() as u64;
-    ms.max(1)
+    ms.clamp(1, MAX_TIMER_MS)
 }
 
 /// The service's one health check from its real servers' checkers, per virtual port.

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use proptest::prelude::*;
+
 use super::{source::MemSource, *};
 use crate::config::{
     Config, Protocol, Scheduler, ServiceConfig,
@@ -577,4 +579,35 @@ fn ipvsadm_masquerading_names_and_unknown_lines_are_reported() {
             .services
             .is_empty()
     );
+}
+
+#[test]
+fn huge_timers_still_give_a_valid_config() {
+    let (config, _) = import(&dr(
+        "  delay_loop 1e30",
+        "    TCP_CHECK {\n connect_timeout 1e300\n retry 4294967295\n }",
+    ));
+    let check = check_of(&config);
+    assert_eq!(check.interval_ms, check.timeout_ms);
+    assert_eq!(check.fall, u32::MAX);
+}
+
+proptest! {
+    /// Whatever the text, the importer does not panic and prints a config drlb accepts.
+    #[test]
+    fn any_keepalived_text_imports_to_a_valid_config(
+        text in "([a-zA-Z_0-9. {}\"!#@$=-]|\n|virtual_server |real_server |198\\.18\\.0\\.1 |80 |lb_kind DR\n|TCP_CHECK |HTTP_GET |url |weight ){0,120}"
+    ) {
+        let source = MemSource::new(&[("/k.conf", &text)]);
+        let outcome = keepalived(Path::new("/k.conf"), &source, &Options::default()).unwrap();
+        prop_assert!(Config::parse(&outcome.config).is_ok(), "{}", outcome.config);
+    }
+
+    #[test]
+    fn any_ipvsadm_text_imports_to_a_valid_config(
+        text in "([-a-z0-9:. ]|\n|-A -t |-a -t |-r |198\\.18\\.0\\.1[0-9]:80 |-g |-m |-w |-s sh |-p ){0,80}"
+    ) {
+        let outcome = ipvsadm(&text, "fuzz", &Options::default());
+        prop_assert!(Config::parse(&outcome.config).is_ok(), "{}", outcome.config);
+    }
 }

@@ -310,6 +310,11 @@ impl FlowEntry {
 /// [`VIP_FLAG_ACTIVE`]: the program answers ARP for the VIP. Cleared on a standby director,
 /// whose services carry [`SERVICE_FLAG_STANDBY`] at the same time so it forwards nothing either.
 pub const VIP_FLAG_ACTIVE: u32 = 1;
+/// The VIP is also an address of one of the director's interfaces (as on an IPVS director, or
+/// added by keepalived's `virtual_ipaddress`): traffic to it that is no service goes to the
+/// director's stack (else it is dropped, `drop_no_service`), and while the VIP is standby the
+/// program drops ARP requests for it (`drop_arp_standby`), so the kernel cannot answer them.
+pub const VIP_FLAG_LOCAL: u32 = 2;
 /// Most VIPs (every service may have its own).
 pub const MAX_VIPS: u32 = MAX_SERVICES;
 

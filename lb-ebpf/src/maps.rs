@@ -64,7 +64,7 @@ pub static ARP_CONFLICTS: LruPerCpuHashMap<ArpConflictKey, ArpConflict> =
 #[map]
 pub static VIPS: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
 
-/// VIP id -> `VIP_FLAG_*` word.
+/// VIP id -> `VIP_FLAG_*` word (active: ARP answered; local: an address of the director).
 #[map]
 pub static VIP_STATES: Array<u32> = Array::with_max_entries(MAX_VIPS, BPF_F_MMAPABLE);
 
@@ -119,6 +119,14 @@ pub fn load_u32(map: &Array<u32>, index: u32) -> Option<u32> {
     let ptr = map.get_ptr(index)?;
     // SAFETY: as in `load_u64`, for a 4-byte aligned word.
     Some(unsafe { core::ptr::read_volatile(ptr) })
+}
+
+/// The `VIP_STATES` word of `addr` if it is a VIP, read with one load.
+#[inline(always)]
+pub fn vip_flags(addr: [u8; 4]) -> Option<u32> {
+    let id = VIPS.get_ptr(lb_common::ipv4_mapped(addr))?;
+    // SAFETY: the value is a u32 set at insert and never updated; read once.
+    load_u32(&VIP_STATES, unsafe { core::ptr::read_volatile(id) })
 }
 
 /// Slot `index` of the `MAGLEV` array (a backend id), read with one load.

@@ -31,7 +31,7 @@ use crate::{
     director::{self, Controller},
     net::{
         mac::format_mac,
-        netlink::{InterfaceInfo, Netlink},
+        netlink::{AddressEvents, InterfaceInfo, Netlink},
     },
     report::stats::InterfaceStats,
 };
@@ -57,6 +57,8 @@ pub struct RunOptions {
 
 pub async fn run(options: RunOptions) -> Result<()> {
     let config = Config::load(&options.config)?;
+    failover::check_standby_option(options.standby, config.director.active_when)
+        .with_context(|| format!("in {}", options.config.display()))?;
     startup::require_root()?;
     let netlink = Netlink::connect()?;
     let mut interfaces = Vec::new();
@@ -67,6 +69,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
     config
         .validate_for_interfaces(&addresses)
         .with_context(|| format!("in {}", options.config.display()))?;
+    // Subscribed before the addresses are read, so no change falls between the two.
+    let address_events = AddressEvents::subscribe()?;
     let control =
         control::bind(&options.state_dir, config.director.control_group.as_deref()).await?;
 
@@ -82,6 +86,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         interfaces.clone(),
         Dataplane::take_from(&mut ebpf)?,
     )?;
+    director.set_local(netlink.ipv4_addresses(&ifindexes).await?)?;
     let mut conflicts = conflict::Monitor::new(ConflictMap::take_from(&mut ebpf)?);
     let recorded = if options.standby {
         failover::recorded(&options.state_dir)?
@@ -111,6 +116,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         info!("{change}");
     }
     director.report_unresolved();
+    failover::log_vips(&director);
 
     // Attached last, to every interface: frames only arrive once the maps are complete, and
     // an egress interface runs XDP too (drivers need that to transmit redirected frames). An
@@ -143,6 +149,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         &options,
         &modes,
         &mut conflicts,
+        address_events,
     )
     .serve()
     .await;

@@ -21,7 +21,7 @@ use super::{
 use crate::{
     config::{Config, ServiceId},
     director::{Change, Controller},
-    net::netlink::Netlink,
+    net::netlink::{AddressEvents, Netlink},
     report::stats::{self, FlowTableStats, InterfaceStats, StatsReport, bad_checksum_advice},
 };
 
@@ -41,6 +41,8 @@ pub struct Server<'a> {
     pub interfaces: &'a [InterfaceStats],
     pub conflicts: &'a mut conflict::Monitor,
     announcer: failover::Announcer,
+    /// The kernel's address events: VIPs appearing on or leaving the director's interfaces.
+    address_events: AddressEvents,
     flow_table: Option<FlowTableStats>,
     /// The veth checksum trap is logged once (see `Event::BadChecksum`).
     bad_checksums_logged: bool,
@@ -57,6 +59,7 @@ impl<'a> Server<'a> {
         options: &'a RunOptions,
         interfaces: &'a [InterfaceStats],
         conflicts: &'a mut conflict::Monitor,
+        address_events: AddressEvents,
     ) -> Self {
         let flow_table = FlowTableStats::of_this_host(director.config().director.flow_table_size)
             .map_err(|e| warn!("the flow table's capacity is unknown: {e:#}"))
@@ -69,6 +72,7 @@ impl<'a> Server<'a> {
             interfaces,
             conflicts,
             announcer: failover::Announcer::default(),
+            address_events,
             flow_table,
             bad_checksums_logged: false,
         }
@@ -101,6 +105,7 @@ impl<'a> Server<'a> {
                     }
                 },
                 Some(probe) = health_rx.recv() => self.on_health(&probe),
+                Some(()) = self.address_events.changed() => self.on_addresses().await,
                 _ = refresh.tick() => self.on_tick().await,
             };
             if changed {
@@ -181,6 +186,48 @@ impl<'a> Server<'a> {
         false
     }
 
+    /// An IPv4 address was added or removed: the director's addresses are read again and the
+    /// VIPs among them become local (with `active_when = "vip-assigned"`: active), the others
+    /// not. VIPs that became active are announced (keepalived announces the addresses it adds
+    /// too; drlb's announcement comes once forwarding is on, and costs nothing).
+    async fn on_addresses(&mut self) -> Changed {
+        let ifindexes: Vec<u32> = self
+            .director
+            .interfaces()
+            .iter()
+            .map(|i| i.ifindex)
+            .collect();
+        let switched = match self.netlink.ipv4_addresses(&ifindexes).await {
+            Ok(addresses) => self.director.set_local(addresses),
+            Err(e) => Err(e),
+        };
+        match switched {
+            Ok(switched) => {
+                for effect in &switched.effects {
+                    info!("address change: {effect}");
+                }
+                if !switched.effects.is_empty() {
+                    self.announcer.stop();
+                }
+                if !switched.activated.is_empty() {
+                    self.announce(self.director.active_vips());
+                }
+            }
+            Err(e) => warn!("following the director's addresses failed: {e:#}"),
+        }
+        false
+    }
+
+    /// Gratuitous ARP for `vips` on every interface: a burst, then a repeat.
+    fn announce(&mut self, vips: Vec<Ipv4Addr>) {
+        let interfaces = self
+            .director
+            .interfaces()
+            .iter()
+            .map(|i| (i.ifindex, i.mac));
+        self.announcer.start(interfaces.collect(), vips);
+    }
+
     /// Once a second: follow the backends' MACs, watch for VIP conflicts.
     async fn on_tick(&mut self) -> Changed {
         if let Err(e) = refresh_neighbours(self.netlink, self.director).await {
@@ -235,13 +282,7 @@ impl<'a> Server<'a> {
                     info!("control: {effect}");
                 }
                 if active {
-                    let interfaces = self
-                        .director
-                        .interfaces()
-                        .iter()
-                        .map(|i| (i.ifindex, i.mac));
-                    self.announcer
-                        .start(interfaces.collect(), self.director.vips());
+                    self.announce(self.director.vips());
                 }
                 Response::Applied(effects)
             }
@@ -307,9 +348,11 @@ fn conflict_context(controller: &Controller) -> conflict::Context {
     }
 }
 
-/// What the conflict monitor's probe sends: from each interface's MAC and first address, for
-/// each VIP.
+/// What the conflict monitor's probe sends: from each interface's MAC and first address that
+/// is no VIP (a probe from a VIP would be a gratuitous ARP for it; without such an address,
+/// 0.0.0.0, an ARP probe), for each VIP.
 fn conflict_probe(controller: &Controller) -> conflict::Probe {
+    let vips = controller.vips();
     conflict::Probe {
         from: controller
             .interfaces()
@@ -317,9 +360,14 @@ fn conflict_probe(controller: &Controller) -> conflict::Probe {
             .map(|i| conflict::ProbeFrom {
                 ifindex: i.ifindex,
                 mac: i.mac,
-                sender_ip: i.ipv4.first().map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a),
+                sender_ip: i
+                    .ipv4
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .find(|a| !vips.contains(a))
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
             })
             .collect(),
-        vips: controller.vips(),
+        vips,
     }
 }

@@ -143,7 +143,7 @@ pub async fn resolve(
     }
 }
 
-/// Announces every VIP on every interface (the program answers ARP on all of them).
+/// Announces every active VIP on every interface (the program answers ARP on all of them).
 pub async fn announce_vips(director: &Controller) {
     let socket = match ArpSocket::sender(0) {
         Ok(socket) => socket,
@@ -153,7 +153,7 @@ pub async fn announce_vips(director: &Controller) {
         if round > 0 {
             tokio::time::sleep(ANNOUNCE_GAP).await;
         }
-        for vip in director.vips() {
+        for vip in director.active_vips() {
             for interface in director.interfaces() {
                 let frame = garp::announcement(interface.mac, vip);
                 if let Err(e) = socket.send_on(interface.ifindex, &frame) {
@@ -162,5 +162,5 @@ pub async fn announce_vips(director: &Controller) {
             }
         }
     }
-    info!(vips = ?director.vips(), "VIPs announced with gratuitous ARP");
+    info!(vips = ?director.active_vips(), "VIPs announced with gratuitous ARP");
 }

@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use lb_common::{VIP_FLAG_ACTIVE, Vip, ipv4_mapped};
+use lb_common::{VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL, Vip, ipv4_mapped};
 use tracing::{info, warn};
 
 use super::{
@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     config::{
-        Config, ServiceConfig, ServiceId,
+        ActiveWhen, Config, ServiceConfig, ServiceId,
         health_check::{CheckKind, HealthCheckConfig, OnFailure},
     },
     dataplane::{Dataplane, TableLayout},
@@ -36,8 +36,20 @@ pub struct Controller {
     services: BTreeMap<ServiceId, ServiceState>,
     neighbours: NeighbourMacs,
     dataplane: Dataplane,
-    /// Answers ARP for the VIPs and forwards (else a standby: neither; see `set_active`).
+    /// Answers ARP for the VIPs and forwards (else a standby: neither; see `set_active`), with
+    /// `active_when = "always"`.
     active: bool,
+    /// The IPv4 addresses of the director's interfaces (`set_local`): VIPs among them are
+    /// local (`VIP_FLAG_LOCAL`), and with `active_when = "vip-assigned"` the active ones.
+    local: BTreeSet<Ipv4Addr>,
+}
+
+/// What a change of the director's state did: one line per change, and the VIPs that became
+/// active (to be announced).
+#[derive(Debug, Default)]
+pub struct Switched {
+    pub effects: Vec<String>,
+    pub activated: Vec<Ipv4Addr>,
 }
 
 impl Controller {
@@ -66,6 +78,7 @@ impl Controller {
             neighbours: NeighbourMacs::new(),
             dataplane,
             active: true,
+            local: BTreeSet::new(),
         })
     }
 
@@ -87,6 +100,30 @@ impl Controller {
             .map(|id| id.vip)
             .collect::<BTreeSet<_>>()
             .into_iter()
+            .collect()
+    }
+
+    /// Whether the director answers ARP for `vip` and forwards its traffic.
+    #[must_use]
+    pub fn is_vip_active(&self, vip: Ipv4Addr) -> bool {
+        match self.config.director.active_when {
+            ActiveWhen::Always => self.active,
+            ActiveWhen::VipAssigned => self.local.contains(&vip),
+        }
+    }
+
+    /// Whether `vip` is an address of one of the director's interfaces.
+    #[must_use]
+    pub fn is_vip_local(&self, vip: Ipv4Addr) -> bool {
+        self.local.contains(&vip)
+    }
+
+    /// The VIPs the director is active for.
+    #[must_use]
+    pub fn active_vips(&self) -> Vec<Ipv4Addr> {
+        self.vips()
+            .into_iter()
+            .filter(|v| self.is_vip_active(*v))
             .collect()
     }
 
@@ -142,7 +179,7 @@ impl Controller {
             &self.services,
             self.dataplane.maglev_capacity(),
             self.dataplane.service_capacity(),
-            self.active,
+            &|vip| self.is_vip_active(vip),
             &wanted,
         )?;
         for (id, config) in &wanted {
@@ -220,7 +257,7 @@ impl Controller {
             reconcile(service, &mut self.dataplane)?;
             service.backends.retain(|_, b| !b.leaving);
         }
-        self.publish_vips(self.active)?;
+        self.publish_vips(None)?;
         Ok(changes)
     }
 
@@ -256,8 +293,12 @@ impl Controller {
                 self.dataplane.remove_service(&key, id)?;
             }
         }
+        let active: BTreeSet<Ipv4Addr> = self.active_vips().into_iter().collect();
         for service in self.services.values_mut() {
-            service.layout.flags = layout::service_flags(service.config.scheduler, self.active);
+            service.layout.flags = layout::service_flags(
+                service.config.scheduler,
+                active.contains(&service.config.vip),
+            );
             for backend in service.backends.values_mut() {
                 backend.published = None;
             }
@@ -267,29 +308,58 @@ impl Controller {
             self.dataplane.remove_backends_except(service.id, &ids)?;
             reconcile(service, &mut self.dataplane)?;
         }
-        self.publish_vips(self.active)
+        self.publish_vips(None)
     }
 
-    /// Writes the VIPs of the services in the model, with the flags of `active`, and removes
-    /// the others.
-    fn publish_vips(&mut self, active: bool) -> Result<()> {
+    /// Writes the VIPs of the services in the model with their flags (active, local), and
+    /// removes the others. `only`: just the VIPs that are active (`Some(true)`) or standby.
+    fn publish_vips(&mut self, only: Option<bool>) -> Result<()> {
         let wanted: BTreeSet<Ipv4Addr> = self.vips().into_iter().collect();
         for vip in self.dataplane.vips() {
             if !wanted.contains(&vip) {
                 self.dataplane.remove_vip(&ipv4_mapped(vip.octets()))?;
             }
         }
-        let flags = if active { VIP_FLAG_ACTIVE } else { 0 };
         for vip in wanted {
+            let active = self.is_vip_active(vip);
+            if only.is_some_and(|only| only != active) {
+                continue;
+            }
+            let flags = if active { VIP_FLAG_ACTIVE } else { 0 }
+                | if self.is_vip_local(vip) {
+                    VIP_FLAG_LOCAL
+                } else {
+                    0
+                };
             self.dataplane
                 .set_vip(ipv4_mapped(vip.octets()), Vip { flags })?;
         }
         Ok(())
     }
 
+    /// Whether the director is active for any VIP (with `active_when = "always"`: whether it
+    /// is active; before any service, whether it would be).
     #[must_use]
     pub fn is_active(&self) -> bool {
-        self.active
+        match self.config.director.active_when {
+            ActiveWhen::Always => self.active,
+            ActiveWhen::VipAssigned => !self.active_vips().is_empty(),
+        }
+    }
+
+    /// `active`, `standby`, or (`active_when = "vip-assigned"`, some VIPs held and others not)
+    /// `partly active`.
+    #[must_use]
+    pub fn state_name(&self) -> &'static str {
+        let vips = self.vips();
+        let active = self.active_vips().len();
+        if !self.is_active() {
+            "standby"
+        } else if active < vips.len() {
+            "partly active"
+        } else {
+            "active"
+        }
     }
 
     /// Makes the director active (it answers ARP for its VIPs and forwards their traffic) or a
@@ -299,15 +369,20 @@ impl Controller {
     /// and off after them, so the director never answers ARP while unable to forward.
     /// Returns one line per change (none if the state is already `active`).
     /// The state changes only once every write succeeded; a failed write is rolled back.
+    /// Refused with `active_when = "vip-assigned"`, where the VIP addresses decide.
     pub fn set_active(&mut self, active: bool) -> Result<Vec<String>> {
+        if self.config.director.active_when == ActiveWhen::VipAssigned {
+            bail!(
+                "this director has active_when = \"vip-assigned\": it is active for a VIP while the VIP is \
+                 an address of one of its interfaces (keepalived's virtual_ipaddress), so `drlb vip \
+                 activate|deactivate` and --standby do not apply; add or remove the VIP address instead, \
+                 or set active_when = \"always\" in [director] and restart drlb; nothing changed"
+            );
+        }
         if active == self.active {
             return Ok(Vec::new());
         }
-        let before = self.services.clone();
-        if let Err(e) = self.write_active(active) {
-            return Err(self.roll_back(before, e));
-        }
-        self.active = active;
+        self.switch(active, self.local.clone())?;
         Ok(vec![if active {
             format!(
                 "director active: answering ARP for and forwarding {} VIP(s)",
@@ -318,23 +393,80 @@ impl Controller {
         }])
     }
 
-    /// The writes of `set_active`: forwarding on before ARP answers, off after them.
-    fn write_active(&mut self, active: bool) -> Result<()> {
-        if !active {
-            self.publish_vips(active)?;
+    /// Takes the IPv4 addresses of the director's interfaces (at start-up and on every change
+    /// the kernel reports): VIPs among them are local; with `active_when = "vip-assigned"`,
+    /// the director becomes active for the VIPs that appeared and standby for those that
+    /// went. Returns one line per VIP that changed and the VIPs that became active.
+    pub fn set_local(&mut self, local: BTreeSet<Ipv4Addr>) -> Result<Switched> {
+        let before: Vec<(Ipv4Addr, bool, bool)> = self.vip_states();
+        self.switch(self.active, local)?;
+        let mut switched = Switched::default();
+        for ((vip, was_active, was_local), (_, active, local)) in
+            before.into_iter().zip(self.vip_states())
+        {
+            if (was_active, was_local) == (active, local) {
+                continue;
+            }
+            if active && !was_active {
+                switched.activated.push(vip);
+            }
+            switched.effects.push(format!(
+                "VIP {vip}: {}, {}",
+                if active {
+                    "active (ARP answered, services forwarded)"
+                } else {
+                    "standby (no ARP answers, service traffic dropped)"
+                },
+                if local {
+                    "an address of this director (other traffic to it goes to the stack)"
+                } else {
+                    "not an address of this director"
+                }
+            ));
         }
+        Ok(switched)
+    }
+
+    /// (VIP, active, local) of every VIP.
+    #[must_use]
+    pub fn vip_states(&self) -> Vec<(Ipv4Addr, bool, bool)> {
+        self.vips()
+            .into_iter()
+            .map(|v| (v, self.is_vip_active(v), self.is_vip_local(v)))
+            .collect()
+    }
+
+    /// The director's new state, written: VIPs going standby lose their ARP answers before
+    /// their forwarding, VIPs going active get forwarding before ARP answers. A failed write
+    /// restores the state as it was (model and maps).
+    fn switch(&mut self, active: bool, local: BTreeSet<Ipv4Addr>) -> Result<()> {
+        let old_active = std::mem::replace(&mut self.active, active);
+        let old_local = std::mem::replace(&mut self.local, local);
+        let before = self.services.clone();
+        if let Err(e) = self.write_states() {
+            self.active = old_active;
+            self.local = old_local;
+            return Err(self.roll_back(before, e));
+        }
+        Ok(())
+    }
+
+    /// The writes of `switch`: standby VIPs, then every service's flags, then active VIPs.
+    fn write_states(&mut self) -> Result<()> {
+        self.publish_vips(Some(false))?;
+        let active: BTreeSet<Ipv4Addr> = self.active_vips().into_iter().collect();
         for service in self.services.values_mut() {
-            service.layout.flags = layout::service_flags(service.config.scheduler, active);
+            service.layout.flags = layout::service_flags(
+                service.config.scheduler,
+                active.contains(&service.config.vip),
+            );
             self.dataplane
                 .set_service_flags(&service.key, service.layout.flags)?;
             if let Some(published) = &mut service.published_layout {
                 published.flags = service.layout.flags;
             }
         }
-        if active {
-            self.publish_vips(active)?;
-        }
-        Ok(())
+        self.publish_vips(Some(true))
     }
 
     /// (address, MAC) of every backend whose MAC is known, to name the owner of a MAC.

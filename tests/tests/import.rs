@@ -15,13 +15,13 @@ use std::{
     time::Duration,
 };
 
-use lb_userspace::config::{Config, Protocol, Scheduler, health_check::CheckKind};
+use lb_userspace::config::{ActiveWhen, Config, Protocol, Scheduler, health_check::CheckKind};
 use tests::{
     drlb_binary,
     echo::{assert_all_kept, connect},
     netns::wait_for,
     require_root,
-    testbed::{TestServer, Testbed, vip_url},
+    testbed::{IFNAME, TestServer, Testbed, VIP, vip_url},
 };
 
 /// Where Debian's keepalived package puts its sample configurations.
@@ -288,6 +288,8 @@ fn the_projects_dr_config_translates_completely() {
     assert_eq!(imported.code, 0, "{}", imported.stderr);
     let config = imported.config();
     assert_eq!(config.director.interface_names(), ["eth0"]);
+    // keepalived's vrrp_instance holds the VIP: drlb follows it.
+    assert_eq!(config.director.active_when, ActiveWhen::VipAssigned);
     let web = config
         .services
         .iter()
@@ -386,9 +388,10 @@ fn unreadable_input_exits_2_and_prints_nothing() {
     }
 }
 
-/// The imported fixture runs a director: its HTTP health checks (translated from HTTP_GET)
-/// bring every backend up, traffic reaches the real servers, and a server whose HTTP service
-/// dies is taken out.
+/// The imported fixture runs a director: active once it holds the VIP (as keepalived's
+/// virtual_ipaddress makes it), its HTTP health checks (translated from HTTP_GET) bring every
+/// backend up, traffic reaches the real servers, and a server whose HTTP service dies is taken
+/// out.
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
 fn an_imported_config_drives_a_director() {
@@ -397,8 +400,14 @@ fn an_imported_config_drives_a_director() {
     let imported = drlb_import(&["keepalived", path.to_str().expect("UTF-8")], None);
     assert_eq!(imported.code, 0, "{}", imported.stderr);
     let mut bed = Testbed::new(TestServer::binary(env!("CARGO_BIN_EXE_drlb-testsrv")));
+    assert!(imported.stdout.contains("active_when = \"vip-assigned\""));
     let config = bed.write_config("imported.toml", &imported.stdout);
     let state = bed.start_drlb_with(&config);
+    // What keepalived's virtual_ipaddress does on the VRRP master: drlb follows it and becomes
+    // active for the VIP.
+    bed.director
+        .ns
+        .ip(&["addr", "add", &format!("{VIP}/32"), "dev", IFNAME]);
     let health = |bed: &Testbed| -> Vec<(String, String)> {
         let stats = bed.stats_json(&state);
         stats["services"]

@@ -45,12 +45,15 @@ pub fn read(nodes: &[Node], diagnostics: &mut Vec<Diagnostic>) -> Lvs {
         .collect();
     for node in nodes {
         match node.keyword.as_str() {
-            "vrrp_instance" if lvs.interface.is_none() && node.condition.is_none() => {
-                lvs.interface = node
-                    .children()
-                    .iter()
-                    .find(|c| c.keyword == "interface" && c.condition.is_none())
-                    .and_then(|c| Some((c.args.first()?.clone(), c.at.clone())));
+            "vrrp_instance" if node.condition.is_none() => {
+                if lvs.interface.is_none() {
+                    lvs.interface = node
+                        .children()
+                        .iter()
+                        .find(|c| c.keyword == "interface" && c.condition.is_none())
+                        .and_then(|c| Some((c.args.first()?.clone(), c.at.clone())));
+                }
+                lvs.vrrp_addresses.extend(vrrp_addresses(node));
             }
             "virtual_server" | "virtual_server_group" if node.condition.is_some() => {
                 diagnostics.push(conditional(node));
@@ -60,6 +63,26 @@ pub fn read(nodes: &[Node], diagnostics: &mut Vec<Diagnostic>) -> Lvs {
         }
     }
     lvs
+}
+
+/// The IPv4 addresses of a vrrp_instance's `virtual_ipaddress` block (`ADDR[/LEN] [dev X]...`).
+fn vrrp_addresses(instance: &Node) -> Vec<(Ipv4Addr, String)> {
+    let name = format!(
+        "vrrp_instance {} ({})",
+        instance.args.first().map_or("", String::as_str),
+        instance.at
+    );
+    instance
+        .children()
+        .iter()
+        .filter(|c| c.keyword == "virtual_ipaddress" && c.condition.is_none())
+        .flat_map(Node::children)
+        .filter(|entry| entry.condition.is_none())
+        .filter_map(|entry| {
+            let address = entry.keyword.split('/').next()?;
+            Some((address.parse().ok()?, name.clone()))
+        })
+        .collect()
 }
 
 fn conditional(node: &Node) -> Diagnostic {

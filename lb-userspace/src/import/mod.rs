@@ -147,8 +147,9 @@ fn finish(
     options: &Options,
     mut diagnostics: Vec<Diagnostic>,
 ) -> Outcome {
-    let director = translate::director(&lvs, options, &mut diagnostics);
+    let mut director = translate::director(&lvs, options, &mut diagnostics);
     let services = translate::services(&lvs, &director, options, &mut diagnostics);
+    translate::follow_vrrp(&lvs, &services, &mut director, &mut diagnostics);
     let config = output::render(header, &director, &services);
     // A group's members share their real servers: say each thing once.
     let mut seen = std::collections::HashSet::new();

@@ -21,6 +21,10 @@ pub fn render(header: &str, director: &Director, services: &[Imported]) -> Strin
     out.push_str("\n[director]\n");
     comment(&mut out, &director.comment);
     let _ = writeln!(out, "interface = {}", quoted(&director.interface));
+    if let Some(why) = &director.vip_assigned {
+        comment(&mut out, why);
+        out.push_str("active_when = \"vip-assigned\"\n");
+    }
     for imported in services {
         service(&mut out, imported);
     }

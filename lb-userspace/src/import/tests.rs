@@ -611,3 +611,30 @@ proptest! {
         prop_assert!(Config::parse(&outcome.config).is_ok(), "{}", outcome.config);
     }
 }
+
+#[test]
+fn vrrp_held_vips_make_drlb_follow_the_address() {
+    let vrrp = "vrrp_instance VI_1 {\n  interface eth0\n  virtual_ipaddress {\n    198.18.0.100/32 dev eth0\n  }\n}\n";
+    let (config, outcome) = import(&format!("{vrrp}{}", dr("", "")));
+    assert_eq!(
+        config.director.active_when,
+        crate::config::ActiveWhen::VipAssigned
+    );
+    assert!(
+        outcome
+            .config
+            .contains("vrrp_instance VI_1 (/etc/keepalived/keepalived.conf:1) holds 198.18.0.100")
+    );
+    // A VIP VRRP does not hold would never be active: said so.
+    let other = dr("", "").replace("198.18.0.100 80", "198.18.0.101 80");
+    let (_, outcome) = import(&format!("{vrrp}{}{other}", dr("", "")));
+    assert!(
+        messages(&outcome).contains("VIP 198.18.0.101 is in no vrrp_instance's virtual_ipaddress")
+    );
+    // No VRRP address among the VIPs: drlb's default stays.
+    let (config, _) = import(&dr("", ""));
+    assert_eq!(
+        config.director.active_when,
+        crate::config::ActiveWhen::Always
+    );
+}

@@ -20,6 +20,8 @@ pub struct Lvs {
     pub services: Vec<VirtualService>,
     /// The first VRRP instance's interface and where it was found.
     pub interface: Option<(String, Location)>,
+    /// Addresses VRRP instances hold (`virtual_ipaddress`), with the instance's name and place.
+    pub vrrp_addresses: Vec<(Ipv4Addr, String)>,
 }
 
 /// IPVS forwarding methods.
@@ -85,6 +87,8 @@ pub struct RealServer {
 pub struct Director {
     pub interface: String,
     pub comment: String,
+    /// `active_when = "vip-assigned"`, and why, when keepalived's VRRP holds the VIPs.
+    pub vip_assigned: Option<String>,
 }
 
 /// A translated service, with the comments the output carries.
@@ -103,12 +107,14 @@ pub fn director(lvs: &Lvs, options: &Options, diagnostics: &mut Vec<Diagnostic>)
         return Director {
             interface: interface.clone(),
             comment: "from --interface".to_owned(),
+            vip_assigned: None,
         };
     }
     if let Some((interface, at)) = &lvs.interface {
         return Director {
             interface: interface.clone(),
             comment: format!("the interface of the first vrrp_instance ({at})"),
+            vip_assigned: None,
         };
     }
     if !lvs.services.is_empty() {
@@ -124,6 +130,38 @@ pub fn director(lvs: &Lvs, options: &Options, diagnostics: &mut Vec<Diagnostic>)
         interface: FALLBACK_INTERFACE.to_owned(),
         comment: "SET THIS to the interface where VIP traffic arrives (nothing named one)"
             .to_owned(),
+        vip_assigned: None,
+    }
+}
+
+/// When keepalived's VRRP holds the services' VIPs (`virtual_ipaddress`), drlb follows the
+/// address (`active_when = "vip-assigned"`): VRRP then decides which director forwards, with no
+/// notify scripts. VIPs no VRRP instance holds would never be active then: each is noted.
+pub fn follow_vrrp(
+    lvs: &Lvs,
+    services: &[Imported],
+    director: &mut Director,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let held = |vip: Ipv4Addr| lvs.vrrp_addresses.iter().find(|(a, _)| *a == vip);
+    let Some((vip, instance)) = services.iter().find_map(|s| held(s.service.vip)) else {
+        return;
+    };
+    director.vip_assigned = Some(format!(
+        "{instance} holds {vip} (virtual_ipaddress): drlb is active for a VIP while this director holds it (docs/keepalived.md)"
+    ));
+    let mut noted = std::collections::BTreeSet::new();
+    for imported in services {
+        let vip = imported.service.vip;
+        if held(vip).is_none() && noted.insert(vip) {
+            diagnostics.push(Diagnostic {
+                at: None,
+                severity: super::Severity::Note,
+                message: format!(
+                    "VIP {vip} is in no vrrp_instance's virtual_ipaddress: with active_when = \"vip-assigned\" this director is never active for it; add it there"
+                ),
+            });
+        }
     }
 }
 

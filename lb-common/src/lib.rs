@@ -50,6 +50,9 @@ pub const MAX_INTERFACES: u32 = 64;
 pub const DEFAULT_INTERFACE_SLOTS: u32 = 256;
 /// The loader's override of the program's `INTERFACES` index mask.
 pub const INTERFACE_SLOT_MASK_GLOBAL: &str = "INTERFACE_SLOT_MASK";
+/// The loader's override of the program's variant: 0 in production; tests of in-place upgrades
+/// load a program that differs (see `Event::VariantForward`).
+pub const PROGRAM_VARIANT_GLOBAL: &str = "PROGRAM_VARIANT";
 
 /// IP protocol numbers the director balances.
 pub const IPPROTO_TCP: u8 = 6;

@@ -85,19 +85,24 @@ pub enum Event {
     /// A new flow's first frame, on an interface that checks them, carries an unfinished
     /// TCP/UDP checksum (the pseudo-header sum a sender with tx offload leaves for the NIC).
     BadChecksum = 0,
+    /// A frame forwarded by a test variant of the program (loaded with
+    /// `DRLB_TEST_PROGRAM_VARIANT` set): shows that an in-place upgrade swapped the program in.
+    /// The branch is pruned by the verifier in the production program (the variant is 0 there).
+    VariantForward = 1,
 }
 
 impl Event {
     /// Number of events: the size of the `EVENT_COUNTERS` array.
-    pub const COUNT: u32 = 1;
+    pub const COUNT: u32 = 2;
 
-    pub const ALL: [Self; Self::COUNT as usize] = [Self::BadChecksum];
+    pub const ALL: [Self; Self::COUNT as usize] = [Self::BadChecksum, Self::VariantForward];
 
     /// Stable name used in `drlb stats`, its JSON and metrics.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Self::BadChecksum => "bad_checksum",
+            Self::VariantForward => "variant_forward",
         }
     }
 }

@@ -20,7 +20,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::error;
-use lb_common::{SERVICE_FLAG_STANDBY, VIP_FLAG_LOCAL, Verdict};
+use lb_common::{Event, SERVICE_FLAG_STANDBY, VIP_FLAG_LOCAL, Verdict};
 use lb_ebpf::parse::{self, L3};
 
 #[xdp]
@@ -86,6 +86,9 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
     let verdict = forward::to_backend(ctx, chosen.backend);
     if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
         stats::count_forwarded(service.id, chosen.index, frame_len);
+        if maps::is_variant() {
+            stats::count_event(Event::VariantForward);
+        }
     }
     verdict
 }

@@ -96,6 +96,18 @@ pub static EVENT_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(
 #[unsafe(no_mangle)]
 static INTERFACE_SLOT_MASK: u32 = DEFAULT_INTERFACE_SLOTS - 1;
 
+/// 0, or a test variant's number (see `Event::VariantForward`). Read-only data: the verifier
+/// knows its value and prunes what depends on it.
+#[unsafe(no_mangle)]
+static PROGRAM_VARIANT: u32 = 0;
+
+/// Whether this program was loaded as a test variant.
+#[inline(always)]
+pub fn is_variant() -> bool {
+    // SAFETY: a plain read of a constant the loader may have overridden (rodata).
+    unsafe { core::ptr::read_volatile(&raw const PROGRAM_VARIANT) != 0 }
+}
+
 /// The `INTERFACES` entry of `ifindex`, if the program runs there.
 #[inline(always)]
 pub fn interface(ifindex: u32) -> Option<Interface> {

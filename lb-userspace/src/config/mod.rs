@@ -54,6 +54,10 @@ pub struct DirectorConfig {
     /// When this director is active for a VIP (answers ARP for it and forwards its traffic).
     #[serde(default)]
     pub active_when: ActiveWhen,
+    /// Where the data plane (maps and XDP links) is pinned, on a bpffs, so that it outlives
+    /// drlb. Default: /sys/fs/bpf/drlb/<a name derived from the state directory>.
+    #[serde(default)]
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 /// Who decides whether the director is active for a VIP.
@@ -156,6 +160,16 @@ impl Protocol {
         match self {
             Self::Tcp => IPPROTO_TCP,
             Self::Udp => IPPROTO_UDP,
+        }
+    }
+
+    /// The protocol of an IP protocol number, if drlb balances it.
+    #[must_use]
+    pub const fn from_number(number: u8) -> Option<Self> {
+        match number {
+            IPPROTO_TCP => Some(Self::Tcp),
+            IPPROTO_UDP => Some(Self::Udp),
+            _ => None,
         }
     }
 }

@@ -230,6 +230,9 @@ impl<'a> Server<'a> {
 
     /// Once a second: follow the backends' MACs, watch for VIP conflicts.
     async fn on_tick(&mut self) -> Changed {
+        // The loop is alive: systemd's watchdog (WatchdogSec) restarts a daemon that stops
+        // ticking, and the new one adopts the data plane.
+        super::systemd::watchdog();
         if let Err(e) = refresh_neighbours(self.netlink, self.director).await {
             warn!("neighbour refresh failed: {e:#}");
         }

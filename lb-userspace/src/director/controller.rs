@@ -5,8 +5,8 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
 };
 
-use anyhow::{Result, bail};
-use lb_common::{VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL, Vip, ipv4_mapped};
+use anyhow::{Context as _, Result, bail};
+use lb_common::{SERVICE_FLAG_SOURCE_HASH, VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL, Vip, ipv4_mapped};
 use tracing::{info, warn};
 
 use super::{
@@ -14,14 +14,14 @@ use super::{
     health::{Health, Transition},
     layout,
     reconcile::reconcile,
-    state::{ServiceState, service_key},
+    state::{BackendState, Egress, ServiceState, service_key},
 };
 use crate::{
     config::{
-        ActiveWhen, Config, ServiceConfig, ServiceId,
+        ActiveWhen, Config, Protocol, Scheduler, ServiceConfig, ServiceId, egress_for,
         health_check::{CheckKind, HealthCheckConfig, OnFailure},
     },
-    dataplane::{Dataplane, TableLayout},
+    dataplane::{AdoptedService, Dataplane, TableLayout},
     net::{
         mac::format_mac,
         netlink::{InterfaceInfo, NeighbourMacs},
@@ -80,6 +80,38 @@ impl Controller {
             active: true,
             local: BTreeSet::new(),
         })
+    }
+
+    /// A director that takes over the data plane an earlier drlb left running (pinned): its
+    /// services, backend ids, tables and flows stay as they are, and [`Controller::apply`] then
+    /// writes only what the config changes. Health starts from what the data plane shows: a
+    /// backend it does not use starts down (when checked) until its probes bring it up.
+    pub fn adopt(
+        config: &Config,
+        interfaces: Vec<InterfaceInfo>,
+        mut dataplane: Dataplane,
+    ) -> Result<Self> {
+        let adopted = dataplane.adopt()?;
+        let mut controller = Self::new(config, interfaces, dataplane)?;
+        let addresses: Vec<_> = controller
+            .interfaces
+            .iter()
+            .map(InterfaceInfo::addresses)
+            .collect();
+        for service in adopted {
+            let (id, state) = adopted_service(config, &controller.interfaces, &addresses, service)?;
+            controller.services.insert(id, state);
+        }
+        info!(
+            services = controller.services.len(),
+            backends = controller
+                .services
+                .values()
+                .map(|s| s.backends.len())
+                .sum::<usize>(),
+            "adopted the pinned data plane: its flows, tables and counters are kept"
+        );
+        Ok(controller)
     }
 
     #[must_use]
@@ -218,6 +250,7 @@ impl Controller {
             self.dataplane.remove_service(&service.key, service.id)?;
             for backend in service.backends.values() {
                 self.dataplane.remove_backend(service.id, backend.id)?;
+                self.dataplane.release_backend(service.id, backend.id)?;
             }
             changes.push(format!("service {id} removed"));
         }
@@ -255,6 +288,9 @@ impl Controller {
             service.config = (*config).clone();
             service.layout = layout;
             reconcile(service, &mut self.dataplane)?;
+            for backend in service.backends.values().filter(|b| b.leaving) {
+                self.dataplane.release_backend(service.id, backend.id)?;
+            }
             service.backends.retain(|_, b| !b.leaving);
         }
         self.publish_vips(None)?;
@@ -571,6 +607,106 @@ impl Controller {
     pub fn dataplane_mut(&mut self) -> &mut Dataplane {
         &mut self.dataplane
     }
+}
+
+/// The model of a service found in an adopted data plane. Its settings are the config's when
+/// the config has it (what `apply` then changes is what differs in the maps); one the config
+/// dropped gets what the maps tell, enough to remove it.
+fn adopted_service(
+    config: &Config,
+    interfaces: &[InterfaceInfo],
+    addresses: &[crate::config::InterfaceAddresses],
+    adopted: AdoptedService,
+) -> Result<(ServiceId, ServiceState)> {
+    let vip = std::net::Ipv6Addr::from(adopted.key.addr)
+        .to_ipv4_mapped()
+        .context("an adopted service has a VIP that is not IPv4")?;
+    let protocol = Protocol::from_number(adopted.key.protocol)
+        .context("an adopted service has a protocol drlb does not balance")?;
+    let id = ServiceId {
+        protocol,
+        vip,
+        port: u16::from_be(adopted.key.port_be),
+    };
+    let service_config = config
+        .services
+        .iter()
+        .find(|s| s.id() == id)
+        .cloned()
+        .unwrap_or_else(|| ServiceConfig {
+            vip,
+            port: id.port,
+            protocol,
+            scheduler: if adopted.layout.flags & u32::from(SERVICE_FLAG_SOURCE_HASH) != 0 {
+                Scheduler::SourceHash
+            } else {
+                Scheduler::Maglev
+            },
+            table_size: adopted.layout.size,
+            health_check: None,
+            backends: Vec::new(),
+        });
+    let checked = service_config.health_check().kind != CheckKind::None;
+    let mut backends = BTreeMap::new();
+    for backend in adopted.backends {
+        let address = std::net::Ipv6Addr::from(backend.address)
+            .to_ipv4_mapped()
+            .context("an adopted backend address is not IPv4")?;
+        let configured = service_config
+            .backends
+            .iter()
+            .find(|b| b.address == address);
+        let egress = configured
+            .and_then(|b| egress_for(b, addresses))
+            .and_then(|a| interfaces.iter().find(|i| i.name == a.name))
+            .map(|i| Egress {
+                ifindex: i.ifindex,
+                mac: i.mac,
+            })
+            .or_else(|| {
+                backend.published.map(|p| Egress {
+                    ifindex: p.ifindex,
+                    mac: p.src_mac,
+                })
+            })
+            .or_else(|| {
+                interfaces.first().map(|i| Egress {
+                    ifindex: i.ifindex,
+                    mac: i.mac,
+                })
+            })
+            .context("a director without interfaces")?;
+        let configured_mac = configured.and_then(|b| b.mac).map(|m| m.into_array());
+        backends.insert(
+            address,
+            BackendState {
+                id: backend.id,
+                egress,
+                weight: configured.map_or(1, |b| b.weight),
+                configured_mac,
+                // What the data plane sends to, until the neighbour table says otherwise.
+                neighbour_mac: backend.published.map(|p| p.dst_mac),
+                health: if backend.published.is_some() || !checked {
+                    Health::new()
+                } else {
+                    Health::down()
+                },
+                leaving: false,
+                published: backend.published,
+            },
+        );
+    }
+    let state = ServiceState {
+        id: adopted.layout.service_id,
+        config: service_config,
+        key: adopted.key,
+        layout: adopted.layout,
+        backends,
+        // Unknown: the next reconcile builds the table and writes it only if it differs.
+        table_inputs: None,
+        published_layout: Some(adopted.layout),
+    };
+    Ok((id, state))
 }
 
 fn log_mac(id: &ServiceId, address: Ipv4Addr, new: Option<[u8; 6]>, old: Option<[u8; 6]>) {

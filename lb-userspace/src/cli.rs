@@ -104,6 +104,42 @@ enum Command {
     /// testing a service behind drlb in CI.
     #[command(subcommand)]
     Testbed(TestbedCommand),
+    /// Print a drlb.toml equivalent to a keepalived or ipvsadm configuration. What cannot be
+    /// translated is listed on stderr with its line. Exit status 0: everything translated; 1:
+    /// something left out (stdout still holds a valid config of the rest); 2: unreadable input.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Args)]
+struct ImportOptions {
+    /// Also translate NAT and TUN services, where every real server listens on the virtual
+    /// port; the real servers then need `drlb realserver setup`.
+    #[arg(long)]
+    convert_to_dr: bool,
+    /// [director] interface (default: the first vrrp_instance's interface, else eth0).
+    #[arg(long)]
+    interface: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// The LVS part of a keepalived.conf (virtual_server, real_server, checkers), with its
+    /// includes.
+    Keepalived {
+        #[command(flatten)]
+        options: ImportOptions,
+        /// keepalived's config id (its -i): decides `@id` conditional lines.
+        #[arg(long)]
+        config_id: Option<String>,
+        file: PathBuf,
+    },
+    /// `ipvsadm-save -n` output, from FILE or standard input (`-` or nothing).
+    Ipvsadm {
+        #[command(flatten)]
+        options: ImportOptions,
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -278,6 +314,10 @@ enum BackendCommand {
 
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Import has exit statuses of its own (0, 1, 2) and needs no runtime.
+    if let Command::Import(command) = cli.command {
+        std::process::exit(import_command(command));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -363,8 +403,80 @@ pub fn main() -> Result<()> {
             }
             Command::Realserver(command) => realserver_command(command).await,
             Command::Testbed(command) => testbed_command(command).await,
+            Command::Import(_) => unreachable!("handled before the runtime starts"),
         }
     })
+}
+
+/// `drlb import`: the config on stdout, what was not translated on stderr; the exit status.
+fn import_command(command: ImportCommand) -> i32 {
+    use std::io::{Read as _, Write as _};
+
+    use crate::import;
+
+    let unreadable = |what: &str, e: &dyn std::fmt::Display| {
+        eprintln!("drlb: error: cannot read {what}: {e}");
+        import::EXIT_UNREADABLE
+    };
+    let outcome = match command {
+        ImportCommand::Keepalived {
+            options,
+            config_id,
+            file,
+        } => {
+            let options = import::Options {
+                convert_to_dr: options.convert_to_dr,
+                interface: options.interface,
+                config_id,
+            };
+            match import::keepalived(&file, &import::source::FsSource, &options) {
+                Ok(outcome) => outcome,
+                Err(e) => return unreadable(&file.display().to_string(), &e),
+            }
+        }
+        ImportCommand::Ipvsadm { options, file } => {
+            let options = import::Options {
+                convert_to_dr: options.convert_to_dr,
+                interface: options.interface,
+                config_id: None,
+            };
+            let (name, bytes) = match file.filter(|f| f.as_os_str() != "-") {
+                Some(file) => match std::fs::read(&file) {
+                    Ok(bytes) => (file.display().to_string(), bytes),
+                    Err(e) => return unreadable(&file.display().to_string(), &e),
+                },
+                None => {
+                    let mut bytes = Vec::new();
+                    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
+                        return unreadable("standard input", &e);
+                    }
+                    ("<stdin>".to_owned(), bytes)
+                }
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            import::ipvsadm(&text, &name, &options)
+        }
+    };
+    // The output must be what `drlb run` accepts; anything else is a bug in the import.
+    if let Err(e) = crate::config::Config::parse(&outcome.config) {
+        eprintln!(
+            "drlb: error: the imported config does not validate (a bug in drlb import, please report it): {e:#}"
+        );
+        return import::EXIT_INCOMPLETE;
+    }
+    print!("{}", outcome.config);
+    let _ = std::io::stdout().flush();
+    for diagnostic in &outcome.diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    let code = outcome.exit_code();
+    if code != import::EXIT_TRANSLATED {
+        eprintln!(
+            "drlb: {} part(s) left out; the output holds the rest",
+            outcome.left_out().count()
+        );
+    }
+    code
 }
 
 /// `drlb vip activate|deactivate`: recorded in the state directory first, so that a daemon

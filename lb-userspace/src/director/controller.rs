@@ -19,7 +19,7 @@ use super::{
 use crate::{
     config::{
         ActiveWhen, Config, Protocol, Scheduler, ServiceConfig, ServiceId, egress_for,
-        health_check::{CheckKind, HealthCheckConfig},
+        health_check::{CheckKind, HealthCheckConfig, OnFailure},
     },
     dataplane::{AdoptedService, Dataplane, TableLayout},
     net::{
@@ -576,7 +576,11 @@ impl Controller {
                     .err()
                     .map(|e| format!("{e:#}"))
                     .unwrap_or_default();
-                warn!(service = %id, backend = %address, reason = %why, "backend DOWN: out of the table, its flows move");
+                if check.on_failure == OnFailure::Drain {
+                    warn!(service = %id, backend = %address, reason = %why, "backend DOWN: out of the table, its established flows continue (on_failure = drain)");
+                } else {
+                    warn!(service = %id, backend = %address, reason = %why, "backend DOWN: out of the table, its flows move");
+                }
             }
             Some(Transition::Up) => {
                 info!(service = %id, backend = %address, "backend UP: back in the table")

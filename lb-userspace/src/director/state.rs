@@ -44,6 +44,12 @@ impl BackendState {
         !self.leaving && self.health.is_up() && self.mac().is_some()
     }
 
+    /// Keeps its backend-map entry, so its established flows continue: usable, or down while
+    /// its service drains failed backends instead of removing them (`on_failure = "drain"`).
+    pub fn keeps_flows(&self, drain_on_failure: bool) -> bool {
+        self.usable() || (drain_on_failure && !self.leaving && self.mac().is_some())
+    }
+
     pub fn state(&self) -> &'static str {
         if !self.health.is_up() {
             "down"
@@ -105,5 +111,9 @@ mod tests {
         b.neighbour_mac = Some([2, 0, 0, 0, 0, 1]);
         b.health.record(false, 1, 1);
         assert_eq!((b.state(), b.usable()), ("down", false));
+        // Down: its flows go unless the service drains failed backends.
+        assert_eq!((b.keeps_flows(false), b.keeps_flows(true)), (false, true));
+        b.leaving = true;
+        assert!(!b.keeps_flows(true));
     }
 }

@@ -150,6 +150,9 @@ pub struct AdoptedBackend {
     pub id: u32,
     pub address: Addr,
     pub published: Option<Backend>,
+    /// The live table gives it new flows (unknown, `true`, when the live bank could not be
+    /// read).
+    pub in_table: bool,
 }
 
 impl Dataplane {
@@ -255,6 +258,9 @@ impl Dataplane {
                     .collect::<Result<Vec<u32>>>()?;
                 banks[usize::from(state.bank)] = Some(live_bank);
             }
+            let live_ids: Option<BTreeSet<u32>> = banks[usize::from(state.bank)]
+                .as_ref()
+                .map(|bank| bank.iter().copied().collect());
             self.shadows.insert(id, TableShadow { layout, banks });
             self.live.insert(id, LiveService { key, state });
             let mut backends = Vec::new();
@@ -281,6 +287,9 @@ impl Dataplane {
                     id: backend_id,
                     address: record.address,
                     published,
+                    in_table: live_ids
+                        .as_ref()
+                        .is_none_or(|ids| ids.contains(&backend_id)),
                 });
             }
             adopted.push(AdoptedService {

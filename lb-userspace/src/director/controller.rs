@@ -694,7 +694,13 @@ fn adopted_service(
                 configured_mac,
                 // What the data plane sends to, until the neighbour table says otherwise.
                 neighbour_mac: backend.published.map(|p| p.dst_mac),
-                health: if backend.published.is_some() || !checked {
+                // Up if the data plane used it: in BACKENDS, and in the live table unless it is
+                // drained (a backend that failed its checks with on_failure = "drain" stays in
+                // BACKENDS, out of the table). Else down until its probes bring it up.
+                health: if !checked
+                    || (backend.published.is_some()
+                        && (backend.in_table || configured.is_none_or(|b| b.weight == 0)))
+                {
                     Health::new()
                 } else {
                     Health::down()

@@ -108,6 +108,9 @@ pub struct ServiceStats {
     pub scheduler: String,
     pub packets: u64,
     pub bytes: u64,
+    /// New connections: flows the program scheduled (flow-table misses it forwarded).
+    #[serde(default)]
+    pub connections: u64,
     pub backends: Vec<BackendStats>,
 }
 
@@ -126,6 +129,9 @@ pub struct BackendStats {
     pub health: String,
     pub packets: u64,
     pub bytes: u64,
+    /// New connections scheduled to it (see `ServiceStats::connections`).
+    #[serde(default)]
+    pub connections: u64,
 }
 
 /// The counters and states of `controller`; `interfaces` says how the program is attached to
@@ -158,6 +164,7 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
                 .to_owned(),
                 packets: count.packets,
                 bytes: count.bytes,
+                connections: count.connections,
             });
         }
         services.push(ServiceStats {
@@ -171,6 +178,7 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
             .to_owned(),
             packets: total.packets,
             bytes: total.bytes,
+            connections: total.connections,
             backends,
         });
     }

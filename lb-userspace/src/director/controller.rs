@@ -197,6 +197,7 @@ impl Controller {
                     backends: BTreeMap::new(),
                     table_inputs: None,
                     published_layout: None,
+                    publishes: super::state::Publishes::default(),
                 };
                 self.services.insert(*id, state);
             }

@@ -2,4 +2,6 @@
 //! text or JSON. Reads nothing from the kernel itself.
 
 pub mod conflicts;
+pub mod list;
+pub mod rate;
 pub mod stats;

@@ -3,5 +3,6 @@
 
 pub mod conflicts;
 pub mod list;
+pub mod prometheus;
 pub mod rate;
 pub mod stats;

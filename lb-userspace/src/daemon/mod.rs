@@ -16,6 +16,7 @@ pub mod conflict;
 pub mod control;
 pub mod failover;
 pub mod health;
+pub mod metrics;
 mod serve;
 mod startup;
 
@@ -69,6 +70,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
         .with_context(|| format!("in {}", options.config.display()))?;
     let control =
         control::bind(&options.state_dir, config.director.control_group.as_deref()).await?;
+    let metrics = match config.director.metrics {
+        Some(address) => Some(metrics::bind(address).await?),
+        None => None,
+    };
 
     let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
     let sizes = loader::MapSizes {
@@ -143,6 +148,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         &options,
         &modes,
         &mut conflicts,
+        metrics,
     )
     .serve()
     .await;

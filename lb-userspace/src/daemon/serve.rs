@@ -1,14 +1,14 @@
 //! The serving loop of `drlb run`: signals, control requests, health results and a one-second
 //! tick, each handled by a named method of [`Server`].
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, sync::Arc, time::Instant};
 
 use anyhow::Result;
 use lb_common::Event;
 use tokio::{
-    net::UnixStream,
+    net::{TcpListener, UnixStream},
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{mpsc, watch},
     task::JoinSet,
 };
 use tracing::{info, warn};
@@ -16,13 +16,16 @@ use tracing::{info, warn};
 use super::{
     HEALTH_QUEUE, NEIGHBOUR_REFRESH, RunOptions, conflict,
     control::{self, Request, Response},
-    failover, health,
+    failover, health, metrics,
 };
 use crate::{
     config::{Config, ServiceId},
     director::{Change, Controller},
     net::netlink::Netlink,
-    report::stats::{self, FlowTableStats, InterfaceStats, StatsReport, bad_checksum_advice},
+    report::{
+        rate::{Estimator, RATE_INTERVAL},
+        stats::{self, FlowTableStats, InterfaceStats, StatsReport, bad_checksum_advice},
+    },
 };
 
 /// A health probe's result, sent from a checker task to the loop.
@@ -44,6 +47,10 @@ pub struct Server<'a> {
     flow_table: Option<FlowTableStats>,
     /// The veth checksum trap is logged once (see `Event::BadChecksum`).
     bad_checksums_logged: bool,
+    /// The counters' last sample, for the rates.
+    rates: Estimator,
+    /// The report the metrics server reads, refreshed every tick.
+    snapshot: watch::Sender<Option<Arc<StatsReport>>>,
 }
 
 /// Whether an event changed the services (health checks then restart on the new set).
@@ -57,6 +64,7 @@ impl<'a> Server<'a> {
         options: &'a RunOptions,
         interfaces: &'a [InterfaceStats],
         conflicts: &'a mut conflict::Monitor,
+        metrics: Option<TcpListener>,
     ) -> Self {
         let flow_table = FlowTableStats::of_this_host(director.config().director.flow_table_size)
             .map_err(|e| warn!("the flow table's capacity is unknown: {e:#}"))
@@ -71,6 +79,14 @@ impl<'a> Server<'a> {
             announcer: failover::Announcer::default(),
             flow_table,
             bad_checksums_logged: false,
+            rates: Estimator::new(RATE_INTERVAL),
+            snapshot: {
+                let (snapshot, reader) = watch::channel(None);
+                if let Some(listener) = metrics {
+                    metrics::spawn(listener, reader);
+                }
+                snapshot
+            },
         }
     }
 
@@ -191,7 +207,20 @@ impl<'a> Server<'a> {
             &conflict_probe(self.director),
         );
         self.log_bad_checksums();
+        self.refresh_snapshot();
         false
+    }
+
+    /// Samples the counters for the rates and publishes the report for the metrics server.
+    fn refresh_snapshot(&mut self) {
+        match self.stats() {
+            Ok(mut report) => {
+                self.rates.observe(Instant::now(), &report);
+                self.rates.fill(&mut report);
+                self.snapshot.send_replace(Some(Arc::new(report)));
+            }
+            Err(e) => warn!("reading the counters failed: {e:#}"),
+        }
     }
 
     /// Says once what is wrong when new flows arrive with unfinished checksums.
@@ -220,6 +249,7 @@ impl<'a> Server<'a> {
         let mut report = stats::build(self.director, self.interfaces.to_vec())?;
         report.arp_conflicts = self.conflicts.report(&conflict_context(self.director))?;
         report.flow_table = self.flow_table;
+        self.rates.fill(&mut report);
         Ok(report)
     }
 

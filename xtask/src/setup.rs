@@ -22,6 +22,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("ipvsadm", "ipvsadm"),       // its IPVS row, on kernels that have IPVS
     ("keepalived", "keepalived"), // VRRP for the director failover test
     ("hping3", "hping3"),         // the SYN flood of the flood test
+    ("prometheus", "promtool"),   // `promtool check metrics` in the metrics test
 ];
 
 /// The toolchain the eBPF crate builds with (unpinned on purpose: a dated nightly may not be

@@ -51,6 +51,8 @@ pub struct Server<'a> {
     rates: Estimator,
     /// The report the metrics server reads, refreshed every tick.
     snapshot: watch::Sender<Option<Arc<StatsReport>>>,
+    /// `[director] metrics` as read at start-up (a change needs a restart).
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Whether an event changed the services (health checks then restart on the new set).
@@ -69,6 +71,7 @@ impl<'a> Server<'a> {
         let flow_table = FlowTableStats::of_this_host(director.config().director.flow_table_size)
             .map_err(|e| warn!("the flow table's capacity is unknown: {e:#}"))
             .ok();
+        let metrics_address = director.config().director.metrics;
         Self {
             netlink,
             director,
@@ -80,6 +83,7 @@ impl<'a> Server<'a> {
             flow_table,
             bad_checksums_logged: false,
             rates: Estimator::new(RATE_INTERVAL),
+            metrics_address,
             snapshot: {
                 let (snapshot, reader) = watch::channel(None);
                 if let Some(listener) = metrics {
@@ -128,7 +132,12 @@ impl<'a> Server<'a> {
 
     /// SIGHUP: re-reads the config file and applies the difference, or keeps everything as it is.
     fn on_sighup(&mut self) -> Changed {
-        match Config::load(&self.options.config).and_then(|config| self.director.apply(config)) {
+        let applied =
+            Config::load(&self.options.config).and_then(|config| self.director.apply(config));
+        if applied.is_ok() && self.director.config().director.metrics != self.metrics_address {
+            warn!("SIGHUP: [director] metrics changed: it takes effect when drlb restarts");
+        }
+        match applied {
             Ok(changes) if changes.is_empty() => {
                 info!("SIGHUP: config unchanged");
                 true

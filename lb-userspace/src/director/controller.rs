@@ -230,9 +230,15 @@ impl Controller {
     /// the error to report, saying whether the maps could be restored.
     fn roll_back(
         &mut self,
-        before: BTreeMap<ServiceId, ServiceState>,
+        mut before: BTreeMap<ServiceId, ServiceState>,
         error: anyhow::Error,
     ) -> anyhow::Error {
+        // Tables published on the way were published: their count only grows.
+        for (id, service) in &mut before {
+            if let Some(now) = self.services.get(id) {
+                service.publishes = now.publishes;
+            }
+        }
         self.services = before;
         match self.resync() {
             Ok(()) => {

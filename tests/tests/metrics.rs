@@ -29,8 +29,24 @@ const MIN_FRAMES_PER_HTTP_CONNECTION: u64 = 4;
 /// The daemon refreshes what it serves once a second; a scrape waits at most this long for
 /// the traffic to show.
 const SCRAPE_WAIT: Duration = Duration::from_secs(10);
+/// `drlb list --rate` is read after each round of new connections until CPS shows them (the
+/// daemon's rates are those of its last 2-second interval).
+const RATE_ROUNDS: u32 = 40;
+const RATE_REQUESTS_PER_ROUND: u32 = 5;
 const CURL_TIMEOUT_SECS: &str = "5";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The numbers after `prefix` on the line of `text` that starts with it.
+fn columns(text: &str, prefix: &str) -> Vec<u64> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line {prefix:?} in:\n{text}"));
+    line[prefix.len()..]
+        .split_whitespace()
+        .map(|n| n.parse().unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
 
 /// Samples of a scrape: `name{labels}` -> value.
 type Samples = BTreeMap<String, f64>;
@@ -243,19 +259,10 @@ fn metrics_list_and_json_logs_follow_the_traffic() {
         "{plain}"
     );
     let stats = testbed
-        .drlb_in(&state, &["list", "--stats"])
+        .drlb_in(&state, &["list", "--stats", "--exact"])
         .expect_success();
-    let columns = |prefix: &str| -> Vec<u64> {
-        let line = stats
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no line {prefix:?} in:\n{stats}"));
-        line[prefix.len()..]
-            .split_whitespace()
-            .map(|n| n.parse().unwrap_or_else(|e| panic!("{line:?}: {e}")))
-            .collect()
-    };
-    let tcp = columns(&format!("TCP  {VIP}:{HTTP_PORT}"));
+    let stats_columns = |prefix: &str| columns(&stats, prefix);
+    let tcp = stats_columns(&format!("TCP  {VIP}:{HTTP_PORT}"));
     assert_eq!(
         tcp[0] as f64, want_tcp,
         "Conns of the TCP service:\n{stats}"
@@ -264,14 +271,14 @@ fn metrics_list_and_json_logs_follow_the_traffic() {
         tcp[1] as f64 >= tcp_packets,
         "InPkts of the TCP service:\n{stats}"
     );
-    let udp = columns(&format!("UDP  {VIP}:{UDP_PORT}"));
+    let udp = stats_columns(&format!("UDP  {VIP}:{UDP_PORT}"));
     assert_eq!(
         udp[0] as f64, want_udp,
         "Conns of the UDP service:\n{stats}"
     );
     let mut backends_conns = 0;
     for rs in &testbed.real_servers {
-        let backend = columns(&format!("  -> {}:{HTTP_PORT}", rs.ip));
+        let backend = stats_columns(&format!("  -> {}:{HTTP_PORT}", rs.ip));
         backends_conns += backend[0];
         assert_eq!(backend.len(), 5, "{stats}");
         let backend_conns = value(
@@ -287,12 +294,31 @@ fn metrics_list_and_json_logs_follow_the_traffic() {
         backends_conns, tcp[0],
         "the backends' Conns add up:\n{stats}"
     );
-    let rate = testbed
-        .drlb_in(&state, &["list", "--rate"])
-        .expect_success();
+    // --rate: while connections keep arriving, an interval of the daemon's sampling holds
+    // some, and CPS shows them.
+    let tcp_service = format!("TCP  {VIP}:{HTTP_PORT}");
+    let mut rate = String::new();
+    for round in 1..=RATE_ROUNDS {
+        for n in 1..=RATE_REQUESTS_PER_ROUND {
+            testbed
+                .http_get(&vip_url())
+                .unwrap_or_else(|e| panic!("rate round {round}, request {n}: {e}"));
+        }
+        rate = testbed
+            .drlb_in(&state, &["list", "--rate", "--exact"])
+            .expect_success();
+        if columns(&rate, &tcp_service)[0] > 0 {
+            break;
+        }
+    }
     assert!(
         rate.contains("CPS    InPPS   OutPPS    InBPS   OutBPS"),
         "{rate}"
+    );
+    let tcp_rate = columns(&rate, &tcp_service);
+    assert!(
+        tcp_rate[0] > 0 && tcp_rate[1] > 0 && tcp_rate[3] > 0,
+        "no CPS, InPPS or InBPS after {RATE_ROUNDS} rounds of connections:\n{rate}"
     );
 
     // --log-format json: every line a JSON object, the start-up among them.

@@ -50,6 +50,9 @@ pub const MAX_INTERFACES: u32 = 64;
 pub const DEFAULT_INTERFACE_SLOTS: u32 = 256;
 /// The loader's override of the program's `INTERFACES` index mask.
 pub const INTERFACE_SLOT_MASK_GLOBAL: &str = "INTERFACE_SLOT_MASK";
+/// The loader's override of the program's variant: 0 in production; tests of in-place upgrades
+/// load a program that differs (see `Event::VariantForward`).
+pub const PROGRAM_VARIANT_GLOBAL: &str = "PROGRAM_VARIANT";
 
 /// IP protocol numbers the director balances.
 pub const IPPROTO_TCP: u8 = 6;
@@ -310,6 +313,11 @@ impl FlowEntry {
 /// [`VIP_FLAG_ACTIVE`]: the program answers ARP for the VIP. Cleared on a standby director,
 /// whose services carry [`SERVICE_FLAG_STANDBY`] at the same time so it forwards nothing either.
 pub const VIP_FLAG_ACTIVE: u32 = 1;
+/// The VIP is also an address of one of the director's interfaces (as on an IPVS director, or
+/// added by keepalived's `virtual_ipaddress`): traffic to it that is no service goes to the
+/// director's stack (else it is dropped, `drop_no_service`), and while the VIP is standby the
+/// program drops ARP requests for it (`drop_arp_standby`), so the kernel cannot answer them.
+pub const VIP_FLAG_LOCAL: u32 = 2;
 /// Most VIPs (every service may have its own).
 pub const MAX_VIPS: u32 = MAX_SERVICES;
 

@@ -65,7 +65,7 @@ pub static ARP_CONFLICTS: LruPerCpuHashMap<ArpConflictKey, ArpConflict> =
 #[map]
 pub static VIPS: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
 
-/// VIP id -> `VIP_FLAG_*` word.
+/// VIP id -> `VIP_FLAG_*` word (active: ARP answered; local: an address of the director).
 #[map]
 pub static VIP_STATES: Array<u32> = Array::with_max_entries(MAX_VIPS, BPF_F_MMAPABLE);
 
@@ -101,6 +101,18 @@ pub static EVENT_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(
 #[unsafe(no_mangle)]
 static INTERFACE_SLOT_MASK: u32 = DEFAULT_INTERFACE_SLOTS - 1;
 
+/// 0, or a test variant's number (see `Event::VariantForward`). Read-only data: the verifier
+/// knows its value and prunes what depends on it.
+#[unsafe(no_mangle)]
+static PROGRAM_VARIANT: u32 = 0;
+
+/// Whether this program was loaded as a test variant.
+#[inline(always)]
+pub fn is_variant() -> bool {
+    // SAFETY: a plain read of a constant the loader may have overridden (rodata).
+    unsafe { core::ptr::read_volatile(&raw const PROGRAM_VARIANT) != 0 }
+}
+
 /// The `INTERFACES` entry of `ifindex`, if the program runs there.
 #[inline(always)]
 pub fn interface(ifindex: u32) -> Option<Interface> {
@@ -124,6 +136,14 @@ pub fn load_u32(map: &Array<u32>, index: u32) -> Option<u32> {
     let ptr = map.get_ptr(index)?;
     // SAFETY: as in `load_u64`, for a 4-byte aligned word.
     Some(unsafe { core::ptr::read_volatile(ptr) })
+}
+
+/// The `VIP_STATES` word of `addr` if it is a VIP, read with one load.
+#[inline(always)]
+pub fn vip_flags(addr: [u8; 4]) -> Option<u32> {
+    let id = VIPS.get_ptr(lb_common::ipv4_mapped(addr))?;
+    // SAFETY: the value is a u32 set at insert and never updated; read once.
+    load_u32(&VIP_STATES, unsafe { core::ptr::read_volatile(id) })
 }
 
 /// Slot `index` of the `MAGLEV` array (a backend id), read with one load.

@@ -2,15 +2,16 @@
 
 use std::{io::IsTerminal as _, net::Ipv4Addr, path::PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use macaddr::MacAddr6;
 
 use crate::{
     config::{BackendConfig, Scheduler, ServiceConfig, ServiceId},
     daemon::control::{self, Request, Response},
-    daemon::failover,
     daemon::{self, RunOptions},
+    daemon::{failover, systemd},
+    dataplane::{offline, pins::PinDir},
     director::Change,
     doctor, realserver,
     report::list,
@@ -113,6 +114,27 @@ enum Command {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         wait_ms: u64,
     },
+    /// Detach the data plane that `drlb run` leaves forwarding when it stops, and remove its
+    /// pinned maps and links (flows and counters are lost). Refused while drlb runs.
+    Down {
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// The pin directory, if not the one recorded in the state directory (or its default).
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+    },
+    /// Install the director's systemd unit (Type=notify, watchdog, reload on SIGHUP, restart on
+    /// failure) at /etc/systemd/system/drlb.service, and a root-owned copy of this binary at
+    /// /usr/local/sbin/drlb that it runs. With --print, print the unit and change nothing.
+    InstallUnit {
+        #[arg(long, default_value = "/etc/drlb/drlb.toml")]
+        config: PathBuf,
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Print the unit (running this binary) instead of installing anything.
+        #[arg(long)]
+        print: bool,
+    },
     /// On a real server: hold the VIPs on lo and keep ARP quiet about them (LVS-DR).
     #[command(subcommand)]
     Realserver(RealserverCommand),
@@ -167,7 +189,8 @@ enum VipCommand {
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
-    /// Stop answering ARP for the VIPs and stop forwarding (standby).
+    /// Stop answering ARP for the VIPs and stop forwarding (standby). Works without a running
+    /// daemon too: it then makes the pinned data plane a standby itself.
     Deactivate {
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
@@ -360,6 +383,23 @@ pub fn main() -> Result<()> {
                 let (state_dir, change) = backend_change(command);
                 send_change(&state_dir, change).await
             }
+            Command::Down { state_dir, pin_dir } => down(&state_dir, pin_dir).await,
+            Command::InstallUnit {
+                config,
+                state_dir,
+                print,
+            } => {
+                if print {
+                    let binary =
+                        std::env::current_exe().context("cannot tell where the drlb binary is")?;
+                    print!("{}", systemd::unit(&binary, &config, &state_dir));
+                } else {
+                    for line in systemd::install(&config, &state_dir)? {
+                        println!("{line}");
+                    }
+                }
+                Ok(())
+            }
             Command::Vip(VipCommand::Activate { state_dir }) => vip(&state_dir, true).await,
             Command::Vip(VipCommand::Deactivate { state_dir }) => vip(&state_dir, false).await,
             Command::Doctor {
@@ -388,6 +428,29 @@ pub fn main() -> Result<()> {
 
 /// `drlb vip activate|deactivate`: recorded in the state directory first, so that a daemon
 /// started later with --standby follows it, then applied by the running daemon.
+/// `drlb down`: refused while a daemon answers; else removes the pinned data plane.
+async fn down(state_dir: &std::path::Path, pin_dir: Option<PathBuf>) -> Result<()> {
+    if control::call(state_dir, &Request::Stats).await.is_ok() {
+        bail!(
+            "drlb is running with --state-dir {}: stop it first (SIGTERM, or `systemctl stop drlb`), then run `drlb down`",
+            state_dir.display()
+        );
+    }
+    let root = pin_dir.unwrap_or_else(|| PinDir::recorded_or_default(state_dir));
+    let Some(pins) = PinDir::existing(&root) else {
+        println!(
+            "nothing is pinned in {}: no data plane to remove",
+            root.display()
+        );
+        return Ok(());
+    };
+    for line in pins.remove(Some(state_dir))? {
+        println!("{line}");
+    }
+    println!("the data plane in {} is removed", root.display());
+    Ok(())
+}
+
 async fn vip(state_dir: &std::path::Path, active: bool) -> Result<()> {
     failover::record(state_dir, active)?;
     let request = if active {
@@ -410,6 +473,34 @@ async fn vip(state_dir: &std::path::Path, active: bool) -> Result<()> {
             Ok(())
         }
         Ok(other) => unexpected(other),
+        Err(e) if !active => {
+            // No daemon: the pinned data plane may still be forwarding and answering ARP. A
+            // standby must stop both now, not when drlb comes back.
+            let root = PinDir::recorded_or_default(state_dir);
+            match PinDir::existing(&root).filter(PinDir::holds_maps) {
+                Some(pins) => {
+                    let done = offline::deactivate(&pins).with_context(|| {
+                        format!(
+                            "{e:#}; and making the pinned data plane in {} a standby failed",
+                            root.display()
+                        )
+                    })?;
+                    println!(
+                        "no drlb daemon runs: the pinned data plane in {} is now a standby ({} VIP(s) no longer answered, {} service(s) no longer forwarded)",
+                        root.display(),
+                        done.vips,
+                        done.services
+                    );
+                }
+                None => eprintln!(
+                    "drlb: warning: {e:#}; no pinned data plane in {}; recorded in {}: `drlb run --standby --state-dir {}` will start standby",
+                    root.display(),
+                    failover::state_file(state_dir).display(),
+                    state_dir.display()
+                ),
+            }
+            Ok(())
+        }
         Err(e) => {
             eprintln!(
                 "drlb: warning: {e:#}; recorded in {}: `drlb run --standby --state-dir {}` will start {}",

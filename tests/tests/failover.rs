@@ -16,7 +16,7 @@ use std::{
 use tests::{
     drlb::{drlb_in, start_drlb, stats_in},
     echo::{assert_all_kept, connect},
-    extra::{ExtraDirector, Keepalived},
+    extra::{Drive, ExtraDirector, Keepalived},
     netns::{Netns, poll_until, wait_for},
     require_root,
     testbed::{
@@ -113,8 +113,10 @@ fn the_standby_takes_over_with_keepalived_and_connections_survive() {
         priority,
         own_ip: own.to_owned(),
         peer_ip: peer.to_owned(),
-        drlb: std::fs::canonicalize(tests::drlb_binary()).expect("the drlb binary"),
-        state_dir: state.to_owned(),
+        drive: Drive::NotifyScripts {
+            drlb: std::fs::canonicalize(tests::drlb_binary()).expect("the drlb binary"),
+            state_dir: state.to_owned(),
+        },
     };
     let keepalived_a = keepalived("a", 150, a.ip, b.ip, &state_a);
     let keepalived_b = keepalived("b", 100, b.ip, a.ip, &state_b);

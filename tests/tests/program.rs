@@ -23,8 +23,8 @@ use aya::{
 use etherparse::{Ipv4Header, SingleVlanHeader, TcpHeader};
 use lb_common::{
     Backend, Counter, Event, FlowEntry, FlowKey, ForwardCounter, MAX_SERVICES,
-    SERVICE_FLAG_SOURCE_HASH, Service, ServiceKey, TABLE_BANKS, Verdict, Vip, backend_index,
-    hash::flow_hash_v4, hash::source_hash_v4, ipv4_mapped,
+    SERVICE_FLAG_SOURCE_HASH, Service, ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL,
+    Verdict, Vip, backend_index, hash::flow_hash_v4, hash::source_hash_v4, ipv4_mapped,
 };
 use lb_userspace::{
     dataplane::loader::{self, MapSizes},
@@ -573,23 +573,40 @@ fn service_traffic_is_sent_to_the_predicted_backend() {
     run_fixtures(&mut Director::with_standard_services(), &fixtures);
 }
 
+/// Traffic that is no service's: to a VIP it is the director's stack's only when the VIP is
+/// one of the director's addresses (`VIP_FLAG_LOCAL`); to a VIP that is not, it is dropped and
+/// counted (`drop_no_service`), never routed on. Traffic to other addresses always passes.
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn non_service_traffic_passes_unchanged() {
     tests::require_root();
-    let fixtures = [
-        passed(
-            "TCP to the VIP on a port without service",
-            Ipv4Frame::new(TCP_FLOW.with_dport(UNSERVED_PORT)).build(),
-        ),
-        passed(
-            "UDP to the TCP service's port: the protocol is part of the service",
-            Ipv4Frame::new(Ipv4Flow::udp(CLIENT_IP, CLIENT_PORT, VIP, TCP_PORT)).build(),
-        ),
-        passed(
-            "ICMP echo request to the VIP",
-            icmp_echo_request(CLIENT_IP, VIP),
-        ),
+    let to_vips = || {
+        [
+            (
+                "TCP to the VIP on a port without service",
+                Ipv4Frame::new(TCP_FLOW.with_dport(UNSERVED_PORT)).build(),
+            ),
+            (
+                "UDP to the TCP service's port: the protocol is part of the service",
+                Ipv4Frame::new(Ipv4Flow::udp(CLIENT_IP, CLIENT_PORT, VIP, TCP_PORT)).build(),
+            ),
+            (
+                "ICMP echo request to the VIP",
+                icmp_echo_request(CLIENT_IP, VIP),
+            ),
+            (
+                "TCP to an inactive VIP that has no service",
+                Ipv4Frame::new(Ipv4Flow::tcp(
+                    CLIENT_IP,
+                    CLIENT_PORT,
+                    INACTIVE_VIP,
+                    TCP_PORT,
+                ))
+                .build(),
+            ),
+        ]
+    };
+    let elsewhere = [
         passed(
             "TCP to the director's own address on the service port",
             Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, DIRECTOR_IP, TCP_PORT)).build(),
@@ -598,18 +615,29 @@ fn non_service_traffic_passes_unchanged() {
             "UDP over IPv6",
             ipv6_udp(CLIENT_IPV6, CLIENT_PORT, VIP_IPV6, UDP_PORT),
         ),
-        passed(
-            "TCP to an inactive VIP that has no service",
-            Ipv4Frame::new(Ipv4Flow::tcp(
-                CLIENT_IP,
-                CLIENT_PORT,
-                INACTIVE_VIP,
-                TCP_PORT,
-            ))
-            .build(),
-        ),
     ];
-    run_fixtures(&mut Director::with_standard_services(), &fixtures);
+    let mut director = Director::with_standard_services();
+    run_fixtures(&mut director, &elsewhere);
+    let not_local: Vec<Fixture> = to_vips()
+        .into_iter()
+        .map(|(description, frame)| dropped(description, frame, Verdict::DropNoService))
+        .collect();
+    run_fixtures(&mut director, &not_local);
+    for (vip, flags) in [
+        (VIP, VIP_FLAG_ACTIVE | VIP_FLAG_LOCAL),
+        (INACTIVE_VIP, VIP_FLAG_LOCAL),
+    ] {
+        director
+            .dataplane
+            .set_vip(ipv4_mapped(vip.octets()), Vip { flags })
+            .expect("marking the VIP local");
+    }
+    let local: Vec<Fixture> = to_vips()
+        .into_iter()
+        .map(|(description, frame)| passed(description, frame))
+        .collect();
+    run_fixtures(&mut director, &local);
+    run_fixtures(&mut director, &elsewhere);
 }
 
 /// The veth checksum trap: on an interface that checks them, a new flow's first frame with an

@@ -22,7 +22,12 @@ use lb_common::{
     ServiceState, TABLE_BANKS, TableDesc, Verdict, Vip, backend_index, map_names, table_desc_index,
 };
 
-use super::{grace, mmap::Mapped};
+use super::{
+    grace,
+    ledger::{BackendRecord, Ledger, ServiceRecord},
+    mmap::Mapped,
+    pins::PinDir,
+};
 
 /// Where a service's Maglev table lives in `MAGLEV` and how it is scheduled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,11 +86,13 @@ pub struct Dataplane {
     event_counters: PerCpuArray<MapData, Counter>,
     /// Keeps the mapped maps' file descriptors with the mappings.
     _mapped_maps: Vec<MapData>,
+    /// The daemon's records beside the maps (region, generation, backend addresses).
+    ledger: Ledger,
+    /// Interfaces registered in `INTERFACES` by this object (an adopted entry of an interface
+    /// drlb no longer runs on may be overwritten).
+    registered: BTreeSet<u32>,
     shadows: StdHashMap<u32, TableShadow>,
     live: StdHashMap<u32, LiveService>,
-    /// The generation the next service to get each id will carry (never 0: a zeroed flow
-    /// entry must match no service).
-    next_generation: Vec<u32>,
     egress_slot_of: Vec<(u32, [u8; 6])>,
     vip_ids: StdHashMap<Addr, u32>,
     pending: PendingReuse,
@@ -128,17 +135,52 @@ fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
+/// A service found in an adopted data plane: its key, where its table lies, and its backends.
+#[derive(Clone, Debug)]
+pub struct AdoptedService {
+    pub key: ServiceKey,
+    pub layout: TableLayout,
+    pub backends: Vec<AdoptedBackend>,
+}
+
+/// A backend found in an adopted data plane: its id, address, and what `BACKENDS` holds for it
+/// (`None`: not usable).
+#[derive(Clone, Debug)]
+pub struct AdoptedBackend {
+    pub id: u32,
+    pub address: Addr,
+    pub published: Option<Backend>,
+}
+
 impl Dataplane {
-    /// Takes ownership of the maps of a loaded program.
+    /// Takes ownership of the maps of a loaded program that pins nothing (its records are kept
+    /// in memory).
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self> {
+        Self::take_with(ebpf, None)
+    }
+
+    /// Takes ownership of the maps of a program loaded with the maps pinned in `pins`, and of
+    /// the daemon's records pinned beside them (created if absent).
+    pub fn take_pinned(ebpf: &mut Ebpf, pins: &PinDir) -> Result<Self> {
+        Self::take_with(ebpf, Some(pins))
+    }
+
+    fn take_with(ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<Self> {
         let mut keep = Vec::new();
         let u64_size = size_of::<u64>();
+        let service_states = take_mapped(ebpf, map_names::SERVICE_STATES, u64_size, &mut keep)?;
+        let backends = take_mapped(ebpf, map_names::BACKENDS, u64_size, &mut keep)?;
+        let (services, slots) = (service_states.entries(), backends.entries());
+        let ledger = match pins {
+            Some(pins) => Ledger::open(&pins.maps_dir(), services, slots)?,
+            None => Ledger::unpinned(services, slots)?,
+        };
         Ok(Self {
             services: take(ebpf, map_names::SERVICES)?,
-            service_states: take_mapped(ebpf, map_names::SERVICE_STATES, u64_size, &mut keep)?,
+            service_states,
             tables: take_mapped(ebpf, map_names::TABLES, u64_size, &mut keep)?,
             maglev: take_mapped(ebpf, map_names::MAGLEV, size_of::<MaglevBlock>(), &mut keep)?,
-            backends: take_mapped(ebpf, map_names::BACKENDS, u64_size, &mut keep)?,
+            backends,
             egress_slots: take(ebpf, map_names::EGRESS_SLOTS)?,
             flows: take(ebpf, map_names::FLOWS)?,
             vips: take(ebpf, map_names::VIPS)?,
@@ -150,14 +192,100 @@ impl Dataplane {
             verdict_counters: take(ebpf, map_names::VERDICT_COUNTERS)?,
             event_counters: take(ebpf, map_names::EVENT_COUNTERS)?,
             _mapped_maps: keep,
+            ledger,
+            registered: BTreeSet::new(),
             shadows: StdHashMap::new(),
             live: StdHashMap::new(),
-            next_generation: Vec::new(),
             egress_slot_of: Vec::new(),
             vip_ids: StdHashMap::new(),
             pending: PendingReuse::default(),
             writes_left: None,
         })
+    }
+
+    /// Reads what a running data plane holds (pinned by an earlier drlb) into this object's
+    /// bookkeeping, and returns its services for the controller. Writes nothing.
+    pub fn adopt(&mut self) -> Result<Vec<AdoptedService>> {
+        for slot in 0..MAX_INTERFACES {
+            let Ok(entry) = self.egress_slots.get(&slot, 0) else {
+                break;
+            };
+            if entry.ifindex == 0 {
+                break;
+            }
+            self.egress_slot_of.push((entry.ifindex, entry.mac));
+        }
+        for item in self.vips.iter() {
+            let (addr, id) = item.context("reading VIPS failed")?;
+            self.vip_ids.insert(addr, id);
+        }
+        let keys: Vec<(ServiceKey, u32)> = self
+            .services
+            .iter()
+            .collect::<Result<_, _>>()
+            .context("reading SERVICES failed")?;
+        let mut adopted = Vec::new();
+        for (key, id) in keys {
+            let state = ServiceState::unpack(self.service_states.load_u64(id)?);
+            let record = self.ledger.service(id)?;
+            if !state.is_live() || record.size == 0 {
+                // Left by a daemon that stopped between two writes of a removal: finish it.
+                self.remove_service(&key, id)?;
+                continue;
+            }
+            let layout = TableLayout {
+                service_id: id,
+                base: record.base,
+                size: record.size,
+                flags: u32::from(state.flags & !SERVICE_FLAG_LIVE),
+            };
+            let desc = TableDesc::unpack(self.tables.load_u64(table_desc_index(id, state.bank))?);
+            let mut banks = [None, None];
+            if desc.size == layout.size {
+                let live_bank = (0..desc.size)
+                    .map(|slot| {
+                        let index = desc.base + slot;
+                        self.maglev
+                            .load_lane(index / MAGLEV_BLOCK, (index % MAGLEV_BLOCK) as usize)
+                    })
+                    .collect::<Result<Vec<u32>>>()?;
+                banks[usize::from(state.bank)] = Some(live_bank);
+            }
+            self.shadows.insert(id, TableShadow { layout, banks });
+            self.live.insert(id, LiveService { key, state });
+            let mut backends = Vec::new();
+            for backend_id in 0..MAX_BACKENDS_PER_SERVICE {
+                let index = self.backend_slot(id, backend_id)?;
+                let record = self.ledger.backend(index)?;
+                if record == BackendRecord::default() {
+                    continue;
+                }
+                let entry = BackendEntry::unpack(self.backends.load_u64(index)?);
+                let published = entry.is_usable().then(|| {
+                    let (ifindex, src_mac) = self
+                        .egress_slot_of
+                        .get(usize::from(entry.egress_slot))
+                        .copied()
+                        .unwrap_or_default();
+                    Backend {
+                        dst_mac: entry.mac,
+                        src_mac,
+                        ifindex,
+                    }
+                });
+                backends.push(AdoptedBackend {
+                    id: backend_id,
+                    address: record.address,
+                    published,
+                });
+            }
+            adopted.push(AdoptedService {
+                key,
+                layout,
+                backends,
+            });
+        }
+        Ok(adopted)
     }
 
     /// Makes the write after the next `writes` fail (once), as a map write the kernel refuses
@@ -208,8 +336,17 @@ impl Dataplane {
         let slots = self.interfaces.len();
         let slot = ifindex & (slots - 1);
         if let Ok(existing) = self.interfaces.get(&slot, 0)
+            && existing.ifindex == ifindex
+            && existing.mac == mac
+        {
+            // Adopted as it is: the program may be reading it.
+            self.registered.insert(ifindex);
+            return Ok(());
+        }
+        if let Ok(existing) = self.interfaces.get(&slot, 0)
             && existing.ifindex != 0
             && existing.ifindex != ifindex
+            && self.registered.contains(&existing.ifindex)
         {
             bail!(
                 "interfaces {} and {ifindex} share entry {slot} of INTERFACES ({slots} entries): \
@@ -229,7 +366,9 @@ impl Dataplane {
                 },
                 0,
             )
-            .context("writing INTERFACES failed")
+            .context("writing INTERFACES failed")?;
+        self.registered.insert(ifindex);
+        Ok(())
     }
 
     /// Makes the program look at the checksum of new flows arriving on a registered interface
@@ -244,6 +383,9 @@ impl Dataplane {
             entry.ifindex == ifindex,
             "interface {ifindex} is not registered"
         );
+        if entry.flags & INTERFACE_FLAG_CHECK_CHECKSUMS != 0 {
+            return Ok(());
+        }
         entry.flags |= INTERFACE_FLAG_CHECK_CHECKSUMS;
         self.write_allowed()?;
         self.interfaces
@@ -401,6 +543,26 @@ impl Dataplane {
                 "service id {id} belongs to another service"
             );
         }
+        if let (Some(live), Some(shadow)) = (live, self.shadows.get(&id))
+            && shadow.layout == layout
+            && u32::from(live.state.flags) == SERVICE_FLAG_LIVE as u32 | layout.flags
+        {
+            // The live bank holds this table already (an adopted data plane, or a change that
+            // moved no entry): nothing to write.
+            let live_bank = &shadow.banks[usize::from(live.state.bank)];
+            let desc = TableDesc::unpack(
+                self.tables
+                    .load_u64(table_desc_index(id, live.state.bank))?,
+            );
+            let same = if table.is_empty() {
+                desc.size == 0
+            } else {
+                desc.size == layout.size && live_bank.as_deref() == Some(table)
+            };
+            if same {
+                return Ok(());
+            }
+        }
         let new_region = self
             .shadows
             .get(&id)
@@ -456,17 +618,27 @@ impl Dataplane {
         self.write_allowed()?;
         self.tables
             .store_u64(table_desc_index(id, bank), desc.pack())?;
+        // The record first: it must describe the region before the program can reach it.
+        let record = self.ledger.service(id)?;
         let generation = match live {
             Some(live) => live.state.generation,
-            None => {
-                if self.next_generation.len() <= id as usize {
-                    self.next_generation.resize(id as usize + 1, 1);
-                }
-                let generation = self.next_generation[id as usize];
-                self.next_generation[id as usize] = generation.checked_add(1).unwrap_or(1);
-                generation
-            }
+            // Never 0: a zeroed flow entry must match no service.
+            None => record.next_generation.max(1),
         };
+        self.write_allowed()?;
+        self.ledger.set_service(
+            id,
+            ServiceRecord {
+                base: layout.base,
+                size: layout.size,
+                next_generation: if live.is_some() {
+                    record.next_generation
+                } else {
+                    generation.checked_add(1).unwrap_or(1)
+                },
+                _pad: 0,
+            },
+        )?;
         let state = ServiceState {
             generation,
             flags: SERVICE_FLAG_LIVE | flags_byte(layout.flags)?,
@@ -513,6 +685,16 @@ impl Dataplane {
         ignore_missing(self.services.remove(key)).context("removing from SERVICES failed")?;
         if service_id < self.service_capacity() {
             self.service_states.store_u64(service_id, 0)?;
+            // The id's generation goes on counting: flows of this service must not match the
+            // next one given the id, across restarts too.
+            let record = self.ledger.service(service_id)?;
+            self.ledger.set_service(
+                service_id,
+                ServiceRecord {
+                    next_generation: record.next_generation,
+                    ..ServiceRecord::default()
+                },
+            )?;
         }
         self.shadows.remove(&service_id);
         self.live.remove(&service_id);
@@ -614,11 +796,20 @@ impl Dataplane {
         zero(&mut self.service_counters, service_id)
     }
 
-    /// Zeroes a backend's counter, for an id given to a new backend.
-    pub fn reset_backend_counter(&mut self, service_id: u32, backend_id: u32) -> Result<()> {
+    /// Gives a backend id to the backend at `address`: records it (so a restarted daemon knows
+    /// whose the id is) and zeroes its counter. Before anything refers to the id.
+    pub fn claim_backend(&mut self, service_id: u32, backend_id: u32, address: Addr) -> Result<()> {
         let index = self.backend_slot(service_id, backend_id)?;
         self.write_allowed()?;
+        self.ledger.set_backend(index, BackendRecord { address })?;
         zero(&mut self.backend_counters, index)
+    }
+
+    /// Frees a backend id, once nothing refers to it any more.
+    pub fn release_backend(&mut self, service_id: u32, backend_id: u32) -> Result<()> {
+        let index = self.backend_slot(service_id, backend_id)?;
+        self.write_allowed()?;
+        self.ledger.set_backend(index, BackendRecord::default())
     }
 }
 

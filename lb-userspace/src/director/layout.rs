@@ -47,7 +47,7 @@ pub fn plan(
     current: &BTreeMap<ServiceId, ServiceState>,
     capacity: u32,
     service_capacity: u32,
-    active: bool,
+    active: &dyn Fn(std::net::Ipv4Addr) -> bool,
     wanted: &BTreeMap<ServiceId, &ServiceConfig>,
 ) -> Result<BTreeMap<ServiceId, TableLayout>> {
     let mut used_ids: BTreeSet<u32> = BTreeSet::new();
@@ -65,7 +65,7 @@ pub fn plan(
                 layouts.insert(
                     *id,
                     TableLayout {
-                        flags: service_flags(config.scheduler, active),
+                        flags: service_flags(config.scheduler, active(config.vip)),
                         ..current.layout
                     },
                 );
@@ -108,7 +108,7 @@ pub fn plan(
                 service_id,
                 base,
                 size: config.table_size,
-                flags: service_flags(config.scheduler, active),
+                flags: service_flags(config.scheduler, active(config.vip)),
             },
         );
     }
@@ -116,7 +116,7 @@ pub fn plan(
 }
 
 /// The `Service` flags of a service: its scheduler's, and `SERVICE_FLAG_STANDBY` while this
-/// director is a standby.
+/// director is a standby for its VIP.
 #[must_use]
 pub const fn service_flags(scheduler: Scheduler, active: bool) -> u32 {
     scheduler_flags(scheduler)

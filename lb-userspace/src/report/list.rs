@@ -267,6 +267,7 @@ mod tests {
             ],
             verdicts: BTreeMap::new(),
             state: "active".into(),
+            vips: Vec::new(),
             arp_conflicts: Vec::new(),
             flow_table: Some(FlowTableStats {
                 configured: 1 << 20,

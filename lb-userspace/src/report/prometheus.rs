@@ -68,6 +68,11 @@ struct ConflictLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VipLabels {
+    vip: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
 }
@@ -153,8 +158,18 @@ pub fn render(report: &StatsReport) -> String {
     let active = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
     registry.register(
         "director_active",
-        "1 while this director answers ARP for its VIPs and forwards, 0 while standby",
+        "1 while this director answers ARP for all its VIPs and forwards, 0 otherwise",
         active.clone(),
+    );
+    let vip_active: Gauges<VipLabels> = family(
+        &mut registry,
+        "vip_active",
+        "1 while this director answers ARP for the VIP and forwards its services",
+    );
+    let vip_local: Gauges<VipLabels> = family(
+        &mut registry,
+        "vip_local",
+        "1 while the VIP is an address of one of the director's interfaces",
     );
     let conflict_frames: Counters<ConflictLabels> = family(
         &mut registry,
@@ -224,6 +239,13 @@ pub fn render(report: &StatsReport) -> String {
             .inc_by(count.packets);
     }
     active.set(i64::from(report.state == "active"));
+    for v in &report.vips {
+        let labels = VipLabels {
+            vip: v.vip.to_string(),
+        };
+        vip_active.get_or_create(&labels).set(i64::from(v.active));
+        vip_local.get_or_create(&labels).set(i64::from(v.local));
+    }
     for c in &report.arp_conflicts {
         for (kind, n) in [("request", c.requests), ("reply", c.replies)] {
             conflict_frames
@@ -343,7 +365,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::report::stats::{Count, FlowTableStats, Rate};
+    use crate::report::stats::{Count, FlowTableStats, Rate, VipStats};
 
     fn report() -> StatsReport {
         StatsReport {
@@ -379,7 +401,19 @@ mod tests {
                     bytes: 3000,
                 },
             )]),
-            state: "standby".into(),
+            state: "partly active".into(),
+            vips: vec![
+                VipStats {
+                    vip: "198.18.0.100".parse().unwrap(),
+                    active: true,
+                    local: true,
+                },
+                VipStats {
+                    vip: "198.18.0.101".parse().unwrap(),
+                    active: false,
+                    local: false,
+                },
+            ],
             arp_conflicts: Vec::new(),
             flow_table: Some(FlowTableStats {
                 configured: 4096,
@@ -417,6 +451,9 @@ mod tests {
             r#"drlb_verdict_packets_total{verdict="tx"} 30"#,
             r#"drlb_verdict_bytes_total{verdict="tx"} 3000"#,
             "drlb_director_active 0",
+            r#"drlb_vip_active{vip="198.18.0.100"} 1"#,
+            r#"drlb_vip_active{vip="198.18.0.101"} 0"#,
+            r#"drlb_vip_local{vip="198.18.0.100"} 1"#,
             "drlb_arp_conflict_macs 0",
             "drlb_flow_table_capacity 4096",
             concat!(

@@ -164,6 +164,7 @@ mod tests {
             }],
             verdicts: std::collections::BTreeMap::new(),
             state: "active".into(),
+            vips: Vec::new(),
             arp_conflicts: Vec::new(),
             flow_table: None,
             events: std::collections::BTreeMap::new(),

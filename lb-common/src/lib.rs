@@ -353,6 +353,19 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// The counter of a service or a backend: packets and bytes forwarded, and new connections
+/// (flows the program scheduled, i.e. flow-table misses it forwarded: a new 5-tuple, or a flow
+/// scheduled again because its backend left or its entry was evicted). Kept per CPU, summed
+/// by userspace. `connections` is only touched on a flow-table miss, so a hit costs what a
+/// [`Counter`] costs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ForwardCounter {
+    pub packets: u64,
+    pub bytes: u64,
+    pub connections: u64,
+}
+
 /// Index in `BACKENDS` and `BACKEND_COUNTERS` of a service's backend. Backend ids are
 /// stable while the backend exists, below [`MAX_BACKENDS_PER_SERVICE`]; Maglev table entries
 /// hold them.
@@ -378,6 +391,7 @@ const _: () = assert!(core::mem::align_of::<FlowEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<Interface>() == 12);
 const _: () = assert!(DEFAULT_INTERFACE_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+const _: () = assert!(core::mem::size_of::<ForwardCounter>() == 24);
 const _: () = assert!(MAX_BACKENDS_PER_SERVICE.is_power_of_two());
 const _: () = assert!(TABLE_BANKS.is_power_of_two());
 const _: () = assert!(MAGLEV_BLOCK.is_power_of_two());
@@ -395,6 +409,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::Interface {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::ForwardCounter {}
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
     }
     let verdict = forward::to_backend(ctx, chosen.backend);
     if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
-        stats::count_forwarded(service.id, chosen.index, frame_len);
+        stats::count_forwarded(service.id, chosen.index, frame_len, chosen.new);
         if maps::is_variant() {
             stats::count_event(Event::VariantForward);
         }

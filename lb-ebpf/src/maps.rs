@@ -13,8 +13,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     Addr, BACKEND_SLOTS, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS,
-    DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, Interface, MAGLEV_BLOCK,
-    MAX_INTERFACES, MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, TABLE_BANKS, Verdict,
+    DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, ForwardCounter, Interface,
+    MAGLEV_BLOCK, MAX_INTERFACES, MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, TABLE_BANKS,
+    Verdict,
     conflict::{ArpConflict, ArpConflictKey, MAX_ARP_CONFLICTS},
     maglev_blocks,
 };
@@ -79,11 +80,15 @@ pub static INTERFACES: Array<Interface> = Array::with_max_entries(DEFAULT_INTERF
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
 
+/// Service id -> packets, bytes and new connections forwarded.
 #[map]
-pub static SERVICE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+pub static SERVICE_COUNTERS: PerCpuArray<ForwardCounter> =
+    PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
+/// `backend_index(service id, backend id)` -> packets, bytes and new connections forwarded.
 #[map]
-pub static BACKEND_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(BACKEND_SLOTS, 0);
+pub static BACKEND_COUNTERS: PerCpuArray<ForwardCounter> =
+    PerCpuArray::with_max_entries(BACKEND_SLOTS, 0);
 
 #[map]
 pub static VERDICT_COUNTERS: PerCpuArray<Counter> =

@@ -13,7 +13,9 @@ use crate::{
     daemon::{failover, systemd},
     dataplane::{offline, pins::PinDir},
     director::Change,
-    doctor, realserver, testbed,
+    doctor, realserver,
+    report::list,
+    testbed,
 };
 
 /// Where the daemon keeps its control socket unless told otherwise.
@@ -26,8 +28,18 @@ pub const DEFAULT_STATE_DIR: &str = "/run/drlb";
     about = "An XDP direct-routing (LVS-DR) layer-4 load balancer"
 )]
 struct Cli {
+    /// How log lines are written to stderr: text, or JSON lines for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    /// One JSON object per line (timestamp, level, fields, target).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +63,32 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Show the running daemon's services and backends as `ipvsadm -Ln` does, column for column.
+    ///
+    /// Scheduler: mh (Maglev) or sh (source hash); Forward: Route (direct routing). Weight: the
+    /// configured one, 0 for a backend that gets no traffic (health check failed, MAC unknown).
+    /// ActiveConn and InActConn are always 0: drlb keeps no connection state (its flow table
+    /// remembers a 5-tuple's backend until the entry is evicted, with no TCP state or timeout),
+    /// so it cannot tell active from inactive connections; read Conns and CPS instead.
+    /// Conns: new connections (flows the program scheduled: a new 5-tuple, or a flow scheduled
+    /// again because its backend left or its entry was evicted). OutPkts/OutBytes and the Out
+    /// rates are 0: in direct routing the replies bypass the director, as with IPVS.
+    /// Rates are the mean of the daemon's last 2-second interval (IPVS smooths them; drlb does
+    /// not). The header's size is the flow table's capacity.
+    #[command(verbatim_doc_comment)]
+    List {
+        /// Conns, InPkts, OutPkts, InBytes, OutBytes instead of the weights.
+        #[arg(long, conflicts_with = "rate")]
+        stats: bool,
+        /// CPS, InPPS, OutPPS, InBPS, OutBPS (per second, last 2 s) instead of the weights.
+        #[arg(long)]
+        rate: bool,
+        /// Every digit of the counters (no K, M, G suffixes).
+        #[arg(long)]
+        exact: bool,
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
@@ -318,14 +356,16 @@ pub fn main() -> Result<()> {
     if let Command::Import(command) = cli.command {
         std::process::exit(import_command(command));
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -356,6 +396,25 @@ pub fn main() -> Result<()> {
                     other => unexpected(other),
                 }
             }
+            Command::List {
+                stats,
+                rate,
+                exact,
+                state_dir,
+            } => match control::call(&state_dir, &Request::Stats).await? {
+                Response::Stats(report) => {
+                    let columns = if stats {
+                        list::Columns::Stats
+                    } else if rate {
+                        list::Columns::Rate
+                    } else {
+                        list::Columns::Plain
+                    };
+                    print!("{}", list::render(&report, columns, exact));
+                    Ok(())
+                }
+                other => unexpected(other),
+            },
             Command::Service(command) => {
                 let (state_dir, change) = service_change(command);
                 send_change(&state_dir, change).await

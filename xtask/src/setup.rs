@@ -23,6 +23,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("keepalived", "keepalived"),   // VRRP for the director failover test
     ("hping3", "hping3"),           // the SYN flood of the flood test
     ("systemd", "systemd-analyze"), // checking drlb's unit
+    ("prometheus", "promtool"),     // `promtool check metrics` in the metrics test
 ];
 
 /// The toolchain the eBPF crate builds with (unpinned on purpose: a dated nightly may not be

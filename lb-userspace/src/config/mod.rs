@@ -58,6 +58,10 @@ pub struct DirectorConfig {
     /// drlb. Default: /sys/fs/bpf/drlb/<a name derived from the state directory>.
     #[serde(default)]
     pub pin_dir: Option<std::path::PathBuf>,
+    /// Where to serve Prometheus metrics (GET /metrics), e.g. "127.0.0.1:9917"; none if unset.
+    /// Read at start-up only.
+    #[serde(default)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Who decides whether the director is active for a VIP.
@@ -406,6 +410,31 @@ mod tests {
         let err = error_of(&with("drlb-no-such-group"));
         assert!(
             err.contains("[director] control_group: there is no group drlb-no-such-group"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn metrics_address_is_optional_and_checked() {
+        let with = |address: &str| {
+            GOOD.replace(
+                "interface = \"eth0\"",
+                &format!("interface = \"eth0\"\nmetrics = \"{address}\""),
+            )
+        };
+        assert_eq!(Config::parse(GOOD).unwrap().director.metrics, None);
+        assert_eq!(
+            Config::parse(&with("127.0.0.1:9917"))
+                .unwrap()
+                .director
+                .metrics,
+            Some("127.0.0.1:9917".parse().unwrap())
+        );
+        let err = error_of(&with("localhost"));
+        assert!(err.contains("invalid socket address"), "{err}");
+        let err = error_of(&with("127.0.0.1:0"));
+        assert!(
+            err.contains("[director] metrics = \"127.0.0.1:0\" has no port"),
             "{err}"
         );
     }

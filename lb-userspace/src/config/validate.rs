@@ -50,6 +50,13 @@ impl Config {
         {
             problems.push(format!("[director] control_group: {e:#}"));
         }
+        if let Some(address) = self.director.metrics
+            && address.port() == 0
+        {
+            problems.push(format!(
+                "[director] metrics = \"{address}\" has no port: give one, e.g. \"127.0.0.1:9917\""
+            ));
+        }
         if self.services.len() > MAX_SERVICES as usize {
             problems.push(format!(
                 "{} services configured; drlb supports at most {MAX_SERVICES}",

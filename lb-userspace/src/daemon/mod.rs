@@ -16,6 +16,7 @@ pub mod conflict;
 pub mod control;
 pub mod failover;
 pub mod health;
+pub mod metrics;
 mod serve;
 mod startup;
 pub mod systemd;
@@ -77,6 +78,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let address_events = AddressEvents::subscribe()?;
     let control =
         control::bind(&options.state_dir, config.director.control_group.as_deref()).await?;
+    let metrics = match config.director.metrics {
+        Some(address) => Some(metrics::bind(address).await?),
+        None => None,
+    };
 
     let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
     let sizes = loader::MapSizes {
@@ -160,6 +165,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         &mut conflicts,
         address_events,
     )
+    .with_metrics(metrics)
     .serve()
     .await;
     systemd::stopping();

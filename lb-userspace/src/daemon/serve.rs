@@ -1,14 +1,14 @@
 //! The serving loop of `drlb run`: signals, control requests, health results and a one-second
 //! tick, each handled by a named method of [`Server`].
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, sync::Arc, time::Instant};
 
 use anyhow::Result;
 use lb_common::Event;
 use tokio::{
-    net::UnixStream,
+    net::{TcpListener, UnixStream},
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{mpsc, watch},
     task::JoinSet,
 };
 use tracing::{info, warn};
@@ -16,13 +16,16 @@ use tracing::{info, warn};
 use super::{
     HEALTH_QUEUE, NEIGHBOUR_REFRESH, RunOptions, conflict,
     control::{self, Request, Response},
-    failover, health,
+    failover, health, metrics,
 };
 use crate::{
     config::{Config, ServiceId},
     director::{Change, Controller},
     net::netlink::{AddressEvents, Netlink},
-    report::stats::{self, FlowTableStats, InterfaceStats, StatsReport, bad_checksum_advice},
+    report::{
+        rate::{Estimator, RATE_INTERVAL},
+        stats::{self, FlowTableStats, InterfaceStats, StatsReport, bad_checksum_advice},
+    },
 };
 
 /// A health probe's result, sent from a checker task to the loop.
@@ -46,6 +49,12 @@ pub struct Server<'a> {
     flow_table: Option<FlowTableStats>,
     /// The veth checksum trap is logged once (see `Event::BadChecksum`).
     bad_checksums_logged: bool,
+    /// The counters' last sample, for the rates.
+    rates: Estimator,
+    /// The report the metrics server reads, refreshed every tick.
+    snapshot: watch::Sender<Option<Arc<StatsReport>>>,
+    /// `[director] metrics` as read at start-up (a change needs a restart).
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Whether an event changed the services (health checks then restart on the new set).
@@ -64,6 +73,7 @@ impl<'a> Server<'a> {
         let flow_table = FlowTableStats::of_this_host(director.config().director.flow_table_size)
             .map_err(|e| warn!("the flow table's capacity is unknown: {e:#}"))
             .ok();
+        let metrics_address = director.config().director.metrics;
         Self {
             netlink,
             director,
@@ -75,7 +85,19 @@ impl<'a> Server<'a> {
             address_events,
             flow_table,
             bad_checksums_logged: false,
+            rates: Estimator::new(RATE_INTERVAL),
+            metrics_address,
+            snapshot: watch::Sender::new(None),
         }
+    }
+
+    /// Serves Prometheus metrics on `listener` (if any) from the report each tick publishes.
+    #[must_use]
+    pub fn with_metrics(self, listener: Option<TcpListener>) -> Self {
+        if let Some(listener) = listener {
+            metrics::spawn(listener, self.snapshot.subscribe());
+        }
+        self
     }
 
     /// Serves until SIGTERM or SIGINT: every event goes to its handler.
@@ -117,7 +139,12 @@ impl<'a> Server<'a> {
 
     /// SIGHUP: re-reads the config file and applies the difference, or keeps everything as it is.
     fn on_sighup(&mut self) -> Changed {
-        match Config::load(&self.options.config).and_then(|config| self.director.apply(config)) {
+        let applied =
+            Config::load(&self.options.config).and_then(|config| self.director.apply(config));
+        if applied.is_ok() && self.director.config().director.metrics != self.metrics_address {
+            warn!("SIGHUP: [director] metrics changed: it takes effect when drlb restarts");
+        }
+        match applied {
             Ok(changes) if changes.is_empty() => {
                 info!("SIGHUP: config unchanged");
                 true
@@ -241,7 +268,20 @@ impl<'a> Server<'a> {
             &conflict_probe(self.director),
         );
         self.log_bad_checksums();
+        self.refresh_snapshot();
         false
+    }
+
+    /// Samples the counters for the rates and publishes the report for the metrics server.
+    fn refresh_snapshot(&mut self) {
+        match self.stats() {
+            Ok(mut report) => {
+                self.rates.observe(Instant::now(), &report);
+                self.rates.fill(&mut report);
+                self.snapshot.send_replace(Some(Arc::new(report)));
+            }
+            Err(e) => warn!("reading the counters failed: {e:#}"),
+        }
     }
 
     /// Says once what is wrong when new flows arrive with unfinished checksums.
@@ -270,6 +310,7 @@ impl<'a> Server<'a> {
         let mut report = stats::build(self.director, self.interfaces.to_vec())?;
         report.arp_conflicts = self.conflicts.report(&conflict_context(self.director))?;
         report.flow_table = self.flow_table;
+        self.rates.fill(&mut report);
         Ok(report)
     }
 

@@ -17,9 +17,9 @@ use aya::{
 };
 use lb_common::{
     Addr, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, Event, FlowEntry,
-    FlowKey, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK, MAX_BACKENDS_PER_SERVICE,
-    MAX_INTERFACES, MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey, ServiceState, TABLE_BANKS,
-    TableDesc, Verdict, Vip, backend_index, map_names, table_desc_index,
+    FlowKey, ForwardCounter, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK,
+    MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey,
+    ServiceState, TABLE_BANKS, TableDesc, Verdict, Vip, backend_index, map_names, table_desc_index,
 };
 
 use super::{
@@ -80,8 +80,8 @@ pub struct Dataplane {
     vip_states: Mapped,
     interfaces: Array<MapData, Interface>,
     egress: DevMapHash<MapData>,
-    service_counters: PerCpuArray<MapData, Counter>,
-    backend_counters: PerCpuArray<MapData, Counter>,
+    service_counters: PerCpuArray<MapData, ForwardCounter>,
+    backend_counters: PerCpuArray<MapData, ForwardCounter>,
     verdict_counters: PerCpuArray<MapData, Counter>,
     event_counters: PerCpuArray<MapData, Counter>,
     /// Keeps the mapped maps' file descriptors with the mappings.
@@ -791,21 +791,22 @@ impl Dataplane {
     }
 
     pub fn verdict_counter(&self, verdict: Verdict) -> Result<Counter> {
-        sum(&self.verdict_counters, verdict as u32)
+        sum(&self.verdict_counters, verdict as u32, add_counters)
     }
 
     pub fn event_counter(&self, event: Event) -> Result<Counter> {
-        sum(&self.event_counters, event as u32)
+        sum(&self.event_counters, event as u32, add_counters)
     }
 
-    pub fn service_counter(&self, service_id: u32) -> Result<Counter> {
-        sum(&self.service_counters, service_id)
+    pub fn service_counter(&self, service_id: u32) -> Result<ForwardCounter> {
+        sum(&self.service_counters, service_id, add_forward_counters)
     }
 
-    pub fn backend_counter(&self, service_id: u32, backend_id: u32) -> Result<Counter> {
+    pub fn backend_counter(&self, service_id: u32, backend_id: u32) -> Result<ForwardCounter> {
         sum(
             &self.backend_counters,
             self.backend_slot(service_id, backend_id)?,
+            add_forward_counters,
         )
     }
 
@@ -838,20 +839,36 @@ fn flags_byte(flags: u32) -> Result<u8> {
 }
 
 /// The sum over all CPUs of one per-CPU counter.
-fn sum(map: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Counter> {
+fn sum<T: aya::Pod + Default>(
+    map: &PerCpuArray<MapData, T>,
+    index: u32,
+    add: fn(T, &T) -> T,
+) -> Result<T> {
     let per_cpu = map.get(&index, 0).context("reading a counter map failed")?;
-    Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-        packets: acc.packets + c.packets,
-        bytes: acc.bytes + c.bytes,
-    }))
+    Ok(per_cpu.iter().fold(T::default(), add))
 }
 
-fn zero(map: &mut PerCpuArray<MapData, Counter>, index: u32) -> Result<()> {
+fn add_counters(a: Counter, b: &Counter) -> Counter {
+    Counter {
+        packets: a.packets + b.packets,
+        bytes: a.bytes + b.bytes,
+    }
+}
+
+fn add_forward_counters(a: ForwardCounter, b: &ForwardCounter) -> ForwardCounter {
+    ForwardCounter {
+        packets: a.packets + b.packets,
+        bytes: a.bytes + b.bytes,
+        connections: a.connections + b.connections,
+    }
+}
+
+fn zero<T: aya::Pod + Default>(map: &mut PerCpuArray<MapData, T>, index: u32) -> Result<()> {
     let cpus = map
         .get(&index, 0)
         .context("reading a counter map failed")?
         .len();
-    let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
+    let zeros = PerCpuValues::try_from(vec![T::default(); cpus])?;
     map.set(index, zeros, 0)
         .context("writing a counter map failed")
 }

@@ -267,6 +267,7 @@ impl Controller {
                     backends: BTreeMap::new(),
                     table_inputs: None,
                     published_layout: None,
+                    publishes: super::state::Publishes::default(),
                 };
                 self.services.insert(*id, state);
             }
@@ -302,9 +303,15 @@ impl Controller {
     /// the error to report, saying whether the maps could be restored.
     fn roll_back(
         &mut self,
-        before: BTreeMap<ServiceId, ServiceState>,
+        mut before: BTreeMap<ServiceId, ServiceState>,
         error: anyhow::Error,
     ) -> anyhow::Error {
+        // Tables published on the way were published: their count only grows.
+        for (id, service) in &mut before {
+            if let Some(now) = self.services.get(id) {
+                service.publishes = now.publishes;
+            }
+        }
         self.services = before;
         match self.resync() {
             Ok(()) => {
@@ -719,6 +726,8 @@ fn adopted_service(
         // Unknown: the next reconcile builds the table and writes it only if it differs.
         table_inputs: None,
         published_layout: Some(adopted.layout),
+        // Counted by this process: a restart starts the count again (a counter reset).
+        publishes: super::state::Publishes::default(),
     };
     Ok((id, state))
 }

@@ -1,6 +1,6 @@
 //! The order of map writes that keeps every reference the program follows valid.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Instant};
 
 use anyhow::{Context as _, Result};
 use lb_common::Backend;
@@ -39,6 +39,7 @@ pub fn reconcile(service: &mut ServiceState, dataplane: &mut Dataplane) -> Resul
     if service.table_inputs.as_ref() != Some(&inputs)
         || service.published_layout != Some(service.layout)
     {
+        let started = Instant::now();
         let weighted: Vec<WeightedBackend> = inputs
             .iter()
             .map(|&(address, weight, _)| WeightedBackend { address, weight })
@@ -55,6 +56,8 @@ pub fn reconcile(service: &mut ServiceState, dataplane: &mut Dataplane) -> Resul
                     service.config.id()
                 )
             })?;
+        service.publishes.count += 1;
+        service.publishes.nanos += u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         info!(service = %service.config.id(), backends = inputs.len(), "table published");
         service.table_inputs = Some(inputs);
         service.published_layout = Some(service.layout);

@@ -73,6 +73,15 @@ pub struct ServiceState {
     /// The (address, weight, id) list the live table was built from.
     pub table_inputs: Option<Vec<(Ipv4Addr, u32, u32)>>,
     pub published_layout: Option<TableLayout>,
+    /// Tables published for this service and the time they took (built and written).
+    pub publishes: Publishes,
+}
+
+/// How many tables a service published and how long they took, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Publishes {
+    pub count: u64,
+    pub nanos: u64,
 }
 
 pub fn service_key(id: &ServiceId) -> ServiceKey {

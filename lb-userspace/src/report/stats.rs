@@ -121,6 +121,17 @@ pub struct ServiceStats {
     pub scheduler: String,
     pub packets: u64,
     pub bytes: u64,
+    /// New connections: flows the program scheduled (flow-table misses it forwarded).
+    #[serde(default)]
+    pub connections: u64,
+    /// Per second over the daemon's last rate interval (see `report::rate`).
+    #[serde(default)]
+    pub rate: Rate,
+    /// Maglev tables published for the service since it was added, and the time they took.
+    #[serde(default)]
+    pub table_publishes: u64,
+    #[serde(default)]
+    pub table_publish_nanos: u64,
     pub backends: Vec<BackendStats>,
 }
 
@@ -139,6 +150,22 @@ pub struct BackendStats {
     pub health: String,
     pub packets: u64,
     pub bytes: u64,
+    /// New connections scheduled to it (see `ServiceStats::connections`).
+    #[serde(default)]
+    pub connections: u64,
+    #[serde(default)]
+    pub rate: Rate,
+}
+
+/// Rates as IPVS's estimator gives them: new connections, packets and bytes per second, in
+/// and out. A DR director never sees the replies, so `out_*` stay 0 (as in IPVS's DR mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    pub cps: u64,
+    pub in_pps: u64,
+    pub out_pps: u64,
+    pub in_bps: u64,
+    pub out_bps: u64,
 }
 
 /// The counters and states of `controller`; `interfaces` says how the program is attached to
@@ -171,6 +198,8 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
                 .to_owned(),
                 packets: count.packets,
                 bytes: count.bytes,
+                connections: count.connections,
+                rate: Rate::default(),
             });
         }
         services.push(ServiceStats {
@@ -184,6 +213,10 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
             .to_owned(),
             packets: total.packets,
             bytes: total.bytes,
+            connections: total.connections,
+            rate: Rate::default(),
+            table_publishes: s.publishes.count,
+            table_publish_nanos: s.publishes.nanos,
             backends,
         });
     }

@@ -11,7 +11,7 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},

@@ -189,8 +189,8 @@ fn load_with(entries: &BTreeMap<&'static str, u32>, pins: Option<&PinDir>) -> Re
                 .collect()
         })
         .unwrap_or_default();
-    for (name, path) in &paths {
-        loader.map_pin_path(*name, path.as_path());
+    for &(name, ref path) in &paths {
+        loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader
         .override_global(INTERFACE_SLOT_MASK_GLOBAL, &mask, true)

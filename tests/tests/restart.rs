@@ -24,7 +24,7 @@ use tests::{
     bpffs::Bpffs,
     drlb::start_drlb_with_env,
     echo::{self, Connection},
-    netns::{Netns, in_netns, wait_for},
+    netns::{Netns, PassProgram, in_netns, wait_for},
     require_root,
     testbed::{IFNAME, TCP_ECHO_PORT, TestServer, Testbed, UDP_PORT, VIP},
 };
@@ -310,6 +310,25 @@ fn a_pinned_data_plane_of_another_layout_is_refused_with_the_way_out() {
         ran.describe()
     );
     assert!(!xdp_attached(&bed), "a refused start attached a program");
+
+    // A first start that fails after pinning (here: another XDP program holds the interface)
+    // leaves nothing pinned.
+    let fresh_pins = bpffs.path().join("fresh");
+    let config_path = bed.write_config("fresh.toml", &config(&bed, &fresh_pins, &[1, 1, 1]));
+    let other = PassProgram::attach(&bed.director.ns, IFNAME);
+    let ran = bed.run_drlb_to_refusal(&config_path, None);
+    assert!(
+        !ran.success() && ran.stderr.contains("another XDP program"),
+        "drlb must fail to attach beside another program: {}",
+        ran.describe()
+    );
+    assert!(
+        !fresh_pins.exists(),
+        "a failed first start left {} behind: {}",
+        fresh_pins.display(),
+        ran.describe()
+    );
+    drop(other);
 
     // A pin_dir that is not on a bpffs is refused too.
     let not_bpffs = bed.scratch.subdir("not-bpffs", 0o755);

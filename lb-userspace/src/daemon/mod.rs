@@ -94,6 +94,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
     };
     pins.record_in(&options.state_dir)?;
     let (mut ebpf, adopting) = loader::load_pinned(sizes, &pins)?;
+    // A first start that fails leaves nothing pinned (an adopted data plane stays as it was).
+    let mut provisional = pins::Provisional::new(&pins, !adopting);
     startup::start_ebpf_logger(&mut ebpf);
     let dataplane = Dataplane::take_pinned(&mut ebpf, &pins)?;
     let mut director = if adopting {
@@ -153,6 +155,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         startup::announce_vips(&director).await;
     }
     control.publish()?;
+    provisional.keep();
     info!(state_dir = %options.state_dir.display(), services = config.services.len(), "drlb ready");
     systemd::ready();
 

@@ -397,6 +397,42 @@ impl PinDir {
     }
 }
 
+/// A data plane pinned by a start that has not completed: removed again (links detached, pins
+/// gone) if the start fails, unless [`Provisional::keep`] was called.
+pub struct Provisional<'a> {
+    pins: Option<&'a PinDir>,
+}
+
+impl<'a> Provisional<'a> {
+    /// `fresh`: the pins were made by this start (not adopted).
+    #[must_use]
+    pub fn new(pins: &'a PinDir, fresh: bool) -> Self {
+        Self {
+            pins: fresh.then_some(pins),
+        }
+    }
+
+    /// The start completed: the pins stay.
+    pub fn keep(&mut self) {
+        self.pins = None;
+    }
+}
+
+impl Drop for Provisional<'_> {
+    fn drop(&mut self) {
+        if let Some(pins) = self.pins.take() {
+            match pins.clone().remove(None) {
+                Ok(_) => {
+                    tracing::info!(pin_dir = %pins.root().display(), "the start failed: nothing is left pinned")
+                }
+                Err(e) => tracing::warn!(
+                    "the start failed, and removing what it pinned failed too ({e:#}): run `drlb down`"
+                ),
+            }
+        }
+    }
+}
+
 /// The entries of `dir` named `IFINDEX` or `IFINDEX-SUFFIX`: (ifindex, suffix, path), sorted.
 fn numbered_entries(dir: &Path) -> Result<Vec<(u32, Option<String>, PathBuf)>> {
     let mut entries = Vec::new();

@@ -137,6 +137,10 @@ fn main() {
         "dataplane: program costs measured ({:.1?})",
         started.elapsed()
     );
+    // Also now, not only in the report: they stand even if a traffic run fails below.
+    for cost in &costs {
+        eprintln!("dataplane:   {}: {:.1} ns ({})", cost.what, cost.ns, cost.action);
+    }
 
     let mut bench = Bench {
         testbed: &mut testbed,

@@ -162,7 +162,7 @@ impl Generator {
                 };
                 program
                     .test_run(options)
-                    .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (live frames) failed: {e}"));
+                    .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (live frames) failed: {e:?}"));
                 sent += u64::from(chunk);
             }
             (sent, start.elapsed(), false)

@@ -1,0 +1,347 @@
+#!/bin/sh
+# What cargo xtask vm-test runs inside each guest kernel (busybox sh, started by /init):
+#   1. the BPF_PROG_TEST_RUN program tests (the compiled test binaries in /opt/drlb/tests);
+#   2. an LVS-DR scenario on veth in namespaces: a client, a director, three real servers set up
+#      by `drlb realserver setup`, HTTP and UDP from the client to the VIP;
+#   3. the same on virtio-net NICs joined by a QEMU hub (the director's XDP in native mode on a
+#      real NIC driver);
+#   4. each topology served first by IPVS in DR mode, then by drlb, with the same clients and
+#      checks, and one table row per run.
+# Lines the host reads: `VMTEST-CHECK ok|FAIL ...`, libtest's `test result:` lines, and
+# `VMTEST-ROW ...`. Exit code: the number of failed checks (0: all passed).
+# Every wait is bounded: TCG is slow, but nothing may hang.
+
+set -u
+
+VIP=198.18.0.100
+HTTP_PORT=8080
+UDP_PORT=5353
+CLIENT_IP=198.18.0.1
+DIRECTOR_IP=198.18.0.2
+SERVERS="rs1 rs2 rs3"
+HOSTS="client director $SERVERS"
+HTTP_REQUESTS=30
+UDP_DATAGRAMS=30
+# Seconds: one HTTP request, a service coming up, a program test binary.
+REQUEST_TIMEOUT=10
+START_TIMEOUT=90
+PROGRAM_TESTS_TIMEOUT=900
+WORK=/tmp/vmtest
+mkdir -p "$WORK"
+
+FAILED=0
+check() { # check OK|FAIL WHAT...
+    status=$1
+    shift
+    if [ "$status" = ok ]; then
+        echo "VMTEST-CHECK ok $*"
+    else
+        echo "VMTEST-CHECK FAIL $*"
+        FAILED=$((FAILED + 1))
+    fi
+}
+expect() { # expect WHAT COMMAND...: a check that COMMAND succeeds
+    what=$1
+    shift
+    if "$@"; then check ok "$what"; else check FAIL "$what"; fi
+}
+
+# Host facts, the same in every topology: name ─► address, MAC (the MACs the host gave the
+# virtio NICs on the QEMU command line).
+ip_of() {
+    case $1 in
+    client) echo $CLIENT_IP ;; director) echo $DIRECTOR_IP ;;
+    rs1) echo 198.18.0.11 ;; rs2) echo 198.18.0.12 ;; rs3) echo 198.18.0.13 ;;
+    esac
+}
+mac_of() { echo "02:d1:00:00:00:$(ip_of "$1" | cut -d. -f4)"; }
+in_ns() { ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# waits up to SECONDS for COMMAND to succeed
+wait_until() {
+    seconds=$1
+    shift
+    end=$(($(date +%s) + seconds))
+    until "$@" >/dev/null 2>&1; do
+        [ "$(date +%s)" -ge "$end" ] && return 1
+        sleep 1
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# 1. Program tests
+
+program_tests() {
+    for binary in /opt/drlb/tests/*; do
+        name=$(basename "$binary")
+        echo "== program tests: $name"
+        timeout $PROGRAM_TESTS_TIMEOUT "$binary" --include-ignored --test-threads=1 \
+            >"$WORK/$name.out" 2>&1
+        rc=$?
+        # All of libtest's output: a verifier rejection's log is in a failure's panic message,
+        # and the host prints the tail of this console when anything failed.
+        cat "$WORK/$name.out"
+        if [ $rc -eq 0 ]; then check ok "program tests $name"; else check FAIL "program tests $name (exit $rc)"; fi
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Topologies: every host has eth0 on one L2 segment.
+
+# veth: every host's eth0 is a veth whose peer is a port of br0 in the namespace `switch`.
+veth_up() {
+    ip netns add switch
+    ip -n switch link add br0 type bridge
+    ip -n switch link set br0 up
+    for host in $HOSTS; do
+        ip netns add "$host"
+        ip link add eth0 netns "$host" address "$(mac_of "$host")" type veth peer name "p-$host" netns switch
+        ip -n switch link set "p-$host" master br0 up
+    done
+    # veth delivers what the director sends with XDP_TX only to a peer that runs XDP.
+    in_ns switch drlb testbed hold-pass --interface p-director >"$WORK/hold-pass.log" 2>&1 &
+    HOLD_PASS=$!
+    wait_until $START_TIMEOUT has_xdp switch p-director ||
+        check FAIL "veth: the pass program on p-director (log: $(tail -3 "$WORK/hold-pass.log"))"
+}
+
+# virtio: the NICs QEMU gave the guest (one per host, all on one QEMU hub, told apart by MAC),
+# each moved into its host's namespace and renamed eth0.
+virtio_up() {
+    for host in $HOSTS; do
+        ip netns add "$host"
+        mac=$(mac_of "$host")
+        nic=
+        for dev in /sys/class/net/*; do
+            [ "$(cat "$dev/address")" = "$mac" ] && nic=$(basename "$dev")
+        done
+        if [ -z "$nic" ]; then
+            check FAIL "virtio: no NIC with MAC $mac for $host"
+            return 1
+        fi
+        ip link set "$nic" netns "$host"
+        ip -n "$host" link set "$nic" name eth0
+    done
+}
+
+hosts_up() { # addresses, checksums in software (as a NIC does before the wire)
+    for host in $HOSTS; do
+        ip -n "$host" link set lo up
+        ip -n "$host" addr add "$(ip_of "$host")/24" dev eth0
+        ip -n "$host" link set eth0 up
+        in_ns "$host" ethtool -K eth0 tx off >/dev/null 2>&1
+    done
+}
+
+topology_down() {
+    [ -n "${HOLD_PASS:-}" ] && kill "$HOLD_PASS" 2>/dev/null && wait "$HOLD_PASS" 2>/dev/null
+    HOLD_PASS=
+    for ns in $(ip netns list | cut -d' ' -f1); do
+        for pid in $(ip netns pids "$ns"); do kill "$pid" 2>/dev/null; done
+    done
+    sleep 1
+    for ns in $(ip netns list | cut -d' ' -f1); do
+        for pid in $(ip netns pids "$ns"); do kill -9 "$pid" 2>/dev/null; done
+        ip netns del "$ns"
+    done
+    # Virtio NICs return to the root namespace when theirs is deleted: wait for all of them.
+    wait_until 10 sh -c "[ \$(ls /sys/class/net | wc -l) -ge $VIRTIO_NICS ]"
+}
+
+real_servers_up() {
+    for rs in $SERVERS; do
+        in_ns "$rs" drlb realserver setup --vip $VIP --interface eth0 --state-dir "$WORK/state-$rs" \
+            >"$WORK/$rs-setup.log" 2>&1 ||
+            check FAIL "$rs: drlb realserver setup: $(tail -3 "$WORK/$rs-setup.log")"
+        own=$(ip_of "$rs")
+        in_ns "$rs" drlb-testsrv http --listen $VIP:$HTTP_PORT --listen "$own:$HTTP_PORT" --name "$rs" \
+            >"$WORK/$rs-http.log" 2>&1 &
+        in_ns "$rs" drlb-testsrv udp-echo --listen $VIP:$UDP_PORT --listen "$own:$UDP_PORT" --name "$rs" \
+            >"$WORK/$rs-udp.log" 2>&1 &
+    done
+    for rs in $SERVERS; do
+        wait_until $START_TIMEOUT serves "$(ip_of "$rs")" "$rs" ||
+            check FAIL "$rs: its HTTP server does not answer on its own address"
+    done
+}
+
+# one GET from the client to ADDRESS; prints the body (the serving real server's name)
+http_get() { in_ns client timeout $REQUEST_TIMEOUT wget -q -O - "http://$1:$HTTP_PORT/"; }
+serves() { [ "$(http_get "$1" 2>/dev/null)" = "$2" ]; } # serves ADDRESS NAME
+has_xdp() { ip -n "$1" link show "$2" | grep -q xdp; }  # has_xdp NETNS DEV
+
+# ---------------------------------------------------------------------------------------------
+# Directors
+
+ipvs_up() {
+    # IPVS in DR mode answers for the VIP as a local address: the director holds it.
+    ip -n director addr add $VIP/32 dev eth0
+    in_ns director ipvsadm -A -t $VIP:$HTTP_PORT -s rr &&
+        in_ns director ipvsadm -A -u $VIP:$UDP_PORT -s rr || { check FAIL "ipvs: ipvsadm -A"; return 1; }
+    for rs in $SERVERS; do
+        in_ns director ipvsadm -a -t $VIP:$HTTP_PORT -r "$(ip_of "$rs"):$HTTP_PORT" -g &&
+            in_ns director ipvsadm -a -u $VIP:$UDP_PORT -r "$(ip_of "$rs"):$UDP_PORT" -g ||
+            { check FAIL "ipvs: ipvsadm -a $rs"; return 1; }
+    done
+}
+
+drlb_up() {
+    backends=
+    for rs in $SERVERS; do backends="$backends[[service.backend]]
+address = \"$(ip_of "$rs")\"
+"; done
+    cat >"$WORK/drlb.toml" <<EOF
+[director]
+interface = "eth0"
+xdp_mode = "native"
+
+[[service]]
+vip = "$VIP"
+port = $HTTP_PORT
+protocol = "tcp"
+$backends
+[[service]]
+vip = "$VIP"
+port = $UDP_PORT
+protocol = "udp"
+$backends
+EOF
+    rm -rf "$WORK/drlb-state"
+    in_ns director drlb run --config "$WORK/drlb.toml" --state-dir "$WORK/drlb-state" \
+        >"$WORK/drlb.log" 2>&1 &
+    if ! wait_until $START_TIMEOUT in_ns director drlb stats --state-dir "$WORK/drlb-state"; then
+        check FAIL "drlb run did not become ready; its log ends:
+$(tail -20 "$WORK/drlb.log")"
+        return 1
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# One run: LINK (veth|virtio) served by DIRECTOR (ipvs|drlb).
+
+# starts tcpdump (no promiscuous mode: a hub shows every port every frame) on HOST's eth0
+capture() { # capture HOST FILTER FILE
+    in_ns "$1" tcpdump -p -Z root -n -e -l -i eth0 "$2" >"$3" 2>"$3.err" &
+    echo $!
+}
+count_lines() { grep -c "$2" "$1" 2>/dev/null || true; }
+
+run_scenario() {
+    link=$1
+    director=$2
+    name="$link/$director"
+    echo "== scenario $name"
+    HOLD_PASS=
+    if ! { "${link}_up" && hosts_up; }; then
+        check FAIL "$name: topology"
+        topology_down
+        return
+    fi
+    real_servers_up
+    if ! "${director}_up"; then
+        check FAIL "$name: the director did not start"
+        topology_down
+        return
+    fi
+
+    on_client=$(capture client "ip and src host $VIP" "$WORK/client.cap")
+    on_director=$(capture director "(ip and src host $VIP) or (icmp and dst host $DIRECTOR_IP)" "$WORK/director.cap")
+    wait_until 30 grep -q listening "$WORK/client.cap.err"
+    wait_until 30 grep -q listening "$WORK/director.cap.err"
+
+    # HTTP: each request a new connection from a new source port.
+    : >"$WORK/http.out"
+    n=0
+    while [ $n -lt $HTTP_REQUESTS ]; do
+        n=$((n + 1))
+        http_get $VIP >>"$WORK/http.out" 2>&1 || echo "request $n failed" >>"$WORK/http.out"
+    done
+    in_ns client drlb-testsrv udp-client --to $VIP:$UDP_PORT --count $UDP_DATAGRAMS --timeout-ms 3000 \
+        >"$WORK/udp.out" 2>&1
+    udp_rc=$?
+    # The capture's positive control: the director does see what is sent to it.
+    in_ns client ping -c 2 -W 2 $DIRECTOR_IP >/dev/null 2>&1
+    arp_owner=$(ip -n client neigh show $VIP | sed -n 's/.*lladdr \([0-9a-f:]*\).*/\1/p')
+    sleep 2 # tcpdump prints what it saw
+    kill "$on_client" "$on_director" 2>/dev/null
+    wait "$on_client" "$on_director" 2>/dev/null
+
+    # What each director counted, per real server (IPVS's rates and totals lag ~2 s).
+    counters=
+    if [ "$director" = ipvs ]; then
+        sleep 3
+        in_ns director ipvsadm -Ln --stats >"$WORK/counters" 2>&1
+        for rs in $SERVERS; do
+            # `  -> 198.18.0.11:8080  Conns InPkts OutPkts InBytes OutBytes`, TCP then UDP
+            pkts=$(awk -v a="$(ip_of "$rs")" '$1 == "->" && index($2, a ":") == 1 { s += $4 } END { print s + 0 }' "$WORK/counters")
+            counters="$counters $rs=$pkts"
+        done
+    else
+        in_ns director drlb stats --state-dir "$WORK/drlb-state" >"$WORK/counters" 2>&1
+        for rs in $SERVERS; do
+            # `  198.18.0.11  eth0  1  02:d1:00:00:00:11  ...  PACKETS BYTES`, per service
+            pkts=$(awk -v a="$(ip_of "$rs")" '$1 == a { s += $(NF - 1) } END { print s + 0 }' "$WORK/counters")
+            counters="$counters $rs=$pkts"
+        done
+    fi
+
+    # Checks
+    http_ok=0
+    spread=
+    for rs in $SERVERS; do
+        h=$(grep -cx "$rs" "$WORK/http.out")
+        u=$(grep -c "^$rs request " "$WORK/udp.out")
+        http_ok=$((http_ok + h))
+        spread="$spread $rs=$h/$u"
+        [ "$h" -gt 0 ] && [ "$u" -gt 0 ] || check FAIL "$name: $rs served $h HTTP requests and $u datagrams"
+    done
+    if [ $http_ok -eq $HTTP_REQUESTS ]; then check ok "$name: $HTTP_REQUESTS HTTP requests answered"; else
+        check FAIL "$name: $http_ok of $HTTP_REQUESTS HTTP requests answered: $(grep -v '^rs' "$WORK/http.out" | head -3)"
+    fi
+    if [ $udp_rc -eq 0 ]; then check ok "$name: $UDP_DATAGRAMS datagrams answered"; else
+        check FAIL "$name: UDP datagrams lost: $(tail -3 "$WORK/udp.out")"
+    fi
+    replies=$(count_lines "$WORK/client.cap" " > $(mac_of client)")
+    direct=0
+    for rs in $SERVERS; do
+        direct=$((direct + $(count_lines "$WORK/client.cap" "^[^ ]* $(mac_of "$rs") > ")))
+    done
+    via_director=$(count_lines "$WORK/client.cap" "^[^ ]* $(mac_of director) > ")
+    seen_on_director=$(count_lines "$WORK/director.cap" "$VIP[.:]* >")
+    control=$(count_lines "$WORK/director.cap" "ICMP echo request")
+    if [ "$replies" -gt 0 ] && [ "$direct" -eq "$replies" ] && [ "$via_director" -eq 0 ]; then
+        check ok "$name: all $replies replies came straight from the real servers"
+    else
+        check FAIL "$name: of $replies replies $direct came from real servers, $via_director from the director"
+    fi
+    if [ "$control" -gt 0 ] && [ "$seen_on_director" -eq 0 ]; then
+        check ok "$name: no reply reached the director"
+    else
+        check FAIL "$name: the director saw $seen_on_director replies (capture control: $control echo requests)"
+    fi
+    if [ "$arp_owner" = "$(mac_of director)" ]; then check ok "$name: the director owns the VIP"; else
+        check FAIL "$name: the client resolved the VIP to '$arp_owner', not the director's $(mac_of director)"
+    fi
+    for c in $counters; do
+        [ "${c#*=}" -gt 0 ] || check FAIL "$name: the director counted no packets for ${c%=*}: $(cat "$WORK/counters")"
+    done
+    ROWS="$ROWS
+VMTEST-ROW $link $director http/udp:$spread | replies direct $direct/$replies, via director $via_director, seen on director $seen_on_director | VIP ARP owner $arp_owner | counted packets:$counters"
+    echo "$ROWS" | tail -1
+    [ "$director" = drlb ] && { echo "drlb stats:"; cat "$WORK/counters"; }
+    [ "$director" = ipvs ] && { echo "ipvsadm -Ln --stats:"; cat "$WORK/counters"; }
+    topology_down
+}
+
+ROWS=
+VIRTIO_NICS=$(ls /sys/class/net | wc -l)
+echo "== kernel $(uname -r) ($(cat /vm/kernel)), $(nproc) CPUs, $VIRTIO_NICS interfaces"
+program_tests
+for link in veth virtio; do
+    for director in ipvs drlb; do
+        run_scenario $link $director
+    done
+done
+echo "== IPVS beside drlb on $(uname -r) (link director | per real server HTTP/UDP answered | replies | ARP | per real server packets the director counted)"
+echo "$ROWS" | sed 1d
+exit $FAILED

@@ -24,6 +24,7 @@ HTTP_REQUESTS=30
 UDP_DATAGRAMS=30
 # Seconds: one HTTP request, a service coming up, a program test binary.
 REQUEST_TIMEOUT=10
+COMMAND_TIMEOUT=30
 START_TIMEOUT=90
 PROGRAM_TESTS_TIMEOUT=900
 WORK=/tmp/vmtest
@@ -54,8 +55,13 @@ ip_of() {
     rs1) echo 198.18.0.11 ;; rs2) echo 198.18.0.12 ;; rs3) echo 198.18.0.13 ;;
     esac
 }
-mac_of() { echo "02:d1:00:00:00:$(ip_of "$1" | cut -d. -f4)"; }
+mac_of() { printf '02:d1:00:00:00:%02d\n' "$(ip_of "$1" | cut -d. -f4)"; }
+# Debian's busybox runs its own applets before anything on the PATH, and its `ip` has no netns
+# and no XDP: iproute2's, by path (drlb, which runs `ip` from the PATH, finds iproute2's).
+ip() { /usr/sbin/ip "$@"; }
 in_ns() { ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+progress() { echo "-- $(date +%T) $name: $*"; }
 
 # waits up to SECONDS for COMMAND to succeed
 wait_until() {
@@ -94,15 +100,17 @@ veth_up() {
     ip -n switch link add br0 type bridge
     ip -n switch link set br0 up
     for host in $HOSTS; do
-        ip netns add "$host"
-        ip link add eth0 netns "$host" address "$(mac_of "$host")" type veth peer name "p-$host" netns switch
-        ip -n switch link set "p-$host" master br0 up
+        ip netns add "$host" &&
+            ip -n "$host" link add eth0 address "$(mac_of "$host")" type veth peer name "p-$host" netns switch &&
+            ip -n switch link set "p-$host" master br0 up || return 1
     done
     # veth delivers what the director sends with XDP_TX only to a peer that runs XDP.
     in_ns switch drlb testbed hold-pass --interface p-director >"$WORK/hold-pass.log" 2>&1 &
     HOLD_PASS=$!
-    wait_until $START_TIMEOUT has_xdp switch p-director ||
+    wait_until $START_TIMEOUT has_xdp switch p-director || {
         check FAIL "veth: the pass program on p-director (log: $(tail -3 "$WORK/hold-pass.log"))"
+        return 1
+    }
 }
 
 # virtio: the NICs QEMU gave the guest (one per host, all on one QEMU hub, told apart by MAC),
@@ -150,7 +158,7 @@ topology_down() {
 
 real_servers_up() {
     for rs in $SERVERS; do
-        in_ns "$rs" drlb realserver setup --vip $VIP --interface eth0 --state-dir "$WORK/state-$rs" \
+        in_ns "$rs" timeout $COMMAND_TIMEOUT drlb realserver setup --vip $VIP --interface eth0 --state-dir "$WORK/state-$rs" \
             >"$WORK/$rs-setup.log" 2>&1 ||
             check FAIL "$rs: drlb realserver setup: $(tail -3 "$WORK/$rs-setup.log")"
         own=$(ip_of "$rs")
@@ -160,8 +168,11 @@ real_servers_up() {
             >"$WORK/$rs-udp.log" 2>&1 &
     done
     for rs in $SERVERS; do
-        wait_until $START_TIMEOUT serves "$(ip_of "$rs")" "$rs" ||
-            check FAIL "$rs: its HTTP server does not answer on its own address"
+        wait_until $START_TIMEOUT serves "$(ip_of "$rs")" "$rs" && continue
+        check FAIL "$rs: its HTTP server does not answer on its own address: $(http_get "$(ip_of "$rs")" 2>&1 | tail -2)"
+        echo "$rs's addresses:"; ip -n "$rs" addr; echo "its server's log:"; tail -5 "$WORK/$rs-http.log"
+        echo "the client's neighbours:"; ip -n client neigh
+        return 1
     done
 }
 
@@ -209,7 +220,7 @@ EOF
     rm -rf "$WORK/drlb-state"
     in_ns director drlb run --config "$WORK/drlb.toml" --state-dir "$WORK/drlb-state" \
         >"$WORK/drlb.log" 2>&1 &
-    if ! wait_until $START_TIMEOUT in_ns director drlb stats --state-dir "$WORK/drlb-state"; then
+    if ! wait_until $START_TIMEOUT in_ns director timeout $COMMAND_TIMEOUT drlb stats --state-dir "$WORK/drlb-state"; then
         check FAIL "drlb run did not become ready; its log ends:
 $(tail -20 "$WORK/drlb.log")"
         return 1
@@ -219,10 +230,11 @@ $(tail -20 "$WORK/drlb.log")"
 # ---------------------------------------------------------------------------------------------
 # One run: LINK (veth|virtio) served by DIRECTOR (ipvs|drlb).
 
-# starts tcpdump (no promiscuous mode: a hub shows every port every frame) on HOST's eth0
+# starts tcpdump (no promiscuous mode: a hub shows every port every frame) on HOST's eth0;
+# its pid in CAPTURE_PID (not printed: a $(...) would wait for the capture to end)
 capture() { # capture HOST FILTER FILE
-    in_ns "$1" tcpdump -p -Z root -n -e -l -i eth0 "$2" >"$3" 2>"$3.err" &
-    echo $!
+    ip netns exec "$1" tcpdump -p -Z root -n -e -l -i eth0 "$2" >"$3" 2>"$3.err" &
+    CAPTURE_PID=$!
 }
 count_lines() { grep -c "$2" "$1" 2>/dev/null || true; }
 
@@ -237,18 +249,27 @@ run_scenario() {
         topology_down
         return
     fi
-    real_servers_up
+    progress "topology up"
+    if ! real_servers_up; then
+        topology_down
+        return
+    fi
+    progress "real servers up"
     if ! "${director}_up"; then
         check FAIL "$name: the director did not start"
         topology_down
         return
     fi
 
-    on_client=$(capture client "ip and src host $VIP" "$WORK/client.cap")
-    on_director=$(capture director "(ip and src host $VIP) or (icmp and dst host $DIRECTOR_IP)" "$WORK/director.cap")
+    progress "director up"
+    capture client "ip and src host $VIP" "$WORK/client.cap"
+    on_client=$CAPTURE_PID
+    capture director "(ip and src host $VIP) or (icmp and dst host $DIRECTOR_IP)" "$WORK/director.cap"
+    on_director=$CAPTURE_PID
     wait_until 30 grep -q listening "$WORK/client.cap.err"
     wait_until 30 grep -q listening "$WORK/director.cap.err"
 
+    progress "captures started"
     # HTTP: each request a new connection from a new source port.
     : >"$WORK/http.out"
     n=0
@@ -259,6 +280,7 @@ run_scenario() {
     in_ns client drlb-testsrv udp-client --to $VIP:$UDP_PORT --count $UDP_DATAGRAMS --timeout-ms 3000 \
         >"$WORK/udp.out" 2>&1
     udp_rc=$?
+    progress "traffic sent"
     # The capture's positive control: the director does see what is sent to it.
     in_ns client ping -c 2 -W 2 $DIRECTOR_IP >/dev/null 2>&1
     arp_owner=$(ip -n client neigh show $VIP | sed -n 's/.*lladdr \([0-9a-f:]*\).*/\1/p')
@@ -270,14 +292,14 @@ run_scenario() {
     counters=
     if [ "$director" = ipvs ]; then
         sleep 3
-        in_ns director ipvsadm -Ln --stats >"$WORK/counters" 2>&1
+        in_ns director timeout $COMMAND_TIMEOUT ipvsadm -Ln --stats >"$WORK/counters" 2>&1
         for rs in $SERVERS; do
             # `  -> 198.18.0.11:8080  Conns InPkts OutPkts InBytes OutBytes`, TCP then UDP
             pkts=$(awk -v a="$(ip_of "$rs")" '$1 == "->" && index($2, a ":") == 1 { s += $4 } END { print s + 0 }' "$WORK/counters")
             counters="$counters $rs=$pkts"
         done
     else
-        in_ns director drlb stats --state-dir "$WORK/drlb-state" >"$WORK/counters" 2>&1
+        in_ns director timeout $COMMAND_TIMEOUT drlb stats --state-dir "$WORK/drlb-state" >"$WORK/counters" 2>&1
         for rs in $SERVERS; do
             # `  198.18.0.11  eth0  1  02:d1:00:00:00:11  ...  PACKETS BYTES`, per service
             pkts=$(awk -v a="$(ip_of "$rs")" '$1 == a { s += $(NF - 1) } END { print s + 0 }' "$WORK/counters")
@@ -285,6 +307,7 @@ run_scenario() {
         done
     fi
 
+    progress "counters read"
     # Checks
     http_ok=0
     spread=
@@ -335,11 +358,14 @@ VMTEST-ROW $link $director http/udp:$spread | replies direct $direct/$replies, v
 
 ROWS=
 VIRTIO_NICS=$(ls /sys/class/net | wc -l)
-echo "== kernel $(uname -r) ($(cat /vm/kernel)), $(nproc) CPUs, $VIRTIO_NICS interfaces"
-program_tests
+# `cargo xtask vm-test --only PART` puts vmtest.only=PART on the kernel's command line.
+ONLY=$(sed -n 's/.*vmtest\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
+wanted() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+echo "== kernel $(uname -r) ($(cat /vm/kernel)), $(nproc) CPUs, $VIRTIO_NICS interfaces${ONLY:+, only $ONLY}"
+wanted program && program_tests
 for link in veth virtio; do
     for director in ipvs drlb; do
-        run_scenario $link $director
+        wanted $link/$director && run_scenario $link $director
     done
 done
 echo "== IPVS beside drlb on $(uname -r) (link director | per real server HTTP/UDP answered | replies | ARP | per real server packets the director counted)"

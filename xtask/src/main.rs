@@ -41,6 +41,9 @@ enum Task {
         /// Which kernel: 6.1 (Debian 12's), 6.12, or all.
         #[arg(long, default_value = "all")]
         kernel: String,
+        /// Run one part only: program, veth/ipvs, veth/drlb, virtio/ipvs or virtio/drlb.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Set up, build, then run a live demo on a throw-away netns testbed (needs root).
     Demo,
@@ -85,14 +88,14 @@ fn main() -> Result<()> {
             build_release()?;
             run_tests(&args)?;
             // The guests after the host's tests: a failure here is about another kernel.
-            vm::run(&vm::kernels("all")?)
+            vm::run(&vm::kernels("all")?, None)
         }
-        Task::VmTest { kernel } => {
+        Task::VmTest { kernel, only } => {
             let kernels = vm::kernels(&kernel)?;
             require_root("vm-test")?;
             setup::install()?;
             build_release()?;
-            vm::run(&kernels)
+            vm::run(&kernels, only.as_deref())
         }
         Task::Demo => {
             require_root("demo")?;

@@ -21,6 +21,7 @@ const HOST_TOOLS: &[&str] = &["ip", "ipvsadm", "ethtool", "tcpdump"];
 pub const GUEST_BIN_DIR: &str = "opt/drlb";
 /// The guest scripts (`init`, `guest.sh`), relative to the workspace root.
 const SCRIPTS_DIR: &str = "tests/vm";
+const EXECUTABLE: u32 = 0o755;
 
 /// A binary of the project to ship, and the name it gets in the guest's /opt/drlb.
 pub struct Shipped {
@@ -74,8 +75,11 @@ pub fn build(
     }
 
     let scripts = workspace.join(SCRIPTS_DIR);
-    copy_file(&scripts.join("init"), &stage.join("init"))?;
-    copy_file(&scripts.join("guest.sh"), &stage.join("vm/guest.sh"))?;
+    for (from, to) in [("init", "init"), ("guest.sh", "vm/guest.sh")] {
+        copy_file(&scripts.join(from), &stage.join(to))?;
+        // The kernel execs /init: executable whatever the checkout's modes are.
+        fs::set_permissions(stage.join(to), fs::Permissions::from_mode(EXECUTABLE))?;
+    }
     fs::write(stage.join("vm/kernel"), format!("{}\n", kernel.label))?;
     // drlb and tcpdump look users and groups up; root is all the guest has.
     fs::write(stage.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;

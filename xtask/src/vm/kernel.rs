@@ -79,8 +79,12 @@ pub fn fetch(kernel: &Kernel, cache: &Path) -> Result<Unpacked> {
     let vmlinuz = root.join("boot").join(format!("vmlinuz-{}", kernel.release));
     if !vmlinuz.is_file() {
         // Unpack into a fresh directory, then rename: an interrupted unpack leaves no half tree.
-        let partial = root.with_extension("partial");
+        let partial = cache
+            .join("kernels")
+            .join(format!("{}.partial", kernel.release));
         let _ = fs::remove_dir_all(&partial);
+        fs::create_dir_all(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
         run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))
             .with_context(|| format!("cannot unpack {}", deb.display()))?;
         let _ = fs::remove_dir_all(&root);

@@ -3,6 +3,7 @@
 use std::{
     fs::File,
     io::{BufRead as _, BufReader, Write as _},
+    os::unix::process::CommandExt as _,
     path::Path,
     process::{Command, Stdio},
     sync::mpsc,
@@ -31,11 +32,12 @@ pub struct Console {
     pub timed_out: bool,
 }
 
-/// Boots `vmlinuz` with `initrd`; console lines go to `log`, and those `show` picks are also
+/// Boots `vmlinuz` with `initrd` (and `cmdline` appended to the kernel's); console lines go to `log`, and those `show` picks are also
 /// printed with `prefix`. QEMU is killed after `timeout`.
 pub fn boot(
     vmlinuz: &Path,
     initrd: &Path,
+    cmdline: &str,
     log: &Path,
     timeout: Duration,
     prefix: &str,
@@ -52,7 +54,8 @@ pub fn boot(
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"]);
+        .arg("-append")
+        .arg(format!("console=ttyS0 panic=-1 quiet {cmdline}"));
     for (n, mac) in HUB_NIC_MACS.iter().enumerate() {
         cmd.args(["-netdev", &format!("hubport,id=h{n},hubid=0")]);
         // `romfile=`: no option ROM to load, a second less to boot.
@@ -60,6 +63,17 @@ pub fn boot(
             "-device",
             &format!("virtio-net-pci,netdev=h{n},mac={mac},romfile="),
         ]);
+    }
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent's.
+    unsafe {
+        cmd.pre_exec(|| {
+            // QEMU dies with the thread that started it (Ctrl-C, a killed xtask): no guest is
+            // left running in the background.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
     let mut child = cmd
         .stdin(Stdio::null())

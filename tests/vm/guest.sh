@@ -262,6 +262,19 @@ run_scenario() {
     fi
 
     progress "director up"
+    driver=$(in_ns director ethtool -i eth0 | sed -n 's/^driver: //p')
+    xdp=$(ip -n director link show eth0 | grep -o 'xdp[a-z]*' | head -1)
+    if [ "$driver" = "${link}_net" ] || [ "$driver" = "$link" ]; then
+        check ok "$name: the director's eth0 is driven by $driver"
+    else
+        check FAIL "$name: the director's eth0 is driven by '$driver', not $link"
+    fi
+    if [ "$director" = drlb ]; then
+        # `xdp`: driver (native) mode; `xdpgeneric` would be the kernel's fallback
+        if [ "$xdp" = xdp ]; then check ok "$name: drlb's program runs in the $driver driver (native XDP)"; else
+            check FAIL "$name: drlb's program is attached as '$xdp', not in native mode: $(ip -n director link show eth0)"
+        fi
+    fi
     capture client "ip and src host $VIP" "$WORK/client.cap"
     on_client=$CAPTURE_PID
     capture director "(ip and src host $VIP) or (icmp and dst host $DIRECTOR_IP)" "$WORK/director.cap"
@@ -349,7 +362,7 @@ run_scenario() {
         [ "${c#*=}" -gt 0 ] || check FAIL "$name: the director counted no packets for ${c%=*}: $(cat "$WORK/counters")"
     done
     ROWS="$ROWS
-VMTEST-ROW $link $director http/udp:$spread | replies direct $direct/$replies, via director $via_director, seen on director $seen_on_director | VIP ARP owner $arp_owner | counted packets:$counters"
+VMTEST-ROW $link $director ($driver${xdp:+, $xdp}) http/udp:$spread | replies direct $direct/$replies, via director $via_director, seen on director $seen_on_director | VIP ARP owner $arp_owner | counted packets:$counters"
     echo "$ROWS" | tail -1
     [ "$director" = drlb ] && { echo "drlb stats:"; cat "$WORK/counters"; }
     [ "$director" = ipvs ] && { echo "ipvsadm -Ln --stats:"; cat "$WORK/counters"; }

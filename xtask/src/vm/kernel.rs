@@ -42,6 +42,7 @@ pub const KERNELS: &[Kernel] = &[
 
 /// The modules the guest loads (their dependencies come first, found in the modules'
 /// `.modinfo`): virtio NICs, veth, the bridge of the veth topology, IPVS with round robin.
+/// One the kernel has built in (`modules.builtin`: 6.12 builds virtio_pci in) is left out.
 pub const ROOT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "veth", "bridge", "ip_vs_rr"];
 
 /// An unpacked kernel package.
@@ -112,10 +113,16 @@ fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
 /// The module files for `roots` and everything they depend on, dependencies first.
 fn load_order(module_dir: &Path, roots: &[&str]) -> Result<Vec<PathBuf>> {
     let files = module_files(module_dir)?;
+    let builtin_list = module_dir.join("modules.builtin");
+    let builtin: BTreeSet<String> = fs::read_to_string(&builtin_list)
+        .with_context(|| format!("reading {}", builtin_list.display()))?
+        .lines()
+        .filter_map(|line| module_name(Path::new(line)))
+        .collect();
     let mut depends = BTreeMap::new();
     let mut pending: Vec<String> = roots.iter().map(|r| (*r).to_owned()).collect();
     while let Some(name) = pending.pop() {
-        if depends.contains_key(&name) {
+        if depends.contains_key(&name) || builtin.contains(&name) {
             continue;
         }
         let file = files.get(&name).with_context(|| {

@@ -77,7 +77,9 @@ pub fn fetch(kernel: &Kernel, cache: &Path) -> Result<Unpacked> {
         }
     };
     let root = cache.join("kernels").join(kernel.release);
-    let vmlinuz = root.join("boot").join(format!("vmlinuz-{}", kernel.release));
+    let vmlinuz = root
+        .join("boot")
+        .join(format!("vmlinuz-{}", kernel.release));
     if !vmlinuz.is_file() {
         // Unpack into a fresh directory, then rename: an interrupted unpack leaves no half tree.
         let partial = cache

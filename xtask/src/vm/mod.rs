@@ -54,7 +54,13 @@ pub fn kernels(choice: &str) -> Result<Vec<Kernel>> {
 }
 
 /// The parts of the guest's run `--only` can pick (guest.sh knows them by these names).
-pub const PARTS: &[&str] = &["program", "veth/ipvs", "veth/drlb", "virtio/ipvs", "virtio/drlb"];
+pub const PARTS: &[&str] = &[
+    "program",
+    "veth/ipvs",
+    "veth/drlb",
+    "virtio/ipvs",
+    "virtio/drlb",
+];
 
 /// Runs the guests for `kernels` (in parallel) and fails if any of them failed. `only`: one of
 /// [`PARTS`] instead of all of them (while working on one).
@@ -99,7 +105,14 @@ pub fn run(kernels: &[Kernel], only: Option<&str>) -> Result<()> {
             let log = cache.join(format!("console-{}.log", kernel.label));
             let cmdline = cmdline.clone();
             thread::spawn(move || {
-                run_guest(&kernel, &vmlinuz, &initrd, &cmdline, &log, expects_program_tests)
+                run_guest(
+                    &kernel,
+                    &vmlinuz,
+                    &initrd,
+                    &cmdline,
+                    &log,
+                    expects_program_tests,
+                )
             })
         })
         .collect();
@@ -144,9 +157,19 @@ fn run_guest(
 ) -> Result<(Kernel, Report)> {
     let started = Instant::now();
     let prefix = format!("[{}] ", kernel.label);
-    let console = qemu::boot(vmlinuz, initrd, cmdline, log, GUEST_TIMEOUT, &prefix, |line| {
-        line.starts_with("VMTEST") || line.starts_with("test result:") || line.starts_with("== ")
-    })?;
+    let console = qemu::boot(
+        vmlinuz,
+        initrd,
+        cmdline,
+        log,
+        GUEST_TIMEOUT,
+        &prefix,
+        |line| {
+            line.starts_with("VMTEST")
+                || line.starts_with("test result:")
+                || line.starts_with("== ")
+        },
+    )?;
     let mut report = judge(&console.lines);
     report.expects_program_tests = expects_program_tests;
     report.timed_out = console.timed_out;
@@ -277,10 +300,7 @@ impl Report {
             self.seconds
         );
         if self.timed_out {
-            line.push_str(&format!(
-                "; killed after {} s",
-                GUEST_TIMEOUT.as_secs()
-            ));
+            line.push_str(&format!("; killed after {} s", GUEST_TIMEOUT.as_secs()));
         } else if self.rc.is_none() {
             line.push_str("; the guest printed no result marker (crash or panic?)");
         }
@@ -354,7 +374,10 @@ mod tests {
         assert!(!failed_test.passed());
         let mut no_tests = judge(&lines("VMTEST-CHECK ok something\nVMTEST-RC=0"));
         no_tests.expects_program_tests = true;
-        assert!(!no_tests.passed(), "a guest that ran no program test did not pass");
+        assert!(
+            !no_tests.passed(),
+            "a guest that ran no program test did not pass"
+        );
         no_tests.expects_program_tests = false;
         assert!(no_tests.passed(), "--only a scenario runs no program test");
     }

@@ -49,7 +49,14 @@ pub fn boot(
     cmd.args(["-accel", "tcg", "-cpu", "max"])
         .args(["-m", &GUEST_MEMORY_MB.to_string()])
         .args(["-smp", &GUEST_CPUS.to_string()])
-        .args(["-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"])
+        .args([
+            "-nodefaults",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")

@@ -6,7 +6,8 @@
 #   3. the same on virtio-net NICs joined by a QEMU hub (the director's XDP in native mode on a
 #      real NIC driver);
 #   4. each topology served first by IPVS in DR mode, then by drlb, with the same clients and
-#      checks, and one table row per run.
+#      checks, and one table row per run;
+#   5. the dataplane benchmark, small, for its IPVS row (the host's kernel may have no IPVS).
 # Lines the host reads: `VMTEST-CHECK ok|FAIL ...`, libtest's `test result:` lines, and
 # `VMTEST-ROW ...`. Exit code: the number of failed checks (0: all passed).
 # Every wait is bounded: TCG is slow, but nothing may hang.
@@ -27,6 +28,9 @@ REQUEST_TIMEOUT=10
 COMMAND_TIMEOUT=30
 START_TIMEOUT=90
 PROGRAM_TESTS_TIMEOUT=900
+BENCH_TIMEOUT=600
+# Frames per benchmark run: enough for a rate, few enough for an emulated CPU.
+BENCH_FRAMES=20000
 WORK=/tmp/vmtest
 mkdir -p "$WORK"
 
@@ -369,6 +373,27 @@ VMTEST-ROW $link $director ($driver${xdp:+, $xdp}) http/udp:$spread | replies di
     topology_down
 }
 
+# ---------------------------------------------------------------------------------------------
+# 5. The dataplane benchmark, small, so that its IPVS contender runs on a kernel with IPVS.
+
+bench() {
+    name=bench
+    echo "== benchmark: dataplane (an emulated CPU: figures compare only with each other)"
+    DRLB_BIN=/opt/drlb/drlb timeout $BENCH_TIMEOUT /opt/drlb/dataplane --quick \
+        --frames $BENCH_FRAMES --runs 1 --flows 1 --flows 1000 --protocol udp --out "$WORK/bench" \
+        --command "cargo xtask vm-test (QEMU TCG guest: emulated CPU)" >"$WORK/bench.out" 2>&1
+    rc=$?
+    cat "$WORK/bench.out"
+    md="$WORK/bench/dataplane.md"
+    # The table's IPVS rows; the report's notes start with "IPVS:" when it skipped them.
+    grep "IPVS DR" "$md" 2>/dev/null | sed 's/^/VMTEST-BENCH /'
+    if [ $rc -eq 0 ] && grep -q "IPVS DR" "$md" && ! grep -q "^IPVS:" "$md"; then
+        check ok "bench: the dataplane benchmark ran every contender, IPVS included"
+    else
+        check FAIL "bench: the dataplane benchmark (exit $rc) did not measure IPVS: $(grep '^IPVS:' "$md" 2>/dev/null)"
+    fi
+}
+
 ROWS=
 VIRTIO_NICS=$(ls /sys/class/net | wc -l)
 # `cargo xtask vm-test --only PART` puts vmtest.only=PART on the kernel's command line.
@@ -381,6 +406,7 @@ for link in veth virtio; do
         wanted $link/$director && run_scenario $link $director
     done
 done
+wanted bench && bench
 echo "== IPVS beside drlb on $(uname -r) (link director | per real server HTTP/UDP answered | replies | ARP | per real server packets the director counted)"
 echo "$ROWS" | sed 1d
 exit $FAILED

@@ -16,7 +16,7 @@ use super::kernel::{Kernel, Unpacked, read_module};
 
 /// Host tools copied into the guest's /usr/sbin (busybox's `ip` has no netns and no XDP, so
 /// iproute2's comes first on the guest's PATH).
-const HOST_TOOLS: &[&str] = &["ip", "ipvsadm", "ethtool", "tcpdump"];
+const HOST_TOOLS: &[&str] = &["ip", "ipvsadm", "ethtool", "tcpdump", "nft"];
 /// Where the project's binaries go in the guest.
 pub const GUEST_BIN_DIR: &str = "opt/drlb";
 /// The guest scripts (`init`, `guest.sh`), relative to the workspace root.

@@ -41,9 +41,21 @@ pub const KERNELS: &[Kernel] = &[
 ];
 
 /// The modules the guest loads (their dependencies come first, found in the modules'
-/// `.modinfo`): virtio NICs, veth, the bridge of the veth topology, IPVS with round robin.
+/// `.modinfo`): virtio NICs, veth, the bridge of the veth topology, IPVS with round robin (the
+/// scenarios) and Maglev hashing (the benchmark's IPVS row), and the nftables expressions of
+/// the benchmark's nftables row.
 /// One the kernel has built in (`modules.builtin`: 6.12 builds virtio_pci in) is left out.
-pub const ROOT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "veth", "bridge", "ip_vs_rr"];
+pub const ROOT_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_net",
+    "veth",
+    "bridge",
+    "ip_vs_rr",
+    "ip_vs_mh",
+    "nf_tables",
+    "nft_hash",
+    "nft_fwd_netdev",
+];
 
 /// An unpacked kernel package.
 pub struct Unpacked {

@@ -26,6 +26,9 @@ use kernel::{KERNELS, Kernel};
 /// The test binaries shipped into the guest: the BPF_PROG_TEST_RUN program tests, the
 /// controller's against real maps, and what loading each object allocates.
 const PROGRAM_TESTS: &[&str] = &["program", "program_arp", "controller", "objects"];
+/// The dataplane benchmark (tests/benches/dataplane.rs), run small in the guest so that its
+/// IPVS contender runs on a kernel that has IPVS.
+const BENCH: &str = "dataplane";
 /// The whole guest run is bounded; a guest that has not powered off by then is killed and the
 /// run fails with its console's tail. TCG runs the suite in a few minutes.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -34,6 +37,7 @@ const TAIL_LINES: usize = 80;
 const RC_MARKER: &str = "VMTEST-RC=";
 const CHECK_PREFIX: &str = "VMTEST-CHECK ";
 const ROW_PREFIX: &str = "VMTEST-ROW ";
+const BENCH_PREFIX: &str = "VMTEST-BENCH ";
 
 /// The kernels `--kernel` names: one label or `all`.
 pub fn kernels(choice: &str) -> Result<Vec<Kernel>> {
@@ -60,6 +64,7 @@ pub const PARTS: &[&str] = &[
     "veth/drlb",
     "virtio/ipvs",
     "virtio/drlb",
+    "bench",
 ];
 
 /// Runs the guests for `kernels` (in parallel) and fails if any of them failed. `only`: one of
@@ -126,6 +131,13 @@ pub fn run(kernels: &[Kernel], only: Option<&str>) -> Result<()> {
         for row in &report.rows {
             println!("vm-test {}: {row}", kernel.label);
         }
+        for row in &report.bench_rows {
+            println!(
+                "vm-test {}: benchmark (emulated CPU, Mpps | loss | ns/frame | vs limit | vs \
+                 nftables): {row}",
+                kernel.label
+            );
+        }
     }
     let mut failed = Vec::new();
     for (kernel, report) in &results {
@@ -188,7 +200,8 @@ fn run_guest(
     Ok((*kernel, report))
 }
 
-/// The project's binaries the guest runs: drlb, the test server, the program tests.
+/// The project's binaries the guest runs: drlb, the test server, the program tests and the
+/// dataplane benchmark.
 fn build_binaries() -> Result<Vec<Shipped>> {
     crate::run(Command::new("cargo").args([
         "build",
@@ -198,22 +211,6 @@ fn build_binaries() -> Result<Vec<Shipped>> {
         "--bin",
         "drlb-testsrv",
     ]))?;
-    let mut cmd = Command::new("cargo");
-    cmd.args(["test", "--release", "--package", "tests", "--no-run"])
-        .args(["--message-format", "json"]);
-    for test in PROGRAM_TESTS {
-        cmd.args(["--test", test]);
-    }
-    let out = cmd
-        .current_dir(workspace_root())
-        .output()
-        .context("could not start cargo test --no-run")?;
-    if !out.status.success() {
-        bail!(
-            "building the program tests failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
     let mut shipped = vec![
         Shipped {
             name: "drlb".into(),
@@ -224,27 +221,62 @@ fn build_binaries() -> Result<Vec<Shipped>> {
             path: workspace_root().join("target/release/drlb-testsrv"),
         },
     ];
-    for (name, path) in test_executables(&String::from_utf8_lossy(&out.stdout))? {
-        if PROGRAM_TESTS.contains(&name.as_str()) {
-            shipped.push(Shipped {
-                name: format!("tests/{name}"),
-                path,
-            });
-        }
+    for (name, path) in built_executables("test", PROGRAM_TESTS)? {
+        shipped.push(Shipped {
+            name: format!("tests/{name}"),
+            path,
+        });
     }
-    if shipped.len() != 2 + PROGRAM_TESTS.len() {
-        bail!("cargo test --no-run did not report every program test binary ({PROGRAM_TESTS:?})");
+    for (name, path) in built_executables("bench", &[BENCH])? {
+        shipped.push(Shipped { name, path });
     }
     Ok(shipped)
 }
 
-/// (target name, executable) of each test binary in cargo's JSON messages.
-fn test_executables(json_lines: &str) -> Result<Vec<(String, PathBuf)>> {
+/// Builds the `kind` (test or bench) targets `names` of the tests package (release) and
+/// returns each one's executable.
+fn built_executables(kind: &str, names: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+    let mut cmd = Command::new("cargo");
+    cmd.args([kind, "--package", "tests", "--no-run"]);
+    if kind == "test" {
+        // `cargo bench` builds optimised already (and has no --release).
+        cmd.arg("--release");
+    }
+    cmd.args(["--message-format", "json"]);
+    for name in names {
+        cmd.arg(format!("--{kind}")).arg(name);
+    }
+    let out = cmd
+        .current_dir(workspace_root())
+        .output()
+        .with_context(|| format!("could not start cargo {kind} --no-run"))?;
+    if !out.status.success() {
+        bail!(
+            "building {names:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let found = executables(&String::from_utf8_lossy(&out.stdout), kind)?;
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|(name, _)| names.contains(&name.as_str()))
+        .collect();
+    if found.len() != names.len() {
+        bail!("cargo {kind} --no-run did not report every executable of {names:?}: {found:?}");
+    }
+    Ok(found)
+}
+
+/// (target name, executable) of each `kind` (test, bench) target in cargo's JSON messages.
+fn executables(json_lines: &str, kind: &str) -> Result<Vec<(String, PathBuf)>> {
     let mut found = Vec::new();
     for line in json_lines.lines().filter(|l| l.starts_with('{')) {
         let message: serde_json::Value =
             serde_json::from_str(line).context("cargo printed a line that is not JSON")?;
-        if message["reason"] != "compiler-artifact" || message["profile"]["test"] != true {
+        let of_kind = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == kind));
+        if message["reason"] != "compiler-artifact" || !of_kind {
             continue;
         }
         if let (Some(name), Some(path)) = (
@@ -268,6 +300,8 @@ struct Report {
     totals: TestTotals,
     /// The IPVS-beside-drlb table.
     rows: Vec<String>,
+    /// The dataplane benchmark's IPVS rows (an emulated CPU's figures).
+    bench_rows: Vec<String>,
     timed_out: bool,
     seconds: u64,
     /// Whether the program tests were to run (not so with `--only` another part).
@@ -332,6 +366,8 @@ fn judge(lines: &[String]) -> Report {
             && !report.rows.iter().any(|r| r == row)
         {
             report.rows.push(row.to_owned());
+        } else if let Some(row) = line.strip_prefix(BENCH_PREFIX) {
+            report.bench_rows.push(row.to_owned());
         }
     }
     report
@@ -390,13 +426,18 @@ mod tests {
     }
 
     #[test]
-    fn test_executables_come_from_cargo_json() {
-        let json = r#"{"reason":"compiler-artifact","target":{"name":"program"},"profile":{"test":true},"executable":"/t/program-abc"}
-{"reason":"compiler-artifact","target":{"name":"tests"},"profile":{"test":false},"executable":null}
+    fn executables_come_from_cargo_json() {
+        let json = r#"{"reason":"compiler-artifact","target":{"name":"program","kind":["test"]},"executable":"/t/program-abc"}
+{"reason":"compiler-artifact","target":{"name":"tests","kind":["lib"]},"executable":null}
+{"reason":"compiler-artifact","target":{"name":"dataplane","kind":["bench"]},"executable":"/t/dataplane-abc"}
 {"reason":"build-finished","success":true}"#;
         assert_eq!(
-            test_executables(json).unwrap(),
+            executables(json, "test").unwrap(),
             [("program".to_owned(), PathBuf::from("/t/program-abc"))]
+        );
+        assert_eq!(
+            executables(json, "bench").unwrap(),
+            [("dataplane".to_owned(), PathBuf::from("/t/dataplane-abc"))]
         );
     }
 }

@@ -38,6 +38,8 @@ const RC_MARKER: &str = "VMTEST-RC=";
 const CHECK_PREFIX: &str = "VMTEST-CHECK ";
 const ROW_PREFIX: &str = "VMTEST-ROW ";
 const BENCH_PREFIX: &str = "VMTEST-BENCH ";
+/// What the guest saw that is worth saying but fails nothing.
+const NOTE_PREFIX: &str = "VMTEST-NOTE ";
 
 /// The kernels `--kernel` names: one label or `all`.
 pub fn kernels(choice: &str) -> Result<Vec<Kernel>> {
@@ -302,6 +304,7 @@ struct Report {
     rows: Vec<String>,
     /// The dataplane benchmark's IPVS rows (an emulated CPU's figures).
     bench_rows: Vec<String>,
+    notes: Vec<String>,
     timed_out: bool,
     seconds: u64,
     /// Whether the program tests were to run (not so with `--only` another part).
@@ -341,6 +344,9 @@ impl Report {
         for failed in &self.checks_failed {
             line.push_str(&format!("\n    FAIL {failed}"));
         }
+        for note in &self.notes {
+            line.push_str(&format!("\n    note: {note}"));
+        }
         line
     }
 }
@@ -368,6 +374,8 @@ fn judge(lines: &[String]) -> Report {
             report.rows.push(row.to_owned());
         } else if let Some(row) = line.strip_prefix(BENCH_PREFIX) {
             report.bench_rows.push(row.to_owned());
+        } else if let Some(note) = line.strip_prefix(NOTE_PREFIX) {
+            report.notes.push(note.to_owned());
         }
     }
     report

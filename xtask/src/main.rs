@@ -87,6 +87,10 @@ fn main() -> Result<()> {
             setup::install()?;
             build_release()?;
             run_tests(&args)?;
+            if !args.is_empty() {
+                println!("vm-test: not run with test arguments (run `cargo xtask vm-test`)");
+                return Ok(());
+            }
             // The guests after the host's tests: a failure here is about another kernel.
             vm::run(&vm::kernels("all")?, None)
         }

@@ -50,6 +50,9 @@ pub const MAX_INTERFACES: u32 = 64;
 pub const DEFAULT_INTERFACE_SLOTS: u32 = 256;
 /// The loader's override of the program's `INTERFACES` index mask.
 pub const INTERFACE_SLOT_MASK_GLOBAL: &str = "INTERFACE_SLOT_MASK";
+/// The loader's override of the program's variant: 0 in production; tests of in-place upgrades
+/// load a program that differs (see `Event::VariantForward`).
+pub const PROGRAM_VARIANT_GLOBAL: &str = "PROGRAM_VARIANT";
 
 /// IP protocol numbers the director balances.
 pub const IPPROTO_TCP: u8 = 6;
@@ -310,6 +313,11 @@ impl FlowEntry {
 /// [`VIP_FLAG_ACTIVE`]: the program answers ARP for the VIP. Cleared on a standby director,
 /// whose services carry [`SERVICE_FLAG_STANDBY`] at the same time so it forwards nothing either.
 pub const VIP_FLAG_ACTIVE: u32 = 1;
+/// The VIP is also an address of one of the director's interfaces (as on an IPVS director, or
+/// added by keepalived's `virtual_ipaddress`): traffic to it that is no service goes to the
+/// director's stack (else it is dropped, `drop_no_service`), and while the VIP is standby the
+/// program drops ARP requests for it (`drop_arp_standby`), so the kernel cannot answer them.
+pub const VIP_FLAG_LOCAL: u32 = 2;
 /// Most VIPs (every service may have its own).
 pub const MAX_VIPS: u32 = MAX_SERVICES;
 
@@ -345,6 +353,19 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// The counter of a service or a backend: packets and bytes forwarded, and new connections
+/// (flows the program scheduled, i.e. flow-table misses it forwarded: a new 5-tuple, or a flow
+/// scheduled again because its backend left or its entry was evicted). Kept per CPU, summed
+/// by userspace. `connections` is only touched on a flow-table miss, so a hit costs what a
+/// [`Counter`] costs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ForwardCounter {
+    pub packets: u64,
+    pub bytes: u64,
+    pub connections: u64,
+}
+
 /// Index in `BACKENDS` and `BACKEND_COUNTERS` of a service's backend. Backend ids are
 /// stable while the backend exists, below [`MAX_BACKENDS_PER_SERVICE`]; Maglev table entries
 /// hold them.
@@ -370,6 +391,7 @@ const _: () = assert!(core::mem::align_of::<FlowEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<Interface>() == 12);
 const _: () = assert!(DEFAULT_INTERFACE_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+const _: () = assert!(core::mem::size_of::<ForwardCounter>() == 24);
 const _: () = assert!(MAX_BACKENDS_PER_SERVICE.is_power_of_two());
 const _: () = assert!(TABLE_BANKS.is_power_of_two());
 const _: () = assert!(MAGLEV_BLOCK.is_power_of_two());
@@ -387,6 +409,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::Interface {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::ForwardCounter {}
 }
 
 #[cfg(test)]

@@ -27,11 +27,20 @@ pub enum Verdict {
     /// holds this director's MAC for the VIP. Dropped rather than passed: the stack does not
     /// own the VIP and, with forwarding on, would route it on to the active director.
     DropStandby = 9,
+    /// Traffic to a VIP that is no service of it (another port or protocol, ping), sent to
+    /// our MAC, while the VIP is not an address of the director (XDP_DROP): the stack does
+    /// not own it and, with forwarding on, would route it on. A VIP that is one of the
+    /// director's addresses (`VIP_FLAG_LOCAL`) passes such traffic to the stack instead.
+    DropNoService = 10,
+    /// An ARP request for a VIP while the director is its standby and the VIP is one of its
+    /// addresses (XDP_DROP): the kernel would answer it and draw the VIP's traffic, which a
+    /// standby drops. Dropped before the kernel sees it.
+    DropArpStandby = 11,
 }
 
 impl Verdict {
     /// Number of verdicts: the size of the `VERDICT_COUNTERS` array.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
 
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::Tx,
@@ -44,6 +53,8 @@ impl Verdict {
         Self::DropNoEgress,
         Self::Aborted,
         Self::DropStandby,
+        Self::DropNoService,
+        Self::DropArpStandby,
     ];
 
     /// Stable name used in `drlb stats`, its JSON and metrics.
@@ -60,6 +71,8 @@ impl Verdict {
             Self::DropNoEgress => "drop_no_egress",
             Self::Aborted => "aborted",
             Self::DropStandby => "drop_standby",
+            Self::DropNoService => "drop_no_service",
+            Self::DropArpStandby => "drop_arp_standby",
         }
     }
 }
@@ -72,19 +85,24 @@ pub enum Event {
     /// A new flow's first frame, on an interface that checks them, carries an unfinished
     /// TCP/UDP checksum (the pseudo-header sum a sender with tx offload leaves for the NIC).
     BadChecksum = 0,
+    /// A frame forwarded by a test variant of the program (loaded with
+    /// `DRLB_TEST_PROGRAM_VARIANT` set): shows that an in-place upgrade swapped the program in.
+    /// The branch is pruned by the verifier in the production program (the variant is 0 there).
+    VariantForward = 1,
 }
 
 impl Event {
     /// Number of events: the size of the `EVENT_COUNTERS` array.
-    pub const COUNT: u32 = 1;
+    pub const COUNT: u32 = 2;
 
-    pub const ALL: [Self; Self::COUNT as usize] = [Self::BadChecksum];
+    pub const ALL: [Self; Self::COUNT as usize] = [Self::BadChecksum, Self::VariantForward];
 
     /// Stable name used in `drlb stats`, its JSON and metrics.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Self::BadChecksum => "bad_checksum",
+            Self::VariantForward => "variant_forward",
         }
     }
 }

@@ -3,12 +3,12 @@
 //! clients send VIP traffic to its MAC.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{VIP_FLAG_ACTIVE, Verdict, ipv4_mapped};
+use lb_common::{VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL, Verdict};
 use network_types::{arp::ArpHdr, eth::EthHdr};
 
 use crate::{
     forward::{BROADCAST_MAC, MAC_GROUP_BIT},
-    maps::{VIP_STATES, VIPS, interface, load_u32},
+    maps::{interface, vip_flags},
     parse::ptr_at,
 };
 
@@ -34,16 +34,22 @@ pub fn answer_request(ctx: &XdpContext, offset: usize) -> Verdict {
     let requester_mac = arp.sha;
     let requester_ip = arp.spa;
     let vip = arp.tpa;
-    let Some(vip_id) = VIPS.get_ptr(ipv4_mapped(vip)) else {
+    let Some(flags) = vip_flags(vip) else {
         return Verdict::Pass;
     };
-    // SAFETY: the value is a u32 set at insert and never updated; read once.
-    let flags = load_u32(&VIP_STATES, unsafe { core::ptr::read_volatile(vip_id) }).unwrap_or(0);
+    // A standby whose kernel holds the VIP must not let the kernel answer for it: it would
+    // draw the VIP's traffic, which a standby drops. Every request for it stops here.
+    if flags & VIP_FLAG_ACTIVE == 0 {
+        return if flags & VIP_FLAG_LOCAL != 0 {
+            Verdict::DropArpStandby
+        } else {
+            Verdict::Pass
+        };
+    }
     // An announcement for the VIP by another host (sender IP = target IP) is a conflict, not a
     // question: never answered. Nor is a request from a group MAC, which would make the reply
     // a broadcast.
-    if flags & VIP_FLAG_ACTIVE == 0 || requester_ip == vip || requester_mac[0] & MAC_GROUP_BIT != 0
-    {
+    if requester_ip == vip || requester_mac[0] & MAC_GROUP_BIT != 0 {
         return Verdict::Pass;
     }
     let Some(interface) = interface(ctx.ingress_ifindex() as u32) else {

@@ -20,7 +20,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::error;
-use lb_common::{SERVICE_FLAG_STANDBY, Verdict};
+use lb_common::{Event, SERVICE_FLAG_STANDBY, VIP_FLAG_LOCAL, Verdict};
 use lb_ebpf::parse::{self, L3};
 
 #[xdp]
@@ -54,7 +54,7 @@ fn process(ctx: &XdpContext, frame_len: u64) -> Verdict {
 fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
     let flow = match parse::ipv4_flow(ctx, offset) {
         Ok(flow) => flow,
-        Err(parse::Unroutable::NotBalanced) => return Verdict::Pass,
+        Err(parse::Unroutable::NotBalanced { daddr }) => return no_service(ctx, daddr),
         // Without a complete L4 header we must not forward, but only traffic for a VIP, sent to
         // us, is ours to judge: the rest goes to the stack, which applies its own checks.
         Err(parse::Unroutable::Fragment { daddr }) => {
@@ -66,7 +66,7 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
         Err(parse::Unroutable::Malformed) => return Verdict::DropMalformed,
     };
     let Some(service) = select::service(&flow) else {
-        return Verdict::Pass;
+        return no_service(ctx, flow.daddr_octets);
     };
     let interface = match forward::ours(ctx) {
         Ok(interface) => interface,
@@ -85,7 +85,10 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
     }
     let verdict = forward::to_backend(ctx, chosen.backend);
     if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
-        stats::count_forwarded(service.id, chosen.index, frame_len);
+        stats::count_forwarded(service.id, chosen.index, frame_len, chosen.new);
+        if maps::is_variant() {
+            stats::count_event(Event::VariantForward);
+        }
     }
     verdict
 }
@@ -102,6 +105,20 @@ fn drop_if_ours(ctx: &XdpContext, daddr: [u8; 4], verdict: Verdict) -> Verdict {
     }
 }
 
+/// A packet that is no service's: the stack's, unless it is addressed to a VIP the director
+/// does not hold as an address (then nobody here owns it: dropped rather than routed on),
+/// sent to our MAC.
+#[inline(always)]
+fn no_service(ctx: &XdpContext, daddr: [u8; 4]) -> Verdict {
+    match maps::vip_flags(daddr) {
+        Some(flags) if flags & VIP_FLAG_LOCAL == 0 => match forward::ours(ctx) {
+            Ok(_) => Verdict::DropNoService,
+            Err(not_ours) => not_ours,
+        },
+        _ => Verdict::Pass,
+    }
+}
+
 #[inline(always)]
 const fn xdp_action_of(verdict: Verdict) -> u32 {
     match verdict {
@@ -112,7 +129,9 @@ const fn xdp_action_of(verdict: Verdict) -> u32 {
         | Verdict::DropFragment
         | Verdict::DropNoBackend
         | Verdict::DropNoEgress
-        | Verdict::DropStandby => xdp_action::XDP_DROP,
+        | Verdict::DropStandby
+        | Verdict::DropNoService
+        | Verdict::DropArpStandby => xdp_action::XDP_DROP,
         Verdict::Aborted => xdp_action::XDP_ABORTED,
     }
 }

@@ -13,8 +13,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     Addr, BACKEND_SLOTS, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS,
-    DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, Interface, MAGLEV_BLOCK,
-    MAX_INTERFACES, MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, TABLE_BANKS, Verdict,
+    DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, ForwardCounter, Interface,
+    MAGLEV_BLOCK, MAX_INTERFACES, MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, TABLE_BANKS,
+    Verdict,
     conflict::{ArpConflict, ArpConflictKey, MAX_ARP_CONFLICTS},
     maglev_blocks,
 };
@@ -64,7 +65,7 @@ pub static ARP_CONFLICTS: LruPerCpuHashMap<ArpConflictKey, ArpConflict> =
 #[map]
 pub static VIPS: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
 
-/// VIP id -> `VIP_FLAG_*` word.
+/// VIP id -> `VIP_FLAG_*` word (active: ARP answered; local: an address of the director).
 #[map]
 pub static VIP_STATES: Array<u32> = Array::with_max_entries(MAX_VIPS, BPF_F_MMAPABLE);
 
@@ -79,11 +80,15 @@ pub static INTERFACES: Array<Interface> = Array::with_max_entries(DEFAULT_INTERF
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
 
+/// Service id -> packets, bytes and new connections forwarded.
 #[map]
-pub static SERVICE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+pub static SERVICE_COUNTERS: PerCpuArray<ForwardCounter> =
+    PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
+/// `backend_index(service id, backend id)` -> packets, bytes and new connections forwarded.
 #[map]
-pub static BACKEND_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(BACKEND_SLOTS, 0);
+pub static BACKEND_COUNTERS: PerCpuArray<ForwardCounter> =
+    PerCpuArray::with_max_entries(BACKEND_SLOTS, 0);
 
 #[map]
 pub static VERDICT_COUNTERS: PerCpuArray<Counter> =
@@ -95,6 +100,18 @@ pub static EVENT_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(
 /// Entries of `INTERFACES` minus one (userspace sets it at load to match the map's size).
 #[unsafe(no_mangle)]
 static INTERFACE_SLOT_MASK: u32 = DEFAULT_INTERFACE_SLOTS - 1;
+
+/// 0, or a test variant's number (see `Event::VariantForward`). Read-only data: the verifier
+/// knows its value and prunes what depends on it.
+#[unsafe(no_mangle)]
+static PROGRAM_VARIANT: u32 = 0;
+
+/// Whether this program was loaded as a test variant.
+#[inline(always)]
+pub fn is_variant() -> bool {
+    // SAFETY: a plain read of a constant the loader may have overridden (rodata).
+    unsafe { core::ptr::read_volatile(&raw const PROGRAM_VARIANT) != 0 }
+}
 
 /// The `INTERFACES` entry of `ifindex`, if the program runs there.
 #[inline(always)]
@@ -119,6 +136,14 @@ pub fn load_u32(map: &Array<u32>, index: u32) -> Option<u32> {
     let ptr = map.get_ptr(index)?;
     // SAFETY: as in `load_u64`, for a 4-byte aligned word.
     Some(unsafe { core::ptr::read_volatile(ptr) })
+}
+
+/// The `VIP_STATES` word of `addr` if it is a VIP, read with one load.
+#[inline(always)]
+pub fn vip_flags(addr: [u8; 4]) -> Option<u32> {
+    let id = VIPS.get_ptr(lb_common::ipv4_mapped(addr))?;
+    // SAFETY: the value is a u32 set at insert and never updated; read once.
+    load_u32(&VIP_STATES, unsafe { core::ptr::read_volatile(id) })
 }
 
 /// Slot `index` of the `MAGLEV` array (a backend id), read with one load.

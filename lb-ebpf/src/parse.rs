@@ -78,8 +78,8 @@ pub struct Flow {
 
 /// Why an IPv4 packet has no [`Flow`].
 pub enum Unroutable {
-    /// Not TCP or UDP: never balanced.
-    NotBalanced,
+    /// Not TCP or UDP: never balanced (to a VIP: the stack's, or dropped; see `main.rs`).
+    NotBalanced { daddr: [u8; 4] },
     /// A fragment: the ports are not in this packet (or not all of them are).
     Fragment { daddr: [u8; 4] },
     /// The IPv4 header is fine but the TCP/UDP header is cut short.
@@ -104,12 +104,12 @@ pub fn ipv4_flow(ctx: &XdpContext, offset: usize) -> Result<Flow, Unroutable> {
     {
         return Err(Unroutable::Malformed);
     }
+    let daddr = ip.dst_addr;
     let l4_len = match ip.proto {
         IPPROTO_TCP => TcpHdr::LEN,
         IPPROTO_UDP => UdpHdr::LEN,
-        _ => return Err(Unroutable::NotBalanced),
+        _ => return Err(Unroutable::NotBalanced { daddr }),
     };
-    let daddr = ip.dst_addr;
     if u16::from_be_bytes(ip.frags) & IPV4_MF_AND_OFFSET != 0 {
         return Err(Unroutable::Fragment { daddr });
     }

@@ -8,6 +8,10 @@
 //!    service of 100 backends: config diff, Maglev rebuild, map writes), against the kernel
 //!    with a freshly loaded program. Needs root; skipped, and said so, otherwise.
 //!
+//! 3. Publishing a whole 655373-entry table whose every entry changes (the map writes and the
+//!    grace period of `Dataplane::publish_table`, no Maglev build), next to writing the same
+//!    entries into a plain `Vec` (the cost of touching that memory at all).
+//!
 //! Prints a markdown table. Times are medians of a few runs.
 
 use std::{
@@ -16,10 +20,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_common::{IPPROTO_UDP, ServiceKey, ipv4_mapped};
 use lb_userspace::{
     config::Config,
-    dataplane::Dataplane,
-    dataplane::loader,
+    dataplane::{Dataplane, TableLayout, loader},
     director::{Controller, map_sizes},
     maglev::{WeightedBackend, build_table},
     net::netlink::InterfaceInfo,
@@ -142,5 +146,59 @@ fn changes_per_second() {
     println!(
         "\nratio change/baseline: {:.1}x\n",
         per_change.as_secs_f64() / unchanged.as_secs_f64()
+    );
+    drop(director);
+    full_table_publish();
+}
+
+/// A whole 655373-entry table written through `Dataplane::publish_table`, every entry changed.
+fn full_table_publish() {
+    const SIZE: u32 = 655_373;
+    let text = format!(
+        "[director]\ninterface = \"bench0\"\n[[service]]\nvip = \"198.18.0.100\"\nport = 80\n\
+         protocol = \"udp\"\ntable_size = {SIZE}\n"
+    );
+    let config = Config::parse(&text).expect("bench config");
+    let mut ebpf = loader::load(map_sizes(&config)).expect("loading the XDP program");
+    let mut dataplane = Dataplane::take_from(&mut ebpf).expect("maps");
+    let key = ServiceKey {
+        addr: ipv4_mapped([198, 18, 0, 100]),
+        port_be: 80_u16.to_be(),
+        protocol: IPPROTO_UDP,
+        _pad: 0,
+    };
+    let layout = TableLayout {
+        service_id: 0,
+        base: 0,
+        size: SIZE,
+        flags: 0,
+    };
+    // Two tables that differ in every entry, published in turn.
+    let tables: [Vec<u32>; 2] = [
+        (0..SIZE).map(|i| i % 100).collect(),
+        (0..SIZE).map(|i| (i + 1) % 100).collect(),
+    ];
+    let mut round = 0;
+    let publish = median(|| {
+        dataplane
+            .publish_table(&key, layout, &tables[round % 2])
+            .expect("publishing");
+        round += 1;
+    });
+    let mut plain = vec![0_u32; SIZE as usize];
+    let mut round = 0;
+    let baseline = median(|| {
+        plain.copy_from_slice(&tables[round % 2]);
+        black_box(&plain);
+        round += 1;
+    });
+    println!("## A whole table published\n");
+    println!("| what | time | baseline (copy into a Vec) | ratio |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| {SIZE}-entry table, every entry changed | {} | {} | {:.1}x |\n",
+        ms(publish),
+        ms(baseline),
+        publish.as_secs_f64() / baseline.as_secs_f64()
     );
 }

@@ -2,17 +2,20 @@
 
 use std::{io::IsTerminal as _, net::Ipv4Addr, path::PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use macaddr::MacAddr6;
 
 use crate::{
     config::{BackendConfig, Scheduler, ServiceConfig, ServiceId},
     daemon::control::{self, Request, Response},
-    daemon::failover,
     daemon::{self, RunOptions},
+    daemon::{failover, systemd},
+    dataplane::{offline, pins::PinDir},
     director::Change,
-    doctor, realserver, testbed,
+    doctor, realserver,
+    report::list,
+    testbed,
 };
 
 /// Where the daemon keeps its control socket unless told otherwise.
@@ -25,8 +28,18 @@ pub const DEFAULT_STATE_DIR: &str = "/run/drlb";
     about = "An XDP direct-routing (LVS-DR) layer-4 load balancer"
 )]
 struct Cli {
+    /// How log lines are written to stderr: text, or JSON lines for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    /// One JSON object per line (timestamp, level, fields, target).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -53,6 +66,32 @@ enum Command {
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
+    /// Show the running daemon's services and backends as `ipvsadm -Ln` does, column for column.
+    ///
+    /// Scheduler: mh (Maglev) or sh (source hash); Forward: Route (direct routing). Weight: the
+    /// configured one, 0 for a backend that gets no traffic (health check failed, MAC unknown).
+    /// ActiveConn and InActConn are always 0: drlb keeps no connection state (its flow table
+    /// remembers a 5-tuple's backend until the entry is evicted, with no TCP state or timeout),
+    /// so it cannot tell active from inactive connections; read Conns and CPS instead.
+    /// Conns: new connections (flows the program scheduled: a new 5-tuple, or a flow scheduled
+    /// again because its backend left or its entry was evicted). OutPkts/OutBytes and the Out
+    /// rates are 0: in direct routing the replies bypass the director, as with IPVS.
+    /// Rates are the mean of the daemon's last 2-second interval (IPVS smooths them; drlb does
+    /// not). The header's size is the flow table's capacity.
+    #[command(verbatim_doc_comment)]
+    List {
+        /// Conns, InPkts, OutPkts, InBytes, OutBytes instead of the weights.
+        #[arg(long, conflicts_with = "rate")]
+        stats: bool,
+        /// CPS, InPPS, OutPPS, InBPS, OutBPS (per second, last 2 s) instead of the weights.
+        #[arg(long)]
+        rate: bool,
+        /// Every digit of the counters (no K, M, G suffixes).
+        #[arg(long)]
+        exact: bool,
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
     /// Add or remove services of the running daemon (not written to the config file).
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -75,6 +114,27 @@ enum Command {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         wait_ms: u64,
     },
+    /// Detach the data plane that `drlb run` leaves forwarding when it stops, and remove its
+    /// pinned maps and links (flows and counters are lost). Refused while drlb runs.
+    Down {
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// The pin directory, if not the one recorded in the state directory (or its default).
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+    },
+    /// Install the director's systemd unit (Type=notify, watchdog, reload on SIGHUP, restart on
+    /// failure) at /etc/systemd/system/drlb.service, and a root-owned copy of this binary at
+    /// /usr/local/sbin/drlb that it runs. With --print, print the unit and change nothing.
+    InstallUnit {
+        #[arg(long, default_value = "/etc/drlb/drlb.toml")]
+        config: PathBuf,
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Print the unit (running this binary) instead of installing anything.
+        #[arg(long)]
+        print: bool,
+    },
     /// On a real server: hold the VIPs on lo and keep ARP quiet about them (LVS-DR).
     #[command(subcommand)]
     Realserver(RealserverCommand),
@@ -82,6 +142,42 @@ enum Command {
     /// testing a service behind drlb in CI.
     #[command(subcommand)]
     Testbed(TestbedCommand),
+    /// Print a drlb.toml equivalent to a keepalived or ipvsadm configuration. What cannot be
+    /// translated is listed on stderr with its line. Exit status 0: everything translated; 1:
+    /// something left out (stdout still holds a valid config of the rest); 2: unreadable input.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Args)]
+struct ImportOptions {
+    /// Also translate NAT and TUN services, where every real server listens on the virtual
+    /// port; the real servers then need `drlb realserver setup`.
+    #[arg(long)]
+    convert_to_dr: bool,
+    /// [director] interface (default: the first vrrp_instance's interface, else eth0).
+    #[arg(long)]
+    interface: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// The LVS part of a keepalived.conf (virtual_server, real_server, checkers), with its
+    /// includes.
+    Keepalived {
+        #[command(flatten)]
+        options: ImportOptions,
+        /// keepalived's config id (its -i): decides `@id` conditional lines.
+        #[arg(long)]
+        config_id: Option<String>,
+        file: PathBuf,
+    },
+    /// `ipvsadm-save -n` output, from FILE or standard input (`-` or nothing).
+    Ipvsadm {
+        #[command(flatten)]
+        options: ImportOptions,
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,7 +225,8 @@ enum VipCommand {
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
-    /// Stop answering ARP for the VIPs and stop forwarding (standby).
+    /// Stop answering ARP for the VIPs and stop forwarding (standby). Works without a running
+    /// daemon too: it then makes the pinned data plane a standby itself.
     Deactivate {
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
@@ -255,14 +352,20 @@ enum BackendCommand {
 
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    // Import has exit statuses of its own (0, 1, 2) and needs no runtime.
+    if let Command::Import(command) = cli.command {
+        std::process::exit(import_command(command));
+    }
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -293,6 +396,25 @@ pub fn main() -> Result<()> {
                     other => unexpected(other),
                 }
             }
+            Command::List {
+                stats,
+                rate,
+                exact,
+                state_dir,
+            } => match control::call(&state_dir, &Request::Stats).await? {
+                Response::Stats(report) => {
+                    let columns = if stats {
+                        list::Columns::Stats
+                    } else if rate {
+                        list::Columns::Rate
+                    } else {
+                        list::Columns::Plain
+                    };
+                    print!("{}", list::render(&report, columns, exact));
+                    Ok(())
+                }
+                other => unexpected(other),
+            },
             Command::Service(command) => {
                 let (state_dir, change) = service_change(command);
                 send_change(&state_dir, change).await
@@ -300,6 +422,23 @@ pub fn main() -> Result<()> {
             Command::Backend(command) => {
                 let (state_dir, change) = backend_change(command);
                 send_change(&state_dir, change).await
+            }
+            Command::Down { state_dir, pin_dir } => down(&state_dir, pin_dir).await,
+            Command::InstallUnit {
+                config,
+                state_dir,
+                print,
+            } => {
+                if print {
+                    let binary =
+                        std::env::current_exe().context("cannot tell where the drlb binary is")?;
+                    print!("{}", systemd::unit(&binary, &config, &state_dir));
+                } else {
+                    for line in systemd::install(&config, &state_dir)? {
+                        println!("{line}");
+                    }
+                }
+                Ok(())
             }
             Command::Vip(VipCommand::Activate { state_dir }) => vip(&state_dir, true).await,
             Command::Vip(VipCommand::Deactivate { state_dir }) => vip(&state_dir, false).await,
@@ -323,12 +462,107 @@ pub fn main() -> Result<()> {
             }
             Command::Realserver(command) => realserver_command(command).await,
             Command::Testbed(command) => testbed_command(command).await,
+            Command::Import(_) => unreachable!("handled before the runtime starts"),
         }
     })
 }
 
+/// `drlb import`: the config on stdout, what was not translated on stderr; the exit status.
+fn import_command(command: ImportCommand) -> i32 {
+    use std::io::{Read as _, Write as _};
+
+    use crate::import;
+
+    let unreadable = |what: &str, e: &dyn std::fmt::Display| {
+        eprintln!("drlb: error: cannot read {what}: {e}");
+        import::EXIT_UNREADABLE
+    };
+    let outcome = match command {
+        ImportCommand::Keepalived {
+            options,
+            config_id,
+            file,
+        } => {
+            let options = import::Options {
+                convert_to_dr: options.convert_to_dr,
+                interface: options.interface,
+                config_id,
+            };
+            match import::keepalived(&file, &import::source::FsSource, &options) {
+                Ok(outcome) => outcome,
+                Err(e) => return unreadable(&file.display().to_string(), &e),
+            }
+        }
+        ImportCommand::Ipvsadm { options, file } => {
+            let options = import::Options {
+                convert_to_dr: options.convert_to_dr,
+                interface: options.interface,
+                config_id: None,
+            };
+            let (name, bytes) = match file.filter(|f| f.as_os_str() != "-") {
+                Some(file) => match std::fs::read(&file) {
+                    Ok(bytes) => (file.display().to_string(), bytes),
+                    Err(e) => return unreadable(&file.display().to_string(), &e),
+                },
+                None => {
+                    let mut bytes = Vec::new();
+                    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
+                        return unreadable("standard input", &e);
+                    }
+                    ("<stdin>".to_owned(), bytes)
+                }
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            import::ipvsadm(&text, &name, &options)
+        }
+    };
+    // The output must be what `drlb run` accepts; anything else is a bug in the import.
+    if let Err(e) = crate::config::Config::parse(&outcome.config) {
+        eprintln!(
+            "drlb: error: the imported config does not validate (a bug in drlb import, please report it): {e:#}"
+        );
+        return import::EXIT_INCOMPLETE;
+    }
+    print!("{}", outcome.config);
+    let _ = std::io::stdout().flush();
+    for diagnostic in &outcome.diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    let code = outcome.exit_code();
+    if code != import::EXIT_TRANSLATED {
+        eprintln!(
+            "drlb: {} part(s) left out; the output holds the rest",
+            outcome.left_out().count()
+        );
+    }
+    code
+}
+
 /// `drlb vip activate|deactivate`: recorded in the state directory first, so that a daemon
 /// started later with --standby follows it, then applied by the running daemon.
+/// `drlb down`: refused while a daemon answers; else removes the pinned data plane.
+async fn down(state_dir: &std::path::Path, pin_dir: Option<PathBuf>) -> Result<()> {
+    if control::call(state_dir, &Request::Stats).await.is_ok() {
+        bail!(
+            "drlb is running with --state-dir {}: stop it first (SIGTERM, or `systemctl stop drlb`), then run `drlb down`",
+            state_dir.display()
+        );
+    }
+    let root = pin_dir.unwrap_or_else(|| PinDir::recorded_or_default(state_dir));
+    let Some(pins) = PinDir::existing(&root) else {
+        println!(
+            "nothing is pinned in {}: no data plane to remove",
+            root.display()
+        );
+        return Ok(());
+    };
+    for line in pins.remove(Some(state_dir))? {
+        println!("{line}");
+    }
+    println!("the data plane in {} is removed", root.display());
+    Ok(())
+}
+
 async fn vip(state_dir: &std::path::Path, active: bool) -> Result<()> {
     failover::record(state_dir, active)?;
     let request = if active {
@@ -351,6 +585,34 @@ async fn vip(state_dir: &std::path::Path, active: bool) -> Result<()> {
             Ok(())
         }
         Ok(other) => unexpected(other),
+        Err(e) if !active => {
+            // No daemon: the pinned data plane may still be forwarding and answering ARP. A
+            // standby must stop both now, not when drlb comes back.
+            let root = PinDir::recorded_or_default(state_dir);
+            match PinDir::existing(&root).filter(PinDir::holds_maps) {
+                Some(pins) => {
+                    let done = offline::deactivate(&pins).with_context(|| {
+                        format!(
+                            "{e:#}; and making the pinned data plane in {} a standby failed",
+                            root.display()
+                        )
+                    })?;
+                    println!(
+                        "no drlb daemon runs: the pinned data plane in {} is now a standby ({} VIP(s) no longer answered, {} service(s) no longer forwarded)",
+                        root.display(),
+                        done.vips,
+                        done.services
+                    );
+                }
+                None => eprintln!(
+                    "drlb: warning: {e:#}; no pinned data plane in {}; recorded in {}: `drlb run --standby --state-dir {}` will start standby",
+                    root.display(),
+                    failover::state_file(state_dir).display(),
+                    state_dir.display()
+                ),
+            }
+            Ok(())
+        }
         Err(e) => {
             eprintln!(
                 "drlb: warning: {e:#}; recorded in {}: `drlb run --standby --state-dir {}` will start {}",

@@ -12,6 +12,7 @@
 //! - [`accounts`]: users and groups from the user database (the control socket's group).
 //! - [`maglev`]: the weighted Maglev table, a pure function both [`config`] and [`director`] use.
 //! - [`realserver`], [`doctor`]: tools run on other hosts or on demand.
+//! - [`import`]: `drlb import keepalived|ipvsadm`, a drlb.toml from an IPVS setup. Pure.
 //! - [`testbed`]: `drlb testbed up|down`, a throw-away netns testbed for users' CI.
 
 pub mod accounts;
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod director;
 pub mod doctor;
+pub mod import;
 pub mod maglev;
 pub mod net;
 pub mod realserver;

@@ -91,11 +91,10 @@ pub fn build_table(backends: &[WeightedBackend], size: u32) -> Vec<u32> {
         .map(|&i| u64::from(backends[i].weight))
         .max()
         .unwrap_or(1);
-    let permutations: Vec<Permutation> = order
+    let mut permutations: Vec<Permutation> = order
         .iter()
         .map(|&i| Permutation::new(backends[i].address, size))
         .collect();
-    let mut next = vec![0u32; order.len()];
     let mut credit = vec![0u64; order.len()];
     let mut table = vec![u32::MAX; size as usize];
     let mut filled = 0u32;
@@ -106,8 +105,7 @@ pub fn build_table(backends: &[WeightedBackend], size: u32) -> Vec<u32> {
                 credit[k] -= max_weight;
                 // Claim the next free slot in this backend's permutation.
                 loop {
-                    let slot = permutations[k].slot(next[k]) as usize;
-                    next[k] += 1;
+                    let slot = permutations[k].next_slot();
                     if table[slot] == u32::MAX {
                         table[slot] = i as u32;
                         filled += 1;
@@ -124,9 +122,11 @@ pub fn build_table(backends: &[WeightedBackend], size: u32) -> Vec<u32> {
 }
 
 /// A backend's preference order over the slots: `offset + j * skip (mod size)`, which visits
-/// every slot once because `size` is prime and `0 < skip < size`.
+/// every slot once because `size` is prime and `0 < skip < size`. Walked by adding `skip`
+/// (one compare instead of a multiplication and a division per step: the build's hot loop).
 struct Permutation {
-    offset: u64,
+    /// The slot the walk is at (`offset + j * skip mod size` after `j` steps).
+    position: u64,
     skip: u64,
     size: u64,
 }
@@ -137,11 +137,24 @@ impl Permutation {
         let size = u64::from(size);
         let offset = u64::from(flow_hash_v4(a, 0, OFFSET_SEED, 0, 0)) % size;
         let skip = u64::from(flow_hash_v4(a, 0, SKIP_SEED, 0, 0)) % (size - 1) + 1;
-        Self { offset, skip, size }
+        Self {
+            position: offset,
+            skip,
+            size,
+        }
     }
 
-    fn slot(&self, j: u32) -> u64 {
-        (self.offset + u64::from(j) * self.skip) % self.size
+    /// The next slot of the walk.
+    fn next_slot(&mut self) -> usize {
+        let slot = self.position;
+        // Both below `size`: one subtraction brings the sum back into range.
+        let advanced = self.position + self.skip;
+        self.position = if advanced >= self.size {
+            advanced - self.size
+        } else {
+            advanced
+        };
+        usize::try_from(slot).expect("a slot of an in-memory table")
     }
 }
 
@@ -152,6 +165,28 @@ mod tests {
     use super::*;
 
     const SIZE: u32 = DEFAULT_TABLE_SIZE;
+
+    #[test]
+    fn the_walk_is_the_closed_form_permutation() {
+        // The table depends on `offset + j * skip mod size` and nothing else: walking by
+        // addition must give exactly that sequence, or tables change across versions.
+        for (address, size) in [
+            (Ipv4Addr::new(198, 18, 0, 11), 7),
+            (Ipv4Addr::new(198, 18, 0, 12), SIZE),
+            (Ipv4Addr::new(10, 1, 2, 3), 655_373),
+        ] {
+            let mut walk = Permutation::new(address, size);
+            let (offset, skip) = (walk.position, walk.skip);
+            for j in 0..3 * u64::from(size).min(100_000) {
+                let closed = (offset + j * skip) % u64::from(size);
+                assert_eq!(
+                    walk.next_slot() as u64,
+                    closed,
+                    "{address} size {size} step {j}"
+                );
+            }
+        }
+    }
 
     fn backends(n: usize, weight: impl Fn(usize) -> u32) -> Vec<WeightedBackend> {
         (0..n)

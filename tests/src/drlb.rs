@@ -38,7 +38,23 @@ pub fn start_drlb(
     extra: &[&str],
     logs: &Path,
 ) -> Process {
-    let mut argv: Vec<OsString> = vec![crate::drlb_binary().into_os_string()];
+    start_drlb_with_env(ns, label, config, state, extra, logs, &[])
+}
+
+/// [`start_drlb`] with `VAR=value` settings in drlb's environment.
+#[track_caller]
+pub fn start_drlb_with_env(
+    ns: &Netns,
+    label: &str,
+    config: &Path,
+    state: &Path,
+    extra: &[&str],
+    logs: &Path,
+    env: &[&str],
+) -> Process {
+    let mut argv: Vec<OsString> = vec!["env".into()];
+    argv.extend(env.iter().map(OsString::from));
+    argv.push(crate::drlb_binary().into_os_string());
     argv.extend(["run", "--config"].map(OsString::from));
     argv.push(config.as_os_str().to_owned());
     argv.push("--state-dir".into());

@@ -44,32 +44,81 @@ impl ExtraDirector {
     }
 }
 
-/// A keepalived VRRP instance for a drlb director: unicast to its peer, no virtual MAC, no
-/// address of its own to manage (drlb answers ARP for the VIPs), and notify scripts that
-/// switch the director's drlb.
+/// A keepalived VRRP instance for a drlb director: unicast to its peer, no virtual MAC, and
+/// one of the two ways of driving drlb ([`Drive`]).
 pub struct Keepalived {
     pub router_id: String,
     pub interface: String,
     pub priority: u8,
     pub own_ip: String,
     pub peer_ip: String,
-    pub drlb: PathBuf,
-    pub state_dir: PathBuf,
+    pub drive: Drive,
+    /// Track this director's drlb with this command (`drlb stats --state-dir ...`) as a
+    /// `track_script` (not `track_process`: its process events are not available in a network
+    /// namespace): keepalived enters FAULT when drlb stops answering.
+    pub track_drlb: Option<String>,
+}
+
+/// How keepalived tells drlb which director is active.
+pub enum Drive {
+    /// No address of its own to manage; notify scripts run `drlb vip activate|deactivate`
+    /// (drlb's `active_when = "always"`).
+    NotifyScripts { drlb: PathBuf, state_dir: PathBuf },
+    /// `virtual_ipaddress` only: keepalived adds the VIP (`/32`) to the master's interface and
+    /// removes it on the backup; drlb follows the address (`active_when = "vip-assigned"`).
+    VirtualIpaddress { vip: String },
 }
 
 impl Keepalived {
     /// The configuration text (docs/keepalived.md explains each line).
     #[must_use]
     pub fn config(&self) -> String {
-        let drlb = self.drlb.display();
-        let state = self.state_dir.display();
-        let activate = format!("{drlb} vip activate --state-dir {state}");
-        let deactivate = format!("{drlb} vip deactivate --state-dir {state}");
+        let (global, drive) = match &self.drive {
+            Drive::NotifyScripts { drlb, state_dir } => {
+                let (drlb, state) = (drlb.display(), state_dir.display());
+                let activate = format!("{drlb} vip activate --state-dir {state}");
+                let deactivate = format!("{drlb} vip deactivate --state-dir {state}");
+                (
+                    "    script_user root\n".to_owned(),
+                    format!(
+                        "    notify_master \"{activate}\"\n\
+                         \x20   notify_backup \"{deactivate}\"\n\
+                         \x20   notify_fault \"{deactivate}\"\n\
+                         \x20   notify_stop \"{deactivate}\"\n"
+                    ),
+                )
+            }
+            Drive::VirtualIpaddress { vip } => (
+                String::new(),
+                format!(
+                    "    virtual_ipaddress {{\n\
+                     \x20       {vip}/32 dev {interface}\n\
+                     \x20   }}\n",
+                    interface = self.interface
+                ),
+            ),
+        };
+        let (track_def, track_use) = match &self.track_drlb {
+            Some(command) => (
+                format!(
+                    "vrrp_script drlb_running {{\n\
+                     \x20   script \"{command}\"\n\
+                     \x20   interval 1\n\
+                     \x20   timeout 2\n\
+                     \x20   fall 2\n\
+                     \x20   rise 1\n\
+                     }}\n"
+                ),
+                "    track_script {\n        drlb_running\n    }\n".to_owned(),
+            ),
+            None => (String::new(), String::new()),
+        };
         format!(
             "global_defs {{\n\
              \x20   router_id {router_id}\n\
-             \x20   script_user root\n\
+             {global}\
              }}\n\
+             {track_def}\
              vrrp_instance DRLB {{\n\
              \x20   state BACKUP\n\
              \x20   interface {interface}\n\
@@ -81,10 +130,8 @@ impl Keepalived {
              \x20       {peer}\n\
              \x20   }}\n\
              \x20   check_unicast_src\n\
-             \x20   notify_master \"{activate}\"\n\
-             \x20   notify_backup \"{deactivate}\"\n\
-             \x20   notify_fault \"{deactivate}\"\n\
-             \x20   notify_stop \"{deactivate}\"\n\
+             {track_use}\
+             {drive}\
              }}\n",
             router_id = self.router_id,
             interface = self.interface,

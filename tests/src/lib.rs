@@ -3,6 +3,7 @@
 //! demo (`cargo xtask demo`) and by the dataplane benchmark (`bench`, `cargo xtask bench`).
 
 pub mod bench;
+pub mod bpffs;
 pub mod cli_testbed;
 pub mod drlb;
 pub mod echo;

@@ -119,6 +119,11 @@ pub struct State {
     pub egress_ifindexes: BTreeSet<u32>,
     /// VIP -> active (answers ARP). Standby VIPs are still VIPs: their fragments are dropped.
     pub vips: BTreeMap<Ipv4Addr, bool>,
+    /// VIPs that are also addresses of the director (`VIP_FLAG_LOCAL`): traffic to them that
+    /// is no service passes to the stack (to other VIPs it is dropped, `drop_no_service`), and
+    /// ARP requests for them are dropped while they are standby (`drop_arp_standby`).
+    #[serde(default)]
+    pub local_vips: BTreeSet<Ipv4Addr>,
     pub services: Vec<ServiceState>,
 }
 
@@ -175,7 +180,9 @@ impl XdpAction {
             | Verdict::DropFragment
             | Verdict::DropNoBackend
             | Verdict::DropNoEgress
-            | Verdict::DropStandby => Self::Drop,
+            | Verdict::DropStandby
+            | Verdict::DropNoService
+            | Verdict::DropArpStandby => Self::Drop,
             Verdict::Aborted => Self::Aborted,
         }
     }
@@ -263,7 +270,7 @@ pub struct Model {
 
 /// Why an IPv4 packet has no flow (the program's `parse::Unroutable`).
 enum Unroutable {
-    NotBalanced,
+    NotBalanced(Ipv4Addr),
     Fragment(Ipv4Addr),
     Truncated(Ipv4Addr),
     Malformed,
@@ -345,8 +352,16 @@ impl Model {
         let Some(&active) = state.vips.get(&Ipv4Addr::from(vip)) else {
             return Verdict::Pass;
         };
+        // A standby VIP the kernel holds: no request for it reaches the kernel.
+        if !active {
+            return if state.local_vips.contains(&Ipv4Addr::from(vip)) {
+                Verdict::DropArpStandby
+            } else {
+                Verdict::Pass
+            };
+        }
         // Announcements (sender IP = target IP) and requests from group MACs are not answered.
-        if !active || requester_ip == vip || requester_mac[0] & MAC_GROUP_BIT != 0 {
+        if requester_ip == vip || requester_mac[0] & MAC_GROUP_BIT != 0 {
             return Verdict::Pass;
         }
         // Userspace registers every interface it attaches to: a missing one is impossible.
@@ -384,6 +399,16 @@ impl Model {
         (dst != *our_mac).then_some(Verdict::Pass)
     }
 
+    /// A packet that is no service's: dropped when it is addressed to a VIP that is not one of
+    /// the director's addresses and sent to us; passed otherwise.
+    fn no_service(&self, state: &State, ingress: u32, frame: &[u8], daddr: Ipv4Addr) -> Verdict {
+        if !is_vip(state, daddr) || state.local_vips.contains(&daddr) {
+            return Verdict::Pass;
+        }
+        self.not_ours(state, ingress, frame)
+            .unwrap_or(Verdict::DropNoService)
+    }
+
     /// `verdict` for a packet to a VIP sent to us, `Pass` for any other.
     fn drop_if_ours(
         &self,
@@ -403,7 +428,9 @@ impl Model {
     fn ipv4(&mut self, state: &State, ingress: u32, frame: &mut [u8], offset: usize) -> Verdict {
         let flow = match ipv4_flow(frame, offset) {
             Ok(flow) => flow,
-            Err(Unroutable::NotBalanced) => return Verdict::Pass,
+            Err(Unroutable::NotBalanced(daddr)) => {
+                return self.no_service(state, ingress, frame, daddr);
+            }
             // Only traffic for a VIP (active or not) is the director's to judge.
             Err(Unroutable::Fragment(daddr)) => {
                 return self.drop_if_ours(state, ingress, frame, daddr, Verdict::DropFragment);
@@ -414,7 +441,7 @@ impl Model {
             Err(Unroutable::Malformed) => return Verdict::DropMalformed,
         };
         let Some(service) = state.service(flow.daddr, flow.dport, flow.protocol) else {
-            return Verdict::Pass;
+            return self.no_service(state, ingress, frame, flow.daddr);
         };
         // Only frames sent to the ingress interface's MAC are forwarded: after the service
         // lookup, before standby. An unregistered ingress interface is an impossible state.
@@ -562,12 +589,12 @@ fn ipv4_flow(frame: &[u8], offset: usize) -> Result<FlowTuple, Unroutable> {
         return Err(Unroutable::Malformed);
     }
     let protocol = ip[IPV4_PROTOCOL_AT];
+    let daddr = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[IPV4_DADDR]).expect("4 bytes"));
     let l4_len = match protocol {
         IPPROTO_TCP => TCP_HEADER_LEN,
         IPPROTO_UDP => UDP_HEADER_LEN,
-        _ => return Err(Unroutable::NotBalanced),
+        _ => return Err(Unroutable::NotBalanced(daddr)),
     };
-    let daddr = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[IPV4_DADDR]).expect("4 bytes"));
     if be16(ip, IPV4_FRAGMENT_AT) & IPV4_MF_AND_OFFSET != 0 {
         return Err(Unroutable::Fragment(daddr));
     }
@@ -596,7 +623,8 @@ mod tests {
     use super::*;
     use crate::packet::{
         Arp, CLIENT_IP, CLIENT_PORT, DIRECTOR_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame,
-        OTHER_HOST_MAC, OTHER_IP, ROUTER_IP, ROUTER_MAC, VIP, backend_mac, with_fragment,
+        OTHER_HOST_MAC, OTHER_IP, ROUTER_IP, ROUTER_MAC, VIP, backend_mac, icmp_echo_request,
+        with_fragment,
     };
 
     const INGRESS: u32 = 2;
@@ -621,6 +649,7 @@ mod tests {
             interfaces: BTreeMap::from([(INGRESS, DIRECTOR_MAC)]),
             egress_ifindexes: BTreeSet::from([INGRESS, OTHER_EGRESS]),
             vips: BTreeMap::from([(VIP, true), (INACTIVE_VIP, false)]),
+            local_vips: BTreeSet::new(),
             services: vec![ServiceState {
                 id: SERVICE_ID,
                 vip: VIP,
@@ -750,6 +779,55 @@ mod tests {
         assert_eq!(
             verdict_of(&m.process(&state(0), INGRESS, &to_other)),
             Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn other_traffic_to_a_vip_goes_to_the_stack_only_when_the_vip_is_local() {
+        let ping = icmp_echo_request(ROUTER_IP, VIP);
+        let other_port =
+            Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, PORT + 1)).build();
+        let to_other_host = icmp_echo_request(ROUTER_IP, OTHER_IP);
+        let mut local = state(0);
+        local.local_vips.insert(VIP);
+        for frame in [&ping, &other_port] {
+            assert_eq!(
+                verdict_of(&model(true).process(&state(0), INGRESS, frame)),
+                Verdict::DropNoService
+            );
+            assert_eq!(
+                verdict_of(&model(true).process(&local, INGRESS, frame)),
+                Verdict::Pass
+            );
+        }
+        assert_eq!(
+            verdict_of(&model(true).process(&state(0), INGRESS, &to_other_host)),
+            Verdict::Pass,
+            "not a VIP: the stack's"
+        );
+        let mut elsewhere = ping.clone();
+        elsewhere[ETH_DST].copy_from_slice(&OTHER_HOST_MAC);
+        assert_eq!(
+            verdict_of(&model(true).process(&state(0), INGRESS, &elsewhere)),
+            Verdict::Pass,
+            "sent to another MAC: not ours to drop"
+        );
+    }
+
+    #[test]
+    fn arp_for_a_standby_vip_the_kernel_holds_never_reaches_the_kernel() {
+        let request = Arp::request(ROUTER_MAC, ROUTER_IP, INACTIVE_VIP).build();
+        let mut local = state(0);
+        local.local_vips.insert(INACTIVE_VIP);
+        assert_eq!(
+            verdict_of(&model(true).process(&local, INGRESS, &request)),
+            Verdict::DropArpStandby
+        );
+        local.vips.insert(INACTIVE_VIP, true);
+        assert_eq!(
+            verdict_of(&model(true).process(&local, INGRESS, &request)),
+            Verdict::ArpReply,
+            "active and local: answered by the program"
         );
     }
 

@@ -78,6 +78,7 @@ fn empty_stats() -> StatsReport {
         services: Vec::new(),
         verdicts: BTreeMap::new(),
         state: "active".to_owned(),
+        vips: Vec::new(),
         arp_conflicts: Vec::new(),
         flow_table: None,
         events: BTreeMap::new(),

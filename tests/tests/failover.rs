@@ -14,9 +14,10 @@ use std::{
 };
 
 use tests::{
+    bpffs::Bpffs,
     drlb::{drlb_in, start_drlb, stats_in},
     echo::{assert_all_kept, connect},
-    extra::{ExtraDirector, Keepalived},
+    extra::{Drive, ExtraDirector, Keepalived},
     netns::{Netns, poll_until, wait_for},
     require_root,
     testbed::{
@@ -113,8 +114,11 @@ fn the_standby_takes_over_with_keepalived_and_connections_survive() {
         priority,
         own_ip: own.to_owned(),
         peer_ip: peer.to_owned(),
-        drlb: std::fs::canonicalize(tests::drlb_binary()).expect("the drlb binary"),
-        state_dir: state.to_owned(),
+        track_drlb: None,
+        drive: Drive::NotifyScripts {
+            drlb: std::fs::canonicalize(tests::drlb_binary()).expect("the drlb binary"),
+            state_dir: state.to_owned(),
+        },
     };
     let keepalived_a = keepalived("a", 150, a.ip, b.ip, &state_a);
     let keepalived_b = keepalived("b", 100, b.ip, a.ip, &state_b);
@@ -253,4 +257,116 @@ fn the_standby_takes_over_with_keepalived_and_connections_survive() {
         "doctor on the standby names the active director: {}",
         doctor.describe()
     );
+}
+
+/// docs/keepalived.md, "When drlb stops or dies": keepalived tracks drlb (a `track_script`
+/// running `drlb stats`), so
+/// when drlb is killed on the master its keepalived enters FAULT and hands over; `notify_fault`
+/// runs `drlb vip deactivate`, which, with no daemon to ask, makes the pinned data plane (still
+/// forwarding) a standby itself. Only the new master answers ARP, and the connections continue
+/// on their real servers through it.
+#[test]
+#[ignore = "needs root and keepalived: run with cargo xtask test"]
+fn killing_drlb_on_the_master_hands_over_and_silences_its_data_plane() {
+    require_root();
+    let mut bed = Testbed::new(TestServer::binary(env!("CARGO_BIN_EXE_drlb-testsrv")));
+    let second = ExtraDirector::plug(&bed.switch, "director2", "198.18.0.3", "02:d1:00:00:00:03");
+    let (state_a, state_b) = (bed.new_state_dir(false), bed.new_state_dir(false));
+    let bpffs = Bpffs::mount(bed.scratch.path().join("bpffs"));
+    let (a, b) = (&bed.director, &second.host);
+    let backends: String = bed
+        .real_servers
+        .iter()
+        .map(|rs| format!("[[service.backend]]\naddress = \"{}\"\n", rs.ip))
+        .collect();
+    let config = |name: &str| {
+        bed.write_config(
+            &format!("{name}.toml"),
+            &format!(
+                "[director]\ninterface = \"{IFNAME}\"\npin_dir = \"{}\"\n\n[[service]]\n\
+                 vip = \"{VIP}\"\nport = {TCP_ECHO_PORT}\nprotocol = \"tcp\"\n{backends}",
+                bpffs.path().join(name).display()
+            ),
+        )
+    };
+    let (config_a, config_b) = (config("a"), config("b"));
+    let logs = bed.scratch.path().to_owned();
+    let mut drlb_a = start_drlb(&a.ns, "drlb-a", &config_a, &state_a, &["--standby"], &logs);
+    let _drlb_b = start_drlb(&b.ns, "drlb-b", &config_b, &state_b, &["--standby"], &logs);
+    let drlb = std::fs::canonicalize(tests::drlb_binary()).expect("the drlb binary");
+    let keepalived = |name: &str, priority, own: &str, peer: &str, state: &Path| Keepalived {
+        router_id: format!("drlb_{name}"),
+        interface: IFNAME.to_owned(),
+        priority,
+        own_ip: own.to_owned(),
+        peer_ip: peer.to_owned(),
+        track_drlb: Some(format!(
+            "{} stats --state-dir {}",
+            drlb.display(),
+            state.display()
+        )),
+        drive: Drive::NotifyScripts {
+            drlb: drlb.clone(),
+            state_dir: state.to_owned(),
+        },
+    };
+    let vrrp_a = keepalived("a", 150, a.ip, b.ip, &state_a).start(&a.ns, "keepalived-a", &logs);
+    let active = poll_until(ELECTION_TIMEOUT, Duration::from_millis(100), || {
+        (state_of(&a.ns, &state_a) == "active").then_some(())
+    });
+    assert!(
+        active.is_some(),
+        "director a did not become active: {}",
+        vrrp_a.describe()
+    );
+    let _vrrp_b = keepalived("b", 100, b.ip, a.ip, &state_b).start(&b.ns, "keepalived-b", &logs);
+    wait_for(
+        "the backends to be up on b",
+        Duration::from_secs(15),
+        || {
+            let stats = stats_in(&b.ns, &state_b);
+            let backends = stats["services"][0]["backends"].as_array()?.clone();
+            backends
+                .iter()
+                .all(|b| b["state"] == "active" && b["health"] == "up")
+                .then_some(())
+        },
+    );
+    let mut connections = connect(&bed.client.ns, CONNECTIONS);
+    assert_eq!(client_vip_mac(&bed).as_deref(), Some(a.mac.as_str()));
+
+    // drlb on the master dies; its data plane goes on forwarding (pinned) until keepalived's
+    // notify_fault silences it.
+    drlb_a.stop(libc::SIGKILL, Duration::from_secs(10));
+    let fault = poll_until(ELECTION_TIMEOUT, Duration::from_millis(100), || {
+        (vrrp_a.stdout() + &vrrp_a.stderr())
+            .contains("Entering FAULT STATE")
+            .then_some(())
+    });
+    assert!(
+        fault.is_some(),
+        "keepalived a did not notice that drlb died: {}",
+        vrrp_a.describe()
+    );
+    wait_for(
+        "b to become active and the client to move to it",
+        ELECTION_TIMEOUT,
+        || {
+            (state_of(&b.ns, &state_b) == "active"
+                && client_vip_mac(&bed).as_deref() == Some(b.mac.as_str()))
+            .then_some(())
+        },
+    );
+    let arping = bed.arping_vip(2);
+    assert_eq!(
+        arping_reply_macs(&arping.stdout),
+        [b.mac.clone(), b.mac.clone()],
+        "only the new master answers ARP: a's data plane was made a standby: {}",
+        arping.describe()
+    );
+    assert!(
+        a.ns.ip(&["link", "show", "dev", IFNAME]).contains("xdp"),
+        "a's data plane stays attached (pinned) when drlb dies"
+    );
+    assert_all_kept(&mut connections, "drlb killed on the master");
 }

@@ -22,9 +22,9 @@ use aya::{
 };
 use etherparse::{Ipv4Header, SingleVlanHeader, TcpHeader};
 use lb_common::{
-    Backend, Counter, Event, FlowEntry, FlowKey, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH, Service,
-    ServiceKey, TABLE_BANKS, Verdict, Vip, backend_index, hash::flow_hash_v4, hash::source_hash_v4,
-    ipv4_mapped,
+    Backend, Counter, Event, FlowEntry, FlowKey, ForwardCounter, MAX_SERVICES,
+    SERVICE_FLAG_SOURCE_HASH, Service, ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL,
+    Verdict, Vip, backend_index, hash::flow_hash_v4, hash::source_hash_v4, ipv4_mapped,
 };
 use lb_userspace::{
     dataplane::loader::{self, MapSizes},
@@ -356,13 +356,13 @@ impl Director {
             .collect()
     }
 
-    fn service_counter(&self, id: u32) -> Counter {
+    fn service_counter(&self, id: u32) -> ForwardCounter {
         self.dataplane
             .service_counter(id)
             .expect("reading a service counter")
     }
 
-    fn backend_counter(&self, service_id: u32, backend: &TestBackend) -> Counter {
+    fn backend_counter(&self, service_id: u32, backend: &TestBackend) -> ForwardCounter {
         self.dataplane
             .backend_counter(service_id, backend.id)
             .expect("reading a backend counter")
@@ -374,6 +374,15 @@ fn counted(packets: u64, frame_len: usize) -> Counter {
     Counter {
         packets,
         bytes: packets * u64::try_from(frame_len).expect("fits"),
+    }
+}
+
+/// `packets` forwarded frames of `frame_len` bytes each, of `connections` new flows.
+fn forward_counted(packets: u64, frame_len: usize, connections: u64) -> ForwardCounter {
+    ForwardCounter {
+        packets,
+        bytes: packets * u64::try_from(frame_len).expect("fits"),
+        connections,
     }
 }
 
@@ -564,23 +573,40 @@ fn service_traffic_is_sent_to_the_predicted_backend() {
     run_fixtures(&mut Director::with_standard_services(), &fixtures);
 }
 
+/// Traffic that is no service's: to a VIP it is the director's stack's only when the VIP is
+/// one of the director's addresses (`VIP_FLAG_LOCAL`); to a VIP that is not, it is dropped and
+/// counted (`drop_no_service`), never routed on. Traffic to other addresses always passes.
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn non_service_traffic_passes_unchanged() {
     tests::require_root();
-    let fixtures = [
-        passed(
-            "TCP to the VIP on a port without service",
-            Ipv4Frame::new(TCP_FLOW.with_dport(UNSERVED_PORT)).build(),
-        ),
-        passed(
-            "UDP to the TCP service's port: the protocol is part of the service",
-            Ipv4Frame::new(Ipv4Flow::udp(CLIENT_IP, CLIENT_PORT, VIP, TCP_PORT)).build(),
-        ),
-        passed(
-            "ICMP echo request to the VIP",
-            icmp_echo_request(CLIENT_IP, VIP),
-        ),
+    let to_vips = || {
+        [
+            (
+                "TCP to the VIP on a port without service",
+                Ipv4Frame::new(TCP_FLOW.with_dport(UNSERVED_PORT)).build(),
+            ),
+            (
+                "UDP to the TCP service's port: the protocol is part of the service",
+                Ipv4Frame::new(Ipv4Flow::udp(CLIENT_IP, CLIENT_PORT, VIP, TCP_PORT)).build(),
+            ),
+            (
+                "ICMP echo request to the VIP",
+                icmp_echo_request(CLIENT_IP, VIP),
+            ),
+            (
+                "TCP to an inactive VIP that has no service",
+                Ipv4Frame::new(Ipv4Flow::tcp(
+                    CLIENT_IP,
+                    CLIENT_PORT,
+                    INACTIVE_VIP,
+                    TCP_PORT,
+                ))
+                .build(),
+            ),
+        ]
+    };
+    let elsewhere = [
         passed(
             "TCP to the director's own address on the service port",
             Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, DIRECTOR_IP, TCP_PORT)).build(),
@@ -589,18 +615,29 @@ fn non_service_traffic_passes_unchanged() {
             "UDP over IPv6",
             ipv6_udp(CLIENT_IPV6, CLIENT_PORT, VIP_IPV6, UDP_PORT),
         ),
-        passed(
-            "TCP to an inactive VIP that has no service",
-            Ipv4Frame::new(Ipv4Flow::tcp(
-                CLIENT_IP,
-                CLIENT_PORT,
-                INACTIVE_VIP,
-                TCP_PORT,
-            ))
-            .build(),
-        ),
     ];
-    run_fixtures(&mut Director::with_standard_services(), &fixtures);
+    let mut director = Director::with_standard_services();
+    run_fixtures(&mut director, &elsewhere);
+    let not_local: Vec<Fixture> = to_vips()
+        .into_iter()
+        .map(|(description, frame)| dropped(description, frame, Verdict::DropNoService))
+        .collect();
+    run_fixtures(&mut director, &not_local);
+    for (vip, flags) in [
+        (VIP, VIP_FLAG_ACTIVE | VIP_FLAG_LOCAL),
+        (INACTIVE_VIP, VIP_FLAG_LOCAL),
+    ] {
+        director
+            .dataplane
+            .set_vip(ipv4_mapped(vip.octets()), Vip { flags })
+            .expect("marking the VIP local");
+    }
+    let local: Vec<Fixture> = to_vips()
+        .into_iter()
+        .map(|(description, frame)| passed(description, frame))
+        .collect();
+    run_fixtures(&mut director, &local);
+    run_fixtures(&mut director, &elsewhere);
 }
 
 /// The veth checksum trap: on an interface that checks them, a new flow's first frame with an
@@ -943,16 +980,19 @@ fn counters_hold_exactly_the_forwarded_packets_and_bytes() {
         assert_forwarded(&format!("run {run}"), &frame, &output.output, &chosen);
     }
     let expected = counted(RUNS, frame.len());
+    // One flow: one new connection, however many of its packets (the later ones hit the flow
+    // table).
+    let expected_forwarded = forward_counted(RUNS, frame.len(), 1);
     assert_eq!(
         director.service_counter(TCP_SERVICE_ID),
-        expected,
+        expected_forwarded,
         "TCP service counter"
     );
     for backend in &backends {
         let want = if backend.id == chosen.id {
-            expected
+            expected_forwarded
         } else {
-            Counter::default()
+            ForwardCounter::default()
         };
         assert_eq!(
             director.backend_counter(TCP_SERVICE_ID, backend),
@@ -963,7 +1003,7 @@ fn counters_hold_exactly_the_forwarded_packets_and_bytes() {
     }
     assert_eq!(
         director.service_counter(UDP_SERVICE_ID),
-        Counter::default(),
+        ForwardCounter::default(),
         "UDP service counter"
     );
     for verdict in Verdict::ALL {
@@ -988,8 +1028,8 @@ fn flows_spread_over_the_backends_and_their_counters() {
     const FLOWS: u16 = 64;
     let mut director = Director::with_standard_services();
     let backends = udp_service().backends;
-    let mut expected = vec![Counter::default(); backends.len()];
-    let mut total = Counter::default();
+    let mut expected = vec![ForwardCounter::default(); backends.len()];
+    let mut total = ForwardCounter::default();
     for sport in CLIENT_PORT..CLIENT_PORT + FLOWS {
         let flow = UDP_FLOW.with_sport(sport);
         // Frames of different lengths, so the byte counts tell the flows apart.
@@ -1012,6 +1052,8 @@ fn flows_spread_over_the_backends_and_their_counters() {
         for counter in [&mut expected[position], &mut total] {
             counter.packets += 1;
             counter.bytes += frame.len() as u64;
+            // Every flow is new: one connection each.
+            counter.connections += 1;
         }
     }
     for (backend, want) in backends.iter().zip(&expected) {
@@ -1032,7 +1074,14 @@ fn flows_spread_over_the_backends_and_their_counters() {
         total,
         "UDP service counter"
     );
-    assert_eq!(director.verdict_counter(Verdict::Tx), total, "tx counter");
+    assert_eq!(
+        director.verdict_counter(Verdict::Tx),
+        Counter {
+            packets: total.packets,
+            bytes: total.bytes
+        },
+        "tx counter"
+    );
 }
 
 #[test]
@@ -1364,7 +1413,7 @@ fn backends_behind_another_interface_are_redirected() {
         assert_eq!(director.verdict_counter(Verdict::Tx), Counter::default());
         assert_eq!(
             director.backend_counter(TCP_SERVICE_ID, &chosen),
-            counted(1, frame.len())
+            forward_counted(1, frame.len(), 1)
         );
     });
 }

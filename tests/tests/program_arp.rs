@@ -6,6 +6,9 @@
 //! - Standby: the daemon's own `Controller::set_active(false)` makes the program stop answering
 //!   ARP for the VIP *and* stop forwarding its traffic (dropped as `drop_standby`);
 //!   `set_active(true)` brings both back.
+//! - The VIP as an address of the director (`Controller::set_local`): its other traffic goes to
+//!   the stack, and a standby drops ARP requests for it; with `active_when = "vip-assigned"`
+//!   the address alone makes the director active or standby for the VIP.
 //!
 //! Frames arrive as if on loopback (ifindex 1), the interface the test director runs on.
 
@@ -61,13 +64,17 @@ struct Bed {
 
 impl Bed {
     fn load() -> Self {
+        Self::load_with(CONFIG)
+    }
+
+    fn load_with(config: &str) -> Self {
         let (mut ebpf, dataplane) = tests::program::load_maps(MapSizes {
             maglev_entries: 4 * TABLE_SIZE,
             flow_table_size: 4096,
             ..MapSizes::default()
         });
         let conflicts = ConflictMap::take_from(&mut ebpf).expect("taking ARP_CONFLICTS");
-        let config = Config::parse(CONFIG).expect("the test config");
+        let config = Config::parse(config).expect("the test config");
         let interface = InterfaceInfo {
             name: "lo".to_owned(),
             ifindex: TEST_RUN_IFINDEX,
@@ -420,4 +427,121 @@ fn a_standby_director_neither_answers_arp_nor_forwards_and_activation_restores_b
     );
     bed.director.set_active(true).expect("activating");
     assert_eq!(bed.run(&frame).0, XDP_TX, "and does once active");
+}
+
+/// (verdict counters after - before) of the frames `frames`, and their XDP actions.
+fn run_counted(bed: &mut Bed, frames: &[&[u8]]) -> (Vec<u32>, BTreeMap<&'static str, u64>) {
+    let before = bed.verdicts();
+    let actions = frames.iter().map(|f| bed.run(f).0).collect();
+    let after = bed.verdicts();
+    let moved = after
+        .iter()
+        .map(|(name, n)| (*name, n - before[name]))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    (actions, moved)
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn a_vip_that_is_a_director_address_keeps_its_other_traffic_and_a_standby_keeps_the_kernel_quiet() {
+    tests::require_root();
+    let mut bed = Bed::load();
+    let ping = tests::packet::icmp_echo_request(CLIENT_IP, VIP);
+    let other_port = Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, PORT + 1)).build();
+    let request = Arp::request(ROUTER_MAC, ROUTER_IP, VIP).build();
+
+    let (actions, moved) = run_counted(&mut bed, &[&ping, &other_port]);
+    assert_eq!(actions, [XDP_DROP, XDP_DROP], "not local: dropped");
+    assert_eq!(moved, BTreeMap::from([("drop_no_service", 2)]));
+
+    let effects = bed
+        .director
+        .set_local([VIP, DIRECTOR_IP].into())
+        .expect("the VIP becomes an address of the director");
+    assert_eq!(effects.effects.len(), 1, "{effects:?}");
+    assert!(effects.activated.is_empty(), "it was active already");
+    let (actions, moved) = run_counted(&mut bed, &[&ping, &other_port]);
+    assert_eq!(actions, [XDP_PASS, XDP_PASS], "local: the stack's");
+    assert_eq!(moved, BTreeMap::from([("pass", 2)]));
+    assert_active(&mut bed, "active and local");
+
+    bed.director.set_active(false).expect("deactivating");
+    let (actions, moved) = run_counted(&mut bed, &[&request, &ping]);
+    assert_eq!(
+        actions,
+        [XDP_DROP, XDP_PASS],
+        "a standby holding the VIP: ARP requests never reach the kernel; ping still does"
+    );
+    assert_eq!(
+        moved,
+        BTreeMap::from([("drop_arp_standby", 1), ("pass", 1)])
+    );
+    bed.director
+        .set_local([DIRECTOR_IP].into())
+        .expect("the address goes");
+    let (actions, _) = run_counted(&mut bed, &[&request]);
+    assert_eq!(
+        actions,
+        [XDP_PASS],
+        "not local, standby: the kernel may see it"
+    );
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn with_vip_assigned_the_address_alone_makes_the_director_active_or_standby() {
+    tests::require_root();
+    let config = CONFIG.replace(
+        "interface = \"lo\"",
+        "interface = \"lo\"\nactive_when = \"vip-assigned\"",
+    );
+    let mut bed = Bed::load_with(&config);
+    let stats =
+        |bed: &Bed| lb_userspace::report::stats::build(&bed.director, Vec::new()).expect("stats");
+    assert_eq!(stats(&bed).state, "standby", "the VIP is no address yet");
+    let (action, _, _) = send_service_frame(&mut bed);
+    assert_eq!(action, XDP_DROP, "a standby forwards nothing");
+    let refused = bed.director.set_active(true).expect_err("refused");
+    assert!(
+        format!("{refused:#}").contains("vip-assigned"),
+        "{refused:#}"
+    );
+    assert_eq!(stats(&bed).state, "standby", "the refusal changed nothing");
+
+    let switched = bed
+        .director
+        .set_local([VIP].into())
+        .expect("keepalived adds the VIP");
+    assert_eq!(switched.activated, [VIP]);
+    assert_active(&mut bed, "the VIP assigned");
+    let report = stats(&bed);
+    assert_eq!(report.state, "active");
+    assert!(
+        report.vips[0].active && report.vips[0].local,
+        "{:?}",
+        report.vips
+    );
+
+    let switched = bed
+        .director
+        .set_local([].into())
+        .expect("keepalived removes the VIP");
+    assert!(switched.activated.is_empty());
+    assert_eq!(switched.effects.len(), 1, "{:?}", switched.effects);
+    let before = bed.verdicts();
+    let (action, _, _) = send_service_frame(&mut bed);
+    let (arp, _) = bed.run(&Arp::request(ROUTER_MAC, ROUTER_IP, VIP).build());
+    assert_eq!((action, arp), (XDP_DROP, XDP_PASS), "standby again");
+    assert_eq!(bed.verdicts()["drop_standby"] - before["drop_standby"], 1);
+    // A service added while the VIP is away stays standby; it forwards once the VIP returns.
+    bed.director
+        .apply(Config::parse(&config.replace("8080", "8081")).expect("config"))
+        .expect("applying a changed config");
+    let frame = Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, 8081)).build();
+    assert_eq!(bed.run(&frame).0, XDP_DROP);
+    bed.director
+        .set_local([VIP].into())
+        .expect("the VIP returns");
+    assert_eq!(bed.run(&frame).0, XDP_TX);
 }

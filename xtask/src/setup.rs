@@ -11,17 +11,19 @@ use crate::run;
 /// Debian packages used by the tests, the demo and the benchmarks, with the command each
 /// provides, so a present tool is never reinstalled.
 const APT_PACKAGES: &[(&str, &str)] = &[
-    ("iproute2", "ip"),           // netns, veth, bridges
-    ("tcpdump", "tcpdump"),       // asserting what crosses which interface
-    ("iputils-arping", "arping"), // ARP probes of the VIP
-    ("iputils-ping", "ping"),     // ICMP to the director
-    ("curl", "curl"),             // the HTTP client of the end-to-end tests
-    ("ethtool", "ethtool"),       // interface statistics
-    ("procps", "sysctl"),         // real-server ARP sysctls
-    ("nftables", "nft"),          // the nftables DR row of the dataplane benchmark
-    ("ipvsadm", "ipvsadm"),       // its IPVS row, on kernels that have IPVS
-    ("keepalived", "keepalived"), // VRRP for the director failover test
-    ("hping3", "hping3"),         // the SYN flood of the flood test
+    ("iproute2", "ip"),             // netns, veth, bridges
+    ("tcpdump", "tcpdump"),         // asserting what crosses which interface
+    ("iputils-arping", "arping"),   // ARP probes of the VIP
+    ("iputils-ping", "ping"),       // ICMP to the director
+    ("curl", "curl"),               // the HTTP client of the end-to-end tests
+    ("ethtool", "ethtool"),         // interface statistics
+    ("procps", "sysctl"),           // real-server ARP sysctls
+    ("nftables", "nft"),            // the nftables DR row of the dataplane benchmark
+    ("ipvsadm", "ipvsadm"),         // its IPVS row, on kernels that have IPVS
+    ("keepalived", "keepalived"),   // VRRP for the director failover test
+    ("hping3", "hping3"),           // the SYN flood of the flood test
+    ("systemd", "systemd-analyze"), // checking drlb's unit
+    ("prometheus", "promtool"),     // `promtool check metrics` in the metrics test
     // cargo xtask vm-test: the guests' initramfs (QEMU itself: BACKPORTS_PACKAGES)
     ("busybox-static", "busybox"), // the guest's shell and tools (static: runs before any library)
     ("cpio", "cpio"),              // packs the initramfs

@@ -34,6 +34,21 @@ pub struct HealthCheckConfig {
     /// Consecutive failures that take an up backend down.
     #[serde(default = "default_fall")]
     pub fall: u32,
+    /// What a backend that fails its check loses: its flows too (`remove`), or only new flows
+    /// (`drain`, as keepalived's inhibit_on_failure).
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+/// What happens to a backend that its health check takes down.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Out of the table and of the backend map: its flows move to the other backends.
+    #[default]
+    Remove,
+    /// Out of the table only: no new flows, established ones continue (IPVS weight 0).
+    Drain,
 }
 
 impl Default for HealthCheckConfig {
@@ -47,6 +62,7 @@ impl Default for HealthCheckConfig {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
+            on_failure: OnFailure::Remove,
         }
     }
 }

@@ -51,6 +51,40 @@ pub struct DirectorConfig {
     /// stats`); without it only root may use it. Changes always need root.
     #[serde(default)]
     pub control_group: Option<String>,
+    /// When this director is active for a VIP (answers ARP for it and forwards its traffic).
+    #[serde(default)]
+    pub active_when: ActiveWhen,
+    /// Where the data plane (maps and XDP links) is pinned, on a bpffs, so that it outlives
+    /// drlb. Default: /sys/fs/bpf/drlb/<a name derived from the state directory>.
+    #[serde(default)]
+    pub pin_dir: Option<std::path::PathBuf>,
+    /// Where to serve Prometheus metrics (GET /metrics), e.g. "127.0.0.1:9917"; none if unset.
+    /// Read at start-up only.
+    #[serde(default)]
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// Who decides whether the director is active for a VIP.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActiveWhen {
+    /// Active unless told otherwise: `drlb run --standby`, `drlb vip activate|deactivate`
+    /// (keepalived's notify scripts), for all VIPs at once.
+    #[default]
+    Always,
+    /// Per VIP: active while the VIP is an address of one of the director's interfaces (as
+    /// keepalived's `virtual_ipaddress` adds it on the VRRP master), standby otherwise,
+    /// following the kernel's address events.
+    VipAssigned,
+}
+
+impl fmt::Display for ActiveWhen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Always => "always",
+            Self::VipAssigned => "vip-assigned",
+        })
+    }
 }
 
 const fn default_flow_table_size() -> u32 {
@@ -130,6 +164,16 @@ impl Protocol {
         match self {
             Self::Tcp => IPPROTO_TCP,
             Self::Udp => IPPROTO_UDP,
+        }
+    }
+
+    /// The protocol of an IP protocol number, if drlb balances it.
+    #[must_use]
+    pub const fn from_number(number: u8) -> Option<Self> {
+        match number {
+            IPPROTO_TCP => Some(Self::Tcp),
+            IPPROTO_UDP => Some(Self::Udp),
+            _ => None,
         }
     }
 }
@@ -371,6 +415,31 @@ mod tests {
     }
 
     #[test]
+    fn metrics_address_is_optional_and_checked() {
+        let with = |address: &str| {
+            GOOD.replace(
+                "interface = \"eth0\"",
+                &format!("interface = \"eth0\"\nmetrics = \"{address}\""),
+            )
+        };
+        assert_eq!(Config::parse(GOOD).unwrap().director.metrics, None);
+        assert_eq!(
+            Config::parse(&with("127.0.0.1:9917"))
+                .unwrap()
+                .director
+                .metrics,
+            Some("127.0.0.1:9917".parse().unwrap())
+        );
+        let err = error_of(&with("localhost"));
+        assert!(err.contains("invalid socket address"), "{err}");
+        let err = error_of(&with("127.0.0.1:0"));
+        assert!(
+            err.contains("[director] metrics = \"127.0.0.1:0\" has no port"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn malformed_toml_is_refused_with_its_location() {
         let err = error_of("[director\ninterface = \"eth0\"");
         assert!(
@@ -454,7 +523,7 @@ mod tests {
     }
 
     #[test]
-    fn a_vip_or_backend_that_is_the_directors_own_address_is_refused() {
+    fn a_backend_that_is_the_directors_own_address_is_refused() {
         let config = Config::parse(&GOOD.replace("198.18.0.11", "198.18.0.2")).unwrap();
         assert!(
             format!(
@@ -463,17 +532,82 @@ mod tests {
             )
             .contains("address of the director")
         );
-        let mut iface = eth0();
-        iface.ipv4.push(("198.18.0.100".parse().unwrap(), 32));
-        let err = format!(
-            "{:#}",
-            Config::parse(GOOD)
-                .unwrap()
-                .validate_for_interfaces(&[iface])
-                .unwrap_err()
+    }
+
+    /// The seed's director (shared/seeds/001, 192.168.7.x mapped to 198.18.7.x): its
+    /// client-side interface's only address is the VIP, the real server is on the other arm.
+    #[test]
+    fn a_vip_that_is_the_directors_own_address_is_accepted_and_named() {
+        let config = Config::parse(
+            r#"
+            [director]
+            interfaces = ["eth7", "eth8"]
+
+            [[service]]
+            vip = "198.18.7.33"
+            port = 8000
+            protocol = "tcp"
+
+            [[service.backend]]
+            address = "198.18.88.20"
+
+            [[service]]
+            vip = "198.18.7.34"
+            port = 8000
+            protocol = "tcp"
+            "#,
+        )
+        .unwrap();
+        let interfaces = [
+            InterfaceAddresses {
+                name: "eth7".into(),
+                ipv4: vec![("198.18.7.33".parse().unwrap(), 24)],
+            },
+            InterfaceAddresses {
+                name: "eth8".into(),
+                ipv4: vec![("198.18.88.10".parse().unwrap(), 24)],
+            },
+        ];
+        config.validate_for_interfaces(&interfaces).unwrap();
+        assert_eq!(
+            config.local_vips(&interfaces),
+            [("198.18.7.33".parse().unwrap(), "eth7".to_owned())],
+            "the VIP on eth7 is local, the other one is not"
         );
+        let mut on_eth0 = eth0();
+        on_eth0.ipv4.push(("198.18.0.100".parse().unwrap(), 32));
+        let good = Config::parse(GOOD).unwrap();
+        good.validate_for_interfaces(&[on_eth0.clone()]).unwrap();
+        assert_eq!(good.local_vips(&[on_eth0]).len(), 1);
+        assert!(good.local_vips(&[eth0()]).is_empty());
+    }
+
+    #[test]
+    fn active_when_is_always_unless_vip_assigned_is_asked_for() {
+        assert_eq!(
+            Config::parse(GOOD).unwrap().director.active_when,
+            ActiveWhen::Always
+        );
+        let with = |value: &str| {
+            GOOD.replace(
+                "interface = \"eth0\"",
+                &format!("interface = \"eth0\"\nactive_when = \"{value}\""),
+            )
+        };
+        assert_eq!(
+            Config::parse(&with("vip-assigned"))
+                .unwrap()
+                .director
+                .active_when,
+            ActiveWhen::VipAssigned
+        );
+        assert_eq!(
+            Config::parse(&with("always")).unwrap().director.active_when,
+            ActiveWhen::Always
+        );
+        let err = error_of(&with("vip_assigned"));
         assert!(
-            err.contains("the VIP is an address of eth0 itself"),
+            err.contains("unknown variant") && err.contains("vip-assigned"),
             "{err}"
         );
     }

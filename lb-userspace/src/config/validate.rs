@@ -50,6 +50,13 @@ impl Config {
         {
             problems.push(format!("[director] control_group: {e:#}"));
         }
+        if let Some(address) = self.director.metrics
+            && address.port() == 0
+        {
+            problems.push(format!(
+                "[director] metrics = \"{address}\" has no port: give one, e.g. \"127.0.0.1:9917\""
+            ));
+        }
         if self.services.len() > MAX_SERVICES as usize {
             problems.push(format!(
                 "{} services configured; drlb supports at most {MAX_SERVICES}",
@@ -122,8 +129,9 @@ impl Config {
     }
 
     /// Checks the config against the director's interfaces: every backend must be reachable at
-    /// layer 2 (on a connected subnet of one of them, or on the interface it names), and no VIP
-    /// or backend may be one of the director's own addresses.
+    /// layer 2 (on a connected subnet of one of them, or on the interface it names), and no
+    /// backend may be one of the director's own addresses. A VIP may be one (as on an IPVS
+    /// director, or added by keepalived): see [`Config::local_vips`].
     pub fn validate_for_interfaces(&self, interfaces: &[InterfaceAddresses]) -> Result<()> {
         let mut problems = Vec::new();
         let owner = |a: Ipv4Addr| {
@@ -142,12 +150,6 @@ impl Config {
             .join(", ");
         for service in &self.services {
             let name = service.name();
-            if let Some(interface) = owner(service.vip) {
-                problems.push(format!(
-                    "service {name}: the VIP is an address of {} itself; remove it there (drlb answers ARP for the VIP)",
-                    interface.name
-                ));
-            }
             for backend in &service.backends {
                 let address = backend.address;
                 if let Some(interface) = owner(address) {
@@ -166,6 +168,24 @@ impl Config {
             }
         }
         report(problems)
+    }
+}
+
+impl Config {
+    /// The VIPs that are addresses of the director's interfaces, with the interface holding
+    /// each: the program takes their service traffic before the stack and passes the rest to it.
+    #[must_use]
+    pub fn local_vips(&self, interfaces: &[InterfaceAddresses]) -> Vec<(Ipv4Addr, String)> {
+        let vips: std::collections::BTreeSet<Ipv4Addr> =
+            self.services.iter().map(|s| s.vip).collect();
+        vips.into_iter()
+            .filter_map(|vip| {
+                let owner = interfaces
+                    .iter()
+                    .find(|i| i.ipv4.iter().any(|(addr, _)| *addr == vip))?;
+                Some((vip, owner.name.clone()))
+            })
+            .collect()
     }
 }
 

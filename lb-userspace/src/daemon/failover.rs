@@ -1,7 +1,18 @@
 //! Director failover: a pair of directors of which only the active one answers ARP for the
 //! VIPs and forwards their traffic. Who is active is decided outside drlb, by keepalived (VRRP
-//! over unicast, no virtual MAC: docs/keepalived.md), whose notify scripts run
-//! `drlb vip activate` and `drlb vip deactivate`; `drlb run --standby` starts deactivated.
+//! over unicast, no virtual MAC: docs/keepalived.md), in one of two ways (`[director]
+//! active_when`):
+//!
+//! - `"vip-assigned"`: per VIP, active while the VIP is an address of one of the director's
+//!   interfaces (keepalived's `virtual_ipaddress` adds it on the master and removes it on the
+//!   backup). The daemon follows the kernel's address events (`net::netlink::AddressEvents`)
+//!   and switches at once; no notify script, no state file.
+//! - `"always"` (the default): active unless told otherwise; keepalived's notify scripts run
+//!   `drlb vip activate` and `drlb vip deactivate`; `drlb run --standby` starts deactivated.
+//!
+//! A VIP that is an address of the director is "local" in both modes: the program passes its
+//! non-service traffic to the stack, and while the VIP is standby drops ARP requests for it,
+//! so the kernel cannot answer them and draw traffic a standby drops (`drop_arp_standby`).
 //!
 //! On activation the director sends gratuitous ARP as keepalived does for its own VIPs: a
 //! burst at once and the same burst again a few seconds later, so that clients and gateways
@@ -24,7 +35,7 @@ use anyhow::{Context as _, Result, bail};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::{net::arp::ArpSocket, net::garp};
+use crate::{config::ActiveWhen, director::Controller, net::arp::ArpSocket, net::garp};
 
 /// The file in the state directory that records `active` or `standby`.
 pub const STATE_FILE: &str = "vip-state";
@@ -71,6 +82,42 @@ pub fn recorded(state_dir: &Path) -> Result<Option<bool>> {
 #[must_use]
 pub fn starts_active(standby: bool, recorded: Option<bool>) -> bool {
     !standby || recorded == Some(true)
+}
+
+/// `drlb run --standby` is for `active_when = "always"`: with `"vip-assigned"` the addresses
+/// decide, and a standby start would contradict them.
+pub fn check_standby_option(standby: bool, active_when: ActiveWhen) -> Result<()> {
+    if standby && active_when == ActiveWhen::VipAssigned {
+        bail!(
+            "--standby and active_when = \"vip-assigned\" contradict each other: with vip-assigned, drlb \
+             is active for a VIP exactly while the VIP is an address of one of its interfaces (keepalived's \
+             virtual_ipaddress); drop --standby, or set active_when = \"always\" to be switched by \
+             `drlb vip activate|deactivate`"
+        );
+    }
+    Ok(())
+}
+
+/// Logs, at start-up, which VIPs are addresses of the director and which VIPs it is active
+/// for; loud about a standby VIP the kernel holds.
+pub fn log_vips(director: &Controller) {
+    let mode = director.config().director.active_when;
+    for (vip, active, local) in director.vip_states() {
+        match (active, local) {
+            (true, true) => info!(
+                %vip, active_when = %mode,
+                "VIP is an address of this director: its services are forwarded from XDP, other traffic to it (ping, ssh, other ports) goes to the stack"
+            ),
+            (true, false) => {
+                info!(%vip, active_when = %mode, "VIP active (not an address of this director: traffic to it that is no service is dropped, drop_no_service)")
+            }
+            (false, true) => warn!(
+                %vip, active_when = %mode,
+                "VIP is an address of this director, which is its standby: ARP requests for it are dropped before the kernel sees them (drop_arp_standby), its service traffic too (drop_standby)"
+            ),
+            (false, false) => info!(%vip, active_when = %mode, "VIP standby"),
+        }
+    }
 }
 
 /// When the frames of an activation's announcement go out, from the activation on: one burst
@@ -152,6 +199,19 @@ mod tests {
         assert!(!starts_active(true, None));
         assert!(!starts_active(true, Some(false)));
         assert!(starts_active(true, Some(true)));
+    }
+
+    #[test]
+    fn standby_is_refused_when_the_addresses_decide() {
+        check_standby_option(true, ActiveWhen::Always).unwrap();
+        check_standby_option(false, ActiveWhen::VipAssigned).unwrap();
+        let error = check_standby_option(true, ActiveWhen::VipAssigned)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("drop --standby") && error.contains("vip-assigned"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -16,8 +16,10 @@ pub mod conflict;
 pub mod control;
 pub mod failover;
 pub mod health;
+pub mod metrics;
 mod serve;
 mod startup;
+pub mod systemd;
 
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
@@ -27,11 +29,14 @@ use tracing::info;
 use self::{conflict::ConflictMap, serve::Server};
 use crate::{
     config::{Config, egress_for},
-    dataplane::{Dataplane, loader},
+    dataplane::{
+        Dataplane, loader,
+        pins::{self, PinDir},
+    },
     director::{self, Controller},
     net::{
         mac::format_mac,
-        netlink::{InterfaceInfo, Netlink},
+        netlink::{AddressEvents, InterfaceInfo, Netlink},
     },
     report::stats::InterfaceStats,
 };
@@ -57,6 +62,8 @@ pub struct RunOptions {
 
 pub async fn run(options: RunOptions) -> Result<()> {
     let config = Config::load(&options.config)?;
+    failover::check_standby_option(options.standby, config.director.active_when)
+        .with_context(|| format!("in {}", options.config.display()))?;
     startup::require_root()?;
     let netlink = Netlink::connect()?;
     let mut interfaces = Vec::new();
@@ -67,21 +74,36 @@ pub async fn run(options: RunOptions) -> Result<()> {
     config
         .validate_for_interfaces(&addresses)
         .with_context(|| format!("in {}", options.config.display()))?;
+    // Subscribed before the addresses are read, so no change falls between the two.
+    let address_events = AddressEvents::subscribe()?;
     let control =
         control::bind(&options.state_dir, config.director.control_group.as_deref()).await?;
+    let metrics = match config.director.metrics {
+        Some(address) => Some(metrics::bind(address).await?),
+        None => None,
+    };
 
     let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
     let sizes = loader::MapSizes {
         interface_slots: loader::interface_slots(&ifindexes)?,
         ..director::map_sizes(&config)
     };
-    let mut ebpf = loader::load(sizes)?;
+    let pins = match &config.director.pin_dir {
+        Some(dir) => PinDir::open(dir, false)?,
+        None => PinDir::open(&pins::default_pin_dir(&options.state_dir), true)?,
+    };
+    pins.record_in(&options.state_dir)?;
+    let (mut ebpf, adopting) = loader::load_pinned(sizes, &pins)?;
     startup::start_ebpf_logger(&mut ebpf);
-    let mut director = Controller::new(
-        &config,
-        interfaces.clone(),
-        Dataplane::take_from(&mut ebpf)?,
-    )?;
+    let dataplane = Dataplane::take_pinned(&mut ebpf, &pins)?;
+    let mut director = if adopting {
+        info!(pin_dir = %pins.root().display(), "a data plane is pinned there: adopting it");
+        Controller::adopt(&config, interfaces.clone(), dataplane)?
+    } else {
+        info!(pin_dir = %pins.root().display(), "pinning a new data plane there");
+        Controller::new(&config, interfaces.clone(), dataplane)?
+    };
+    director.set_local(netlink.ipv4_addresses(&ifindexes).await?)?;
     let mut conflicts = conflict::Monitor::new(ConflictMap::take_from(&mut ebpf)?);
     let recorded = if options.standby {
         failover::recorded(&options.state_dir)?
@@ -111,31 +133,29 @@ pub async fn run(options: RunOptions) -> Result<()> {
         info!("{change}");
     }
     director.report_unresolved();
+    failover::log_vips(&director);
 
     // Attached last, to every interface: frames only arrive once the maps are complete, and
-    // an egress interface runs XDP too (drivers need that to transmit redirected frames). An
-    // error detaches what was attached (dropping `ebpf` closes the links).
-    let _peer_programs = startup::prepare_veth_peers(&netlink, &interfaces).await;
-    let mut attached = Vec::new();
+    // an egress interface runs XDP too (drivers need that to transmit redirected frames). The
+    // links are pinned: they stay when drlb exits, until `drlb down`.
+    startup::prepare_veth_peers(&netlink, &interfaces, &pins).await;
+    startup::detach_unlisted(&pins, &interfaces)?;
+    let mut modes = Vec::new();
     for interface in &interfaces {
-        let (link, mode) = startup::attach(&mut ebpf, interface, config.director.xdp_mode)?;
-        info!(interface = %interface.name, mode, "XDP program attached");
-        attached.push((
-            link,
-            InterfaceStats {
-                name: interface.name.clone(),
-                mac: format_mac(interface.mac),
-                xdp_mode: mode.to_owned(),
-            },
-        ));
+        let mode = startup::attach(&mut ebpf, interface, config.director.xdp_mode, &pins)?;
+        modes.push(InterfaceStats {
+            name: interface.name.clone(),
+            mac: format_mac(interface.mac),
+            xdp_mode: mode,
+        });
     }
     if director.is_active() {
         startup::announce_vips(&director).await;
     }
     control.publish()?;
     info!(state_dir = %options.state_dir.display(), services = config.services.len(), "drlb ready");
+    systemd::ready();
 
-    let modes: Vec<InterfaceStats> = attached.iter().map(|(_, m)| m.clone()).collect();
     let served = Server::new(
         &netlink,
         &mut director,
@@ -143,12 +163,16 @@ pub async fn run(options: RunOptions) -> Result<()> {
         &options,
         &modes,
         &mut conflicts,
+        address_events,
     )
+    .with_metrics(metrics)
     .serve()
     .await;
-    for (link, interface) in attached {
-        loader::detach(&mut ebpf, link)?;
-        info!(interface = %interface.name, "XDP program detached");
-    }
+    systemd::stopping();
+    info!(
+        pin_dir = %pins.root().display(),
+        "drlb stops; the data plane goes on forwarding on its last state (health checks stop \
+         until drlb runs again); `drlb down` detaches it"
+    );
     served
 }

@@ -1,14 +1,14 @@
 //! The serving loop of `drlb run`: signals, control requests, health results and a one-second
 //! tick, each handled by a named method of [`Server`].
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, sync::Arc, time::Instant};
 
 use anyhow::Result;
 use lb_common::Event;
 use tokio::{
-    net::UnixStream,
+    net::{TcpListener, UnixStream},
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{mpsc, watch},
     task::JoinSet,
 };
 use tracing::{info, warn};
@@ -16,13 +16,16 @@ use tracing::{info, warn};
 use super::{
     HEALTH_QUEUE, NEIGHBOUR_REFRESH, RunOptions, conflict,
     control::{self, Request, Response},
-    failover, health,
+    failover, health, metrics,
 };
 use crate::{
     config::{Config, ServiceId},
     director::{Change, Controller},
-    net::netlink::Netlink,
-    report::stats::{self, FlowTableStats, InterfaceStats, StatsReport, bad_checksum_advice},
+    net::netlink::{AddressEvents, Netlink},
+    report::{
+        rate::{Estimator, RATE_INTERVAL},
+        stats::{self, FlowTableStats, InterfaceStats, StatsReport, bad_checksum_advice},
+    },
 };
 
 /// A health probe's result, sent from a checker task to the loop.
@@ -41,9 +44,17 @@ pub struct Server<'a> {
     pub interfaces: &'a [InterfaceStats],
     pub conflicts: &'a mut conflict::Monitor,
     announcer: failover::Announcer,
+    /// The kernel's address events: VIPs appearing on or leaving the director's interfaces.
+    address_events: AddressEvents,
     flow_table: Option<FlowTableStats>,
     /// The veth checksum trap is logged once (see `Event::BadChecksum`).
     bad_checksums_logged: bool,
+    /// The counters' last sample, for the rates.
+    rates: Estimator,
+    /// The report the metrics server reads, refreshed every tick.
+    snapshot: watch::Sender<Option<Arc<StatsReport>>>,
+    /// `[director] metrics` as read at start-up (a change needs a restart).
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Whether an event changed the services (health checks then restart on the new set).
@@ -57,10 +68,12 @@ impl<'a> Server<'a> {
         options: &'a RunOptions,
         interfaces: &'a [InterfaceStats],
         conflicts: &'a mut conflict::Monitor,
+        address_events: AddressEvents,
     ) -> Self {
         let flow_table = FlowTableStats::of_this_host(director.config().director.flow_table_size)
             .map_err(|e| warn!("the flow table's capacity is unknown: {e:#}"))
             .ok();
+        let metrics_address = director.config().director.metrics;
         Self {
             netlink,
             director,
@@ -69,9 +82,22 @@ impl<'a> Server<'a> {
             interfaces,
             conflicts,
             announcer: failover::Announcer::default(),
+            address_events,
             flow_table,
             bad_checksums_logged: false,
+            rates: Estimator::new(RATE_INTERVAL),
+            metrics_address,
+            snapshot: watch::Sender::new(None),
         }
+    }
+
+    /// Serves Prometheus metrics on `listener` (if any) from the report each tick publishes.
+    #[must_use]
+    pub fn with_metrics(self, listener: Option<TcpListener>) -> Self {
+        if let Some(listener) = listener {
+            metrics::spawn(listener, self.snapshot.subscribe());
+        }
+        self
     }
 
     /// Serves until SIGTERM or SIGINT: every event goes to its handler.
@@ -101,6 +127,7 @@ impl<'a> Server<'a> {
                     }
                 },
                 Some(probe) = health_rx.recv() => self.on_health(&probe),
+                Some(()) = self.address_events.changed() => self.on_addresses().await,
                 _ = refresh.tick() => self.on_tick().await,
             };
             if changed {
@@ -112,7 +139,12 @@ impl<'a> Server<'a> {
 
     /// SIGHUP: re-reads the config file and applies the difference, or keeps everything as it is.
     fn on_sighup(&mut self) -> Changed {
-        match Config::load(&self.options.config).and_then(|config| self.director.apply(config)) {
+        let applied =
+            Config::load(&self.options.config).and_then(|config| self.director.apply(config));
+        if applied.is_ok() && self.director.config().director.metrics != self.metrics_address {
+            warn!("SIGHUP: [director] metrics changed: it takes effect when drlb restarts");
+        }
+        match applied {
             Ok(changes) if changes.is_empty() => {
                 info!("SIGHUP: config unchanged");
                 true
@@ -181,8 +213,53 @@ impl<'a> Server<'a> {
         false
     }
 
+    /// An IPv4 address was added or removed: the director's addresses are read again and the
+    /// VIPs among them become local (with `active_when = "vip-assigned"`: active), the others
+    /// not. VIPs that became active are announced (keepalived announces the addresses it adds
+    /// too; drlb's announcement comes once forwarding is on, and costs nothing).
+    async fn on_addresses(&mut self) -> Changed {
+        let ifindexes: Vec<u32> = self
+            .director
+            .interfaces()
+            .iter()
+            .map(|i| i.ifindex)
+            .collect();
+        let switched = match self.netlink.ipv4_addresses(&ifindexes).await {
+            Ok(addresses) => self.director.set_local(addresses),
+            Err(e) => Err(e),
+        };
+        match switched {
+            Ok(switched) => {
+                for effect in &switched.effects {
+                    info!("address change: {effect}");
+                }
+                if !switched.effects.is_empty() {
+                    self.announcer.stop();
+                }
+                if !switched.activated.is_empty() {
+                    self.announce(self.director.active_vips());
+                }
+            }
+            Err(e) => warn!("following the director's addresses failed: {e:#}"),
+        }
+        false
+    }
+
+    /// Gratuitous ARP for `vips` on every interface: a burst, then a repeat.
+    fn announce(&mut self, vips: Vec<Ipv4Addr>) {
+        let interfaces = self
+            .director
+            .interfaces()
+            .iter()
+            .map(|i| (i.ifindex, i.mac));
+        self.announcer.start(interfaces.collect(), vips);
+    }
+
     /// Once a second: follow the backends' MACs, watch for VIP conflicts.
     async fn on_tick(&mut self) -> Changed {
+        // The loop is alive: systemd's watchdog (WatchdogSec) restarts a daemon that stops
+        // ticking, and the new one adopts the data plane.
+        super::systemd::watchdog();
         if let Err(e) = refresh_neighbours(self.netlink, self.director).await {
             warn!("neighbour refresh failed: {e:#}");
         }
@@ -191,7 +268,20 @@ impl<'a> Server<'a> {
             &conflict_probe(self.director),
         );
         self.log_bad_checksums();
+        self.refresh_snapshot();
         false
+    }
+
+    /// Samples the counters for the rates and publishes the report for the metrics server.
+    fn refresh_snapshot(&mut self) {
+        match self.stats() {
+            Ok(mut report) => {
+                self.rates.observe(Instant::now(), &report);
+                self.rates.fill(&mut report);
+                self.snapshot.send_replace(Some(Arc::new(report)));
+            }
+            Err(e) => warn!("reading the counters failed: {e:#}"),
+        }
     }
 
     /// Says once what is wrong when new flows arrive with unfinished checksums.
@@ -220,6 +310,7 @@ impl<'a> Server<'a> {
         let mut report = stats::build(self.director, self.interfaces.to_vec())?;
         report.arp_conflicts = self.conflicts.report(&conflict_context(self.director))?;
         report.flow_table = self.flow_table;
+        self.rates.fill(&mut report);
         Ok(report)
     }
 
@@ -235,13 +326,7 @@ impl<'a> Server<'a> {
                     info!("control: {effect}");
                 }
                 if active {
-                    let interfaces = self
-                        .director
-                        .interfaces()
-                        .iter()
-                        .map(|i| (i.ifindex, i.mac));
-                    self.announcer
-                        .start(interfaces.collect(), self.director.vips());
+                    self.announce(self.director.vips());
                 }
                 Response::Applied(effects)
             }
@@ -307,9 +392,11 @@ fn conflict_context(controller: &Controller) -> conflict::Context {
     }
 }
 
-/// What the conflict monitor's probe sends: from each interface's MAC and first address, for
-/// each VIP.
+/// What the conflict monitor's probe sends: from each interface's MAC and first address that
+/// is no VIP (a probe from a VIP would be a gratuitous ARP for it; without such an address,
+/// 0.0.0.0, an ARP probe), for each VIP.
 fn conflict_probe(controller: &Controller) -> conflict::Probe {
+    let vips = controller.vips();
     conflict::Probe {
         from: controller
             .interfaces()
@@ -317,9 +404,14 @@ fn conflict_probe(controller: &Controller) -> conflict::Probe {
             .map(|i| conflict::ProbeFrom {
                 ifindex: i.ifindex,
                 mac: i.mac,
-                sender_ip: i.ipv4.first().map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a),
+                sender_ip: i
+                    .ipv4
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .find(|a| !vips.contains(a))
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
             })
             .collect(),
-        vips: controller.vips(),
+        vips,
     }
 }

@@ -3,14 +3,16 @@
 
 use std::{net::Ipv4Addr, time::Instant};
 
-use anyhow::{Result, bail};
-use aya::programs::xdp::XdpLinkId;
+use anyhow::{Context as _, Result, bail};
 use tracing::{info, warn};
 
 use super::{ANNOUNCE_COUNT, ANNOUNCE_GAP, RESOLVE_POLL, STARTUP_RESOLVE_TIMEOUT};
 use crate::{
     config::XdpMode,
-    dataplane::loader::{self, AttachMode},
+    dataplane::{
+        loader::{self, AttachMode, Attached},
+        pins::PinDir,
+    },
     director::Controller,
     net::{
         arp::ArpSocket,
@@ -21,9 +23,9 @@ use crate::{
 
 /// veth hands frames sent with XDP_TX or a redirect only to a peer that runs XDP (its NAPI is
 /// off otherwise), whatever runs on the veth itself. A peer in this namespace gets drlb's pass
-/// program, held while drlb runs; for a peer elsewhere drlb says what its owner must do.
-pub async fn prepare_veth_peers(netlink: &Netlink, interfaces: &[InterfaceInfo]) -> Vec<aya::Ebpf> {
-    let mut programs = Vec::new();
+/// program, pinned like the rest of the data plane; for a peer elsewhere drlb says what its
+/// owner must do.
+pub async fn prepare_veth_peers(netlink: &Netlink, interfaces: &[InterfaceInfo], pins: &PinDir) {
     for interface in interfaces {
         let Some(peer) = interface.veth_peer else {
             continue;
@@ -43,10 +45,12 @@ pub async fn prepare_veth_peers(netlink: &Netlink, interfaces: &[InterfaceInfo])
             .link_name(peer.ifindex)
             .await
             .unwrap_or_else(|_| peer.ifindex.to_string());
-        match loader::attach_pass_program(peer.ifindex) {
-            Ok(program) => {
+        match loader::attach_pass_program_pinned(peer.ifindex, pins) {
+            Ok(true) => {
                 info!(interface = %interface.name, peer = %name, "pass program attached to the veth peer, so that it receives what drlb sends");
-                programs.push(program);
+            }
+            Ok(false) => {
+                info!(interface = %interface.name, peer = %name, "the veth peer keeps the pass program an earlier drlb attached");
             }
             Err(e) => warn!(
                 interface = %interface.name,
@@ -57,37 +61,53 @@ pub async fn prepare_veth_peers(netlink: &Netlink, interfaces: &[InterfaceInfo])
             ),
         }
     }
-    programs
 }
 
-/// Attaches the program to one interface in the configured mode; `auto` falls back from
-/// native to generic. Returns the link and the mode it got.
+/// Attaches the program to one interface through a pinned link: into the link an earlier
+/// drlb left (atomically replacing its program), else in the configured mode (`auto` falls back
+/// from native to generic). Returns the mode it runs in.
 pub fn attach(
     ebpf: &mut aya::Ebpf,
     interface: &InterfaceInfo,
     mode: XdpMode,
-) -> Result<(XdpLinkId, &'static str)> {
+    pins: &PinDir,
+) -> Result<String> {
     let (name, ifindex) = (&interface.name, interface.ifindex);
-    match mode {
-        XdpMode::Native => Ok((
-            loader::attach(ebpf, name, ifindex, AttachMode::Native)?,
-            "native",
-        )),
-        XdpMode::Generic => Ok((
-            loader::attach(ebpf, name, ifindex, AttachMode::Generic)?,
-            "generic",
-        )),
-        XdpMode::Auto => match loader::attach(ebpf, name, ifindex, AttachMode::Native) {
-            Ok(link) => Ok((link, "native")),
-            Err(e) => {
-                warn!(interface = %name, "native XDP refused ({e:#}); falling back to generic mode");
-                Ok((
-                    loader::attach(ebpf, name, ifindex, AttachMode::Generic)?,
-                    "generic",
-                ))
+    let attach = |ebpf: &mut aya::Ebpf, mode: AttachMode| {
+        loader::attach_pinned(ebpf, name, ifindex, mode, pins).map(|attached| match attached {
+            Attached::New => {
+                info!(interface = %name, mode = mode.name(), "XDP program attached");
+                mode.name().to_owned()
             }
-        },
+            Attached::Replaced(pinned) => {
+                info!(interface = %name, mode = %pinned, "XDP program replaced in the running data plane (atomically)");
+                pinned
+            }
+        })
+    };
+    match mode {
+        XdpMode::Native => attach(ebpf, AttachMode::Native),
+        XdpMode::Generic => attach(ebpf, AttachMode::Generic),
+        XdpMode::Auto => attach(ebpf, AttachMode::Native).or_else(|e| {
+            warn!(interface = %name, "native XDP refused ({e:#}); falling back to generic mode");
+            attach(ebpf, AttachMode::Generic)
+        }),
     }
+}
+
+/// Detaches the data plane from interfaces it was pinned on that the config no longer lists.
+pub fn detach_unlisted(pins: &PinDir, interfaces: &[InterfaceInfo]) -> Result<()> {
+    for (ifindex, _, path) in pins.pinned_links()? {
+        if !interfaces.iter().any(|i| i.ifindex == ifindex) {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing {} failed", path.display()))?;
+            info!(
+                ifindex,
+                "XDP program detached from an interface the config no longer lists"
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn require_root() -> Result<()> {
@@ -143,7 +163,7 @@ pub async fn resolve(
     }
 }
 
-/// Announces every VIP on every interface (the program answers ARP on all of them).
+/// Announces every active VIP on every interface (the program answers ARP on all of them).
 pub async fn announce_vips(director: &Controller) {
     let socket = match ArpSocket::sender(0) {
         Ok(socket) => socket,
@@ -153,7 +173,7 @@ pub async fn announce_vips(director: &Controller) {
         if round > 0 {
             tokio::time::sleep(ANNOUNCE_GAP).await;
         }
-        for vip in director.vips() {
+        for vip in director.active_vips() {
             for interface in director.interfaces() {
                 let frame = garp::announcement(interface.mac, vip);
                 if let Err(e) = socket.send_on(interface.ifindex, &frame) {
@@ -162,5 +182,5 @@ pub async fn announce_vips(director: &Controller) {
             }
         }
     }
-    info!(vips = ?director.vips(), "VIPs announced with gratuitous ARP");
+    info!(vips = ?director.active_vips(), "VIPs announced with gratuitous ARP");
 }

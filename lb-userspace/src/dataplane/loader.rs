@@ -1,15 +1,28 @@
 //! Loading the embedded XDP program into the kernel and attaching it to interfaces.
 
-use anyhow::{Context as _, Result};
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use lb_common::{
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS, DEFAULT_MAGLEV_ENTRIES,
     INTERFACE_SLOT_MASK_GLOBAL, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, PASS_PROGRAM_NAME,
-    PROGRAM_NAME, TABLE_BANKS, maglev_blocks, map_names,
+    PROGRAM_NAME, PROGRAM_VARIANT_GLOBAL, TABLE_BANKS, maglev_blocks, map_names,
 };
+use tracing::warn;
+
+use super::pins::PinDir;
+
+/// Tests of in-place upgrades set it to load a program that differs (see
+/// `Event::VariantForward`); unset in production.
+pub const PROGRAM_VARIANT_ENV: &str = "DRLB_TEST_PROGRAM_VARIANT";
 
 /// The director's XDP program and its maps, built by build.rs from the lb-ebpf crate.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drlb"));
@@ -105,29 +118,83 @@ pub fn flow_capacity(entries: u32, online: u32, possible: u32) -> u64 {
     u64::from(entries / possible.max(1)) * u64::from(online)
 }
 
-/// Loads the maps and the program into the kernel (verified, not yet attached).
-pub fn load(sizes: MapSizes) -> Result<Ebpf> {
+/// The entries of each map whose size the config decides.
+pub fn map_entries(sizes: MapSizes) -> Result<BTreeMap<&'static str, u32>> {
     let (online, possible) = cpus()?;
-    let mask = sizes.interface_slots - 1;
     let services = sizes.services.clamp(1, MAX_SERVICES);
     let backends = services * MAX_BACKENDS_PER_SERVICE;
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(map_names::SERVICES, services)
-        .map_max_entries(map_names::SERVICE_STATES, services)
-        .map_max_entries(map_names::SERVICE_COUNTERS, services)
-        .map_max_entries(map_names::TABLES, services * TABLE_BANKS)
-        .map_max_entries(map_names::BACKENDS, backends)
-        .map_max_entries(map_names::BACKEND_COUNTERS, backends)
+    Ok(BTreeMap::from([
+        (map_names::SERVICES, services),
+        (map_names::SERVICE_STATES, services),
+        (map_names::SERVICE_COUNTERS, services),
+        (map_names::TABLES, services * TABLE_BANKS),
+        (map_names::BACKENDS, backends),
+        (map_names::BACKEND_COUNTERS, backends),
         // Every service may have its own VIP.
-        .map_max_entries(map_names::VIPS, services)
-        .map_max_entries(map_names::VIP_STATES, services)
-        .map_max_entries(map_names::MAGLEV, maglev_blocks(sizes.maglev_entries))
-        .map_max_entries(
+        (map_names::VIPS, services),
+        (map_names::VIP_STATES, services),
+        (map_names::MAGLEV, maglev_blocks(sizes.maglev_entries)),
+        (
             map_names::FLOWS,
             flow_map_entries(sizes.flow_table_size, online, possible),
-        )
-        .map_max_entries(map_names::INTERFACES, sizes.interface_slots)
+        ),
+        (map_names::INTERFACES, sizes.interface_slots),
+    ]))
+}
+
+/// Loads fresh maps and the program into the kernel (verified, not yet attached), pinning
+/// nothing: the maps live as long as the returned object or a program using them.
+pub fn load(sizes: MapSizes) -> Result<Ebpf> {
+    load_with(&map_entries(sizes)?, None)
+}
+
+/// Loads the program with the maps pinned in `pins`: those found there are used as they are
+/// (after checking each is the map this program declares, see [`PinDir::pinned_entries`]),
+/// the others are created for `sizes` and pinned. Returns whether a data plane was adopted.
+pub fn load_pinned(sizes: MapSizes, pins: &PinDir) -> Result<(Ebpf, bool)> {
+    if pins.holds_maps() {
+        let pinned = pins.pinned_entries()?;
+        let wanted = map_entries(sizes)?;
+        if pinned.get(map_names::FLOWS) != wanted.get(map_names::FLOWS) {
+            warn!(
+                "the pinned flow table keeps its size; a new flow_table_size takes effect after `drlb down` and a start (the flow table is lost)"
+            );
+        }
+        return Ok((load_with(&pinned, Some(pins))?, true));
+    }
+    Ok((load_with(&map_entries(sizes)?, Some(pins))?, false))
+}
+
+fn load_with(entries: &BTreeMap<&'static str, u32>, pins: Option<&PinDir>) -> Result<Ebpf> {
+    let interface_slots = entries
+        .get(map_names::INTERFACES)
+        .copied()
+        .unwrap_or(DEFAULT_INTERFACE_SLOTS);
+    let mask = interface_slots - 1;
+    let variant: u32 = match std::env::var(PROGRAM_VARIANT_ENV) {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("{PROGRAM_VARIANT_ENV}={value:?} is not a number"))?,
+        Err(_) => 0,
+    };
+    let mut loader = EbpfLoader::new();
+    for (&name, &max_entries) in entries {
+        loader.map_max_entries(name, max_entries);
+    }
+    let paths: Vec<(&str, std::path::PathBuf)> = pins
+        .map(|pins| {
+            super::pins::PROGRAM_MAPS
+                .iter()
+                .map(|&name| (name, pins.map_path(name)))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (name, path) in &paths {
+        loader.map_pin_path(*name, path.as_path());
+    }
+    let mut ebpf = loader
         .override_global(INTERFACE_SLOT_MASK_GLOBAL, &mask, true)
+        .override_global(PROGRAM_VARIANT_GLOBAL, &variant, true)
         .load(EBPF_OBJECT)
         .context("could not create the BPF maps: drlb needs root (CAP_BPF and CAP_NET_ADMIN)")?;
     program(&mut ebpf)?.load().context(
@@ -167,6 +234,96 @@ pub fn attach_pass_program(ifindex: u32) -> Result<Ebpf> {
     Ok(ebpf)
 }
 
+/// Attaches the pass-everything program to the veth peer `ifindex` with a link pinned in
+/// `pins`, so it stays when drlb exits. Returns false when a pinned link is already in place
+/// there (an earlier drlb's).
+pub fn attach_pass_program_pinned(ifindex: u32, pins: &PinDir) -> Result<bool> {
+    let path = pins.peer_path(ifindex);
+    let mut ebpf = EbpfLoader::new()
+        .load(PASS_OBJECT)
+        .context("could not load the pass program's object (needs root)")?;
+    let program = xdp_program(&mut ebpf, PASS_PROGRAM_NAME)?;
+    program
+        .load()
+        .context("the kernel refused the pass program")?;
+    let id = match program.attach_to_if_index(ifindex, XdpMode::Driver) {
+        Ok(id) => id,
+        // Busy with the link pinned by an earlier drlb: it stays.
+        Err(_) if path.exists() => return Ok(false),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("attaching {PASS_PROGRAM_NAME} natively to ifindex {ifindex} failed")
+            });
+        }
+    };
+    // A pin left for a device that is gone (the peer was made again) is stale.
+    let _ = std::fs::remove_file(&path);
+    pin_link(program.take_link(id)?, &path)?;
+    Ok(true)
+}
+
+/// Pins an XDP link so it outlives this process (closing our descriptor keeps it attached).
+fn pin_link(link: XdpLink, path: &std::path::Path) -> Result<()> {
+    let Ok(link) = FdLink::try_from(link) else {
+        bail!(
+            "the kernel attached XDP through netlink, not a BPF link (Linux 5.9+ has them): drlb cannot pin it"
+        );
+    };
+    link.pin(path)
+        .with_context(|| format!("pinning the XDP link at {} failed", path.display()))?;
+    Ok(())
+}
+
+/// How the program came to run on an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// Attached afresh.
+    New,
+    /// Swapped into the link an earlier drlb pinned (`bpf_link_update`, atomic: every frame
+    /// meets either program), in the mode that link was made with (named).
+    Replaced(String),
+}
+
+/// Attaches the program to `ifindex` through a link pinned in `pins`: replaces the program of
+/// a link pinned there by an earlier drlb (atomically), else attaches in `mode` and pins.
+pub fn attach_pinned(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    ifindex: u32,
+    mode: AttachMode,
+    pins: &PinDir,
+) -> Result<Attached> {
+    if let Some((path, pinned_mode)) = pins.find_link(ifindex) {
+        match replace_in_link(ebpf, &path) {
+            Ok(()) => return Ok(Attached::Replaced(pinned_mode)),
+            Err(e) => {
+                warn!(%interface, "the pinned XDP link of {interface} could not take the new program ({e:#}); it is stale (the interface was made again?): attaching afresh");
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing the stale pin {}", path.display()))?;
+            }
+        }
+    }
+    let id = attach(ebpf, interface, ifindex, mode)?;
+    pin_link(
+        program(ebpf)?.take_link(id)?,
+        &pins.link_path(ifindex, mode.name()),
+    )?;
+    Ok(Attached::New)
+}
+
+/// Puts this object's program into the pinned link at `path`.
+fn replace_in_link(ebpf: &mut Ebpf, path: &std::path::Path) -> Result<()> {
+    let link = FdLink::from(PinnedLink::from_pin(path).context("opening the pinned link")?);
+    let link = XdpLink::try_from(link).context("the pinned link is not an XDP link")?;
+    let program = program(ebpf)?;
+    let id = program
+        .attach_to_link(link)
+        .context("bpf_link_update failed")?;
+    // Our descriptor closes; the pin keeps the link and, through it, the program.
+    drop(program.take_link(id)?);
+    Ok(())
+}
+
 /// How the program is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
@@ -177,6 +334,15 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
+    /// As `drlb stats` shows it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+
     fn xdp_mode(self) -> XdpMode {
         match self {
             Self::Native => XdpMode::Driver,

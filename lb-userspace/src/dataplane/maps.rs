@@ -17,12 +17,17 @@ use aya::{
 };
 use lb_common::{
     Addr, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, Event, FlowEntry,
-    FlowKey, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK, MAX_BACKENDS_PER_SERVICE,
-    MAX_INTERFACES, MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey, ServiceState, TABLE_BANKS,
-    TableDesc, Verdict, Vip, backend_index, map_names, table_desc_index,
+    FlowKey, ForwardCounter, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK,
+    MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey,
+    ServiceState, TABLE_BANKS, TableDesc, Verdict, Vip, backend_index, map_names, table_desc_index,
 };
 
-use super::{grace, mmap::Mapped};
+use super::{
+    grace,
+    ledger::{BackendRecord, Ledger, ServiceRecord},
+    mmap::Mapped,
+    pins::PinDir,
+};
 
 /// Where a service's Maglev table lives in `MAGLEV` and how it is scheduled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,17 +80,19 @@ pub struct Dataplane {
     vip_states: Mapped,
     interfaces: Array<MapData, Interface>,
     egress: DevMapHash<MapData>,
-    service_counters: PerCpuArray<MapData, Counter>,
-    backend_counters: PerCpuArray<MapData, Counter>,
+    service_counters: PerCpuArray<MapData, ForwardCounter>,
+    backend_counters: PerCpuArray<MapData, ForwardCounter>,
     verdict_counters: PerCpuArray<MapData, Counter>,
     event_counters: PerCpuArray<MapData, Counter>,
     /// Keeps the mapped maps' file descriptors with the mappings.
     _mapped_maps: Vec<MapData>,
+    /// The daemon's records beside the maps (region, generation, backend addresses).
+    ledger: Ledger,
+    /// Interfaces registered in `INTERFACES` by this object (an adopted entry of an interface
+    /// drlb no longer runs on may be overwritten).
+    registered: BTreeSet<u32>,
     shadows: StdHashMap<u32, TableShadow>,
     live: StdHashMap<u32, LiveService>,
-    /// The generation the next service to get each id will carry (never 0: a zeroed flow
-    /// entry must match no service).
-    next_generation: Vec<u32>,
     egress_slot_of: Vec<(u32, [u8; 6])>,
     vip_ids: StdHashMap<Addr, u32>,
     pending: PendingReuse,
@@ -128,17 +135,55 @@ fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
+/// A service found in an adopted data plane: its key, where its table lies, and its backends.
+#[derive(Clone, Debug)]
+pub struct AdoptedService {
+    pub key: ServiceKey,
+    pub layout: TableLayout,
+    pub backends: Vec<AdoptedBackend>,
+}
+
+/// A backend found in an adopted data plane: its id, address, and what `BACKENDS` holds for it
+/// (`None`: not usable).
+#[derive(Clone, Debug)]
+pub struct AdoptedBackend {
+    pub id: u32,
+    pub address: Addr,
+    pub published: Option<Backend>,
+    /// The live table gives it new flows (unknown, `true`, when the live bank could not be
+    /// read).
+    pub in_table: bool,
+}
+
 impl Dataplane {
-    /// Takes ownership of the maps of a loaded program.
+    /// Takes ownership of the maps of a loaded program that pins nothing (its records are kept
+    /// in memory).
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self> {
+        Self::take_with(ebpf, None)
+    }
+
+    /// Takes ownership of the maps of a program loaded with the maps pinned in `pins`, and of
+    /// the daemon's records pinned beside them (created if absent).
+    pub fn take_pinned(ebpf: &mut Ebpf, pins: &PinDir) -> Result<Self> {
+        Self::take_with(ebpf, Some(pins))
+    }
+
+    fn take_with(ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<Self> {
         let mut keep = Vec::new();
         let u64_size = size_of::<u64>();
+        let service_states = take_mapped(ebpf, map_names::SERVICE_STATES, u64_size, &mut keep)?;
+        let backends = take_mapped(ebpf, map_names::BACKENDS, u64_size, &mut keep)?;
+        let (services, slots) = (service_states.entries(), backends.entries());
+        let ledger = match pins {
+            Some(pins) => Ledger::open(&pins.maps_dir(), services, slots)?,
+            None => Ledger::unpinned(services, slots)?,
+        };
         Ok(Self {
             services: take(ebpf, map_names::SERVICES)?,
-            service_states: take_mapped(ebpf, map_names::SERVICE_STATES, u64_size, &mut keep)?,
+            service_states,
             tables: take_mapped(ebpf, map_names::TABLES, u64_size, &mut keep)?,
             maglev: take_mapped(ebpf, map_names::MAGLEV, size_of::<MaglevBlock>(), &mut keep)?,
-            backends: take_mapped(ebpf, map_names::BACKENDS, u64_size, &mut keep)?,
+            backends,
             egress_slots: take(ebpf, map_names::EGRESS_SLOTS)?,
             flows: take(ebpf, map_names::FLOWS)?,
             vips: take(ebpf, map_names::VIPS)?,
@@ -150,14 +195,113 @@ impl Dataplane {
             verdict_counters: take(ebpf, map_names::VERDICT_COUNTERS)?,
             event_counters: take(ebpf, map_names::EVENT_COUNTERS)?,
             _mapped_maps: keep,
+            ledger,
+            registered: BTreeSet::new(),
             shadows: StdHashMap::new(),
             live: StdHashMap::new(),
-            next_generation: Vec::new(),
             egress_slot_of: Vec::new(),
             vip_ids: StdHashMap::new(),
             pending: PendingReuse::default(),
             writes_left: None,
         })
+    }
+
+    /// Reads what a running data plane holds (pinned by an earlier drlb) into this object's
+    /// bookkeeping, and returns its services for the controller. Writes nothing.
+    pub fn adopt(&mut self) -> Result<Vec<AdoptedService>> {
+        for slot in 0..MAX_INTERFACES {
+            let Ok(entry) = self.egress_slots.get(&slot, 0) else {
+                break;
+            };
+            if entry.ifindex == 0 {
+                break;
+            }
+            self.egress_slot_of.push((entry.ifindex, entry.mac));
+        }
+        for item in self.vips.iter() {
+            let (addr, id) = item.context("reading VIPS failed")?;
+            self.vip_ids.insert(addr, id);
+        }
+        let keys: Vec<(ServiceKey, u32)> = self
+            .services
+            .iter()
+            .collect::<Result<_, _>>()
+            .context("reading SERVICES failed")?;
+        let mut adopted = Vec::new();
+        for (key, id) in keys {
+            let state = ServiceState::unpack(self.service_states.load_u64(id)?);
+            let record = self.ledger.service(id)?;
+            if !state.is_live() || record.size == 0 {
+                // Left by a daemon that stopped between two writes of a removal: finish it.
+                self.remove_service(&key, id)?;
+                continue;
+            }
+            let layout = TableLayout {
+                service_id: id,
+                base: record.base,
+                size: record.size,
+                flags: u32::from(state.flags & !SERVICE_FLAG_LIVE),
+            };
+            let desc = TableDesc::unpack(self.tables.load_u64(table_desc_index(id, state.bank))?);
+            let mut banks = [None, None];
+            // Trusted only where the record says the live bank lies (a daemon stopped in the
+            // middle of moving the table leaves it elsewhere: then it is all written again).
+            if desc.size == layout.size
+                && desc.base == layout.base + u32::from(state.bank) * layout.size
+            {
+                let live_bank = (0..desc.size)
+                    .map(|slot| {
+                        let index = desc.base + slot;
+                        self.maglev
+                            .load_lane(index / MAGLEV_BLOCK, (index % MAGLEV_BLOCK) as usize)
+                    })
+                    .collect::<Result<Vec<u32>>>()?;
+                banks[usize::from(state.bank)] = Some(live_bank);
+            }
+            let live_ids: Option<BTreeSet<u32>> = banks[usize::from(state.bank)]
+                .as_ref()
+                .map(|bank| bank.iter().copied().collect());
+            self.shadows.insert(id, TableShadow { layout, banks });
+            self.live.insert(id, LiveService { key, state });
+            let mut backends = Vec::new();
+            for backend_id in 0..MAX_BACKENDS_PER_SERVICE {
+                let index = self.backend_slot(id, backend_id)?;
+                let record = self.ledger.backend(index)?;
+                if record == BackendRecord::default() {
+                    continue;
+                }
+                let entry = BackendEntry::unpack(self.backends.load_u64(index)?);
+                let published = entry.is_usable().then(|| {
+                    let (ifindex, src_mac) = self
+                        .egress_slot_of
+                        .get(usize::from(entry.egress_slot))
+                        .copied()
+                        .unwrap_or_default();
+                    Backend {
+                        dst_mac: entry.mac,
+                        src_mac,
+                        ifindex,
+                    }
+                });
+                backends.push(AdoptedBackend {
+                    id: backend_id,
+                    address: record.address,
+                    published,
+                    in_table: live_ids
+                        .as_ref()
+                        .is_none_or(|ids| ids.contains(&backend_id)),
+                });
+            }
+            adopted.push(AdoptedService {
+                key,
+                layout,
+                backends,
+            });
+        }
+        // A program run the stopped daemon's last writes raced with is over long since; one
+        // grace period makes it certain before this daemon reuses anything.
+        grace::wait();
+        Ok(adopted)
     }
 
     /// Makes the write after the next `writes` fail (once), as a map write the kernel refuses
@@ -208,8 +352,17 @@ impl Dataplane {
         let slots = self.interfaces.len();
         let slot = ifindex & (slots - 1);
         if let Ok(existing) = self.interfaces.get(&slot, 0)
+            && existing.ifindex == ifindex
+            && existing.mac == mac
+        {
+            // Adopted as it is: the program may be reading it.
+            self.registered.insert(ifindex);
+            return Ok(());
+        }
+        if let Ok(existing) = self.interfaces.get(&slot, 0)
             && existing.ifindex != 0
             && existing.ifindex != ifindex
+            && self.registered.contains(&existing.ifindex)
         {
             bail!(
                 "interfaces {} and {ifindex} share entry {slot} of INTERFACES ({slots} entries): \
@@ -229,7 +382,9 @@ impl Dataplane {
                 },
                 0,
             )
-            .context("writing INTERFACES failed")
+            .context("writing INTERFACES failed")?;
+        self.registered.insert(ifindex);
+        Ok(())
     }
 
     /// Makes the program look at the checksum of new flows arriving on a registered interface
@@ -244,6 +399,9 @@ impl Dataplane {
             entry.ifindex == ifindex,
             "interface {ifindex} is not registered"
         );
+        if entry.flags & INTERFACE_FLAG_CHECK_CHECKSUMS != 0 {
+            return Ok(());
+        }
         entry.flags |= INTERFACE_FLAG_CHECK_CHECKSUMS;
         self.write_allowed()?;
         self.interfaces
@@ -268,7 +426,7 @@ impl Dataplane {
         let used: BTreeSet<u32> = self.vip_ids.values().copied().collect();
         let room = self.vip_states.entries();
         let id = (0..room).find(|i| !used.contains(i)).with_context(|| {
-            format!("no room for more than {room} VIPs: restart drlb to make room")
+            format!("no room for more than {room} VIPs: stop drlb, run `drlb down` and start it again to make room")
         })?;
         self.write_allowed()?;
         self.vip_states.store_u32(id, vip.flags)?;
@@ -401,6 +559,26 @@ impl Dataplane {
                 "service id {id} belongs to another service"
             );
         }
+        if let (Some(live), Some(shadow)) = (live, self.shadows.get(&id))
+            && shadow.layout == layout
+            && u32::from(live.state.flags) == SERVICE_FLAG_LIVE as u32 | layout.flags
+        {
+            // The live bank holds this table already (an adopted data plane, or a change that
+            // moved no entry): nothing to write.
+            let live_bank = &shadow.banks[usize::from(live.state.bank)];
+            let desc = TableDesc::unpack(
+                self.tables
+                    .load_u64(table_desc_index(id, live.state.bank))?,
+            );
+            let same = if table.is_empty() {
+                desc.size == 0
+            } else {
+                desc.size == layout.size && live_bank.as_deref() == Some(table)
+            };
+            if same {
+                return Ok(());
+            }
+        }
         let new_region = self
             .shadows
             .get(&id)
@@ -456,17 +634,27 @@ impl Dataplane {
         self.write_allowed()?;
         self.tables
             .store_u64(table_desc_index(id, bank), desc.pack())?;
+        // The record first: it must describe the region before the program can reach it.
+        let record = self.ledger.service(id)?;
         let generation = match live {
             Some(live) => live.state.generation,
-            None => {
-                if self.next_generation.len() <= id as usize {
-                    self.next_generation.resize(id as usize + 1, 1);
-                }
-                let generation = self.next_generation[id as usize];
-                self.next_generation[id as usize] = generation.checked_add(1).unwrap_or(1);
-                generation
-            }
+            // Never 0: a zeroed flow entry must match no service.
+            None => record.next_generation.max(1),
         };
+        self.write_allowed()?;
+        self.ledger.set_service(
+            id,
+            ServiceRecord {
+                base: layout.base,
+                size: layout.size,
+                next_generation: if live.is_some() {
+                    record.next_generation
+                } else {
+                    generation.checked_add(1).unwrap_or(1)
+                },
+                _pad: 0,
+            },
+        )?;
         let state = ServiceState {
             generation,
             flags: SERVICE_FLAG_LIVE | flags_byte(layout.flags)?,
@@ -513,6 +701,16 @@ impl Dataplane {
         ignore_missing(self.services.remove(key)).context("removing from SERVICES failed")?;
         if service_id < self.service_capacity() {
             self.service_states.store_u64(service_id, 0)?;
+            // The id's generation goes on counting: flows of this service must not match the
+            // next one given the id, across restarts too.
+            let record = self.ledger.service(service_id)?;
+            self.ledger.set_service(
+                service_id,
+                ServiceRecord {
+                    next_generation: record.next_generation,
+                    ..ServiceRecord::default()
+                },
+            )?;
         }
         self.shadows.remove(&service_id);
         self.live.remove(&service_id);
@@ -545,6 +743,10 @@ impl Dataplane {
                 if self.backends.load_u64(index)? != 0 {
                     self.write_allowed()?;
                     self.backends.store_u64(index, 0)?;
+                }
+                // Ids claimed by a change that was rolled back.
+                if self.ledger.backend(index)? != BackendRecord::default() {
+                    self.ledger.set_backend(index, BackendRecord::default())?;
                 }
             }
         }
@@ -589,21 +791,22 @@ impl Dataplane {
     }
 
     pub fn verdict_counter(&self, verdict: Verdict) -> Result<Counter> {
-        sum(&self.verdict_counters, verdict as u32)
+        sum(&self.verdict_counters, verdict as u32, add_counters)
     }
 
     pub fn event_counter(&self, event: Event) -> Result<Counter> {
-        sum(&self.event_counters, event as u32)
+        sum(&self.event_counters, event as u32, add_counters)
     }
 
-    pub fn service_counter(&self, service_id: u32) -> Result<Counter> {
-        sum(&self.service_counters, service_id)
+    pub fn service_counter(&self, service_id: u32) -> Result<ForwardCounter> {
+        sum(&self.service_counters, service_id, add_forward_counters)
     }
 
-    pub fn backend_counter(&self, service_id: u32, backend_id: u32) -> Result<Counter> {
+    pub fn backend_counter(&self, service_id: u32, backend_id: u32) -> Result<ForwardCounter> {
         sum(
             &self.backend_counters,
             self.backend_slot(service_id, backend_id)?,
+            add_forward_counters,
         )
     }
 
@@ -613,11 +816,20 @@ impl Dataplane {
         zero(&mut self.service_counters, service_id)
     }
 
-    /// Zeroes a backend's counter, for an id given to a new backend.
-    pub fn reset_backend_counter(&mut self, service_id: u32, backend_id: u32) -> Result<()> {
+    /// Gives a backend id to the backend at `address`: records it (so a restarted daemon knows
+    /// whose the id is) and zeroes its counter. Before anything refers to the id.
+    pub fn claim_backend(&mut self, service_id: u32, backend_id: u32, address: Addr) -> Result<()> {
         let index = self.backend_slot(service_id, backend_id)?;
         self.write_allowed()?;
+        self.ledger.set_backend(index, BackendRecord { address })?;
         zero(&mut self.backend_counters, index)
+    }
+
+    /// Frees a backend id, once nothing refers to it any more.
+    pub fn release_backend(&mut self, service_id: u32, backend_id: u32) -> Result<()> {
+        let index = self.backend_slot(service_id, backend_id)?;
+        self.write_allowed()?;
+        self.ledger.set_backend(index, BackendRecord::default())
     }
 }
 
@@ -627,20 +839,36 @@ fn flags_byte(flags: u32) -> Result<u8> {
 }
 
 /// The sum over all CPUs of one per-CPU counter.
-fn sum(map: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Counter> {
+fn sum<T: aya::Pod + Default>(
+    map: &PerCpuArray<MapData, T>,
+    index: u32,
+    add: fn(T, &T) -> T,
+) -> Result<T> {
     let per_cpu = map.get(&index, 0).context("reading a counter map failed")?;
-    Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-        packets: acc.packets + c.packets,
-        bytes: acc.bytes + c.bytes,
-    }))
+    Ok(per_cpu.iter().fold(T::default(), add))
 }
 
-fn zero(map: &mut PerCpuArray<MapData, Counter>, index: u32) -> Result<()> {
+fn add_counters(a: Counter, b: &Counter) -> Counter {
+    Counter {
+        packets: a.packets + b.packets,
+        bytes: a.bytes + b.bytes,
+    }
+}
+
+fn add_forward_counters(a: ForwardCounter, b: &ForwardCounter) -> ForwardCounter {
+    ForwardCounter {
+        packets: a.packets + b.packets,
+        bytes: a.bytes + b.bytes,
+        connections: a.connections + b.connections,
+    }
+}
+
+fn zero<T: aya::Pod + Default>(map: &mut PerCpuArray<MapData, T>, index: u32) -> Result<()> {
     let cpus = map
         .get(&index, 0)
         .context("reading a counter map failed")?
         .len();
-    let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
+    let zeros = PerCpuValues::try_from(vec![T::default(); cpus])?;
     map.set(index, zeros, 0)
         .context("writing a counter map failed")
 }

@@ -114,6 +114,10 @@ impl Mapped {
         Ok(())
     }
 
+    pub fn load_u32(&self, index: u32) -> Result<u32> {
+        Ok(self.word32(index)?.load(Ordering::Acquire))
+    }
+
     /// The `lane`-th u32 of element `index` (arrays of u32 blocks): one atomic store.
     pub fn store_lane(&self, index: u32, lane: usize, value: u32) -> Result<()> {
         ensure!(lane * 4 < self.stride, "lane {lane} is outside the element");
@@ -121,6 +125,14 @@ impl Mapped {
         // SAFETY: lane is within the element; u32-aligned; lives as long as `self`.
         unsafe { AtomicU32::from_ptr(ptr.add(lane * 4).cast()) }.store(value, Ordering::Release);
         Ok(())
+    }
+
+    /// The `lane`-th u32 of element `index`, as [`Self::store_lane`] left it.
+    pub fn load_lane(&self, index: u32, lane: usize) -> Result<u32> {
+        ensure!(lane * 4 < self.stride, "lane {lane} is outside the element");
+        let ptr = self.element(index)?;
+        // SAFETY: as in `store_lane`.
+        Ok(unsafe { AtomicU32::from_ptr(ptr.add(lane * 4).cast()) }.load(Ordering::Acquire))
     }
 }
 

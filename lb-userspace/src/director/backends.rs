@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
-use lb_common::MAX_BACKENDS_PER_SERVICE;
+use lb_common::{MAX_BACKENDS_PER_SERVICE, ipv4_mapped};
 
 use super::{
     health::Health,
@@ -95,7 +95,7 @@ pub fn update(
         let id = (0..MAX_BACKENDS_PER_SERVICE)
             .find(|i| !used.contains(i))
             .with_context(|| format!("service {name}: no backend id left for {address}"))?;
-        dataplane.reset_backend_counter(service.id, id)?;
+        dataplane.claim_backend(service.id, id, ipv4_mapped(address.octets()))?;
         service.backends.insert(
             *address,
             BackendState {

@@ -5,8 +5,8 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
 };
 
-use anyhow::{Result, bail};
-use lb_common::{VIP_FLAG_ACTIVE, Vip, ipv4_mapped};
+use anyhow::{Context as _, Result, bail};
+use lb_common::{SERVICE_FLAG_SOURCE_HASH, VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL, Vip, ipv4_mapped};
 use tracing::{info, warn};
 
 use super::{
@@ -14,14 +14,14 @@ use super::{
     health::{Health, Transition},
     layout,
     reconcile::reconcile,
-    state::{ServiceState, service_key},
+    state::{BackendState, Egress, ServiceState, service_key},
 };
 use crate::{
     config::{
-        Config, ServiceConfig, ServiceId,
-        health_check::{CheckKind, HealthCheckConfig},
+        ActiveWhen, Config, Protocol, Scheduler, ServiceConfig, ServiceId, egress_for,
+        health_check::{CheckKind, HealthCheckConfig, OnFailure},
     },
-    dataplane::{Dataplane, TableLayout},
+    dataplane::{AdoptedService, Dataplane, TableLayout},
     net::{
         mac::format_mac,
         netlink::{InterfaceInfo, NeighbourMacs},
@@ -36,8 +36,20 @@ pub struct Controller {
     services: BTreeMap<ServiceId, ServiceState>,
     neighbours: NeighbourMacs,
     dataplane: Dataplane,
-    /// Answers ARP for the VIPs and forwards (else a standby: neither; see `set_active`).
+    /// Answers ARP for the VIPs and forwards (else a standby: neither; see `set_active`), with
+    /// `active_when = "always"`.
     active: bool,
+    /// The IPv4 addresses of the director's interfaces (`set_local`): VIPs among them are
+    /// local (`VIP_FLAG_LOCAL`), and with `active_when = "vip-assigned"` the active ones.
+    local: BTreeSet<Ipv4Addr>,
+}
+
+/// What a change of the director's state did: one line per change, and the VIPs that became
+/// active (to be announced).
+#[derive(Debug, Default)]
+pub struct Switched {
+    pub effects: Vec<String>,
+    pub activated: Vec<Ipv4Addr>,
 }
 
 impl Controller {
@@ -66,7 +78,40 @@ impl Controller {
             neighbours: NeighbourMacs::new(),
             dataplane,
             active: true,
+            local: BTreeSet::new(),
         })
+    }
+
+    /// A director that takes over the data plane an earlier drlb left running (pinned): its
+    /// services, backend ids, tables and flows stay as they are, and [`Controller::apply`] then
+    /// writes only what the config changes. Health starts from what the data plane shows: a
+    /// backend it does not use starts down (when checked) until its probes bring it up.
+    pub fn adopt(
+        config: &Config,
+        interfaces: Vec<InterfaceInfo>,
+        mut dataplane: Dataplane,
+    ) -> Result<Self> {
+        let adopted = dataplane.adopt()?;
+        let mut controller = Self::new(config, interfaces, dataplane)?;
+        let addresses: Vec<_> = controller
+            .interfaces
+            .iter()
+            .map(InterfaceInfo::addresses)
+            .collect();
+        for service in adopted {
+            let (id, state) = adopted_service(config, &controller.interfaces, &addresses, service)?;
+            controller.services.insert(id, state);
+        }
+        info!(
+            services = controller.services.len(),
+            backends = controller
+                .services
+                .values()
+                .map(|s| s.backends.len())
+                .sum::<usize>(),
+            "adopted the pinned data plane: its flows, tables and counters are kept"
+        );
+        Ok(controller)
     }
 
     #[must_use]
@@ -87,6 +132,30 @@ impl Controller {
             .map(|id| id.vip)
             .collect::<BTreeSet<_>>()
             .into_iter()
+            .collect()
+    }
+
+    /// Whether the director answers ARP for `vip` and forwards its traffic.
+    #[must_use]
+    pub fn is_vip_active(&self, vip: Ipv4Addr) -> bool {
+        match self.config.director.active_when {
+            ActiveWhen::Always => self.active,
+            ActiveWhen::VipAssigned => self.local.contains(&vip),
+        }
+    }
+
+    /// Whether `vip` is an address of one of the director's interfaces.
+    #[must_use]
+    pub fn is_vip_local(&self, vip: Ipv4Addr) -> bool {
+        self.local.contains(&vip)
+    }
+
+    /// The VIPs the director is active for.
+    #[must_use]
+    pub fn active_vips(&self) -> Vec<Ipv4Addr> {
+        self.vips()
+            .into_iter()
+            .filter(|v| self.is_vip_active(*v))
             .collect()
     }
 
@@ -133,7 +202,7 @@ impl Controller {
         new.validate_for_interfaces(&addresses)?;
         if new.director != self.config.director {
             bail!(
-                "changing [director] (interfaces, xdp_mode, flow_table_size) needs a restart of drlb; nothing changed"
+                "changing [director] (interfaces, xdp_mode, flow_table_size) needs a restart of drlb (xdp_mode and flow_table_size: `drlb down` before the start, as the pinned data plane keeps them); nothing changed"
             );
         }
         let wanted: BTreeMap<ServiceId, &ServiceConfig> =
@@ -142,7 +211,7 @@ impl Controller {
             &self.services,
             self.dataplane.maglev_capacity(),
             self.dataplane.service_capacity(),
-            self.active,
+            &|vip| self.is_vip_active(vip),
             &wanted,
         )?;
         for (id, config) in &wanted {
@@ -181,6 +250,7 @@ impl Controller {
             self.dataplane.remove_service(&service.key, service.id)?;
             for backend in service.backends.values() {
                 self.dataplane.remove_backend(service.id, backend.id)?;
+                self.dataplane.release_backend(service.id, backend.id)?;
             }
             changes.push(format!("service {id} removed"));
         }
@@ -197,6 +267,7 @@ impl Controller {
                     backends: BTreeMap::new(),
                     table_inputs: None,
                     published_layout: None,
+                    publishes: super::state::Publishes::default(),
                 };
                 self.services.insert(*id, state);
             }
@@ -218,9 +289,12 @@ impl Controller {
             service.config = (*config).clone();
             service.layout = layout;
             reconcile(service, &mut self.dataplane)?;
+            for backend in service.backends.values().filter(|b| b.leaving) {
+                self.dataplane.release_backend(service.id, backend.id)?;
+            }
             service.backends.retain(|_, b| !b.leaving);
         }
-        self.publish_vips(self.active)?;
+        self.publish_vips(None)?;
         Ok(changes)
     }
 
@@ -229,9 +303,15 @@ impl Controller {
     /// the error to report, saying whether the maps could be restored.
     fn roll_back(
         &mut self,
-        before: BTreeMap<ServiceId, ServiceState>,
+        mut before: BTreeMap<ServiceId, ServiceState>,
         error: anyhow::Error,
     ) -> anyhow::Error {
+        // Tables published on the way were published: their count only grows.
+        for (id, service) in &mut before {
+            if let Some(now) = self.services.get(id) {
+                service.publishes = now.publishes;
+            }
+        }
         self.services = before;
         match self.resync() {
             Ok(()) => {
@@ -256,8 +336,12 @@ impl Controller {
                 self.dataplane.remove_service(&key, id)?;
             }
         }
+        let active: BTreeSet<Ipv4Addr> = self.active_vips().into_iter().collect();
         for service in self.services.values_mut() {
-            service.layout.flags = layout::service_flags(service.config.scheduler, self.active);
+            service.layout.flags = layout::service_flags(
+                service.config.scheduler,
+                active.contains(&service.config.vip),
+            );
             for backend in service.backends.values_mut() {
                 backend.published = None;
             }
@@ -267,29 +351,58 @@ impl Controller {
             self.dataplane.remove_backends_except(service.id, &ids)?;
             reconcile(service, &mut self.dataplane)?;
         }
-        self.publish_vips(self.active)
+        self.publish_vips(None)
     }
 
-    /// Writes the VIPs of the services in the model, with the flags of `active`, and removes
-    /// the others.
-    fn publish_vips(&mut self, active: bool) -> Result<()> {
+    /// Writes the VIPs of the services in the model with their flags (active, local), and
+    /// removes the others. `only`: just the VIPs that are active (`Some(true)`) or standby.
+    fn publish_vips(&mut self, only: Option<bool>) -> Result<()> {
         let wanted: BTreeSet<Ipv4Addr> = self.vips().into_iter().collect();
         for vip in self.dataplane.vips() {
             if !wanted.contains(&vip) {
                 self.dataplane.remove_vip(&ipv4_mapped(vip.octets()))?;
             }
         }
-        let flags = if active { VIP_FLAG_ACTIVE } else { 0 };
         for vip in wanted {
+            let active = self.is_vip_active(vip);
+            if only.is_some_and(|only| only != active) {
+                continue;
+            }
+            let flags = if active { VIP_FLAG_ACTIVE } else { 0 }
+                | if self.is_vip_local(vip) {
+                    VIP_FLAG_LOCAL
+                } else {
+                    0
+                };
             self.dataplane
                 .set_vip(ipv4_mapped(vip.octets()), Vip { flags })?;
         }
         Ok(())
     }
 
+    /// Whether the director is active for any VIP (with `active_when = "always"`: whether it
+    /// is active; before any service, whether it would be).
     #[must_use]
     pub fn is_active(&self) -> bool {
-        self.active
+        match self.config.director.active_when {
+            ActiveWhen::Always => self.active,
+            ActiveWhen::VipAssigned => !self.active_vips().is_empty(),
+        }
+    }
+
+    /// `active`, `standby`, or (`active_when = "vip-assigned"`, some VIPs held and others not)
+    /// `partly active`.
+    #[must_use]
+    pub fn state_name(&self) -> &'static str {
+        let vips = self.vips();
+        let active = self.active_vips().len();
+        if !self.is_active() {
+            "standby"
+        } else if active < vips.len() {
+            "partly active"
+        } else {
+            "active"
+        }
     }
 
     /// Makes the director active (it answers ARP for its VIPs and forwards their traffic) or a
@@ -299,15 +412,20 @@ impl Controller {
     /// and off after them, so the director never answers ARP while unable to forward.
     /// Returns one line per change (none if the state is already `active`).
     /// The state changes only once every write succeeded; a failed write is rolled back.
+    /// Refused with `active_when = "vip-assigned"`, where the VIP addresses decide.
     pub fn set_active(&mut self, active: bool) -> Result<Vec<String>> {
+        if self.config.director.active_when == ActiveWhen::VipAssigned {
+            bail!(
+                "this director has active_when = \"vip-assigned\": it is active for a VIP while the VIP is \
+                 an address of one of its interfaces (keepalived's virtual_ipaddress), so `drlb vip \
+                 activate|deactivate` and --standby do not apply; add or remove the VIP address instead, \
+                 or set active_when = \"always\" in [director] and restart drlb; nothing changed"
+            );
+        }
         if active == self.active {
             return Ok(Vec::new());
         }
-        let before = self.services.clone();
-        if let Err(e) = self.write_active(active) {
-            return Err(self.roll_back(before, e));
-        }
-        self.active = active;
+        self.switch(active, self.local.clone())?;
         Ok(vec![if active {
             format!(
                 "director active: answering ARP for and forwarding {} VIP(s)",
@@ -318,23 +436,80 @@ impl Controller {
         }])
     }
 
-    /// The writes of `set_active`: forwarding on before ARP answers, off after them.
-    fn write_active(&mut self, active: bool) -> Result<()> {
-        if !active {
-            self.publish_vips(active)?;
+    /// Takes the IPv4 addresses of the director's interfaces (at start-up and on every change
+    /// the kernel reports): VIPs among them are local; with `active_when = "vip-assigned"`,
+    /// the director becomes active for the VIPs that appeared and standby for those that
+    /// went. Returns one line per VIP that changed and the VIPs that became active.
+    pub fn set_local(&mut self, local: BTreeSet<Ipv4Addr>) -> Result<Switched> {
+        let before: Vec<(Ipv4Addr, bool, bool)> = self.vip_states();
+        self.switch(self.active, local)?;
+        let mut switched = Switched::default();
+        for ((vip, was_active, was_local), (_, active, local)) in
+            before.into_iter().zip(self.vip_states())
+        {
+            if (was_active, was_local) == (active, local) {
+                continue;
+            }
+            if active && !was_active {
+                switched.activated.push(vip);
+            }
+            switched.effects.push(format!(
+                "VIP {vip}: {}, {}",
+                if active {
+                    "active (ARP answered, services forwarded)"
+                } else {
+                    "standby (no ARP answers, service traffic dropped)"
+                },
+                if local {
+                    "an address of this director (other traffic to it goes to the stack)"
+                } else {
+                    "not an address of this director"
+                }
+            ));
         }
+        Ok(switched)
+    }
+
+    /// (VIP, active, local) of every VIP.
+    #[must_use]
+    pub fn vip_states(&self) -> Vec<(Ipv4Addr, bool, bool)> {
+        self.vips()
+            .into_iter()
+            .map(|v| (v, self.is_vip_active(v), self.is_vip_local(v)))
+            .collect()
+    }
+
+    /// The director's new state, written: VIPs going standby lose their ARP answers before
+    /// their forwarding, VIPs going active get forwarding before ARP answers. A failed write
+    /// restores the state as it was (model and maps).
+    fn switch(&mut self, active: bool, local: BTreeSet<Ipv4Addr>) -> Result<()> {
+        let old_active = std::mem::replace(&mut self.active, active);
+        let old_local = std::mem::replace(&mut self.local, local);
+        let before = self.services.clone();
+        if let Err(e) = self.write_states() {
+            self.active = old_active;
+            self.local = old_local;
+            return Err(self.roll_back(before, e));
+        }
+        Ok(())
+    }
+
+    /// The writes of `switch`: standby VIPs, then every service's flags, then active VIPs.
+    fn write_states(&mut self) -> Result<()> {
+        self.publish_vips(Some(false))?;
+        let active: BTreeSet<Ipv4Addr> = self.active_vips().into_iter().collect();
         for service in self.services.values_mut() {
-            service.layout.flags = layout::service_flags(service.config.scheduler, active);
+            service.layout.flags = layout::service_flags(
+                service.config.scheduler,
+                active.contains(&service.config.vip),
+            );
             self.dataplane
                 .set_service_flags(&service.key, service.layout.flags)?;
             if let Some(published) = &mut service.published_layout {
                 published.flags = service.layout.flags;
             }
         }
-        if active {
-            self.publish_vips(active)?;
-        }
-        Ok(())
+        self.publish_vips(Some(true))
     }
 
     /// (address, MAC) of every backend whose MAC is known, to name the owner of a MAC.
@@ -408,7 +583,11 @@ impl Controller {
                     .err()
                     .map(|e| format!("{e:#}"))
                     .unwrap_or_default();
-                warn!(service = %id, backend = %address, reason = %why, "backend DOWN: out of the table, its flows move");
+                if check.on_failure == OnFailure::Drain {
+                    warn!(service = %id, backend = %address, reason = %why, "backend DOWN: out of the table, its established flows continue (on_failure = drain)");
+                } else {
+                    warn!(service = %id, backend = %address, reason = %why, "backend DOWN: out of the table, its flows move");
+                }
             }
             Some(Transition::Up) => {
                 info!(service = %id, backend = %address, "backend UP: back in the table")
@@ -435,6 +614,122 @@ impl Controller {
     pub fn dataplane_mut(&mut self) -> &mut Dataplane {
         &mut self.dataplane
     }
+}
+
+/// The model of a service found in an adopted data plane. Its settings are the config's when
+/// the config has it (what `apply` then changes is what differs in the maps); one the config
+/// dropped gets what the maps tell, enough to remove it.
+fn adopted_service(
+    config: &Config,
+    interfaces: &[InterfaceInfo],
+    addresses: &[crate::config::InterfaceAddresses],
+    adopted: AdoptedService,
+) -> Result<(ServiceId, ServiceState)> {
+    let vip = std::net::Ipv6Addr::from(adopted.key.addr)
+        .to_ipv4_mapped()
+        .context("an adopted service has a VIP that is not IPv4")?;
+    let protocol = Protocol::from_number(adopted.key.protocol)
+        .context("an adopted service has a protocol drlb does not balance")?;
+    let id = ServiceId {
+        protocol,
+        vip,
+        port: u16::from_be(adopted.key.port_be),
+    };
+    let service_config = config
+        .services
+        .iter()
+        .find(|s| s.id() == id)
+        .cloned()
+        .unwrap_or_else(|| ServiceConfig {
+            vip,
+            port: id.port,
+            protocol,
+            scheduler: if adopted.layout.flags & u32::from(SERVICE_FLAG_SOURCE_HASH) != 0 {
+                Scheduler::SourceHash
+            } else {
+                Scheduler::Maglev
+            },
+            table_size: adopted.layout.size,
+            health_check: None,
+            backends: Vec::new(),
+        });
+    let checked = service_config.health_check().kind != CheckKind::None;
+    let mut backends = BTreeMap::new();
+    for backend in adopted.backends {
+        let address = std::net::Ipv6Addr::from(backend.address)
+            .to_ipv4_mapped()
+            .context("an adopted backend address is not IPv4")?;
+        let configured = service_config
+            .backends
+            .iter()
+            .find(|b| b.address == address);
+        let egress = configured
+            .and_then(|b| egress_for(b, addresses))
+            .and_then(|a| interfaces.iter().find(|i| i.name == a.name))
+            .map(|i| Egress {
+                ifindex: i.ifindex,
+                mac: i.mac,
+            })
+            .or_else(|| {
+                backend.published.map(|p| Egress {
+                    ifindex: p.ifindex,
+                    mac: p.src_mac,
+                })
+            })
+            .or_else(|| {
+                interfaces.first().map(|i| Egress {
+                    ifindex: i.ifindex,
+                    mac: i.mac,
+                })
+            })
+            .context("a director without interfaces")?;
+        let configured_mac = configured.and_then(|b| b.mac).map(|m| m.into_array());
+        // One id per address; should the records name an address twice (an id claimed by a
+        // change that failed), the one the data plane uses wins.
+        if backends
+            .get(&address)
+            .is_some_and(|b: &BackendState| b.published.is_some() || backend.published.is_none())
+        {
+            continue;
+        }
+        backends.insert(
+            address,
+            BackendState {
+                id: backend.id,
+                egress,
+                weight: configured.map_or(1, |b| b.weight),
+                configured_mac,
+                // What the data plane sends to, until the neighbour table says otherwise.
+                neighbour_mac: backend.published.map(|p| p.dst_mac),
+                // Up if the data plane used it: in BACKENDS, and in the live table unless it is
+                // drained (a backend that failed its checks with on_failure = "drain" stays in
+                // BACKENDS, out of the table). Else down until its probes bring it up.
+                health: if !checked
+                    || (backend.published.is_some()
+                        && (backend.in_table || configured.is_none_or(|b| b.weight == 0)))
+                {
+                    Health::new()
+                } else {
+                    Health::down()
+                },
+                leaving: false,
+                published: backend.published,
+            },
+        );
+    }
+    let state = ServiceState {
+        id: adopted.layout.service_id,
+        config: service_config,
+        key: adopted.key,
+        layout: adopted.layout,
+        backends,
+        // Unknown: the next reconcile builds the table and writes it only if it differs.
+        table_inputs: None,
+        published_layout: Some(adopted.layout),
+        // Counted by this process: a restart starts the count again (a counter reset).
+        publishes: super::state::Publishes::default(),
+    };
+    Ok((id, state))
 }
 
 fn log_mac(id: &ServiceId, address: Ipv4Addr, new: Option<[u8; 6]>, old: Option<[u8; 6]>) {

@@ -27,6 +27,16 @@ impl Health {
         }
     }
 
+    /// A backend known to be out of service (an adopted data plane had it so): it returns
+    /// after `rise` successful probes.
+    #[must_use]
+    pub const fn down() -> Self {
+        Self {
+            up: false,
+            streak: 0,
+        }
+    }
+
     #[must_use]
     pub const fn is_up(&self) -> bool {
         self.up

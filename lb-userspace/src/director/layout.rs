@@ -47,7 +47,7 @@ pub fn plan(
     current: &BTreeMap<ServiceId, ServiceState>,
     capacity: u32,
     service_capacity: u32,
-    active: bool,
+    active: &dyn Fn(std::net::Ipv4Addr) -> bool,
     wanted: &BTreeMap<ServiceId, &ServiceConfig>,
 ) -> Result<BTreeMap<ServiceId, TableLayout>> {
     let mut used_ids: BTreeSet<u32> = BTreeSet::new();
@@ -65,7 +65,7 @@ pub fn plan(
                 layouts.insert(
                     *id,
                     TableLayout {
-                        flags: service_flags(config.scheduler, active),
+                        flags: service_flags(config.scheduler, active(config.vip)),
                         ..current.layout
                     },
                 );
@@ -85,8 +85,9 @@ pub fn plan(
                         format!(
                             "no room for service {id}: drlb was started with room for \
                              {service_capacity} services (those of its config and \
-                             {SPARE_SERVICES} more); restart drlb to size its maps for the new \
-                             config; nothing changed"
+                             {SPARE_SERVICES} more); stop drlb, run `drlb down` and start it \
+                             again to size its maps for the new config (the flow table is \
+                             lost); nothing changed"
                         )
                     })?;
                 used_ids.insert(free);
@@ -97,7 +98,7 @@ pub fn plan(
         let base = first_fit(&regions, len, capacity).with_context(|| {
                 format!(
                     "no room for the table of service {id} ({len} entries) in the Maglev table memory ({} entries): \
-                     restart drlb to size it for the new config; nothing changed",
+                     stop drlb, run `drlb down` and start it again to size it for the new config (the flow table is lost); nothing changed",
                     capacity
                 )
             })?;
@@ -108,7 +109,7 @@ pub fn plan(
                 service_id,
                 base,
                 size: config.table_size,
-                flags: service_flags(config.scheduler, active),
+                flags: service_flags(config.scheduler, active(config.vip)),
             },
         );
     }
@@ -116,7 +117,7 @@ pub fn plan(
 }
 
 /// The `Service` flags of a service: its scheduler's, and `SERVICE_FLAG_STANDBY` while this
-/// director is a standby.
+/// director is a standby for its VIP.
 #[must_use]
 pub const fn service_flags(scheduler: Scheduler, active: bool) -> u32 {
     scheduler_flags(scheduler)

@@ -22,7 +22,7 @@ mod reconcile;
 pub mod state;
 
 pub use change::Change;
-pub use controller::Controller;
+pub use controller::{Controller, Switched};
 pub use layout::map_sizes;
 
 /// Configs for the host tests of this module's files.

@@ -44,6 +44,12 @@ impl BackendState {
         !self.leaving && self.health.is_up() && self.mac().is_some()
     }
 
+    /// Keeps its backend-map entry, so its established flows continue: usable, or down while
+    /// its service drains failed backends instead of removing them (`on_failure = "drain"`).
+    pub fn keeps_flows(&self, drain_on_failure: bool) -> bool {
+        self.usable() || (drain_on_failure && !self.leaving && self.mac().is_some())
+    }
+
     pub fn state(&self) -> &'static str {
         if !self.health.is_up() {
             "down"
@@ -67,6 +73,15 @@ pub struct ServiceState {
     /// The (address, weight, id) list the live table was built from.
     pub table_inputs: Option<Vec<(Ipv4Addr, u32, u32)>>,
     pub published_layout: Option<TableLayout>,
+    /// Tables published for this service and the time they took (built and written).
+    pub publishes: Publishes,
+}
+
+/// How many tables a service published and how long they took, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Publishes {
+    pub count: u64,
+    pub nanos: u64,
 }
 
 pub fn service_key(id: &ServiceId) -> ServiceKey {
@@ -105,5 +120,9 @@ mod tests {
         b.neighbour_mac = Some([2, 0, 0, 0, 0, 1]);
         b.health.record(false, 1, 1);
         assert_eq!((b.state(), b.usable()), ("down", false));
+        // Down: its flows go unless the service drains failed backends.
+        assert_eq!((b.keeps_flows(false), b.keeps_flows(true)), (false, true));
+        b.leaving = true;
+        assert!(!b.keeps_flows(true));
     }
 }

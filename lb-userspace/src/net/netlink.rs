@@ -1,20 +1,24 @@
-//! What drlb asks the kernel over rtnetlink: the director's interface (index, MAC, addresses)
-//! and the backends' MACs from the neighbour table.
+//! What drlb asks the kernel over rtnetlink: the director's interface (index, MAC, addresses),
+//! the backends' MACs from the neighbour table, and (`AddressEvents`) word of every IPv4
+//! address added or removed, to follow VIPs that keepalived moves.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr},
 };
 
 use anyhow::{Context as _, Result, bail};
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _, channel::mpsc::UnboundedReceiver};
 use rtnetlink::{
-    Handle,
+    Handle, MulticastGroup,
+    packet_core::NetlinkMessage,
     packet_route::{
+        RouteNetlinkMessage,
         address::AddressAttribute,
         link::{LinkAttribute, LinkInfo},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState},
     },
+    sys::SocketAddr,
 };
 
 use crate::config::InterfaceAddresses;
@@ -154,6 +158,31 @@ impl Netlink {
         })
     }
 
+    /// The IPv4 addresses of the interfaces `ifindexes`, as the kernel holds them now.
+    pub async fn ipv4_addresses(&self, ifindexes: &[u32]) -> Result<BTreeSet<Ipv4Addr>> {
+        let mut found = BTreeSet::new();
+        let mut addresses = self.handle.address().get().execute();
+        while let Some(message) = addresses
+            .try_next()
+            .await
+            .context("listing the director's addresses failed")?
+        {
+            if !ifindexes.contains(&message.header.index) {
+                continue;
+            }
+            for attribute in &message.attributes {
+                // IFA_LOCAL is the address itself (IFA_ADDRESS is the peer's on a point-to-point
+                // link, and the same address elsewhere).
+                if let AddressAttribute::Local(IpAddr::V4(addr))
+                | AddressAttribute::Address(IpAddr::V4(addr)) = attribute
+                {
+                    found.insert(*addr);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// The name of the interface `ifindex` of this namespace.
     pub async fn link_name(&self, ifindex: u32) -> Result<String> {
         let link = self
@@ -234,5 +263,31 @@ impl Netlink {
                 "could not ask the kernel to resolve backend {addr} (managed neighbour entry): {e}"
             ),
         }
+    }
+}
+
+/// The kernel's IPv4 address events (RTNLGRP_IPV4_IFADDR), on a netlink socket of their own.
+/// Subscribe before reading the addresses, so no change falls between the two.
+pub struct AddressEvents {
+    messages: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+}
+
+impl AddressEvents {
+    /// Joins the group; the socket is served by a task on the current tokio runtime.
+    pub fn subscribe() -> Result<Self> {
+        let (connection, _handle, messages) =
+            rtnetlink::new_multicast_connection(&[MulticastGroup::Ipv4Ifaddr]).context(
+                "could not subscribe to the kernel's address events (netlink RTNLGRP_IPV4_IFADDR)",
+            )?;
+        tokio::spawn(connection);
+        Ok(Self { messages })
+    }
+
+    /// Waits until some IPv4 address was added or removed, then takes every event already
+    /// queued with it (one re-read of the addresses covers them all). `None`: the socket closed.
+    pub async fn changed(&mut self) -> Option<()> {
+        self.messages.next().await?;
+        while self.messages.try_recv().is_ok() {}
+        Some(())
     }
 }

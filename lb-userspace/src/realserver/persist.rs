@@ -167,7 +167,7 @@ pub(super) fn record_before_setup(
 
 /// Installs the running binary at `target` for the boot unit: root's, mode 0755, in
 /// directories only root may change; the unit never runs a file others could replace.
-pub(super) fn install_binary(target: &Path, done: &mut Vec<String>) -> Result<()> {
+pub(crate) fn install_binary(target: &Path, done: &mut Vec<String>) -> Result<()> {
     let current = std::env::current_exe().context("cannot tell where the drlb binary is")?;
     let dir = target
         .parent()

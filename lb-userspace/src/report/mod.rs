@@ -2,4 +2,7 @@
 //! text or JSON. Reads nothing from the kernel itself.
 
 pub mod conflicts;
+pub mod list;
+pub mod prometheus;
+pub mod rate;
 pub mod stats;

@@ -35,9 +35,13 @@ pub struct StatsReport {
     pub services: Vec<ServiceStats>,
     /// Frames per verdict of the XDP program (`tx`, `pass`, `arp_reply`, `drop_*`, ...).
     pub verdicts: BTreeMap<String, Count>,
-    /// `active` (answers ARP for the VIPs and forwards) or `standby`.
+    /// `active` (answers ARP for the VIPs and forwards) or `standby`; with
+    /// `active_when = "vip-assigned"` also `partly active` (some VIPs).
     #[serde(default)]
     pub state: String,
+    /// Each VIP: active or not, and whether it is an address of the director.
+    #[serde(default)]
+    pub vips: Vec<VipStats>,
     /// Other MACs seen claiming a VIP in ARP (see conflict.rs).
     #[serde(default)]
     pub arp_conflicts: Vec<super::conflicts::ArpConflictStats>,
@@ -47,6 +51,15 @@ pub struct StatsReport {
     /// What the program noticed beside the verdicts (`bad_checksum`).
     #[serde(default)]
     pub events: BTreeMap<String, Count>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipStats {
+    pub vip: std::net::Ipv4Addr,
+    /// ARP answered and services forwarded.
+    pub active: bool,
+    /// An address of one of the director's interfaces (other traffic to it goes to the stack).
+    pub local: bool,
 }
 
 /// What to tell about frames with unfinished checksums on `interfaces` (the veths drlb checks).
@@ -108,6 +121,17 @@ pub struct ServiceStats {
     pub scheduler: String,
     pub packets: u64,
     pub bytes: u64,
+    /// New connections: flows the program scheduled (flow-table misses it forwarded).
+    #[serde(default)]
+    pub connections: u64,
+    /// Per second over the daemon's last rate interval (see `report::rate`).
+    #[serde(default)]
+    pub rate: Rate,
+    /// Maglev tables published for the service since it was added, and the time they took.
+    #[serde(default)]
+    pub table_publishes: u64,
+    #[serde(default)]
+    pub table_publish_nanos: u64,
     pub backends: Vec<BackendStats>,
 }
 
@@ -126,6 +150,22 @@ pub struct BackendStats {
     pub health: String,
     pub packets: u64,
     pub bytes: u64,
+    /// New connections scheduled to it (see `ServiceStats::connections`).
+    #[serde(default)]
+    pub connections: u64,
+    #[serde(default)]
+    pub rate: Rate,
+}
+
+/// Rates as IPVS's estimator gives them: new connections, packets and bytes per second, in
+/// and out. A DR director never sees the replies, so `out_*` stay 0 (as in IPVS's DR mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    pub cps: u64,
+    pub in_pps: u64,
+    pub out_pps: u64,
+    pub in_bps: u64,
+    pub out_bps: u64,
 }
 
 /// The counters and states of `controller`; `interfaces` says how the program is attached to
@@ -158,6 +198,8 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
                 .to_owned(),
                 packets: count.packets,
                 bytes: count.bytes,
+                connections: count.connections,
+                rate: Rate::default(),
             });
         }
         services.push(ServiceStats {
@@ -171,6 +213,10 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
             .to_owned(),
             packets: total.packets,
             bytes: total.bytes,
+            connections: total.connections,
+            rate: Rate::default(),
+            table_publishes: s.publishes.count,
+            table_publish_nanos: s.publishes.nanos,
             backends,
         });
     }
@@ -192,12 +238,12 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
         interfaces,
         services,
         verdicts,
-        state: if controller.is_active() {
-            "active"
-        } else {
-            "standby"
-        }
-        .to_owned(),
+        state: controller.state_name().to_owned(),
+        vips: controller
+            .vip_states()
+            .into_iter()
+            .map(|(vip, active, local)| VipStats { vip, active, local })
+            .collect(),
         arp_conflicts: Vec::new(),
         flow_table: None,
         events,
@@ -218,6 +264,19 @@ impl StatsReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "director {}", self.state);
+        for v in &self.vips {
+            let _ = writeln!(
+                out,
+                "vip {} {}{}",
+                v.vip,
+                if v.active { "active" } else { "standby" },
+                if v.local {
+                    " (an address of this director)"
+                } else {
+                    ""
+                }
+            );
+        }
         for i in &self.interfaces {
             let _ = writeln!(out, "interface {} {} (XDP {})", i.name, i.mac, i.xdp_mode);
         }

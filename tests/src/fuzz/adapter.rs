@@ -4,7 +4,8 @@
 use anyhow::{Context as _, Result, bail, ensure};
 use lb_common::{
     Backend, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH,
-    SERVICE_FLAG_STANDBY, ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, Vip, ipv4_mapped,
+    SERVICE_FLAG_STANDBY, ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL, Vip,
+    ipv4_mapped,
 };
 use lb_userspace::dataplane::{Dataplane, TableLayout};
 
@@ -81,8 +82,10 @@ pub fn load_state(
         bail!("the adapter cannot remove interfaces: keep them for the whole run");
     }
     for (&vip, &active) in &state.vips {
-        if previous.vips.get(&vip) != Some(&active) {
-            let flags = if active { VIP_FLAG_ACTIVE } else { 0 };
+        let local = state.local_vips.contains(&vip);
+        if previous.vips.get(&vip) != Some(&active) || previous.local_vips.contains(&vip) != local {
+            let flags =
+                if active { VIP_FLAG_ACTIVE } else { 0 } | if local { VIP_FLAG_LOCAL } else { 0 };
             dataplane.set_vip(ipv4_mapped(vip.octets()), Vip { flags })?;
         }
     }

@@ -207,6 +207,8 @@ pub fn initial_state() -> State {
         ]),
         egress_ifindexes: BTreeSet::from([IF_A, IF_B, IF_UNREGISTERED]),
         vips: BTreeMap::from([(VIP, true), (VIP2, true), (INACTIVE_VIP, false)]),
+        // VIP2 is also an address of the director (its other traffic is the stack's).
+        local_vips: BTreeSet::from([VIP2]),
         services: vec![
             tcp,
             udp,
@@ -297,6 +299,14 @@ pub fn change_state(rng: &mut Rng, state: &mut State) -> String {
         }
         _ => {
             let vip = rng.pick(&[VIP, VIP2, INACTIVE_VIP]);
+            if rng.chance(1, 3) {
+                // An address added to or removed from the director (keepalived, by hand).
+                let local = !state.local_vips.remove(&vip);
+                if local {
+                    state.local_vips.insert(vip);
+                }
+                return format!("VIP {vip} local = {local}");
+            }
             if vip == VIP2 && rng.chance(1, 2) {
                 if state.vips.remove(&VIP2).is_none() {
                     state.vips.insert(VIP2, true);
@@ -564,10 +574,11 @@ pub fn summary(state: &State) -> String {
         })
         .collect();
     format!(
-        "interfaces {:?}; egress {:?}; vips {:?}; services:\n  {}",
+        "interfaces {:?}; egress {:?}; vips {:?} (local {:?}); services:\n  {}",
         state.interfaces.keys().collect::<Vec<_>>(),
         state.egress_ifindexes,
         state.vips,
+        state.local_vips,
         services.join("\n  ")
     )
 }

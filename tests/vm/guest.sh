@@ -8,8 +8,9 @@
 #   4. each topology served first by IPVS in DR mode, then by drlb, with the same clients and
 #      checks, and one table row per run;
 #   5. the dataplane benchmark, small, for its IPVS row (the host's kernel may have no IPVS).
-# Lines the host reads: `VMTEST-CHECK ok|FAIL ...`, libtest's `test result:` lines, and
-# `VMTEST-ROW ...`, `VMTEST-BENCH ...`, `VMTEST-NOTE ...`. Exit code: the number of failed checks (0: all passed).
+# Lines the host reads: `VMTEST-CHECK ok|FAIL ...`, libtest's `test result:` lines,
+# `VMTEST-ROW ...`, `VMTEST-BENCH ...` and `VMTEST-NOTE ...`. Exit code: the number of failed
+# checks (0: all passed).
 # Every wait is bounded: TCG is slow, but nothing may hang.
 
 set -u

@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | build | test | demo | bench | fuzz`.
+//! Project tasks: `cargo xtask setup | build | test | vm-test | demo | bench | fuzz`.
 //!
 //! Every task that needs the toolchain runs `setup` first, so a fresh machine needs nothing but
 //! this repository, rustup and root.
 
 mod setup;
+mod vm;
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -27,12 +28,22 @@ enum Task {
     Setup,
     /// Set up, then build the release `drlb` binary with the eBPF object embedded.
     Build,
-    /// Set up, build, then run every test: host unit tests, BPF_PROG_TEST_RUN program tests and
-    /// netns end-to-end tests (needs root).
+    /// Set up, build, then run every test: host unit tests, BPF_PROG_TEST_RUN program tests,
+    /// netns end-to-end tests, then `vm-test --kernel all` (needs root).
     Test {
         /// Extra arguments passed to the test binaries (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Set up, build, then boot Debian's kernels under QEMU and run inside each: the program
+    /// tests, an LVS-DR scenario on veth and on virtio-net, and IPVS beside drlb (needs root).
+    VmTest {
+        /// Which kernel: 6.1 (Debian 12's), 6.12, or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Run one part only: program, veth/ipvs, veth/drlb, virtio/ipvs or virtio/drlb.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Set up, build, then run a live demo on a throw-away netns testbed (needs root).
     Demo,
@@ -75,7 +86,20 @@ fn main() -> Result<()> {
             require_root("test")?;
             setup::install()?;
             build_release()?;
-            run_tests(&args)
+            run_tests(&args)?;
+            if !args.is_empty() {
+                println!("vm-test: not run with test arguments (run `cargo xtask vm-test`)");
+                return Ok(());
+            }
+            // The guests after the host's tests: a failure here is about another kernel.
+            vm::run(&vm::kernels("all")?, None)
+        }
+        Task::VmTest { kernel, only } => {
+            let kernels = vm::kernels(&kernel)?;
+            require_root("vm-test")?;
+            setup::install()?;
+            build_release()?;
+            vm::run(&kernels, only.as_deref())
         }
         Task::Demo => {
             require_root("demo")?;
@@ -178,7 +202,7 @@ fn run_tests(args: &[String]) -> Result<()> {
 }
 
 /// Sums libtest's `test result: ok. N passed; M failed; K ignored; ...` lines.
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct TestTotals {
     passed: u64,
     failed: u64,

@@ -24,7 +24,25 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("hping3", "hping3"),           // the SYN flood of the flood test
     ("systemd", "systemd-analyze"), // checking drlb's unit
     ("prometheus", "promtool"),     // `promtool check metrics` in the metrics test
+    // cargo xtask vm-test: the guests' initramfs (QEMU itself: BACKPORTS_PACKAGES)
+    ("busybox-static", "busybox"), // the guest's shell and tools (static: runs before any library)
+    ("cpio", "cpio"),              // packs the initramfs
+    ("xz-utils", "xz"),            // unpacks 6.12's modules
 ];
+
+/// Debian packages installed from bookworm-backports, with the command each provides: the
+/// image's qemu-utils comes from there, and plain bookworm's QEMU would replace it.
+const BACKPORTS_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "qemu-system-x86_64"), // cargo xtask vm-test boots kernels under TCG
+];
+const BACKPORTS_SUITE: &str = "bookworm-backports";
+const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
+/// The same mirror and key as Debian's own bookworm entry.
+const BACKPORTS_SOURCE_TEXT: &str = "Types: deb\n\
+    URIs: http://deb.debian.org/debian\n\
+    Suites: bookworm-backports\n\
+    Components: main\n\
+    Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
 
 /// The toolchain the eBPF crate builds with (unpinned on purpose: a dated nightly may not be
 /// downloadable on a fresh machine).
@@ -33,6 +51,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn install() -> Result<()> {
     apt_packages()?;
+    backports_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
     println!("setup: done");
@@ -54,6 +73,34 @@ fn apt_packages() -> Result<()> {
         .context("apt-get update failed: setup needs root and access to the Debian mirror")?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn backports_packages() -> Result<()> {
+    let missing: Vec<&str> = BACKPORTS_PACKAGES
+        .iter()
+        .filter(|(_, tool)| !on_path(tool))
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        println!("setup: {BACKPORTS_SUITE} packages present");
+        return Ok(());
+    }
+    if !std::path::Path::new(BACKPORTS_SOURCE).exists() {
+        println!("setup: adding {BACKPORTS_SUITE} to apt's sources ({BACKPORTS_SOURCE})");
+        fs::write(BACKPORTS_SOURCE, BACKPORTS_SOURCE_TEXT)
+            .with_context(|| format!("cannot write {BACKPORTS_SOURCE}: setup needs root"))?;
+    }
+    println!(
+        "setup: installing {} from {BACKPORTS_SUITE}",
+        missing.join(" ")
+    );
+    run(Command::new("apt-get").args(["update", "-qq"]))
+        .context("apt-get update failed: setup needs root and access to the Debian mirror")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(["-t", BACKPORTS_SUITE])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }

@@ -139,7 +139,10 @@ fn main() {
     );
     // Also now, not only in the report: they stand even if a traffic run fails below.
     for cost in &costs {
-        eprintln!("dataplane:   {}: {:.1} ns ({})", cost.what, cost.ns, cost.action);
+        eprintln!(
+            "dataplane:   {}: {:.1} ns ({})",
+            cost.what, cost.ns, cost.action
+        );
     }
 
     let mut bench = Bench {

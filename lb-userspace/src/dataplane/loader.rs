@@ -370,13 +370,6 @@ pub fn attach(
     })
 }
 
-/// Detaches the program from the interface of `link`.
-pub fn detach(ebpf: &mut Ebpf, link: XdpLinkId) -> Result<()> {
-    program(ebpf)?
-        .detach(link)
-        .context("detaching the XDP program failed")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

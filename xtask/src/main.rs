@@ -145,9 +145,12 @@ fn require_root(task: &str) -> Result<()> {
 }
 
 /// Runs `cmd` in the workspace root and fails with the command line when it fails.
+/// Runs `cmd` in the workspace root, unless it names a directory of its own.
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(workspace_root());
+    }
     let status = cmd
-        .current_dir(workspace_root())
         .status()
         .with_context(|| format!("could not start {cmd:?}"))?;
     if !status.success() {
@@ -313,7 +316,20 @@ fn run_demo() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::TestTotals;
+    use super::{Command, TestTotals, run, workspace_root};
+
+    #[test]
+    fn run_keeps_a_directory_the_command_names() {
+        // vm-test downloads kernel packages into its cache this way (they once landed in the
+        // workspace root instead, and the download was reported missing).
+        let dir = std::env::temp_dir();
+        let expected = dir.canonicalize().unwrap();
+        let check = format!("test \"$(pwd -P)\" = '{}'", expected.display());
+        run(Command::new("sh").args(["-c", &check]).current_dir(&dir)).unwrap();
+        let root = workspace_root().canonicalize().unwrap();
+        let check = format!("test \"$(pwd -P)\" = '{}'", root.display());
+        run(Command::new("sh").args(["-c", &check])).unwrap();
+    }
 
     #[test]
     fn totals_sum_libtest_result_lines() {

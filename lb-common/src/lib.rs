@@ -69,6 +69,7 @@ pub mod map_names {
     pub const FLOWS: &str = "FLOWS";
     pub const VIPS: &str = "VIPS";
     pub const VIP_STATES: &str = "VIP_STATES";
+    pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const INTERFACES: &str = "INTERFACES";
     pub const EGRESS: &str = "EGRESS";
     pub const SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
@@ -320,6 +321,20 @@ pub const VIP_FLAG_ACTIVE: u32 = 1;
 pub const VIP_FLAG_LOCAL: u32 = 2;
 /// Most VIPs (every service may have its own).
 pub const MAX_VIPS: u32 = MAX_SERVICES;
+
+/// Words of the `VIP_FILTER` bitmap (64 bits each): a bit per hash of an IPv4 address, set for
+/// every VIP. A clear bit says "not a VIP" with one array load, so a packet that is nobody's
+/// service skips the `VIPS` hash lookup; a set bit is only a maybe.
+pub const VIP_FILTER_WORDS: u32 = 64;
+const VIP_FILTER_BITS_LOG2: u32 = 12;
+const _: () = assert!(VIP_FILTER_WORDS * 64 == 1 << VIP_FILTER_BITS_LOG2);
+
+/// The `VIP_FILTER` bit of an IPv4 address (as on the wire): a multiplicative hash's top bits.
+#[inline(always)]
+#[must_use]
+pub const fn vip_filter_bit(addr: [u8; 4]) -> u32 {
+    u32::from_be_bytes(addr).wrapping_mul(0x9e37_79b1) >> (32 - VIP_FILTER_BITS_LOG2)
+}
 
 /// Userspace's view of a `VIP_STATES` word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,9 +15,9 @@ use lb_common::{
     Addr, BACKEND_SLOTS, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS,
     DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, ForwardCounter, Interface,
     MAGLEV_BLOCK, MAX_INTERFACES, MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, TABLE_BANKS,
-    Verdict,
+    VIP_FILTER_WORDS, Verdict,
     conflict::{ArpConflict, ArpConflictKey, MAX_ARP_CONFLICTS},
-    maglev_blocks,
+    maglev_blocks, vip_filter_bit,
 };
 
 /// (VIP, port, protocol) -> service id. Set when the service is added, never updated.
@@ -68,6 +68,11 @@ pub static VIPS: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
 /// VIP id -> `VIP_FLAG_*` word (active: ARP answered; local: an address of the director).
 #[map]
 pub static VIP_STATES: Array<u32> = Array::with_max_entries(MAX_VIPS, BPF_F_MMAPABLE);
+
+/// A bitmap over hashes of IPv4 addresses, a bit set for every VIP (see
+/// `lb_common::VIP_FILTER_WORDS`); userspace stores each word atomically.
+#[map]
+pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, BPF_F_MMAPABLE);
 
 /// `ifindex & (entries - 1)` -> the interface the program runs on there (its ifindex and MAC).
 /// An array, so the check that a frame is addressed to us costs no hash lookup; userspace
@@ -138,9 +143,20 @@ pub fn load_u32(map: &Array<u32>, index: u32) -> Option<u32> {
     Some(unsafe { core::ptr::read_volatile(ptr) })
 }
 
+/// Whether `addr` may be a VIP: false is certain (its `VIP_FILTER` bit is clear), true
+/// needs the `VIPS` lookup.
+#[inline(always)]
+pub fn maybe_vip(addr: [u8; 4]) -> bool {
+    let bit = vip_filter_bit(addr);
+    load_u64(&VIP_FILTER, bit / 64).is_some_and(|word| word & (1 << (bit % 64)) != 0)
+}
+
 /// The `VIP_STATES` word of `addr` if it is a VIP, read with one load.
 #[inline(always)]
 pub fn vip_flags(addr: [u8; 4]) -> Option<u32> {
+    if !maybe_vip(addr) {
+        return None;
+    }
     let id = VIPS.get_ptr(lb_common::ipv4_mapped(addr))?;
     // SAFETY: the value is a u32 set at insert and never updated; read once.
     load_u32(&VIP_STATES, unsafe { core::ptr::read_volatile(id) })

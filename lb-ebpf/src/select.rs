@@ -136,5 +136,5 @@ fn backend_entry(index: u32) -> BackendEntry {
 /// Whether `daddr` is a VIP.
 #[inline(always)]
 pub fn is_vip(daddr: [u8; 4]) -> bool {
-    VIPS.get_ptr(ipv4_mapped(daddr)).is_some()
+    crate::maps::maybe_vip(daddr) && VIPS.get_ptr(ipv4_mapped(daddr)).is_some()
 }

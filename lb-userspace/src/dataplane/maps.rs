@@ -19,7 +19,8 @@ use lb_common::{
     Addr, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, Event, FlowEntry,
     FlowKey, ForwardCounter, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK,
     MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey,
-    ServiceState, TABLE_BANKS, TableDesc, Verdict, Vip, backend_index, map_names, table_desc_index,
+    ServiceState, TABLE_BANKS, TableDesc, VIP_FILTER_WORDS, Verdict, Vip, backend_index, map_names,
+    table_desc_index, vip_filter_bit,
 };
 
 use super::{
@@ -78,6 +79,7 @@ pub struct Dataplane {
     flows: HashMap<MapData, FlowKey, FlowEntry>,
     vips: HashMap<MapData, Addr, u32>,
     vip_states: Mapped,
+    vip_filter: Mapped,
     interfaces: Array<MapData, Interface>,
     egress: DevMapHash<MapData>,
     service_counters: PerCpuArray<MapData, ForwardCounter>,
@@ -188,6 +190,7 @@ impl Dataplane {
             flows: take(ebpf, map_names::FLOWS)?,
             vips: take(ebpf, map_names::VIPS)?,
             vip_states: take_mapped(ebpf, map_names::VIP_STATES, size_of::<u32>(), &mut keep)?,
+            vip_filter: take_mapped(ebpf, map_names::VIP_FILTER, u64_size, &mut keep)?,
             interfaces: take(ebpf, map_names::INTERFACES)?,
             egress: take(ebpf, map_names::EGRESS)?,
             service_counters: take(ebpf, map_names::SERVICE_COUNTERS)?,
@@ -222,6 +225,8 @@ impl Dataplane {
             let (addr, id) = item.context("reading VIPS failed")?;
             self.vip_ids.insert(addr, id);
         }
+        let vips: Vec<Addr> = self.vip_ids.keys().copied().collect();
+        self.store_vip_filter(&vips)?;
         let keys: Vec<(ServiceKey, u32)> = self
             .services
             .iter()
@@ -430,12 +435,28 @@ impl Dataplane {
         })?;
         self.write_allowed()?;
         self.vip_states.store_u32(id, vip.flags)?;
+        // Its filter bit before its key: the filter may say "maybe" of a non-VIP, never "no"
+        // of a VIP.
+        let mut with_new: Vec<Addr> = self.vip_ids.keys().copied().collect();
+        with_new.push(addr);
+        self.store_vip_filter(&with_new)?;
         self.settle(self.pending.keys_deleted);
         self.write_allowed()?;
         self.vips
             .insert(addr, id, 0)
             .context("writing VIPS failed")?;
         self.vip_ids.insert(addr, id);
+        Ok(())
+    }
+
+    /// Stores the `VIP_FILTER` words that differ from the bitmap of `vips`.
+    fn store_vip_filter(&mut self, vips: &[Addr]) -> Result<()> {
+        let wanted = vip_filter(vips);
+        for (word, &bits) in (0..).zip(&wanted) {
+            if self.vip_filter.load_u64(word)? != bits {
+                self.vip_filter.store_u64(word, bits)?;
+            }
+        }
         Ok(())
     }
 
@@ -448,7 +469,8 @@ impl Dataplane {
         self.vip_states.store_u32(id, 0)?;
         self.vip_ids.remove(addr);
         self.pending.keys_deleted = true;
-        Ok(())
+        let remaining: Vec<Addr> = self.vip_ids.keys().copied().collect();
+        self.store_vip_filter(&remaining)
     }
 
     /// The index of a backend in `BACKENDS`, checked against the bounds that keep it within
@@ -833,6 +855,18 @@ impl Dataplane {
     }
 }
 
+/// The `VIP_FILTER` words for `vips`: the bit of every IPv4 VIP set.
+fn vip_filter(vips: &[Addr]) -> [u64; VIP_FILTER_WORDS as usize] {
+    let mut words = [0_u64; VIP_FILTER_WORDS as usize];
+    for vip in vips {
+        if let Some(v4) = std::net::Ipv6Addr::from(*vip).to_ipv4_mapped() {
+            let bit = vip_filter_bit(v4.octets());
+            words[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+    words
+}
+
 /// The flags of a `TableLayout` as the state word's byte.
 fn flags_byte(flags: u32) -> Result<u8> {
     u8::try_from(flags).with_context(|| format!("service flags {flags:#x} do not fit a byte"))
@@ -871,4 +905,30 @@ fn zero<T: aya::Pod + Default>(map: &mut PerCpuArray<MapData, T>, index: u32) ->
     let zeros = PerCpuValues::try_from(vec![T::default(); cpus])?;
     map.set(index, zeros, 0)
         .context("writing a counter map failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::ipv4_mapped;
+
+    use super::*;
+
+    fn has_bit(words: &[u64], addr: [u8; 4]) -> bool {
+        let bit = vip_filter_bit(addr);
+        words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    }
+
+    #[test]
+    fn the_vip_filter_never_says_no_to_a_vip() {
+        let vips: Vec<[u8; 4]> = (0..=255).map(|i| [198, 18, (i % 7) as u8, i]).collect();
+        let words = vip_filter(&vips.iter().map(|v| ipv4_mapped(*v)).collect::<Vec<_>>());
+        assert!(vips.iter().all(|v| has_bit(&words, *v)));
+        // Few VIPs leave most addresses out: the filter spares their hash lookup.
+        let few = vip_filter(&[ipv4_mapped([198, 18, 0, 100])]);
+        let passed = (0..=255_u8)
+            .filter(|i| !has_bit(&few, [198, 18, 1, *i]))
+            .count();
+        assert!(passed >= 250, "{passed} of 256 addresses left out");
+        assert_eq!(vip_filter(&[]), [0; VIP_FILTER_WORDS as usize]);
+    }
 }

@@ -920,7 +920,7 @@ mod tests {
 
     #[test]
     fn the_vip_filter_never_says_no_to_a_vip() {
-        let vips: Vec<[u8; 4]> = (0..=255).map(|i| [198, 18, (i % 7) as u8, i]).collect();
+        let vips: Vec<[u8; 4]> = (0..=255).map(|i| [198, 18, i % 7, i]).collect();
         let words = vip_filter(&vips.iter().map(|v| ipv4_mapped(*v)).collect::<Vec<_>>());
         assert!(vips.iter().all(|v| has_bit(&words, *v)));
         // Few VIPs leave most addresses out: the filter spares their hash lookup.

@@ -4,15 +4,12 @@
 //! are decided by `arp::answer_request` exactly as without this module.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
-use lb_common::{
-    conflict::{ArpConflict, ArpConflictKey},
-    ipv4_mapped,
-};
+use lb_common::conflict::{ArpConflict, ArpConflictKey};
 use network_types::arp::ArpHdr;
 
 use crate::{
     arp::{ARP_OP_REPLY, ARP_OP_REQUEST, is_ethernet_ipv4},
-    maps::{ARP_CONFLICTS, VIPS, interface},
+    maps::{ARP_CONFLICTS, interface, is_vip},
     parse::ptr_at,
 };
 
@@ -33,7 +30,7 @@ pub fn note(ctx: &XdpContext, offset: usize) {
         _ => return,
     };
     let (sender_mac, vip) = (arp.sha, arp.spa);
-    if VIPS.get_ptr(ipv4_mapped(vip)).is_none() {
+    if !is_vip(vip) {
         return; // the common case: ARP about anything but a VIP
     }
     if let Some(interface) = interface(ctx.ingress_ifindex() as u32)

@@ -96,7 +96,7 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
 /// `verdict` for a packet to a VIP sent to our MAC, `Pass` for any other.
 #[inline(always)]
 fn drop_if_ours(ctx: &XdpContext, daddr: [u8; 4], verdict: Verdict) -> Verdict {
-    if !select::is_vip(daddr) {
+    if !maps::is_vip(daddr) {
         return Verdict::Pass;
     }
     match forward::ours(ctx) {

@@ -151,6 +151,12 @@ pub fn maybe_vip(addr: [u8; 4]) -> bool {
     load_u64(&VIP_FILTER, bit / 64).is_some_and(|word| word & (1 << (bit % 64)) != 0)
 }
 
+/// Whether `addr` is a VIP (in any state).
+#[inline(always)]
+pub fn is_vip(addr: [u8; 4]) -> bool {
+    maybe_vip(addr) && VIPS.get_ptr(lb_common::ipv4_mapped(addr)).is_some()
+}
+
 /// The `VIP_STATES` word of `addr` if it is a VIP, read with one load.
 #[inline(always)]
 pub fn vip_flags(addr: [u8; 4]) -> Option<u32> {

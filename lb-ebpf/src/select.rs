@@ -13,7 +13,7 @@ use lb_common::{
 };
 
 use crate::{
-    maps::{BACKENDS, FLOWS, SERVICE_STATES, SERVICES, TABLES, VIPS, load_u64, maglev_slot},
+    maps::{BACKENDS, FLOWS, SERVICE_STATES, SERVICES, TABLES, load_u64, maglev_slot},
     parse::Flow,
 };
 
@@ -131,10 +131,4 @@ fn schedule(service: Service, flow: &Flow) -> Result<Chosen, Verdict> {
 #[inline(always)]
 fn backend_entry(index: u32) -> BackendEntry {
     BackendEntry::unpack(load_u64(&BACKENDS, index).unwrap_or(0))
-}
-
-/// Whether `daddr` is a VIP.
-#[inline(always)]
-pub fn is_vip(daddr: [u8; 4]) -> bool {
-    crate::maps::maybe_vip(daddr) && VIPS.get_ptr(ipv4_mapped(daddr)).is_some()
 }

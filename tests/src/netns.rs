@@ -595,6 +595,18 @@ impl Process {
         }
     }
 
+    /// Waits up to `timeout` for `text` to appear in the child's stdout or stderr; panics,
+    /// showing them, if it does not.
+    #[track_caller]
+    pub fn expect_output(&self, text: &str, timeout: Duration, what: &str) {
+        let seen = poll_until(timeout, Duration::from_millis(100), || {
+            (self.stdout() + &self.stderr())
+                .contains(text)
+                .then_some(())
+        });
+        assert!(seen.is_some(), "{what}: {}", self.describe());
+    }
+
     /// Waits up to `timeout` for the child to exit.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if self.exited.is_none() {

@@ -235,14 +235,19 @@ impl Testbed {
     // -----------------------------------------------------------------------------------------
     // drlb
 
+    /// `[[service.backend]]` entries for rs1..rs3, weight 1.
+    #[must_use]
+    pub fn backends_toml(&self) -> String {
+        self.real_servers
+            .iter()
+            .map(|rs| format!("[[service.backend]]\naddress = \"{}\"\n", rs.ip))
+            .collect()
+    }
+
     /// The standard config: tcp VIP:8080 and udp VIP:5353, each balanced over rs1..rs3.
     #[must_use]
     pub fn default_config(&self) -> String {
-        let backends: String = self
-            .real_servers
-            .iter()
-            .map(|rs| format!("[[service.backend]]\naddress = \"{}\"\n", rs.ip))
-            .collect();
+        let backends = self.backends_toml();
         format!(
             "[director]\ninterface = \"{IFNAME}\"\nxdp_mode = \"native\"\n\n\
              [[service]]\nvip = \"{VIP}\"\nport = {HTTP_PORT}\nprotocol = \"tcp\"\n{backends}\n\

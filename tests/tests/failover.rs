@@ -66,11 +66,7 @@ fn the_standby_takes_over_with_keepalived_and_connections_survive() {
     let second = ExtraDirector::plug(&bed.switch, "director2", "198.18.0.3", "02:d1:00:00:00:03");
     let (state_a, state_b) = (bed.new_state_dir(false), bed.new_state_dir(false));
     let (a, b) = (&bed.director, &second.host);
-    let backends: String = bed
-        .real_servers
-        .iter()
-        .map(|rs| format!("[[service.backend]]\naddress = \"{}\"\n", rs.ip))
-        .collect();
+    let backends = bed.backends_toml();
     let config = bed.write_config(
         "pair.toml",
         &format!(
@@ -129,15 +125,10 @@ fn the_standby_takes_over_with_keepalived_and_connections_survive() {
         || (state_of(&a.ns, &state_a) == "active").then_some(()),
     );
     let vrrp_b = keepalived_b.start(&b.ns, "keepalived-b", &logs);
-    let backup = poll_until(ELECTION_TIMEOUT, Duration::from_millis(100), || {
-        (vrrp_b.stdout() + &vrrp_b.stderr())
-            .contains("Entering BACKUP STATE")
-            .then_some(())
-    });
-    assert!(
-        backup.is_some(),
-        "keepalived b did not enter BACKUP: {}",
-        vrrp_b.describe()
+    vrrp_b.expect_output(
+        "Entering BACKUP STATE",
+        ELECTION_TIMEOUT,
+        "keepalived b did not enter BACKUP",
     );
     assert_eq!(
         state_of(&b.ns, &state_b),
@@ -274,11 +265,7 @@ fn killing_drlb_on_the_master_hands_over_and_silences_its_data_plane() {
     let (state_a, state_b) = (bed.new_state_dir(false), bed.new_state_dir(false));
     let bpffs = Bpffs::mount(bed.scratch.path().join("bpffs"));
     let (a, b) = (&bed.director, &second.host);
-    let backends: String = bed
-        .real_servers
-        .iter()
-        .map(|rs| format!("[[service.backend]]\naddress = \"{}\"\n", rs.ip))
-        .collect();
+    let backends = bed.backends_toml();
     let config = |name: &str| {
         bed.write_config(
             &format!("{name}.toml"),
@@ -338,15 +325,10 @@ fn killing_drlb_on_the_master_hands_over_and_silences_its_data_plane() {
     // drlb on the master dies; its data plane goes on forwarding (pinned) until keepalived's
     // notify_fault silences it.
     drlb_a.stop(libc::SIGKILL, Duration::from_secs(10));
-    let fault = poll_until(ELECTION_TIMEOUT, Duration::from_millis(100), || {
-        (vrrp_a.stdout() + &vrrp_a.stderr())
-            .contains("Entering FAULT STATE")
-            .then_some(())
-    });
-    assert!(
-        fault.is_some(),
-        "keepalived a did not notice that drlb died: {}",
-        vrrp_a.describe()
+    vrrp_a.expect_output(
+        "Entering FAULT STATE",
+        ELECTION_TIMEOUT,
+        "keepalived a did not notice that drlb died",
     );
     wait_for(
         "b to become active and the client to move to it",

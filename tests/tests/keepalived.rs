@@ -14,7 +14,7 @@ use tests::{
     drlb::{drlb_in, start_drlb, stats_in},
     echo::{assert_all_kept, connect},
     extra::{Drive, ExtraDirector, Keepalived},
-    netns::{Netns, poll_until, wait_for},
+    netns::{Netns, wait_for},
     require_root,
     testbed::{IFNAME, TCP_ECHO_PORT, TestServer, Testbed, VIP, arping_reply_macs},
 };
@@ -59,11 +59,7 @@ fn keepalived_virtual_ipaddress_alone_moves_the_director_and_connections_survive
     let second = ExtraDirector::plug(&bed.switch, "director2", "198.18.0.3", "02:d1:00:00:00:03");
     let (state_a, state_b) = (bed.new_state_dir(false), bed.new_state_dir(false));
     let (a, b) = (&bed.director, &second.host);
-    let backends: String = bed
-        .real_servers
-        .iter()
-        .map(|rs| format!("[[service.backend]]\naddress = \"{}\"\n", rs.ip))
-        .collect();
+    let backends = bed.backends_toml();
     let config = bed.write_config(
         "follow.toml",
         &format!(
@@ -127,15 +123,10 @@ fn keepalived_virtual_ipaddress_alone_moves_the_director_and_connections_survive
         || (holds_vip(&a.ns) && state_of(&a.ns, &state_a) == "active").then_some(()),
     );
     let vrrp_b = keepalived_b.start(&b.ns, "keepalived-b", &logs);
-    let backup = poll_until(ELECTION_TIMEOUT, Duration::from_millis(100), || {
-        (vrrp_b.stdout() + &vrrp_b.stderr())
-            .contains("Entering BACKUP STATE")
-            .then_some(())
-    });
-    assert!(
-        backup.is_some(),
-        "keepalived b did not enter BACKUP: {}",
-        vrrp_b.describe()
+    vrrp_b.expect_output(
+        "Entering BACKUP STATE",
+        ELECTION_TIMEOUT,
+        "keepalived b did not enter BACKUP",
     );
     assert!(!holds_vip(&b.ns), "the backup does not hold the VIP");
     assert_eq!(state_of(&b.ns, &state_b), "standby");

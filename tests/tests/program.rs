@@ -1417,3 +1417,49 @@ fn backends_behind_another_interface_are_redirected() {
         );
     });
 }
+
+/// `flow_table_size` means flows per online CPU times online CPUs: with BPF_F_NO_COMMON_LRU the
+/// kernel gives every *possible* CPU an equal share of the map and a CPU evicts only within its
+/// own, so one CPU must hold `flow_table_size / online` flows without evicting any. Where as many
+/// CPUs are possible as online (this host) that held before the map was sized from the possible
+/// CPUs too; vm-test's guests have more possible than online (`-smp 2,maxcpus=4`), where the
+/// old sizing held only half of the share.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn one_cpu_holds_its_share_of_the_configured_flow_table() {
+    tests::require_root();
+    /// BPF_PROG_TEST_RUN runs the program on the caller's CPU: every flow lands in one share.
+    const RUN_CPU: usize = 0;
+    tests::bench::generator::pin_to_cpu(RUN_CPU);
+    let (online, possible) = loader::cpus().expect("the host's CPUs");
+    let share = u16::try_from(TEST_FLOW_TABLE_SIZE / online).expect("a share fits the port range");
+    let mut director = Director::with_standard_services();
+    let ports = CLIENT_PORT..CLIENT_PORT + share;
+    for sport in ports.clone() {
+        let run = director.run(&Ipv4Frame::new(UDP_FLOW.with_sport(sport)).build());
+        assert_eq!(run.action, XdpAction::Tx, "flow from port {sport}");
+    }
+    let evicted: Vec<u16> = ports
+        .filter(|&sport| {
+            let key = FlowKey {
+                saddr: CLIENT_IP.octets(),
+                daddr: VIP.octets(),
+                sport_be: sport.to_be(),
+                dport_be: UDP_PORT.to_be(),
+                protocol: lb_common::IPPROTO_UDP,
+                _pad: [0; 3],
+            };
+            director
+                .dataplane
+                .flow(&key)
+                .expect("reading FLOWS")
+                .is_none()
+        })
+        .collect();
+    assert!(
+        evicted.is_empty(),
+        "{} of the {share} flows of one CPU were evicted from a table of {TEST_FLOW_TABLE_SIZE} \
+         flows ({online} CPUs online of {possible} possible)",
+        evicted.len()
+    );
+}

@@ -402,7 +402,16 @@ VIRTIO_NICS=$(ls /sys/class/net | wc -l)
 # `cargo xtask vm-test --only PART` puts vmtest.only=PART on the kernel's command line.
 ONLY=$(sed -n 's/.*vmtest\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
 wanted() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
-echo "== kernel $(uname -r) ($(cat /vm/kernel)), $(nproc) CPUs, $VIRTIO_NICS interfaces${ONLY:+, only $ONLY}"
+# The host boots more CPUs than it wants online (vmtest.online_cpus=N on the command line): the
+# rest go offline, so that more CPUs are possible than online, as on many servers.
+ONLINE_CPUS=$(sed -n 's/.*vmtest\.online_cpus=\([0-9]*\).*/\1/p' /proc/cmdline)
+for cpu in /sys/devices/system/cpu/cpu[0-9]*; do
+    n=${cpu##*/cpu}
+    if [ -n "$ONLINE_CPUS" ] && [ "$n" -ge "$ONLINE_CPUS" ]; then
+        echo 0 >"$cpu/online" || check FAIL "taking CPU $n offline"
+    fi
+done
+echo "== kernel $(uname -r) ($(cat /vm/kernel)), $(nproc) CPUs online of $(cat /sys/devices/system/cpu/possible) possible, $VIRTIO_NICS interfaces${ONLY:+, only $ONLY}"
 wanted program && program_tests
 for link in veth virtio; do
     for director in ipvs drlb; do

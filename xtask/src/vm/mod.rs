@@ -97,13 +97,14 @@ pub fn run(kernels: &[Kernel], only: Option<&str>) -> Result<()> {
         guests.push((*kernel, unpacked.vmlinuz, initrd));
     }
     println!(
-        "vm-test: booting {} under QEMU (TCG, {} vCPUs each); consoles in {}",
+        "vm-test: booting {} under QEMU (TCG, {} vCPUs each of {} possible); consoles in {}",
         guests
             .iter()
             .map(|(k, _, _)| k.release)
             .collect::<Vec<_>>()
             .join(" and "),
         qemu::GUEST_CPUS,
+        qemu::GUEST_POSSIBLE_CPUS,
         cache.display()
     );
     let handles: Vec<_> = guests

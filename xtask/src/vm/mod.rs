@@ -24,8 +24,10 @@ use initramfs::Shipped;
 use kernel::{KERNELS, Kernel};
 
 /// The test binaries shipped into the guest: the BPF_PROG_TEST_RUN program tests, the
-/// controller's against real maps, and what loading each object allocates.
-const PROGRAM_TESTS: &[&str] = &["program", "program_arp", "controller", "objects"];
+/// controller's against real maps, what loading each object allocates, and the map-change
+/// stress test (an emulated CPU stalls at any instruction when the host schedules its thread
+/// out, so a reader's window is far wider in a guest than on the host).
+const PROGRAM_TESTS: &[&str] = &["program", "program_arp", "controller", "objects", "stress"];
 /// The dataplane benchmark (tests/benches/dataplane.rs), run small in the guest so that its
 /// IPVS contender runs on a kernel that has IPVS.
 const BENCH: &str = "dataplane";

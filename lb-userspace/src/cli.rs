@@ -1,6 +1,10 @@
 //! The `drlb` command line.
 
-use std::{io::IsTerminal as _, net::Ipv4Addr, path::PathBuf};
+use std::{
+    io::IsTerminal as _,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -237,7 +241,7 @@ enum VipCommand {
 struct RealserverTarget {
     /// A VIP this host serves (repeatable).
     #[arg(long = "vip", required = true)]
-    vips: Vec<Ipv4Addr>,
+    vips: Vec<IpAddr>,
     /// The interface facing the director; default: the default route's, else the only one
     /// with an IPv4 address.
     #[arg(long)]

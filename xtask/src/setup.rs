@@ -14,6 +14,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),             // netns, veth, bridges
     ("tcpdump", "tcpdump"),         // asserting what crosses which interface
     ("iputils-arping", "arping"),   // ARP probes of the VIP
+    ("ndisc6", "ndisc6"),           // neighbour solicitations for an IPv6 VIP
     ("iputils-ping", "ping"),       // ICMP to the director
     ("curl", "curl"),               // the HTTP client of the end-to-end tests
     ("ethtool", "ethtool"),         // interface statistics

@@ -13,8 +13,10 @@ use futures::TryStreamExt as _;
 use rtnetlink::{
     Handle, RouteMessageBuilder,
     packet_route::{
+        AddressFamily,
         address::{AddressAttribute, AddressMessage},
         link::{LinkAttribute, LinkFlags},
+        neighbour::{NeighbourAddress, NeighbourAttribute},
         route::RouteAttribute,
     },
 };
@@ -85,11 +87,12 @@ pub(super) struct Host {
     /// Each address with the message that deletes it.
     pub(super) addresses: Vec<(Address, AddressMessage)>,
     pub(super) default_route: Option<String>,
+    pub(super) ndp_proxies: Vec<NdpProxy>,
 }
 
 impl Host {
     /// The addresses `vip` has on lo (any prefix length).
-    pub(super) fn on_lo(&self, vip: Ipv4Addr) -> Vec<&(Address, AddressMessage)> {
+    pub(super) fn on_lo(&self, vip: IpAddr) -> Vec<&(Address, AddressMessage)> {
         self.addresses
             .iter()
             .filter(|(a, _)| a.address == vip && a.interface == LOOPBACK)
@@ -146,7 +149,13 @@ impl Host {
                 continue;
             };
             for attribute in &message.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(address)) = attribute {
+                // IPv4 reports its address as IFA_LOCAL; IPv6 as IFA_ADDRESS only.
+                let address = match (attribute, message.header.family) {
+                    (AddressAttribute::Local(address), AddressFamily::Inet)
+                    | (AddressAttribute::Address(address), AddressFamily::Inet6) => Some(address),
+                    _ => None,
+                };
+                if let Some(address) = address {
                     addresses.push((
                         Address {
                             interface: link.name.clone(),
@@ -172,11 +181,37 @@ impl Host {
                 _ => None,
             });
         }
+        let mut ndp_proxies = Vec::new();
+        let mut stream = handle
+            .neighbours()
+            .get()
+            .proxies()
+            .set_address_family(AddressFamily::Inet6)
+            .execute();
+        while let Some(entry) = stream
+            .try_next()
+            .await
+            .context("listing proxy neighbour entries failed")?
+        {
+            let Some(link) = links.get(&entry.header.ifindex) else {
+                continue;
+            };
+            for attribute in &entry.attributes {
+                if let NeighbourAttribute::Destination(NeighbourAddress::Inet6(address)) = attribute
+                {
+                    ndp_proxies.push(NdpProxy {
+                        address: *address,
+                        interface: link.name.clone(),
+                    });
+                }
+            }
+        }
         Ok(Self {
             handle,
             links,
             addresses,
             default_route,
+            ndp_proxies,
         })
     }
 
@@ -208,12 +243,13 @@ impl Host {
             on_interface: read_conf(interface)?,
             loopback_up: self.links.values().any(|l| l.name == LOOPBACK && l.up),
             addresses: self.plain_addresses(),
+            ndp_proxies: self.ndp_proxies.clone(),
         })
     }
 }
 
 /// `drlb realserver check`: every finding; fails when any is a problem.
-pub async fn check(vips: &[Ipv4Addr], interface: Option<&str>) -> Result<Vec<Finding>> {
+pub async fn check(vips: &[IpAddr], interface: Option<&str>) -> Result<Vec<Finding>> {
     let host = Host::read().await?;
     let interface = host.interface(interface)?;
     Ok(judge(&host.snapshot(&interface)?, vips))

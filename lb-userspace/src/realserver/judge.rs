@@ -1,7 +1,10 @@
-//! The judgement: every problem with a real server's ARP settings and VIPs, from a
-//! [`Snapshot`] of them. Pure functions, host-tested.
+//! The judgement: every problem with a real server's ARP settings, neighbour proxies and VIPs,
+//! from a [`Snapshot`] of them. Pure functions, host-tested.
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv6Addr},
+};
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -15,12 +18,28 @@ pub struct ArpConf {
     pub arp_announce: i64,
 }
 
-/// An IPv4 address and the interface it is on.
+/// An address and the interface it is on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Address {
     pub interface: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub prefix: u8,
+}
+
+/// A proxy neighbour entry (`ip -6 neigh add proxy ADDRESS dev INTERFACE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NdpProxy {
+    pub address: Ipv6Addr,
+    pub interface: String,
+}
+
+/// The prefix length of a single address of `vip`'s family: /32 or /128.
+#[must_use]
+pub fn host_prefix(vip: IpAddr) -> u8 {
+    match vip {
+        IpAddr::V4(_) => HOST_PREFIX_V4,
+        IpAddr::V6(_) => HOST_PREFIX_V6,
+    }
 }
 
 /// What the checks look at.
@@ -31,8 +50,10 @@ pub struct Snapshot {
     pub all: ArpConf,
     pub on_interface: ArpConf,
     pub loopback_up: bool,
-    /// Every IPv4 address of the host.
+    /// Every IPv4 and IPv6 address of the host.
     pub addresses: Vec<Address>,
+    /// Every proxy NDP entry of the host.
+    pub ndp_proxies: Vec<NdpProxy>,
 }
 
 /// One result of a check: fine, or a problem with the commands that fix it.
@@ -92,7 +113,7 @@ pub(super) fn arp_announce_problem(value: i64) -> Option<&'static str> {
 
 /// Every check of a real server for `vips`, in order; the problems carry their fix.
 #[must_use]
-pub fn judge(snapshot: &Snapshot, vips: &[Ipv4Addr]) -> Vec<Finding> {
+pub fn judge(snapshot: &Snapshot, vips: &[IpAddr]) -> Vec<Finding> {
     let mut findings = Vec::new();
     let interface = &snapshot.interface;
     let setup = format!(
@@ -109,6 +130,7 @@ pub fn judge(snapshot: &Snapshot, vips: &[Ipv4Addr]) -> Vec<Finding> {
         ));
     }
     for vip in vips {
+        let full = host_prefix(*vip);
         let on_lo: Vec<&Address> = snapshot
             .addresses
             .iter()
@@ -119,17 +141,19 @@ pub fn judge(snapshot: &Snapshot, vips: &[Ipv4Addr]) -> Vec<Finding> {
                 format!(
                     "VIP {vip} is not on lo: the director's frames for it are dropped here (not a local address)"
                 ),
-                format!("ip addr add {vip}/32 dev lo   (or: {setup})"),
+                format!("ip addr add {vip}/{full} dev lo   (or: {setup})"),
             )),
-            [a] if a.prefix == 32 => findings.push(Finding::ok(format!("VIP {vip}/32 on lo"))),
+            [a] if a.prefix == full => {
+                findings.push(Finding::ok(format!("VIP {vip}/{full} on lo")));
+            }
             [a, ..] => findings.push(Finding::problem(
                 format!(
-                    "VIP {vip} is on lo as /{}, not /32: every address of {vip}/{} becomes local to this host, \
+                    "VIP {vip} is on lo as /{}, not /{full}: every address of {vip}/{} becomes local to this host, \
                      which then cannot reach the gateway or clients in that range",
                     a.prefix, a.prefix
                 ),
                 format!(
-                    "ip addr del {vip}/{} dev lo && ip addr add {vip}/32 dev lo",
+                    "ip addr del {vip}/{} dev lo && ip addr add {vip}/{full} dev lo",
                     a.prefix
                 ),
             )),
@@ -139,15 +163,63 @@ pub fn judge(snapshot: &Snapshot, vips: &[Ipv4Addr]) -> Vec<Finding> {
             .iter()
             .filter(|a| a.address == *vip && a.interface != LOOPBACK)
         {
+            let answers = match vip {
+                IpAddr::V4(_) => "ARP for it there whatever arp_ignore says",
+                IpAddr::V6(_) => "neighbour solicitations for it there",
+            };
             findings.push(Finding::problem(
                 format!(
-                    "VIP {vip} is also on {}: the host answers ARP for it there whatever arp_ignore says",
+                    "VIP {vip} is also on {}: the host answers {answers}",
                     a.interface
                 ),
                 format!("ip addr del {vip}/{} dev {}", a.prefix, a.interface),
             ));
         }
+        if let IpAddr::V6(vip) = vip {
+            findings.extend(ndp_findings(snapshot, *vip));
+        }
     }
+    // The ARP sysctls matter for IPv4 VIPs only: IPv6 has no counterpart to configure.
+    if vips.iter().any(IpAddr::is_ipv4) {
+        findings.extend(arp_findings(snapshot, &setup));
+    }
+    findings
+}
+
+/// Linux answers a neighbour solicitation only for an address of the interface it arrived on
+/// (`ipv6_get_ifaddr` with `strict`: tried in namespaces, `ndisc6` for a VIP on lo of the
+/// other end times out), so a VIP on lo needs no setting. A proxy NDP entry asks the kernel to
+/// answer for an address (with forwarding and `proxy_ndp` on): none may name the VIP.
+fn ndp_findings(snapshot: &Snapshot, vip: Ipv6Addr) -> Vec<Finding> {
+    let proxies: Vec<Finding> = snapshot
+        .ndp_proxies
+        .iter()
+        .filter(|p| p.address == vip)
+        .map(|p| {
+            Finding::problem(
+                format!(
+                    "a proxy NDP entry for VIP {vip} on {}: with forwarding and proxy_ndp on, the host would \
+                     answer neighbour solicitations for it",
+                    p.interface
+                ),
+                format!("ip -6 neigh del proxy {vip} dev {}", p.interface),
+            )
+        })
+        .collect();
+    if proxies.is_empty() {
+        vec![Finding::ok(format!(
+            "no proxy NDP entry for VIP {vip}: the host answers neighbour solicitations only for the \
+             addresses of the interface they arrive on, never for the VIP on lo"
+        ))]
+    } else {
+        proxies
+    }
+}
+
+/// The effective `arp_ignore` and `arp_announce` of the interface facing the director.
+fn arp_findings(snapshot: &Snapshot, setup: &str) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let interface = &snapshot.interface;
     let conf = [
         (
             "arp_ignore",
@@ -193,7 +265,8 @@ pub(super) fn sysctl_name(interface: &str) -> String {
 }
 
 /// The interface that faces the director when none is named: the default route's, else the
-/// only interface with an IPv4 address other than lo.
+/// only interface with an address other than lo (IPv6 link-local addresses, which every
+/// interface has, do not count).
 pub fn facing_interface(default_route: Option<&str>, addresses: &[Address]) -> Result<String> {
     if let Some(interface) = default_route {
         return Ok(interface.to_owned());
@@ -201,6 +274,7 @@ pub fn facing_interface(default_route: Option<&str>, addresses: &[Address]) -> R
     let mut candidates: Vec<&str> = addresses
         .iter()
         .filter(|a| a.interface != LOOPBACK)
+        .filter(|a| !matches!(a.address, IpAddr::V6(v6) if v6.is_unicast_link_local()))
         .map(|a| a.interface.as_str())
         .collect();
     candidates.sort_unstable();
@@ -208,7 +282,7 @@ pub fn facing_interface(default_route: Option<&str>, addresses: &[Address]) -> R
     match candidates.as_slice() {
         [one] => Ok((*one).to_owned()),
         [] => bail!(
-            "no interface with an IPv4 address besides lo: name the one facing the director with --interface"
+            "no interface with an address besides lo: name the one facing the director with --interface"
         ),
         many => bail!(
             "no default route and several interfaces ({}): name the one facing the director with --interface",

@@ -1,5 +1,8 @@
 //! `drlb realserver setup | check | teardown`, run on a real server: the VIPs on `lo` as /32
-//! and the ARP sysctls that keep the host quiet about them (the LVS-DR "ARP problem").
+//! (IPv6: /128, without duplicate address detection) and the ARP sysctls that keep the host
+//! quiet about IPv4 VIPs (the LVS-DR "ARP problem"). IPv6 has no such problem: Linux answers
+//! a neighbour solicitation only for the addresses of the interface it arrives on (see
+//! `judge::ndp_findings`), so an IPv6 VIP needs no sysctl, only the absence of a proxy entry.
 //!
 //! A real server must accept packets for the VIP (so it holds it, on `lo`), must never answer
 //! ARP for it (else neighbours send VIP traffic straight to it, bypassing the director) and
@@ -24,14 +27,10 @@ mod host;
 mod judge;
 mod persist;
 
-use std::{
-    fs, io,
-    net::{IpAddr, Ipv4Addr},
-    path::Path,
-};
+use std::{fs, io, net::IpAddr, path::Path};
 
 use anyhow::{Context as _, Result, bail};
-use rtnetlink::LinkUnspec;
+use rtnetlink::{LinkUnspec, packet_route::address::AddressHeaderFlags};
 
 use self::host::*;
 pub use self::{host::check, judge::*, persist::*};
@@ -40,6 +39,9 @@ pub use self::{host::check, judge::*, persist::*};
 pub const WANT_ARP_IGNORE: i64 = 1;
 pub const WANT_ARP_ANNOUNCE: i64 = 2;
 const LOOPBACK: &str = "lo";
+/// A VIP on lo is one address: /32, or /128 for IPv6.
+const HOST_PREFIX_V4: u8 = 32;
+const HOST_PREFIX_V6: u8 = 128;
 const ALL: &str = "all";
 /// What `--persist` writes, relative to the root (`/` unless told otherwise).
 pub const SYSCTL_FILE: &str = "etc/sysctl.d/90-drlb-realserver.conf";
@@ -68,7 +70,7 @@ const ROOT_UID: u32 = 0;
 const ROOT_GID: u32 = 0;
 
 pub struct SetupOptions<'a> {
-    pub vips: &'a [Ipv4Addr],
+    pub vips: &'a [IpAddr],
     pub interface: Option<&'a str>,
     /// Write the sysctl.d file and the systemd unit (under `root`).
     pub persist: bool,
@@ -98,13 +100,16 @@ pub async fn setup(options: &SetupOptions<'_>) -> Result<Vec<String>> {
     }
     let mut done = Vec::new();
     let paths = PersistPaths::under(options.root);
-    record_before_setup(&paths, options, &interface, &mut done)?;
-    let wanted = ArpConf {
-        arp_ignore: WANT_ARP_IGNORE,
-        arp_announce: WANT_ARP_ANNOUNCE,
-    };
-    for conf in [ALL, LOOPBACK, interface.as_str()] {
-        write_conf(conf, wanted, &mut done)?;
+    // The ARP sysctls concern IPv4 VIPs only; an IPv6-only real server keeps its own.
+    if options.vips.iter().any(IpAddr::is_ipv4) {
+        record_before_setup(&paths, options, &interface, &mut done)?;
+        let wanted = ArpConf {
+            arp_ignore: WANT_ARP_IGNORE,
+            arp_announce: WANT_ARP_ANNOUNCE,
+        };
+        for conf in [ALL, LOOPBACK, interface.as_str()] {
+            write_conf(conf, wanted, &mut done)?;
+        }
     }
     let lo = host.index_of(LOOPBACK)?;
     if !host.links.get(&lo).is_some_and(|l| l.up) {
@@ -117,19 +122,24 @@ pub async fn setup(options: &SetupOptions<'_>) -> Result<Vec<String>> {
         done.push("lo brought up".to_owned());
     }
     for vip in options.vips {
+        let full = host_prefix(*vip);
         let on_lo = host.on_lo(*vip);
-        if on_lo.iter().any(|(a, _)| a.prefix == 32) {
-            done.push(format!("{vip}/32 on lo already"));
+        if on_lo.iter().any(|(a, _)| a.prefix == full) {
+            done.push(format!("{vip}/{full} on lo already"));
             continue;
         }
-        host.remove(&on_lo, " (not /32)", &mut done).await?;
-        host.handle
-            .address()
-            .add(lo, IpAddr::V4(*vip), 32)
-            .execute()
+        host.remove(&on_lo, &format!(" (not /{full})"), &mut done)
+            .await?;
+        let mut add = host.handle.address().add(lo, *vip, full);
+        if vip.is_ipv6() {
+            // Usable at once: no tentative phase (lo runs no duplicate address detection
+            // anyway, but say so rather than depend on it).
+            add.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
+        add.execute()
             .await
-            .with_context(|| format!("adding {vip}/32 to lo failed"))?;
-        done.push(format!("{vip}/32 added to lo"));
+            .with_context(|| format!("adding {vip}/{full} to lo failed"))?;
+        done.push(format!("{vip}/{full} added to lo"));
     }
     if options.persist {
         install_binary(&paths.binary, &mut done)?;
@@ -148,7 +158,7 @@ pub async fn setup(options: &SetupOptions<'_>) -> Result<Vec<String>> {
 }
 
 pub struct TeardownOptions<'a> {
-    pub vips: &'a [Ipv4Addr],
+    pub vips: &'a [IpAddr],
     pub interface: Option<&'a str>,
     pub root: &'a Path,
     pub state_dir: &'a Path,
@@ -252,7 +262,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;
 
-    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100));
+    const VIP6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100));
 
     fn address(interface: &str, address: &str, prefix: u8) -> Address {
         Address {
@@ -279,7 +292,106 @@ mod tests {
                 address("lo", "198.18.0.100", 32),
                 address("eth0", "198.18.0.11", 24),
             ],
+            ndp_proxies: vec![],
         }
+    }
+
+    /// An IPv6-only real server: the VIP on lo as /128, and no sysctl of its own set.
+    fn good_v6() -> Snapshot {
+        Snapshot {
+            all: ArpConf::default(),
+            on_interface: ArpConf::default(),
+            addresses: vec![
+                address("lo", "::1", 128),
+                address("lo", "2001:2::100", 128),
+                address("eth0", "2001:2::11", 64),
+                address("eth0", "fe80::1", 64),
+            ],
+            ..good()
+        }
+    }
+
+    #[test]
+    fn an_ipv6_vip_needs_no_arp_sysctl_only_lo_and_no_proxy_entry() {
+        let findings = judge(&good_v6(), &[VIP6]);
+        assert!(findings.iter().all(|f| !f.is_problem()), "{findings:#?}");
+        assert_eq!(
+            findings.len(),
+            2,
+            "the VIP on lo and the absence of a proxy entry, no ARP sysctl: {findings:#?}"
+        );
+    }
+
+    #[test]
+    fn ipv6_vip_problems_name_their_fix() {
+        let problems_v6 = |snapshot: &Snapshot| -> Vec<Finding> {
+            judge(snapshot, &[VIP6])
+                .into_iter()
+                .filter(Finding::is_problem)
+                .collect()
+        };
+        let mut missing = good_v6();
+        missing.addresses.retain(|a| a.address != VIP6);
+        let found = problems_v6(&missing);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0]
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("ip addr add 2001:2::100/128 dev lo")
+        );
+
+        let mut wide = good_v6();
+        wide.addresses[1].prefix = 64;
+        let found = problems_v6(&wide);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].what.contains("not /128"), "{found:#?}");
+
+        let mut proxied = good_v6();
+        proxied.ndp_proxies.push(NdpProxy {
+            address: "2001:2::100".parse().unwrap(),
+            interface: "eth0".to_owned(),
+        });
+        let found = problems_v6(&proxied);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(
+            found[0].fix.as_deref(),
+            Some("ip -6 neigh del proxy 2001:2::100 dev eth0")
+        );
+
+        let mut elsewhere = good_v6();
+        elsewhere.addresses.push(address("eth0", "2001:2::100", 64));
+        let found = problems_v6(&elsewhere);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].what.contains("neighbour solicitations"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn ipv6_link_local_addresses_do_not_make_an_interface_face_the_director() {
+        let addresses = vec![
+            address("lo", "::1", 128),
+            address("eth0", "fe80::1", 64),
+            address("eth1", "fe80::2", 64),
+            address("eth1", "2001:2::11", 64),
+        ];
+        assert_eq!(facing_interface(None, &addresses).unwrap(), "eth1");
+    }
+
+    #[test]
+    fn a_mixed_server_checks_arp_for_its_ipv4_vip() {
+        let mut snapshot = good();
+        snapshot.addresses.push(address("lo", "2001:2::100", 128));
+        let findings = judge(&snapshot, &[VIP, VIP6]);
+        assert!(findings.iter().all(|f| !f.is_problem()), "{findings:#?}");
+        assert_eq!(
+            findings.len(),
+            5,
+            "two VIPs, the proxy check, two sysctls: {findings:#?}"
+        );
     }
 
     fn problems(snapshot: &Snapshot) -> Vec<Finding> {
@@ -488,7 +600,7 @@ mod tests {
         let text = unit_text(
             Path::new("/usr/local/bin/drlb"),
             "eth0",
-            &[VIP, Ipv4Addr::new(198, 18, 0, 101)],
+            &[VIP, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 101))],
         );
         assert!(text.contains(
             "ExecStart=/usr/local/bin/drlb realserver setup --interface eth0 --vip 198.18.0.100 --vip 198.18.0.101\n"

@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     fs, io,
-    net::Ipv4Addr,
+    net::IpAddr,
     os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
@@ -39,7 +39,7 @@ pub fn sysctl_file_text(interface: &str) -> String {
 /// The systemd unit of `--persist`: at boot, after the network managers (which may reset the
 /// ARP sysctls of `lo` and the interface when they bring them up), it applies everything again.
 #[must_use]
-pub fn unit_text(drlb: &Path, interface: &str, vips: &[Ipv4Addr]) -> String {
+pub fn unit_text(drlb: &Path, interface: &str, vips: &[IpAddr]) -> String {
     let vips: String = vips.iter().map(|v| format!(" --vip {v}")).collect();
     format!(
         "# Written by `drlb realserver setup --persist`; `drlb realserver teardown` removes it.\n\

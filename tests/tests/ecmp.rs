@@ -58,6 +58,9 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(10);
 /// Health checks: 1 s interval, fall 3 (drlb's defaults), plus a margin.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(15);
+/// At most 1/10 of a table's slots of healthy backends may change when one of four
+/// backends leaves (Maglev moves that backend's quarter, and a few percent besides).
+const MAX_DISTURBED_DIVISOR: usize = 10;
 const POLL: Duration = Duration::from_millis(200);
 
 /// The fenced block following `marker` in docs/bgp.md.
@@ -481,6 +484,8 @@ fn a_killed_and_a_stopped_director_withdraw_and_every_connection_keeps_its_serve
         "all three directors carry connections"
     );
 
+    let scheduled_by_others = |ecmp: &Ecmp| on(ecmp, 0) + on(ecmp, 1);
+    let before_kill = scheduled_by_others(&ecmp);
     // director3 dies: SIGKILL of drlb and of its BIRD. Its data plane stays (pinned), but the
     // router drops it after the BGP hold time; its flows move to the others.
     for process in [&mut ecmp.drlbs[2], &mut ecmp.birds[2]] {
@@ -494,6 +499,11 @@ fn a_killed_and_a_stopped_director_withdraw_and_every_connection_keeps_its_serve
         "director3's route went with its drlb (the device is gone)"
     );
     assert_kept_except(&mut connections, None, "director3 was killed");
+    assert!(
+        scheduled_by_others(&ecmp) > before_kill,
+        "director3's flows reached director1 and director2 (flow-table misses, scheduled by \
+         the same table)"
+    );
 
     // director2 stops cleanly (its BIRD stays up): drlb withdraws the VIP, then `drlb down`.
     let mut drlb2 = ecmp.drlbs[1].take().expect("running");
@@ -504,8 +514,13 @@ fn a_killed_and_a_stopped_director_withdraw_and_every_connection_keeps_its_serve
         "{}",
         drlb2.describe()
     );
+    let before_stop = on(&ecmp, 0);
     ecmp.wait_for_next_hops(&ecmp.director_ips(&[0]), WITHDRAW_TIMEOUT);
     assert_kept_except(&mut connections, None, "director2 stopped");
+    assert!(
+        on(&ecmp, 0) > before_stop,
+        "director2's flows reached director1"
+    );
     let down = drlb_in(ecmp.ns(1), &ecmp.directors[1].state, &["down"]);
     assert!(down.success(), "drlb down: {}", down.describe());
     assert_kept_except(&mut connections, None, "director2's drlb down");
@@ -517,13 +532,18 @@ fn a_killed_and_a_stopped_director_withdraw_and_every_connection_keeps_its_serve
             .is_none(),
         "director2's BIRD runs on"
     );
-    let fresh = connect(&ecmp.client, 5);
-    assert_eq!(fresh.len(), 5, "new connections through director1");
+    let before_fresh = on(&ecmp, 0);
+    let _fresh = connect(&ecmp.client, 5);
+    assert_eq!(
+        on(&ecmp, 0),
+        before_fresh + 5,
+        "new connections through director1 alone"
+    );
 }
 
 #[test]
 #[ignore = "needs root and bird2: run with cargo xtask test"]
-fn a_backend_failing_everywhere_changes_only_its_slots_on_every_director() {
+fn a_backend_failing_everywhere_changes_every_table_alike_and_only_its_flows_move() {
     let mut ecmp = Ecmp::new();
     let mut connections = connect(&ecmp.client, CONNECTIONS);
     let before = ecmp.tables(&[0, 1, 2]);
@@ -539,7 +559,7 @@ fn a_backend_failing_everywhere_changes_only_its_slots_on_every_director() {
         before[0].values().next().unwrap(),
         after[0].values().next().unwrap(),
     );
-    let mut moved = 0;
+    let (mut moved, mut disturbed) = (0, 0);
     for (slot, (o, n)) in old.iter().zip(new).enumerate() {
         if *o == Some(failing_mac) {
             assert_ne!(
@@ -548,11 +568,18 @@ fn a_backend_failing_everywhere_changes_only_its_slots_on_every_director() {
                 "slot {slot} still names the failed backend"
             );
             moved += 1;
-        } else {
-            assert_eq!(o, n, "slot {slot} of a healthy backend changed");
+        } else if o != n {
+            disturbed += 1;
         }
     }
     assert!(moved > 0, "the failed backend had slots");
+    // Maglev's minimal disruption: besides the failed backend's slots, only a few others
+    // change (their flows keep their backend through the flow tables anyway).
+    assert!(
+        disturbed * MAX_DISTURBED_DIVISOR <= old.len(),
+        "{disturbed} of {} slots of healthy backends changed ({moved} were the failed one's)",
+        old.len()
+    );
     // Only the failed backend's connections are lost; all others keep their server, on
     // whichever director ECMP sends them to.
     assert_kept_except(
@@ -603,8 +630,11 @@ fn a_director_without_a_usable_backend_withdraws_and_the_others_serve() {
     }
     let before = ecmp.connections_of(2);
     let fresh = connect(&ecmp.client, 30);
-    assert_eq!(fresh.len(), 30, "served by director1 and director2");
-    assert_eq!(servers(&fresh).len(), 4, "over all four real servers");
+    assert_eq!(
+        servers(&fresh).len(),
+        4,
+        "director1 and director2 serve all four real servers"
+    );
     assert_eq!(
         ecmp.connections_of(2),
         before,

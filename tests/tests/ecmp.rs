@@ -646,6 +646,15 @@ fn a_director_without_a_usable_backend_withdraws_and_the_others_serve() {
         d3.ip(&["route", "del", "prohibit", &format!("{backend}/32")]);
     }
     ecmp.wait_for_next_hops(&ecmp.director_ips(&[0, 1, 2]), CONVERGE_TIMEOUT);
+
+    // A standby serves nothing: `drlb vip deactivate` withdraws, `activate` announces again.
+    let state = &ecmp.directors[2].state;
+    let out = drlb_in(d3, state, &["vip", "deactivate"]).expect_success();
+    assert!(out.contains("standby"), "{out}");
+    ecmp.wait_for_next_hops(&ecmp.director_ips(&[0, 1]), WITHDRAW_TIMEOUT);
+    let out = drlb_in(d3, state, &["vip", "activate"]).expect_success();
+    assert!(out.contains("active"), "{out}");
+    ecmp.wait_for_next_hops(&ecmp.director_ips(&[0, 1, 2]), CONVERGE_TIMEOUT);
 }
 
 fn mac_bytes(text: &str) -> [u8; 6] {

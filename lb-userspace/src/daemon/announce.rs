@@ -61,12 +61,6 @@ impl RouteAnnouncer {
         })
     }
 
-    /// The table the routes go into.
-    #[must_use]
-    pub const fn table(&self) -> u32 {
-        self.table
-    }
-
     /// The VIPs routed now.
     #[must_use]
     pub const fn announced(&self) -> &BTreeSet<Ipv4Addr> {

@@ -57,7 +57,7 @@ pub struct Server<'a> {
     snapshot: watch::Sender<Option<Arc<StatsReport>>>,
     /// `[director] metrics` as read at start-up (a change needs a restart).
     metrics_address: Option<std::net::SocketAddr>,
-    /// `[director] announce`: the servable VIPs as routes for BIRD (a change needs a restart).
+    /// `[director] announce`: the servable VIPs as routes for BIRD.
     routes: Option<RouteAnnouncer>,
 }
 
@@ -173,18 +173,6 @@ impl<'a> Server<'a> {
             Config::load(&self.options.config).and_then(|config| self.director.apply(config));
         if applied.is_ok() && self.director.config().director.metrics != self.metrics_address {
             warn!("SIGHUP: [director] metrics changed: it takes effect when drlb restarts");
-        }
-        if applied.is_ok()
-            && self
-                .director
-                .config()
-                .director
-                .announce
-                .as_ref()
-                .map(|a| a.table)
-                != self.routes.as_ref().map(RouteAnnouncer::table)
-        {
-            warn!("SIGHUP: [director] announce changed: it takes effect when drlb restarts");
         }
         match applied {
             Ok(changes) if changes.is_empty() => {

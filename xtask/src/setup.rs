@@ -22,6 +22,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),            // the nftables DR row of the dataplane benchmark
     ("ipvsadm", "ipvsadm"),         // its IPVS row, on kernels that have IPVS
     ("keepalived", "keepalived"),   // VRRP for the director failover test
+    ("bird2", "bird"),              // BGP with ECMP in the scale-out test (tests/tests/ecmp.rs)
     ("hping3", "hping3"),           // the SYN flood of the flood test
     ("systemd", "systemd-analyze"), // checking drlb's unit
     ("prometheus", "promtool"),     // `promtool check metrics` in the metrics test

@@ -62,6 +62,39 @@ pub struct DirectorConfig {
     /// Read at start-up only.
     #[serde(default)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Route health injection (docs/bgp.md): keep each VIP this director can serve as a route
+    /// in a kernel routing table that a routing daemon (BIRD) announces. None if unset.
+    #[serde(default)]
+    pub announce: Option<AnnounceConfig>,
+    /// Answer ARP for the VIPs (and announce them with gratuitous ARP). `false` where the VIPs
+    /// are routed to the director (ECMP behind a router): no one on its segment may ARP for them.
+    #[serde(default = "default_arp")]
+    pub arp: bool,
+}
+
+const fn default_arp() -> bool {
+    true
+}
+
+/// `[director] announce = { table = 100 }`: where drlb keeps the routes of the VIPs it can
+/// serve (docs/bgp.md).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AnnounceConfig {
+    /// The kernel routing table (1-252) holding one `VIP/32` route per announced VIP; only
+    /// the routing daemon reads it (no `ip rule` points at it).
+    pub table: u32,
+    /// The device the routes point at: created by drlb and gone with it, so a dead drlb's
+    /// routes go too. Default `drlb-vips`.
+    #[serde(default = "default_announce_device")]
+    pub device: String,
+}
+
+/// The default name of the announce device.
+pub const DEFAULT_ANNOUNCE_DEVICE: &str = "drlb-vips";
+
+fn default_announce_device() -> String {
+    DEFAULT_ANNOUNCE_DEVICE.to_owned()
 }
 
 /// Who decides whether the director is active for a VIP.
@@ -393,6 +426,47 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(config.director.xdp_mode, XdpMode::Generic);
+    }
+
+    #[test]
+    fn announce_and_arp_are_off_by_default_and_parsed_when_set() {
+        let config = Config::parse(GOOD).unwrap();
+        assert_eq!(
+            (config.director.announce, config.director.arp),
+            (None, true)
+        );
+        let config = Config::parse(&GOOD.replace(
+            "interface = \"eth0\"",
+            "interface = \"eth0\"\narp = false\nannounce = { table = 100 }",
+        ))
+        .unwrap();
+        assert!(!config.director.arp);
+        assert_eq!(
+            config.director.announce,
+            Some(AnnounceConfig {
+                table: 100,
+                device: DEFAULT_ANNOUNCE_DEVICE.to_owned()
+            })
+        );
+    }
+
+    #[test]
+    fn announce_refuses_the_kernels_tables_and_bad_device_names() {
+        let with = |announce: &str| {
+            GOOD.replace(
+                "interface = \"eth0\"",
+                &format!("interface = \"eth0\"\nannounce = {announce}"),
+            )
+        };
+        for table in [0, 253, 254, 255] {
+            let err = error_of(&with(&format!("{{ table = {table} }}")));
+            assert!(err.contains(&format!("table {table} is reserved")), "{err}");
+        }
+        for device in ["", "a-name-too-long-for-linux", "a/b", "a b"] {
+            let err = error_of(&with(&format!("{{ table = 100, device = \"{device}\" }}")));
+            assert!(err.contains("is not a valid interface name"), "{err}");
+        }
+        Config::parse(&with("{ table = 252, device = \"vips0\" }")).unwrap();
     }
 
     #[test]

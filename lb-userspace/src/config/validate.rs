@@ -57,6 +57,9 @@ impl Config {
                 "[director] metrics = \"{address}\" has no port: give one, e.g. \"127.0.0.1:9917\""
             ));
         }
+        if let Some(announce) = &self.director.announce {
+            problems.extend(announce_problems(announce));
+        }
         if self.services.len() > MAX_SERVICES as usize {
             problems.push(format!(
                 "{} services configured; drlb supports at most {MAX_SERVICES}",
@@ -214,4 +217,35 @@ fn unusable_unicast(addr: Ipv4Addr) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Routing tables a VIP route must not go into: unspecified, and the kernel's own (default,
+/// main, local), which would route the VIPs on this host.
+const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
+/// The longest interface name Linux accepts (IFNAMSIZ less the NUL).
+const MAX_IFNAME: usize = 15;
+
+fn announce_problems(announce: &super::AnnounceConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if RESERVED_TABLES.contains(&announce.table) {
+        problems.push(format!(
+            "[director] announce: table {} is reserved (0, or the kernel's default, main or local \
+             table): give a table of its own that only the routing daemon reads, e.g. table = 100",
+            announce.table
+        ));
+    }
+    let device = &announce.device;
+    if device.is_empty()
+        || device.len() > MAX_IFNAME
+        || device.contains(['/', ':'])
+        || device.chars().any(char::is_whitespace)
+        || device == "."
+        || device == ".."
+    {
+        problems.push(format!(
+            "[director] announce: device {device:?} is not a valid interface name (1 to \
+             {MAX_IFNAME} characters, no '/', ':' or spaces)"
+        ));
+    }
+    problems
 }

@@ -12,6 +12,7 @@
 //! are complete before the first frame arrives, so a bad config never leaves a half-applied
 //! data plane.
 
+pub mod announce;
 pub mod conflict;
 pub mod control;
 pub mod failover;
@@ -80,6 +81,11 @@ pub async fn run(options: RunOptions) -> Result<()> {
         control::bind(&options.state_dir, config.director.control_group.as_deref()).await?;
     let metrics = match config.director.metrics {
         Some(address) => Some(metrics::bind(address).await?),
+        None => None,
+    };
+    // Before anything is loaded: a device name in use is refused with nothing changed.
+    let routes = match &config.director.announce {
+        Some(announce) => Some(announce::RouteAnnouncer::create(&netlink, announce).await?),
         None => None,
     };
 
@@ -169,6 +175,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         address_events,
     )
     .with_metrics(metrics)
+    .with_routes(routes)
     .serve()
     .await;
     systemd::stopping();

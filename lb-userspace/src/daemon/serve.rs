@@ -14,7 +14,9 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{
-    HEALTH_QUEUE, NEIGHBOUR_REFRESH, RunOptions, conflict,
+    HEALTH_QUEUE, NEIGHBOUR_REFRESH, RunOptions,
+    announce::RouteAnnouncer,
+    conflict,
     control::{self, Request, Response},
     failover, health, metrics,
 };
@@ -55,6 +57,8 @@ pub struct Server<'a> {
     snapshot: watch::Sender<Option<Arc<StatsReport>>>,
     /// `[director] metrics` as read at start-up (a change needs a restart).
     metrics_address: Option<std::net::SocketAddr>,
+    /// `[director] announce`: the servable VIPs as routes for BIRD.
+    routes: Option<RouteAnnouncer>,
 }
 
 /// Whether an event changed the services (health checks then restart on the new set).
@@ -88,6 +92,21 @@ impl<'a> Server<'a> {
             rates: Estimator::new(RATE_INTERVAL),
             metrics_address,
             snapshot: watch::Sender::new(None),
+            routes: None,
+        }
+    }
+
+    /// Keeps the servable VIPs announced as routes (`[director] announce`).
+    #[must_use]
+    pub fn with_routes(mut self, routes: Option<RouteAnnouncer>) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// Brings the announced routes in line with what the director can serve now.
+    async fn follow_routes(&mut self) {
+        if let Some(routes) = &mut self.routes {
+            routes.follow(self.netlink, self.director).await;
         }
     }
 
@@ -100,8 +119,17 @@ impl<'a> Server<'a> {
         self
     }
 
-    /// Serves until SIGTERM or SIGINT: every event goes to its handler.
+    /// Serves until SIGTERM or SIGINT: every event goes to its handler. On the way out every
+    /// announced VIP is withdrawn.
     pub async fn serve(mut self) -> Result<()> {
+        let served = self.serve_events().await;
+        if let Some(routes) = self.routes.take() {
+            routes.withdraw_all(self.netlink).await;
+        }
+        served
+    }
+
+    async fn serve_events(&mut self) -> Result<()> {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
@@ -109,6 +137,8 @@ impl<'a> Server<'a> {
         let (health_tx, mut health_rx) = mpsc::channel(HEALTH_QUEUE);
         let mut checkers = start_health_checks(self.director, &health_tx);
         loop {
+            // After start-up and after every event (health, change, failover, tick).
+            self.follow_routes().await;
             let changed = tokio::select! {
                 _ = sigterm.recv() => {
                     info!("SIGTERM: stopping");
@@ -245,8 +275,12 @@ impl<'a> Server<'a> {
         false
     }
 
-    /// Gratuitous ARP for `vips` on every interface: a burst, then a repeat.
+    /// Gratuitous ARP for `vips` on every interface: a burst, then a repeat. None with
+    /// `arp = false` (routed VIPs).
     fn announce(&mut self, vips: Vec<Ipv4Addr>) {
+        if !self.director.config().director.arp {
+            return;
+        }
         let interfaces = self
             .director
             .interfaces()

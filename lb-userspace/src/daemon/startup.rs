@@ -165,6 +165,9 @@ pub async fn resolve(
 
 /// Announces every active VIP on every interface (the program answers ARP on all of them).
 pub async fn announce_vips(director: &Controller) {
+    if !director.config().director.arp {
+        return info!("arp = false: the VIPs are routed here, not announced with gratuitous ARP");
+    }
     let socket = match ArpSocket::sender(0) {
         Ok(socket) => socket,
         Err(e) => return warn!("VIPs not announced: {e:#}"),

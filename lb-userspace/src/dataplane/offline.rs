@@ -1,10 +1,16 @@
 //! Changes to a pinned data plane while no daemon runs: only what failover needs when drlb is
 //! gone (keepalived's notify script making this director a standby), with the same atomic
-//! stores, in the same order, as the daemon's `set_active(false)`.
+//! stores, in the same order, as the daemon's `set_active(false)`; and reading the published
+//! tables back ([`published_tables`]).
+
+use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
-use aya::maps::MapData;
-use lb_common::{SERVICE_FLAG_STANDBY, ServiceState, VIP_FLAG_ACTIVE, map_names};
+use aya::maps::{HashMap, Map, MapData};
+use lb_common::{
+    BackendEntry, MAGLEV_BLOCK, MaglevBlock, SERVICE_FLAG_STANDBY, ServiceKey, ServiceState,
+    TableDesc, VIP_FLAG_ACTIVE, backend_index, map_names, table_desc_index, table_index,
+};
 
 use super::{mmap::Mapped, pins::PinDir};
 
@@ -45,4 +51,54 @@ pub fn deactivate(pins: &PinDir) -> Result<Deactivated> {
         }
     }
     Ok(done)
+}
+
+/// A service as [`published_tables`] names it: address (IPv4-mapped), port, protocol number.
+pub type PublishedKey = (lb_common::Addr, u16, u8);
+
+/// The live Maglev table of every live service of a pinned data plane, each slot as the MAC
+/// of the backend it sends new flows to (`None`: a backend whose entry is not usable). Read
+/// from the maps the program reads, so that directors' tables can be compared where backend
+/// ids differ (docs/bgp.md: same backends and weights, same table). Writes nothing.
+/// Keyed by (address, port, protocol) of the service.
+pub fn published_tables(pins: &PinDir) -> Result<BTreeMap<PublishedKey, Vec<Option<[u8; 6]>>>> {
+    pins.pinned_entries()?;
+    let open = |name: &str| -> Result<MapData> {
+        MapData::from_pin(pins.map_path(name))
+            .with_context(|| format!("opening the pinned map {name}"))
+    };
+    let mapped =
+        |data: &MapData, name: &str, value_size: usize| Mapped::new(data, name, value_size);
+    let services: HashMap<MapData, ServiceKey, u32> =
+        HashMap::try_from(Map::HashMap(open(map_names::SERVICES)?))
+            .context("map SERVICES has an unexpected type")?;
+    let u64_size = size_of::<u64>();
+    let state_map = open(map_names::SERVICE_STATES)?;
+    let states = mapped(&state_map, map_names::SERVICE_STATES, u64_size)?;
+    let table_map = open(map_names::TABLES)?;
+    let tables = mapped(&table_map, map_names::TABLES, u64_size)?;
+    let maglev_map = open(map_names::MAGLEV)?;
+    let maglev = mapped(&maglev_map, map_names::MAGLEV, size_of::<MaglevBlock>())?;
+    let backend_map = open(map_names::BACKENDS)?;
+    let backends = mapped(&backend_map, map_names::BACKENDS, u64_size)?;
+    let mut published = BTreeMap::new();
+    for item in services.iter() {
+        let (key, id) = item.context("reading SERVICES failed")?;
+        let state = ServiceState::unpack(states.load_u64(id)?);
+        if !state.is_live() {
+            continue;
+        }
+        let desc = TableDesc::unpack(tables.load_u64(table_desc_index(id, state.bank))?);
+        let slots = (0..desc.size)
+            .map(|slot| {
+                let index = table_index(desc, slot);
+                let backend_id =
+                    maglev.load_lane(index / MAGLEV_BLOCK, (index % MAGLEV_BLOCK) as usize)?;
+                let entry = BackendEntry::unpack(backends.load_u64(backend_index(id, backend_id))?);
+                Ok(entry.is_usable().then_some(entry.mac))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        published.insert((key.addr, u16::from_be(key.port_be), key.protocol), slots);
+    }
+    Ok(published)
 }

@@ -144,6 +144,20 @@ impl Controller {
         }
     }
 
+    /// The VIPs this director can serve, to be announced as routes (docs/bgp.md): active, and
+    /// with at least one service that has a backend in its table (usable, weight above 0).
+    /// A VIP with several services stays announced while any of them can serve: withdrawing
+    /// it would take the others' traffic away too.
+    #[must_use]
+    pub fn servable_vips(&self) -> BTreeSet<Ipv4Addr> {
+        self.services
+            .iter()
+            .filter(|(id, _)| self.is_vip_active(id.vip))
+            .filter(|(_, s)| s.backends.values().any(|b| b.usable() && b.weight > 0))
+            .map(|(id, _)| id.vip)
+            .collect()
+    }
+
     /// Whether `vip` is an address of one of the director's interfaces.
     #[must_use]
     pub fn is_vip_local(&self, vip: Ipv4Addr) -> bool {
@@ -368,7 +382,9 @@ impl Controller {
             if only.is_some_and(|only| only != active) {
                 continue;
             }
-            let flags = if active { VIP_FLAG_ACTIVE } else { 0 }
+            // `arp = false`: a routed VIP is never answered, active or not.
+            let answers_arp = active && self.config.director.arp;
+            let flags = if answers_arp { VIP_FLAG_ACTIVE } else { 0 }
                 | if self.is_vip_local(vip) {
                     VIP_FLAG_LOCAL
                 } else {

@@ -183,6 +183,26 @@ impl Netlink {
         Ok(found)
     }
 
+    /// The rtnetlink handle, for requests made elsewhere in `net` (routes).
+    pub(super) const fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The index of the interface `name` of this namespace.
+    pub async fn link_index(&self, name: &str) -> Result<u32> {
+        let link = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute()
+            .try_next()
+            .await
+            .with_context(|| format!("looking up interface {name} failed"))?
+            .with_context(|| format!("no interface {name} in this network namespace"))?;
+        Ok(link.header.index)
+    }
+
     /// The name of the interface `ifindex` of this namespace.
     pub async fn link_name(&self, ifindex: u32) -> Result<String> {
         let link = self

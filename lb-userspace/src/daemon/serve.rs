@@ -9,31 +9,25 @@ use tokio::{
     net::{TcpListener, UnixStream},
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
-    task::JoinSet,
 };
 use tracing::{info, warn};
 
 use super::{
     HEALTH_QUEUE, NEIGHBOUR_REFRESH, RunOptions, conflict,
     control::{self, Request, Response},
-    failover, health, metrics,
+    failover,
+    health::{HealthResult, Prober},
+    metrics,
 };
 use crate::{
-    config::{Config, ServiceId},
-    director::{Change, Controller},
+    config::Config,
+    director::{Change, Controller, publish},
     net::netlink::{AddressEvents, Netlink},
     report::{
         rate::{Estimator, RATE_INTERVAL},
         stats::{self, FlowTableStats, InterfaceStats, StatsReport, bad_checksum_advice},
     },
 };
-
-/// A health probe's result, sent from a checker task to the loop.
-pub struct HealthResult {
-    service: ServiceId,
-    backend: Ipv4Addr,
-    result: Result<()>,
-}
 
 /// The serving loop's state: what each event handler needs.
 pub struct Server<'a> {
@@ -100,23 +94,36 @@ impl<'a> Server<'a> {
         self
     }
 
-    /// Serves until SIGTERM or SIGINT: every event goes to its handler.
+    /// Serves until SIGTERM or SIGINT: every event goes to its handler. Health probes run on
+    /// a thread of their own ([`Prober`]), table builds and grace periods on another
+    /// ([`publish::Builder`]): this loop takes changes and writes the maps.
     pub async fn serve(mut self) -> Result<()> {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
         let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
         let (health_tx, mut health_rx) = mpsc::channel(HEALTH_QUEUE);
-        let mut checkers = start_health_checks(self.director, &health_tx);
+        let prober = Prober::spawn(health_tx)?;
+        prober.check(self.director.health_targets());
+        self.director.defer_publishes();
+        let mut builder = publish::Builder::spawn()?;
         loop {
             let changed = tokio::select! {
                 _ = sigterm.recv() => {
                     info!("SIGTERM: stopping");
+                    self.publish_before_stopping();
                     return Ok(());
                 }
                 _ = sigint.recv() => {
                     info!("SIGINT: stopping");
+                    self.publish_before_stopping();
                     return Ok(());
+                }
+                Some(built) = builder.next() => {
+                    if let Err(e) = self.director.finish(built) {
+                        warn!("publishing a table failed (tried again): {e:#}");
+                    }
+                    false
                 }
                 _ = sighup.recv() => self.on_sighup(),
                 accepted = self.control.listener.accept() => match accepted {
@@ -131,9 +138,33 @@ impl<'a> Server<'a> {
                 _ = refresh.tick() => self.on_tick().await,
             };
             if changed {
-                checkers.abort_all();
-                checkers = start_health_checks(self.director, &health_tx);
+                prober.check(self.director.health_targets());
             }
+            self.submit_jobs(&builder);
+        }
+    }
+
+    /// Hands the table builds and grace periods now due to the builder.
+    fn submit_jobs(&mut self, builder: &publish::Builder) {
+        let jobs = match self.director.jobs() {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                warn!("publishing a table failed (tried again): {e:#}");
+                return;
+            }
+        };
+        for job in jobs {
+            if let Err(e) = builder.submit(job) {
+                warn!("{e:#}");
+            }
+        }
+    }
+
+    /// Changes taken but not yet published are published before the daemon stops, so the
+    /// data plane goes on with every change that was acknowledged.
+    fn publish_before_stopping(&mut self) {
+        if let Err(e) = self.director.publish_now() {
+            warn!("publishing the last changes before stopping failed: {e:#}");
         }
     }
 
@@ -339,34 +370,6 @@ impl<'a> Server<'a> {
             }
         }
     }
-}
-
-/// One task per checked backend; all replaced whenever the config changes.
-fn start_health_checks(director: &Controller, results: &mpsc::Sender<HealthResult>) -> JoinSet<()> {
-    let mut checkers = JoinSet::new();
-    for (service, backend, check, target) in director.health_targets() {
-        let results = results.clone();
-        checkers.spawn(async move {
-            let mut interval = tokio::time::interval(check.interval());
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                let result = health::probe(&check, target).await;
-                if results
-                    .send(HealthResult {
-                        service,
-                        backend,
-                        result,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-    }
-    checkers
 }
 
 async fn refresh_neighbours(netlink: &Netlink, director: &mut Controller) -> Result<()> {

@@ -18,6 +18,7 @@ pub mod change;
 pub mod controller;
 pub mod health;
 pub mod layout;
+pub mod publish;
 mod reconcile;
 pub mod state;
 

@@ -53,6 +53,10 @@ pub enum Request {
     Change {
         change: Change,
     },
+    /// Apply several changes as one, in order (refused whole if one is refused).
+    Changes {
+        changes: Vec<Change>,
+    },
     /// Answer ARP for the VIPs and forward their traffic (`drlb vip activate`).
     Activate,
     /// Become a standby: no ARP answers, no forwarding (`drlb vip deactivate`).
@@ -65,7 +69,7 @@ impl Request {
     pub fn is_read_only(&self) -> bool {
         match self {
             Self::Stats => true,
-            Self::Change { .. } | Self::Activate | Self::Deactivate => false,
+            Self::Change { .. } | Self::Changes { .. } | Self::Activate | Self::Deactivate => false,
         }
     }
 
@@ -74,6 +78,7 @@ impl Request {
         match self {
             Self::Stats => "stats",
             Self::Change { .. } => "a change",
+            Self::Changes { .. } => "changes",
             Self::Activate => "vip activate",
             Self::Deactivate => "vip deactivate",
         }
@@ -84,7 +89,7 @@ impl Request {
 #[serde(rename_all = "kebab-case")]
 pub enum Response {
     Stats(StatsReport),
-    /// The change was applied; one line per effect.
+    /// The change was applied (and is live in the data plane); one line per effect.
     Applied(Vec<String>),
     Error(String),
 }

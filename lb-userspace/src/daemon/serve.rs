@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     config::Config,
-    director::{Change, Controller, publish},
+    director::{Change, Controller, edit_all, publish},
     net::netlink::{AddressEvents, Netlink},
     report::{
         rate::{Estimator, RATE_INTERVAL},
@@ -49,6 +49,8 @@ pub struct Server<'a> {
     snapshot: watch::Sender<Option<Arc<StatsReport>>>,
     /// `[director] metrics` as read at start-up (a change needs a restart).
     metrics_address: Option<std::net::SocketAddr>,
+    /// Clients whose change was taken, answered once it is live (`Controller::is_live`).
+    waiting: Vec<(UnixStream, Response, u64)>,
 }
 
 /// Whether an event changed the services (health checks then restart on the new set).
@@ -82,6 +84,7 @@ impl<'a> Server<'a> {
             rates: Estimator::new(RATE_INTERVAL),
             metrics_address,
             snapshot: watch::Sender::new(None),
+            waiting: Vec::new(),
         }
     }
 
@@ -111,12 +114,12 @@ impl<'a> Server<'a> {
             let changed = tokio::select! {
                 _ = sigterm.recv() => {
                     info!("SIGTERM: stopping");
-                    self.publish_before_stopping();
+                    self.publish_before_stopping().await;
                     return Ok(());
                 }
                 _ = sigint.recv() => {
                     info!("SIGINT: stopping");
-                    self.publish_before_stopping();
+                    self.publish_before_stopping().await;
                     return Ok(());
                 }
                 Some(built) = builder.next() => {
@@ -141,6 +144,23 @@ impl<'a> Server<'a> {
                 prober.check(self.director.health_targets());
             }
             self.submit_jobs(&builder);
+            self.answer_live().await;
+        }
+    }
+
+    /// Answers the clients whose change is live now.
+    async fn answer_live(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let (live, waiting) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(_, _, mark)| self.director.is_live(*mark));
+        self.waiting = waiting;
+        for (mut stream, response, _) in live {
+            if let Err(e) = control::write_response(&mut stream, &response).await {
+                warn!("control client went away: {e:#}");
+            }
         }
     }
 
@@ -162,10 +182,11 @@ impl<'a> Server<'a> {
 
     /// Changes taken but not yet published are published before the daemon stops, so the
     /// data plane goes on with every change that was acknowledged.
-    fn publish_before_stopping(&mut self) {
+    async fn publish_before_stopping(&mut self) {
         if let Err(e) = self.director.publish_now() {
             warn!("publishing the last changes before stopping failed: {e:#}");
         }
+        self.answer_live().await;
     }
 
     /// SIGHUP: re-reads the config file and applies the difference, or keeps everything as it is.
@@ -203,21 +224,26 @@ impl<'a> Server<'a> {
             ),
             Ok(Request::Activate) => (self.failover_to(true), false),
             Ok(Request::Deactivate) => (self.failover_to(false), false),
-            Ok(Request::Change { change }) => self.on_change(&change),
+            Ok(Request::Change { change }) => self.on_change(std::slice::from_ref(&change)),
+            Ok(Request::Changes { changes }) => self.on_change(&changes),
             Err(e) => (Response::Error(format!("{e:#}")), false),
         };
+        if changed {
+            // Answered once the change is live in the data plane (`answer_live`).
+            let mark = self.director.change_mark();
+            self.waiting.push((stream, response, mark));
+            return changed;
+        }
         if let Err(e) = control::write_response(&mut stream, &response).await {
             warn!("control client went away: {e:#}");
         }
         changed
     }
 
-    /// `drlb service|backend ...`: the change applied whole, or refused whole.
-    fn on_change(&mut self, change: &Change) -> (Response, Changed) {
-        match change
-            .edit(self.director.config())
-            .and_then(|new| self.director.apply(new))
-        {
+    /// `drlb service|backend ...` (or a batch of them, applied as one change): the change
+    /// applied whole, or refused whole.
+    fn on_change(&mut self, changes: &[Change]) -> (Response, Changed) {
+        match edit_all(changes, self.director.config()).and_then(|new| self.director.apply(new)) {
             Ok(effects) => {
                 for effect in &effects {
                     info!("control: {effect}");

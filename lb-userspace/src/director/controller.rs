@@ -192,7 +192,7 @@ impl Controller {
                 continue;
             }
             let port = check.port.unwrap_or(s.config.port);
-            for address in s.backends.keys() {
+            for (address, _) in s.backends.iter().filter(|(_, b)| !b.leaving) {
                 targets.push((
                     *id,
                     *address,
@@ -726,6 +726,22 @@ impl Controller {
         }
         retire_leaving(service, &self.dataplane);
         Ok(())
+    }
+
+    /// A mark for every change made so far: [`Controller::is_live`] says when they all are
+    /// in the data plane.
+    #[must_use]
+    pub fn change_mark(&self) -> u64 {
+        publish::next_sequence()
+    }
+
+    /// Whether every change made before `mark` ([`Controller::change_mark`]) is live: each
+    /// service's live table is the model's, or was built after the mark.
+    #[must_use]
+    pub fn is_live(&self, mark: u64) -> bool {
+        self.services
+            .values()
+            .all(|s| s.published_sequence > mark || !s.needs_publish())
     }
 
     /// Services whose table differs from the model's or that wait for a grace period (for

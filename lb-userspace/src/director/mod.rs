@@ -22,7 +22,7 @@ pub mod publish;
 mod reconcile;
 pub mod state;
 
-pub use change::Change;
+pub use change::{Change, edit_all};
 pub use controller::{Controller, Switched};
 pub use layout::map_sizes;
 

@@ -169,6 +169,11 @@ fn changes_per_second() {
         deferred.tables,
         per_change.as_secs_f64() * f64::from(DEFERRED_CHANGES) / deferred.published.as_secs_f64()
     );
+    println!(
+        "time from a change taken to it live: median {}, longest {}\n",
+        ms(deferred.latency_median),
+        ms(deferred.latency_max)
+    );
     drop(director);
     full_table_publish();
 }
@@ -178,6 +183,9 @@ struct Deferred {
     accepted: Duration,
     published: Duration,
     tables: u64,
+    /// From a change taken to the change live: median and longest.
+    latency_median: Duration,
+    latency_max: Duration,
 }
 
 /// `DEFERRED_CHANGES` weight changes, one request at a time, as the daemon takes them from
@@ -189,10 +197,29 @@ fn deferred_changes(director: &mut Controller, config: &Config) -> Deferred {
     director.defer_publishes();
     let mut builder = publish::Builder::spawn().expect("table builder");
     let mut out = 0_usize;
-    let pump = |director: &mut Controller, builder: &mut publish::Builder, out: &mut usize| {
+    // Per change: when it was taken and its mark (`Controller::is_live`); `latencies` gets
+    // each change's time until live, in order.
+    let mut taken: Vec<(Instant, u64)> = Vec::with_capacity(DEFERRED_CHANGES as usize);
+    let mut latencies: Vec<Duration> = Vec::with_capacity(DEFERRED_CHANGES as usize);
+    let note_live =
+        |director: &Controller, taken: &[(Instant, u64)], latencies: &mut Vec<Duration>| {
+            let now = Instant::now();
+            while let Some(&(at, mark)) = taken.get(latencies.len()) {
+                if !director.is_live(mark) {
+                    break;
+                }
+                latencies.push(now - at);
+            }
+        };
+    let pump = |director: &mut Controller,
+                builder: &mut publish::Builder,
+                out: &mut usize,
+                taken: &[(Instant, u64)],
+                latencies: &mut Vec<Duration>| {
         while let Some(built) = builder.try_next() {
             *out -= 1;
             director.finish(built).expect("publishing");
+            note_live(director, taken, latencies);
         }
         for job in director.jobs().expect("jobs") {
             *out += 1;
@@ -209,7 +236,8 @@ fn deferred_changes(director: &mut Controller, config: &Config) -> Deferred {
         };
         let new = change.edit(director.config()).expect("editing");
         director.apply(new).expect("weight change");
-        pump(director, &mut builder, &mut out);
+        taken.push((Instant::now(), director.change_mark()));
+        pump(director, &mut builder, &mut out, &taken, &mut latencies);
     }
     let accepted = start.elapsed();
     while out > 0 || director.unpublished() > 0 {
@@ -217,15 +245,21 @@ fn deferred_changes(director: &mut Controller, config: &Config) -> Deferred {
             let built = builder.wait_next().expect("the builder runs");
             out -= 1;
             director.finish(built).expect("publishing");
+            note_live(director, &taken, &mut latencies);
         }
-        pump(director, &mut builder, &mut out);
+        pump(director, &mut builder, &mut out, &taken, &mut latencies);
     }
     let published = start.elapsed();
+    note_live(director, &taken, &mut latencies);
+    assert_eq!(latencies.len(), taken.len(), "every change is live");
     let tables_after: u64 = director.services().map(|(_, s)| s.publishes.count).sum();
+    latencies.sort();
     Deferred {
         accepted,
         published,
         tables: tables_after - tables_before,
+        latency_median: latencies[latencies.len() / 2],
+        latency_max: latencies[latencies.len() - 1],
     }
 }
 

@@ -320,6 +320,27 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_of_changes_reads_as_the_readme_writes_it() {
+        let line = r#"{"command":"changes","changes":[{"change":"backend-set-weight","service":{"protocol":"tcp","vip":"198.18.0.100","port":8080},"address":"198.18.0.11","weight":0}]}"#;
+        let request: Request = serde_json::from_str(line).unwrap();
+        let Request::Changes { changes } = &request else {
+            panic!("{request:?}");
+        };
+        assert!(matches!(
+            changes.as_slice(),
+            [Change::BackendSetWeight { weight: 0, .. }]
+        ));
+        assert!(
+            !request.is_read_only(),
+            "a control group member may not send it"
+        );
+        assert!(
+            include_str!("../../../README.md").contains(line),
+            "the README shows this line"
+        );
+    }
+
+    #[test]
     fn root_may_do_everything_with_or_without_a_control_group() {
         assert_eq!(access(ROOT_UID, 0, None, never), Access::Full);
         assert_eq!(

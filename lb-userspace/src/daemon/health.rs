@@ -159,6 +159,39 @@ async fn http_status_ok(check: &HealthCheckConfig, target: SocketAddr) -> Result
 mod tests {
     use super::*;
 
+    /// The probes run on the prober's own thread: they go on while the thread that owns the
+    /// results (the daemon's loop) runs no runtime at all, as during a long publish.
+    #[test]
+    fn probes_go_on_while_the_loop_is_busy() {
+        /// Results to see; a bound on the wait (not a speed requirement).
+        const WANTED: usize = 3;
+        const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(20);
+        const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let (sender, mut results) = mpsc::channel(WANTED);
+        let prober = Prober::spawn(sender).unwrap();
+        let check = HealthCheckConfig {
+            interval_ms: 10,
+            ..HealthCheckConfig::default()
+        };
+        let service: ServiceId = "tcp/198.18.0.100:80".parse().unwrap();
+        prober.check(vec![(service, Ipv4Addr::LOCALHOST, check, target)]);
+        // This thread only sleeps (blocked, as on a grace period) and looks.
+        let started = std::time::Instant::now();
+        let mut seen = Vec::new();
+        while seen.len() < WANTED && started.elapsed() < GIVE_UP {
+            std::thread::sleep(POLL);
+            while let Ok(result) = results.try_recv() {
+                seen.push(result);
+            }
+        }
+        assert!(seen.len() >= WANTED, "{} results", seen.len());
+        assert!(seen.iter().all(|r| r.result.is_ok() && r.service == service));
+        drop(prober);
+        drop(listener);
+    }
+
     #[tokio::test]
     async fn tcp_probe_sees_a_listener_and_its_absence() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

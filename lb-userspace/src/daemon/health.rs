@@ -187,7 +187,10 @@ mod tests {
             }
         }
         assert!(seen.len() >= WANTED, "{} results", seen.len());
-        assert!(seen.iter().all(|r| r.result.is_ok() && r.service == service));
+        assert!(
+            seen.iter()
+                .all(|r| r.result.is_ok() && r.service == service)
+        );
         drop(prober);
         drop(listener);
     }

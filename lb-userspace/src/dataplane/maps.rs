@@ -982,6 +982,25 @@ mod tests {
         words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
     }
 
+    /// A grace period another thread waited for clears what was written before its token,
+    /// never what came after (that still needs one).
+    #[test]
+    fn a_grace_period_clears_only_what_its_token_covers() {
+        let mut pending = PendingReuse {
+            keys_deleted: Some(2),
+            flipped: [(7, 1), (8, 3)].into_iter().collect(),
+            regions_freed: Some(3),
+        };
+        pending.clear_up_to(2);
+        assert_eq!(pending.keys_deleted, None);
+        assert_eq!(pending.regions_freed, Some(3));
+        assert_eq!(pending.flipped.keys().copied().collect::<Vec<_>>(), [8]);
+        pending.clear_up_to(3);
+        assert!(pending.flipped.is_empty() && pending.regions_freed.is_none());
+        assert!(GraceToken(2).precedes(GraceToken(2)));
+        assert!(!GraceToken(3).precedes(GraceToken(2)));
+    }
+
     #[test]
     fn the_vip_filter_never_says_no_to_a_vip() {
         let vips: Vec<[u8; 4]> = (0..=255).map(|i| [198, 18, i % 7, i]).collect();

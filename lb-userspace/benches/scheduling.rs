@@ -6,7 +6,13 @@
 //!    `slot % backends` (the cheapest possible table), so the ratio says what consistency costs.
 //! 2. Backend changes per second the daemon's `Controller::apply` achieves (weight changes on a
 //!    service of 100 backends: config diff, Maglev rebuild, map writes), against the kernel
-//!    with a freshly loaded program. Needs root; skipped, and said so, otherwise.
+//!    with a freshly loaded program. Needs root; skipped, and said so, otherwise. Two ways,
+//!    in the same run: each change published by `apply` itself (how drlb worked before, the
+//!    baseline), and the daemon's way: `Change::edit` + `apply` with publishes deferred, the
+//!    table builds and grace periods on `publish::Builder`'s thread and the results published
+//!    by `Controller::finish` as they come, as `drlb run`'s loop does. "accepted/s" counts
+//!    changes taken (model and `BACKENDS` written); "published/s" counts them until the last
+//!    one is live in the data plane (its table published, nothing left pending).
 //!
 //! 3. Publishing a whole 655373-entry table whose every entry changes (the map writes and the
 //!    grace period of `Dataplane::publish_table`, no Maglev build), next to writing the same
@@ -24,7 +30,7 @@ use lb_common::{IPPROTO_UDP, ServiceKey, ipv4_mapped};
 use lb_userspace::{
     config::Config,
     dataplane::{Dataplane, TableLayout, loader},
-    director::{Controller, map_sizes},
+    director::{Change, Controller, map_sizes, publish},
     maglev::{WeightedBackend, build_table},
     net::netlink::InterfaceInfo,
 };
@@ -34,6 +40,8 @@ const BACKEND_COUNTS: [u32; 3] = [10, 100, 1000];
 const RUNS: usize = 5;
 const CHANGE_BACKENDS: u32 = 100;
 const CHANGES: u32 = 200;
+/// Weight changes sent one by one the daemon's way (deferred publishes).
+const DEFERRED_CHANGES: u32 = 10_000;
 
 fn main() {
     println!("## Maglev table build (median of {RUNS} runs)\n");
@@ -131,6 +139,7 @@ fn changes_per_second() {
         director.apply(changed).expect("weight change");
     }
     let per_change = start.elapsed() / CHANGES;
+    let deferred = deferred_changes(&mut director, &config);
     println!("| what | time per apply | per second |");
     println!("|---|---:|---:|");
     println!(
@@ -144,11 +153,114 @@ fn changes_per_second() {
         1.0 / per_change.as_secs_f64()
     );
     println!(
-        "\nratio change/baseline: {:.1}x\n",
-        per_change.as_secs_f64() / unchanged.as_secs_f64()
+        "| daemon's way, {DEFERRED_CHANGES} changes: accepted | {} | {:.0} |",
+        ms(deferred.accepted / DEFERRED_CHANGES),
+        f64::from(DEFERRED_CHANGES) / deferred.accepted.as_secs_f64()
+    );
+    println!(
+        "| daemon's way, {DEFERRED_CHANGES} changes: published (until the last is live) | {} | {:.0} |",
+        ms(deferred.published / DEFERRED_CHANGES),
+        f64::from(DEFERRED_CHANGES) / deferred.published.as_secs_f64()
+    );
+    println!(
+        "\nratio change/baseline: {:.1}x; the daemon's way published {DEFERRED_CHANGES} changes \
+         in {} tables, {:.1}x the rate of one publish per change\n",
+        per_change.as_secs_f64() / unchanged.as_secs_f64(),
+        deferred.tables,
+        per_change.as_secs_f64() * f64::from(DEFERRED_CHANGES) / deferred.published.as_secs_f64()
+    );
+    println!(
+        "time from a change taken to it live: median {}, longest {}\n",
+        ms(deferred.latency_median),
+        ms(deferred.latency_max)
     );
     drop(director);
     full_table_publish();
+}
+
+/// What [`deferred_changes`] measured.
+struct Deferred {
+    accepted: Duration,
+    published: Duration,
+    tables: u64,
+    /// From a change taken to the change live: median and longest.
+    latency_median: Duration,
+    latency_max: Duration,
+}
+
+/// `DEFERRED_CHANGES` weight changes, one request at a time, as the daemon takes them from
+/// the control socket (`Change::edit` of the config in force, then `apply`), with publishes
+/// deferred and run as `drlb run`'s loop runs them; timed until every change is live.
+fn deferred_changes(director: &mut Controller, config: &Config) -> Deferred {
+    let service = config.services[0].id();
+    let tables_before: u64 = director.services().map(|(_, s)| s.publishes.count).sum();
+    director.defer_publishes();
+    let mut builder = publish::Builder::spawn().expect("table builder");
+    let mut out = 0_usize;
+    // Per change: when it was taken and its mark (`Controller::is_live`); `latencies` gets
+    // each change's time until live, in order.
+    let mut taken: Vec<(Instant, u64)> = Vec::with_capacity(DEFERRED_CHANGES as usize);
+    let mut latencies: Vec<Duration> = Vec::with_capacity(DEFERRED_CHANGES as usize);
+    let note_live =
+        |director: &Controller, taken: &[(Instant, u64)], latencies: &mut Vec<Duration>| {
+            let now = Instant::now();
+            while let Some(&(at, mark)) = taken.get(latencies.len()) {
+                if !director.is_live(mark) {
+                    break;
+                }
+                latencies.push(now - at);
+            }
+        };
+    let pump = |director: &mut Controller,
+                builder: &mut publish::Builder,
+                out: &mut usize,
+                taken: &[(Instant, u64)],
+                latencies: &mut Vec<Duration>| {
+        while let Some(built) = builder.try_next() {
+            *out -= 1;
+            director.finish(built).expect("publishing");
+            note_live(director, taken, latencies);
+        }
+        for job in director.jobs().expect("jobs") {
+            *out += 1;
+            builder.submit(job).expect("submitting");
+        }
+    };
+    let start = Instant::now();
+    for i in 0..DEFERRED_CHANGES {
+        let backend = &config.services[0].backends[(i % CHANGE_BACKENDS) as usize];
+        let change = Change::BackendSetWeight {
+            service,
+            address: backend.address,
+            weight: 1 + (i / CHANGE_BACKENDS + 2) % 4,
+        };
+        let new = change.edit(director.config()).expect("editing");
+        director.apply(new).expect("weight change");
+        taken.push((Instant::now(), director.change_mark()));
+        pump(director, &mut builder, &mut out, &taken, &mut latencies);
+    }
+    let accepted = start.elapsed();
+    while out > 0 || director.unpublished() > 0 {
+        if out > 0 {
+            let built = builder.wait_next().expect("the builder runs");
+            out -= 1;
+            director.finish(built).expect("publishing");
+            note_live(director, &taken, &mut latencies);
+        }
+        pump(director, &mut builder, &mut out, &taken, &mut latencies);
+    }
+    let published = start.elapsed();
+    note_live(director, &taken, &mut latencies);
+    assert_eq!(latencies.len(), taken.len(), "every change is live");
+    let tables_after: u64 = director.services().map(|(_, s)| s.publishes.count).sum();
+    latencies.sort();
+    Deferred {
+        accepted,
+        published,
+        tables: tables_after - tables_before,
+        latency_median: latencies[latencies.len() / 2],
+        latency_max: latencies[latencies.len() - 1],
+    }
 }
 
 /// A whole 655373-entry table written through `Dataplane::publish_table`, every entry changed.

@@ -9,14 +9,14 @@ use aya::{
     Ebpf,
     programs::{TestRun as _, TestRunOptions},
 };
-use lb_common::MAX_BACKENDS_PER_SERVICE;
+use lb_common::{BACKEND_FLAG_USABLE, MAX_BACKENDS_PER_SERVICE};
 use lb_userspace::{
-    config::Config,
+    config::{Config, ServiceId},
     dataplane::{
         Dataplane,
         loader::{self, MapSizes},
     },
-    director::Controller,
+    director::{Change, Controller, publish},
     net::{mac::format_mac, netlink::InterfaceInfo},
     report::stats,
 };
@@ -280,4 +280,267 @@ fn removing_a_service_that_is_not_there_succeeds() {
     dataplane
         .remove_service(&key, 0)
         .expect("removing a service that was never added");
+}
+
+/// The full service's id as the CLI names it.
+fn full_service() -> ServiceId {
+    format!("udp/{VIP}:{FULL_PORT}")
+        .parse()
+        .expect("a service id")
+}
+
+/// Client source ports for checks after a change, past those of `Bed::destinations`: flows
+/// the program has not seen, so they follow the live table, not the flow table.
+fn fresh_ports(round: u16) -> u16 {
+    CLIENT_PORT + PROBE_FLOWS * (round + 1)
+}
+
+/// Where new flows from `first_port` on go with a director given `config` at once.
+fn expected(config: &Config, first_port: u16) -> Vec<(u32, [u8; 6])> {
+    Bed::load(config).new_flows(FULL_PORT, first_port)
+}
+
+impl Bed {
+    /// Where the probe flows from `first_port` on to `port` go: (action, MAC) per flow.
+    fn new_flows(&mut self, port: u16, first_port: u16) -> Vec<(u32, [u8; 6])> {
+        (0..PROBE_FLOWS)
+            .map(|i| self.send(port, first_port + i))
+            .collect()
+    }
+
+    /// Tables published so far for the full service.
+    fn full_publishes(&self) -> u64 {
+        self.full_state().publishes.count
+    }
+
+    fn full_state(&self) -> &lb_userspace::director::state::ServiceState {
+        self.controller
+            .services()
+            .find(|(id, _)| **id == full_service())
+            .expect("the full service")
+            .1
+    }
+
+    /// Whether the full service's backend `backend_id` has a usable `BACKENDS` word.
+    fn usable(&self, backend_id: u32) -> bool {
+        let service_id = self.full_state().id;
+        let entry = self
+            .controller
+            .dataplane()
+            .backend(service_id, backend_id)
+            .expect("reading BACKENDS");
+        entry.flags & BACKEND_FLAG_USABLE != 0
+    }
+
+    /// Applies the config with one weight changed, as `drlb backend set-weight` does.
+    fn set_weight(&mut self, backend: u32, weight: u32) {
+        let change = Change::BackendSetWeight {
+            service: full_service(),
+            address: full_backend_address(backend),
+            weight,
+        };
+        let new = change.edit(self.controller.config()).expect("editing");
+        self.controller
+            .apply(new)
+            .expect("applying a weight change");
+    }
+
+    /// The jobs due, run here (as the builder thread would), each handed back.
+    fn run_jobs(&mut self) -> Vec<publish::Job> {
+        let jobs = self.controller.jobs().expect("jobs");
+        for job in &jobs {
+            self.controller
+                .finish(publish::run(job.clone()))
+                .expect("finishing a job");
+        }
+        jobs
+    }
+}
+
+/// With publishes deferred, many changes make one table, built from the latest state: what a
+/// director given the final config at once forwards.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn deferred_changes_coalesce_into_one_publish_of_the_latest_state() {
+    tests::require_root();
+    let mut bed = Bed::load(&config(0..4));
+    bed.controller.defer_publishes();
+    let publishes = bed.full_publishes();
+    let mark_before = bed.controller.change_mark();
+    assert!(bed.controller.is_live(mark_before), "nothing waits yet");
+    for round in 0..50 {
+        bed.set_weight(round % 4, 1 + round % 7);
+    }
+    let mark = bed.controller.change_mark();
+    assert_eq!(
+        bed.full_publishes(),
+        publishes,
+        "no table published by a change"
+    );
+    assert_eq!(
+        bed.new_flows(FULL_PORT, fresh_ports(0)),
+        expected(&config(0..4), fresh_ports(0)),
+        "the live table is the old one"
+    );
+    assert!(
+        !bed.controller.is_live(mark),
+        "the changes are not live yet"
+    );
+
+    // One job for the service that changed, none for the other.
+    let jobs = bed.controller.jobs().expect("jobs");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].service, full_service());
+    // More changes while it is out: no second job for the service.
+    bed.set_weight(0, 9);
+    assert!(
+        bed.controller.jobs().expect("jobs").is_empty(),
+        "one job out at a time"
+    );
+    bed.controller
+        .finish(publish::run(jobs[0].clone()))
+        .expect("publishing");
+    assert_eq!(bed.full_publishes(), publishes + 1);
+    assert!(
+        bed.controller.is_live(mark),
+        "the first 50 changes are live"
+    );
+    // The last change: one more table.
+    let late = bed.controller.change_mark();
+    assert!(!bed.controller.is_live(late));
+    assert_eq!(bed.run_jobs().len(), 1);
+    assert_eq!(bed.full_publishes(), publishes + 2);
+    assert!(bed.controller.is_live(late));
+    assert_eq!(bed.controller.unpublished(), 0);
+    assert!(bed.run_jobs().is_empty(), "nothing left to do");
+
+    // The same as a director given the final config in one go.
+    let final_config = bed.controller.config().clone();
+    let now = bed.new_flows(FULL_PORT, fresh_ports(1));
+    assert_eq!(
+        now,
+        expected(&final_config, fresh_ports(1)),
+        "the live table is the latest state's"
+    );
+    assert_ne!(
+        now,
+        expected(&config(0..4), fresh_ports(1)),
+        "and it changed"
+    );
+}
+
+/// A removed backend keeps its `BACKENDS` word until a table without it is live, and its id
+/// until a grace period after that: never given to another backend while a run may read it.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn a_deferred_removal_waits_for_its_table_and_its_grace_period() {
+    tests::require_root();
+    let mut bed = Bed::load(&config(0..4));
+    bed.controller.defer_publishes();
+    let removed = bed.full_state().backends[&full_backend_address(3)].id;
+    bed.controller
+        .apply(config(0..3))
+        .expect("removing backend 3");
+    assert!(
+        bed.usable(removed),
+        "its word stays while the live table names it"
+    );
+    let report = stats::build(&bed.controller, Vec::new()).expect("stats");
+    assert!(
+        report.services.iter().all(|s| s
+            .backends
+            .iter()
+            .all(|b| b.address != full_backend_address(3).to_string())),
+        "the report already leaves it out"
+    );
+
+    // The table without it: its word is cleared, its id held for a grace period.
+    let jobs = bed.controller.jobs().expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert!(jobs[0].inputs.is_some(), "a table to build");
+    bed.controller
+        .finish(publish::run(jobs[0].clone()))
+        .expect("publishing");
+    assert!(!bed.usable(removed), "cleared once no live table names it");
+    assert!(
+        bed.full_state().ids_in_use().contains(&removed),
+        "its id is not free yet"
+    );
+    // A backend added now gets another id.
+    let mut added = config(0..3);
+    added.services[0]
+        .backends
+        .push(config(9..10).services[0].backends[0].clone());
+    bed.controller
+        .apply(added.clone())
+        .expect("adding backend 9");
+    let id_of_9 = bed.full_state().backends[&full_backend_address(9)].id;
+    assert_ne!(id_of_9, removed, "the removed backend's id is still held");
+
+    // The grace period (with the added backend's table): the id is free.
+    let jobs = bed.run_jobs();
+    assert_eq!(jobs.len(), 1);
+    assert!(jobs[0].grace.is_some(), "the job waits for a grace period");
+    assert!(
+        bed.full_state().releasing.is_empty(),
+        "released after the grace period"
+    );
+    assert!(!bed.full_state().ids_in_use().contains(&removed));
+    added.services[0]
+        .backends
+        .push(config(10..11).services[0].backends[0].clone());
+    bed.controller.apply(added).expect("adding backend 10");
+    assert_eq!(
+        bed.full_state().backends[&full_backend_address(10)].id,
+        removed,
+        "the freed id is the lowest again"
+    );
+}
+
+/// A deferred publish whose writes fail is not remembered as done: the model keeps the change
+/// (it was accepted), the service still needs its table, and the next job publishes it.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn a_failed_deferred_publish_is_tried_again_and_never_half_remembered() {
+    tests::require_root();
+    let mut bed = Bed::load(&config(0..4));
+    bed.controller.defer_publishes();
+    bed.set_weight(1, 5);
+    let mark = bed.controller.change_mark();
+    for (round, writes) in [0, 3].into_iter().enumerate() {
+        let ports = fresh_ports(u16::try_from(round).expect("two rounds"));
+        let jobs = bed.controller.jobs().expect("jobs");
+        assert_eq!(jobs.len(), 1, "the table is asked for again");
+        bed.controller.dataplane_mut().fail_write_after(writes);
+        bed.controller
+            .finish(publish::run(jobs[0].clone()))
+            .expect_err("the publish fails");
+        assert!(
+            !bed.controller.is_live(mark),
+            "not live after a failed publish"
+        );
+        assert_eq!(
+            bed.controller.unpublished(),
+            1,
+            "the service still needs its table"
+        );
+        assert_eq!(
+            bed.new_flows(FULL_PORT, ports),
+            expected(&config(0..4), ports),
+            "the program still reads the old table, whole"
+        );
+    }
+    assert_eq!(bed.run_jobs().len(), 1, "tried again");
+    assert!(bed.controller.is_live(mark));
+    let final_config = bed.controller.config().clone();
+    assert_eq!(
+        bed.new_flows(FULL_PORT, fresh_ports(2)),
+        expected(&final_config, fresh_ports(2)),
+        "the new table is live"
+    );
+    assert_ne!(
+        expected(&final_config, fresh_ports(2)),
+        expected(&config(0..4), fresh_ports(2)),
+        "a change these flows show"
+    );
 }

@@ -53,6 +53,10 @@ pub enum Request {
     Change {
         change: Change,
     },
+    /// Apply several changes as one, in order (refused whole if one is refused).
+    Changes {
+        changes: Vec<Change>,
+    },
     /// Answer ARP for the VIPs and forward their traffic (`drlb vip activate`).
     Activate,
     /// Become a standby: no ARP answers, no forwarding (`drlb vip deactivate`).
@@ -65,7 +69,7 @@ impl Request {
     pub fn is_read_only(&self) -> bool {
         match self {
             Self::Stats => true,
-            Self::Change { .. } | Self::Activate | Self::Deactivate => false,
+            Self::Change { .. } | Self::Changes { .. } | Self::Activate | Self::Deactivate => false,
         }
     }
 
@@ -74,6 +78,7 @@ impl Request {
         match self {
             Self::Stats => "stats",
             Self::Change { .. } => "a change",
+            Self::Changes { .. } => "changes",
             Self::Activate => "vip activate",
             Self::Deactivate => "vip deactivate",
         }
@@ -84,7 +89,7 @@ impl Request {
 #[serde(rename_all = "kebab-case")]
 pub enum Response {
     Stats(StatsReport),
-    /// The change was applied; one line per effect.
+    /// The change was applied (and is live in the data plane); one line per effect.
     Applied(Vec<String>),
     Error(String),
 }
@@ -312,6 +317,27 @@ mod tests {
 
     fn never(_: u32) -> Vec<u32> {
         panic!("the supplementary groups were not needed")
+    }
+
+    #[test]
+    fn a_batch_of_changes_reads_as_the_readme_writes_it() {
+        let line = r#"{"command":"changes","changes":[{"change":"backend-set-weight","service":{"protocol":"tcp","vip":"198.18.0.100","port":8080},"address":"198.18.0.11","weight":0}]}"#;
+        let request: Request = serde_json::from_str(line).unwrap();
+        let Request::Changes { changes } = &request else {
+            panic!("{request:?}");
+        };
+        assert!(matches!(
+            changes.as_slice(),
+            [Change::BackendSetWeight { weight: 0, .. }]
+        ));
+        assert!(
+            !request.is_read_only(),
+            "a control group member may not send it"
+        );
+        assert!(
+            include_str!("../../../README.md").contains(line),
+            "the README shows this line"
+        );
     }
 
     #[test]

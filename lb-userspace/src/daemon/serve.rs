@@ -9,7 +9,6 @@ use tokio::{
     net::{TcpListener, UnixStream},
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
-    task::JoinSet,
 };
 use tracing::{info, warn};
 
@@ -18,24 +17,19 @@ use super::{
     announce::RouteAnnouncer,
     conflict,
     control::{self, Request, Response},
-    failover, health, metrics,
+    failover,
+    health::{HealthResult, Prober},
+    metrics,
 };
 use crate::{
-    config::{Config, ServiceId},
-    director::{Change, Controller},
+    config::Config,
+    director::{Change, Controller, edit_all, publish},
     net::netlink::{AddressEvents, Netlink},
     report::{
         rate::{Estimator, RATE_INTERVAL},
         stats::{self, FlowTableStats, InterfaceStats, StatsReport, bad_checksum_advice},
     },
 };
-
-/// A health probe's result, sent from a checker task to the loop.
-pub struct HealthResult {
-    service: ServiceId,
-    backend: Ipv4Addr,
-    result: Result<()>,
-}
 
 /// The serving loop's state: what each event handler needs.
 pub struct Server<'a> {
@@ -59,6 +53,8 @@ pub struct Server<'a> {
     metrics_address: Option<std::net::SocketAddr>,
     /// `[director] announce`: the servable VIPs as routes for BIRD.
     routes: Option<RouteAnnouncer>,
+    /// Clients whose change was taken, answered once it is live (`Controller::is_live`).
+    waiting: Vec<(UnixStream, Response, u64)>,
 }
 
 /// Whether an event changed the services (health checks then restart on the new set).
@@ -93,6 +89,7 @@ impl<'a> Server<'a> {
             metrics_address,
             snapshot: watch::Sender::new(None),
             routes: None,
+            waiting: Vec::new(),
         }
     }
 
@@ -119,7 +116,9 @@ impl<'a> Server<'a> {
         self
     }
 
-    /// Serves until SIGTERM or SIGINT: every event goes to its handler. On the way out every
+    /// Serves until SIGTERM or SIGINT: every event goes to its handler. Health probes run on
+    /// a thread of their own ([`Prober`]), table builds and grace periods on another
+    /// ([`publish::Builder`]): this loop takes changes and writes the maps. On the way out every
     /// announced VIP is withdrawn.
     pub async fn serve(mut self) -> Result<()> {
         let served = self.serve_events().await;
@@ -135,18 +134,29 @@ impl<'a> Server<'a> {
         let mut sighup = signal(SignalKind::hangup())?;
         let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
         let (health_tx, mut health_rx) = mpsc::channel(HEALTH_QUEUE);
-        let mut checkers = start_health_checks(self.director, &health_tx);
+        let prober = Prober::spawn(health_tx)?;
+        prober.check(self.director.health_targets());
+        self.director.defer_publishes();
+        let mut builder = publish::Builder::spawn()?;
         loop {
             // After start-up and after every event (health, change, failover, tick).
             self.follow_routes().await;
             let changed = tokio::select! {
                 _ = sigterm.recv() => {
                     info!("SIGTERM: stopping");
+                    self.publish_before_stopping().await;
                     return Ok(());
                 }
                 _ = sigint.recv() => {
                     info!("SIGINT: stopping");
+                    self.publish_before_stopping().await;
                     return Ok(());
+                }
+                Some(built) = builder.next() => {
+                    if let Err(e) = self.director.finish(built) {
+                        warn!("publishing a table failed (tried again): {e:#}");
+                    }
+                    false
                 }
                 _ = sighup.recv() => self.on_sighup(),
                 accepted = self.control.listener.accept() => match accepted {
@@ -161,10 +171,52 @@ impl<'a> Server<'a> {
                 _ = refresh.tick() => self.on_tick().await,
             };
             if changed {
-                checkers.abort_all();
-                checkers = start_health_checks(self.director, &health_tx);
+                prober.check(self.director.health_targets());
+            }
+            self.submit_jobs(&builder);
+            self.answer_live().await;
+        }
+    }
+
+    /// Answers the clients whose change is live now.
+    async fn answer_live(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let (live, waiting) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(_, _, mark)| self.director.is_live(*mark));
+        self.waiting = waiting;
+        for (mut stream, response, _) in live {
+            if let Err(e) = control::write_response(&mut stream, &response).await {
+                warn!("control client went away: {e:#}");
             }
         }
+    }
+
+    /// Hands the table builds and grace periods now due to the builder.
+    fn submit_jobs(&mut self, builder: &publish::Builder) {
+        let jobs = match self.director.jobs() {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                warn!("publishing a table failed (tried again): {e:#}");
+                return;
+            }
+        };
+        for job in jobs {
+            if let Err(e) = builder.submit(job) {
+                warn!("{e:#}");
+            }
+        }
+    }
+
+    /// Changes taken but not yet published are published before the daemon stops, so the
+    /// data plane goes on with every change that was acknowledged.
+    async fn publish_before_stopping(&mut self) {
+        if let Err(e) = self.director.publish_now() {
+            warn!("publishing the last changes before stopping failed: {e:#}");
+        }
+        self.answer_live().await;
     }
 
     /// SIGHUP: re-reads the config file and applies the difference, or keeps everything as it is.
@@ -202,21 +254,26 @@ impl<'a> Server<'a> {
             ),
             Ok(Request::Activate) => (self.failover_to(true), false),
             Ok(Request::Deactivate) => (self.failover_to(false), false),
-            Ok(Request::Change { change }) => self.on_change(&change),
+            Ok(Request::Change { change }) => self.on_change(std::slice::from_ref(&change)),
+            Ok(Request::Changes { changes }) => self.on_change(&changes),
             Err(e) => (Response::Error(format!("{e:#}")), false),
         };
+        if changed {
+            // Answered once the change is live in the data plane (`answer_live`).
+            let mark = self.director.change_mark();
+            self.waiting.push((stream, response, mark));
+            return changed;
+        }
         if let Err(e) = control::write_response(&mut stream, &response).await {
             warn!("control client went away: {e:#}");
         }
         changed
     }
 
-    /// `drlb service|backend ...`: the change applied whole, or refused whole.
-    fn on_change(&mut self, change: &Change) -> (Response, Changed) {
-        match change
-            .edit(self.director.config())
-            .and_then(|new| self.director.apply(new))
-        {
+    /// `drlb service|backend ...` (or a batch of them, applied as one change): the change
+    /// applied whole, or refused whole.
+    fn on_change(&mut self, changes: &[Change]) -> (Response, Changed) {
+        match edit_all(changes, self.director.config()).and_then(|new| self.director.apply(new)) {
             Ok(effects) => {
                 for effect in &effects {
                     info!("control: {effect}");
@@ -373,34 +430,6 @@ impl<'a> Server<'a> {
             }
         }
     }
-}
-
-/// One task per checked backend; all replaced whenever the config changes.
-fn start_health_checks(director: &Controller, results: &mpsc::Sender<HealthResult>) -> JoinSet<()> {
-    let mut checkers = JoinSet::new();
-    for (service, backend, check, target) in director.health_targets() {
-        let results = results.clone();
-        checkers.spawn(async move {
-            let mut interval = tokio::time::interval(check.interval());
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                let result = health::probe(&check, target).await;
-                if results
-                    .send(HealthResult {
-                        service,
-                        backend,
-                        result,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-    }
-    checkers
 }
 
 async fn refresh_neighbours(netlink: &Netlink, director: &mut Controller) -> Result<()> {

@@ -57,15 +57,40 @@ struct LiveService {
 }
 
 /// What the program may still be reading although userspace has moved on: cleared by a grace
-/// period.
+/// period. Each entry carries the sequence number of the write that made it (its latest), so a
+/// grace period another thread waited for clears exactly what was written before it began
+/// ([`Dataplane::grace_passed`]).
 #[derive(Default)]
 struct PendingReuse {
     /// Keys were deleted from SERVICES or VIPS: their elements may be reused by an insert.
-    keys_deleted: bool,
+    keys_deleted: Option<u64>,
     /// Services whose live bank changed: their other bank may still be read.
-    flipped: BTreeSet<u32>,
+    flipped: StdHashMap<u32, u64>,
     /// Table regions were given up (service removed or resized): a new region may overlap them.
-    regions_freed: bool,
+    regions_freed: Option<u64>,
+}
+
+impl PendingReuse {
+    /// Forgets what was written up to `sequence` (a grace period began after it).
+    fn clear_up_to(&mut self, sequence: u64) {
+        self.keys_deleted = self.keys_deleted.filter(|&s| s > sequence);
+        self.regions_freed = self.regions_freed.filter(|&s| s > sequence);
+        self.flipped.retain(|_, s| *s > sequence);
+    }
+}
+
+/// The point in the dataplane's writes a grace period must begin after to cover them
+/// ([`Dataplane::grace_token`], [`Dataplane::grace_passed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GraceToken(u64);
+
+impl GraceToken {
+    /// Whether a grace period that began after `later` was taken covers what this token
+    /// covers.
+    #[must_use]
+    pub fn precedes(self, later: GraceToken) -> bool {
+        self.0 <= later.0
+    }
 }
 
 pub struct Dataplane {
@@ -98,6 +123,8 @@ pub struct Dataplane {
     egress_slot_of: Vec<(u32, [u8; 6])>,
     vip_ids: StdHashMap<Addr, u32>,
     pending: PendingReuse,
+    /// Counts the writes that leave something pending (see [`PendingReuse`]).
+    sequence: u64,
     /// Test hook: fail every write after this many more (see [`Dataplane::fail_writes_after`]).
     writes_left: Option<u32>,
 }
@@ -205,6 +232,7 @@ impl Dataplane {
             egress_slot_of: Vec::new(),
             vip_ids: StdHashMap::new(),
             pending: PendingReuse::default(),
+            sequence: 0,
             writes_left: None,
         })
     }
@@ -351,6 +379,39 @@ impl Dataplane {
         }
     }
 
+    /// The next sequence number for something left pending.
+    fn next_sequence(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    /// Where the writes stand now: a grace period that begins after this call covers them.
+    /// Another thread may wait for it ([`grace::wait`]) and report it with
+    /// [`Self::grace_passed`], so this one never blocks on it.
+    #[must_use]
+    pub fn grace_token(&self) -> GraceToken {
+        GraceToken(self.sequence)
+    }
+
+    /// A grace period began after `token` was taken and has ended: what was pending up to
+    /// then may be reused without waiting again.
+    pub fn grace_passed(&mut self, token: GraceToken) {
+        self.pending.clear_up_to(token.0);
+    }
+
+    /// Whether publishing a table of `layout` would first wait for a grace period (its other
+    /// bank or region may still be read), so a caller can wait for it elsewhere first.
+    #[must_use]
+    pub fn publish_needs_grace(&self, layout: TableLayout) -> bool {
+        let new_region = self
+            .shadows
+            .get(&layout.service_id)
+            .is_none_or(|s| s.layout.base != layout.base || s.layout.size != layout.size);
+        self.pending.flipped.contains_key(&layout.service_id)
+            || (new_region && self.pending.regions_freed.is_some())
+            || (!self.live.contains_key(&layout.service_id) && self.pending.keys_deleted.is_some())
+    }
+
     /// Registers an interface the program is attached to (frames to its MAC are ours, and it
     /// answers ARP with it). Before the program is attached: the entry never changes after.
     pub fn set_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
@@ -440,7 +501,7 @@ impl Dataplane {
         let mut with_new: Vec<Addr> = self.vip_ids.keys().copied().collect();
         with_new.push(addr);
         self.store_vip_filter(&with_new)?;
-        self.settle(self.pending.keys_deleted);
+        self.settle(self.pending.keys_deleted.is_some());
         self.write_allowed()?;
         self.vips
             .insert(addr, id, 0)
@@ -468,7 +529,7 @@ impl Dataplane {
         ignore_missing(self.vips.remove(addr)).context("removing from VIPS failed")?;
         self.vip_states.store_u32(id, 0)?;
         self.vip_ids.remove(addr);
-        self.pending.keys_deleted = true;
+        self.pending.keys_deleted = Some(self.next_sequence());
         let remaining: Vec<Addr> = self.vip_ids.keys().copied().collect();
         self.store_vip_filter(&remaining)
     }
@@ -609,7 +670,8 @@ impl Dataplane {
         // The bank about to be written may be read by a run that started before the last flip,
         // and a new region may overlap one given up since the last grace period.
         self.settle(
-            self.pending.flipped.contains(&id) || (new_region && self.pending.regions_freed),
+            self.pending.flipped.contains_key(&id)
+                || (new_region && self.pending.regions_freed.is_some()),
         );
         let shadow = self.shadows.entry(id).or_insert_with(|| TableShadow {
             layout,
@@ -685,9 +747,10 @@ impl Dataplane {
         self.write_allowed()?;
         self.service_states.store_u64(id, state.pack())?;
         if live.is_some() {
-            self.pending.flipped.insert(id);
+            let sequence = self.next_sequence();
+            self.pending.flipped.insert(id, sequence);
         } else {
-            self.settle(self.pending.keys_deleted);
+            self.settle(self.pending.keys_deleted.is_some());
             self.write_allowed()?;
             self.services
                 .insert(key, id, 0)
@@ -736,9 +799,10 @@ impl Dataplane {
         }
         self.shadows.remove(&service_id);
         self.live.remove(&service_id);
-        self.pending.keys_deleted = true;
-        self.pending.regions_freed = true;
-        self.pending.flipped.insert(service_id);
+        let sequence = self.next_sequence();
+        self.pending.keys_deleted = Some(sequence);
+        self.pending.regions_freed = Some(sequence);
+        self.pending.flipped.insert(service_id, sequence);
         Ok(())
     }
 
@@ -916,6 +980,25 @@ mod tests {
     fn has_bit(words: &[u64], addr: [u8; 4]) -> bool {
         let bit = vip_filter_bit(addr);
         words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    }
+
+    /// A grace period another thread waited for clears what was written before its token,
+    /// never what came after (that still needs one).
+    #[test]
+    fn a_grace_period_clears_only_what_its_token_covers() {
+        let mut pending = PendingReuse {
+            keys_deleted: Some(2),
+            flipped: [(7, 1), (8, 3)].into_iter().collect(),
+            regions_freed: Some(3),
+        };
+        pending.clear_up_to(2);
+        assert_eq!(pending.keys_deleted, None);
+        assert_eq!(pending.regions_freed, Some(3));
+        assert_eq!(pending.flipped.keys().copied().collect::<Vec<_>>(), [8]);
+        pending.clear_up_to(3);
+        assert!(pending.flipped.is_empty() && pending.regions_freed.is_none());
+        assert!(GraceToken(2).precedes(GraceToken(2)));
+        assert!(!GraceToken(3).precedes(GraceToken(2)));
     }
 
     #[test]

@@ -12,4 +12,4 @@ mod mmap;
 pub mod offline;
 pub mod pins;
 
-pub use maps::{AdoptedBackend, AdoptedService, Dataplane, TableLayout};
+pub use maps::{AdoptedBackend, AdoptedService, Dataplane, GraceToken, TableLayout};

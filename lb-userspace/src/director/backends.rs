@@ -23,7 +23,7 @@ use crate::{
 /// change, backends being removed still hold theirs (their flows are moved only once the new
 /// table is live), so current and new backends together must fit the id range.
 pub fn check_ids(current: Option<&ServiceState>, config: &ServiceConfig) -> Result<()> {
-    let held = current.map_or(0, |s| s.backends.len());
+    let held = current.map_or(0, |s| s.ids_in_use().len());
     let new = config
         .backends
         .iter()
@@ -70,6 +70,14 @@ pub fn update(
             })
             .context("a backend without an egress interface passed validation")?;
         if let Some(backend) = service.backends.get_mut(address) {
+            // Removed by a change whose table is not published yet, and added back: it stays,
+            // with its id.
+            if std::mem::replace(&mut backend.leaving, false) {
+                changes.push(format!(
+                    "service {name}: backend {address} added back (weight {})",
+                    wanted.weight
+                ));
+            }
             if backend.egress != egress {
                 changes.push(format!(
                     "service {name}: backend {address} moves to interface {}",
@@ -91,7 +99,7 @@ pub fn update(
             backend.configured_mac = configured_mac;
             continue;
         }
-        let used: BTreeSet<u32> = service.backends.values().map(|b| b.id).collect();
+        let used: BTreeSet<u32> = service.ids_in_use();
         let id = (0..MAX_BACKENDS_PER_SERVICE)
             .find(|i| !used.contains(i))
             .with_context(|| format!("service {name}: no backend id left for {address}"))?;

@@ -86,6 +86,22 @@ impl Change {
     }
 }
 
+/// The config with every change of `changes` made, in order (one change for `apply`: the
+/// batch is refused whole if one of them is).
+pub fn edit_all(changes: &[Change], config: &Config) -> Result<Config> {
+    if let [change] = changes {
+        return change.edit(config);
+    }
+    changes
+        .iter()
+        .enumerate()
+        .try_fold(config.clone(), |config, (i, change)| {
+            change
+                .edit(&config)
+                .with_context(|| format!("change {} of {}", i + 1, changes.len()))
+        })
+}
+
 fn find_service<'a>(config: &'a mut Config, id: &ServiceId) -> Result<&'a mut ServiceConfig> {
     config
         .services
@@ -154,5 +170,33 @@ mod tests {
                 .services
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_batch_is_made_in_order_or_refused_whole() {
+        let c = config(WEB);
+        let web: ServiceId = "tcp/198.18.0.100:80".parse().unwrap();
+        let address: Ipv4Addr = "198.18.0.11".parse().unwrap();
+        let weight = |weight| Change::BackendSetWeight {
+            service: web,
+            address,
+            weight,
+        };
+        let edited = edit_all(&[weight(3), weight(5)], &c).unwrap();
+        assert_eq!(
+            edited.services[0].backends[0].weight, 5,
+            "the last one wins"
+        );
+        let remove = Change::BackendRemove {
+            service: web,
+            address,
+        };
+        let err = edit_all(&[remove.clone(), weight(2)], &c).unwrap_err();
+        assert!(format!("{err:#}").contains("change 2 of 2"), "{err:#}");
+        assert_eq!(
+            c.services[0].backends[0].weight, 1,
+            "the input is untouched"
+        );
+        assert!(edit_all(&[], &c).unwrap() == c);
     }
 }

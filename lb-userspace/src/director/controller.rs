@@ -13,7 +13,8 @@ use super::{
     backends,
     health::{Health, Transition},
     layout,
-    reconcile::reconcile,
+    publish::{self, Built, Job},
+    reconcile::{self, reconcile},
     state::{BackendState, Egress, ServiceState, service_key},
 };
 use crate::{
@@ -42,6 +43,13 @@ pub struct Controller {
     /// The IPv4 addresses of the director's interfaces (`set_local`): VIPs among them are
     /// local (`VIP_FLAG_LOCAL`), and with `active_when = "vip-assigned"` the active ones.
     local: BTreeSet<Ipv4Addr>,
+    /// Tables of services already published are built and published later
+    /// ([`Controller::defer_publishes`]), not by the change.
+    deferred: bool,
+    /// Services with a [`Job`] out (at most one each).
+    in_flight: BTreeSet<ServiceId>,
+    /// The last `ServiceState::incarnation` given.
+    incarnations: u64,
 }
 
 /// What a change of the director's state did: one line per change, and the VIPs that became
@@ -79,6 +87,9 @@ impl Controller {
             dataplane,
             active: true,
             local: BTreeSet::new(),
+            deferred: false,
+            in_flight: BTreeSet::new(),
+            incarnations: 0,
         })
     }
 
@@ -99,7 +110,10 @@ impl Controller {
             .map(InterfaceInfo::addresses)
             .collect();
         for service in adopted {
-            let (id, state) = adopted_service(config, &controller.interfaces, &addresses, service)?;
+            let (id, mut state) =
+                adopted_service(config, &controller.interfaces, &addresses, service)?;
+            controller.incarnations += 1;
+            state.incarnation = controller.incarnations;
             controller.services.insert(id, state);
         }
         info!(
@@ -192,7 +206,7 @@ impl Controller {
                 continue;
             }
             let port = check.port.unwrap_or(s.config.port);
-            for address in s.backends.keys() {
+            for (address, _) in s.backends.iter().filter(|(_, b)| !b.leaving) {
                 targets.push((
                     *id,
                     *address,
@@ -282,6 +296,12 @@ impl Controller {
                     table_inputs: None,
                     published_layout: None,
                     publishes: super::state::Publishes::default(),
+                    incarnation: {
+                        self.incarnations += 1;
+                        self.incarnations
+                    },
+                    published_sequence: 0,
+                    releasing: Vec::new(),
                 };
                 self.services.insert(*id, state);
             }
@@ -302,6 +322,11 @@ impl Controller {
             }
             service.config = (*config).clone();
             service.layout = layout;
+            if self.deferred && service.region_published() {
+                // The table later (`jobs`, `finish`); removed backends leave with it.
+                reconcile::stage(service, &mut self.dataplane)?;
+                continue;
+            }
             reconcile(service, &mut self.dataplane)?;
             for backend in service.backends.values().filter(|b| b.leaving) {
                 self.dataplane.release_backend(service.id, backend.id)?;
@@ -556,7 +581,7 @@ impl Controller {
                 }
             }
             if changed {
-                reconcile(service, &mut self.dataplane)?;
+                write_service(service, &mut self.dataplane, self.deferred)?;
             }
         }
         self.neighbours = macs;
@@ -609,7 +634,165 @@ impl Controller {
                 info!(service = %id, backend = %address, "backend UP: back in the table")
             }
         }
-        reconcile(service, &mut self.dataplane)
+        write_service(service, &mut self.dataplane, self.deferred)
+    }
+
+    /// From now on, a change (`apply`, a health transition, a MAC) writes the model and the
+    /// `BACKENDS` words at once and leaves the table of a published service to [`Job`]s: ask
+    /// for them with [`Controller::jobs`], run them elsewhere ([`publish::Builder`]), hand
+    /// the results to [`Controller::finish`]. New services, resized tables and removals of
+    /// services are still written by the change itself.
+    pub fn defer_publishes(&mut self) {
+        self.deferred = true;
+    }
+
+    /// The jobs due: for each service without one out, its table if the live one differs
+    /// from the model's, or a grace period if removed backends wait for one to free their
+    /// ids. A service whose table cannot wait for a build (its region is not live) is
+    /// written here and now.
+    pub fn jobs(&mut self) -> Result<Vec<Job>> {
+        let mut jobs = Vec::new();
+        for (id, service) in &mut self.services {
+            if self.in_flight.contains(id) {
+                continue;
+            }
+            retire_leaving(service, &self.dataplane);
+            if !service.region_published() {
+                // A publish that failed before the region was live: again, now.
+                reconcile(service, &mut self.dataplane)?;
+                continue;
+            }
+            let table = service.needs_publish();
+            if !table && service.releasing.is_empty() {
+                continue;
+            }
+            let grace = (!service.releasing.is_empty()
+                || self.dataplane.publish_needs_grace(service.layout))
+            .then(|| self.dataplane.grace_token());
+            jobs.push(Job {
+                service: *id,
+                incarnation: service.incarnation,
+                size: service.layout.size,
+                inputs: table.then(|| service.wanted_inputs()),
+                grace,
+                sequence: publish::next_sequence(),
+            });
+            self.in_flight.insert(*id);
+        }
+        Ok(jobs)
+    }
+
+    /// Takes a finished [`Job`]: the grace period it waited for frees what was pending
+    /// before it; its table is published if it is still the newest for the service and names
+    /// only backends the model still has; then the `BACKENDS` words of backends that table
+    /// no longer names are cleared. A failed write leaves the service needing a publish, so
+    /// the next [`Controller::jobs`] asks for it again: the model keeps the accepted state
+    /// and the maps catch up, never the other way round.
+    pub fn finish(&mut self, built: Built) -> Result<()> {
+        let job = built.job;
+        self.in_flight.remove(&job.service);
+        if let Some(token) = job.grace {
+            self.dataplane.grace_passed(token);
+        }
+        let Some(service) = self.services.get_mut(&job.service) else {
+            return Ok(());
+        };
+        if service.incarnation != job.incarnation {
+            return Ok(());
+        }
+        if let Some(token) = job.grace {
+            let mut kept = Vec::new();
+            for (backend_id, since) in std::mem::take(&mut service.releasing) {
+                if since.precedes(token) {
+                    if let Err(e) = self.dataplane.release_backend(service.id, backend_id) {
+                        service.releasing.push((backend_id, since));
+                        return Err(e);
+                    }
+                } else {
+                    kept.push((backend_id, since));
+                }
+            }
+            service.releasing.extend(kept);
+        }
+        if let (Some(inputs), Some(table)) = (job.inputs, built.table) {
+            let current = job.sequence > service.published_sequence
+                && service.region_published()
+                && service.layout.size == job.size
+                && inputs.iter().all(|(address, _, backend_id)| {
+                    service
+                        .backends
+                        .get(address)
+                        .is_some_and(|b| b.id == *backend_id && b.published.is_some())
+                });
+            if current {
+                reconcile::publish(
+                    service,
+                    &mut self.dataplane,
+                    inputs,
+                    &table,
+                    job.sequence,
+                    built.started,
+                )?;
+            }
+        }
+        if let Err(e) = reconcile::clear_unused(service, &mut self.dataplane) {
+            // Published again (the same table: nothing written) and cleared next time.
+            service.table_inputs = None;
+            return Err(e);
+        }
+        retire_leaving(service, &self.dataplane);
+        Ok(())
+    }
+
+    /// A mark for every change made so far: [`Controller::is_live`] says when they all are
+    /// in the data plane.
+    #[must_use]
+    pub fn change_mark(&self) -> u64 {
+        publish::next_sequence()
+    }
+
+    /// Whether every change made before `mark` ([`Controller::change_mark`]) is live: each
+    /// service's live table is the model's, or was built after the mark.
+    #[must_use]
+    pub fn is_live(&self, mark: u64) -> bool {
+        self.services
+            .values()
+            .all(|s| s.published_sequence > mark || !s.needs_publish())
+    }
+
+    /// Services whose table differs from the model's or that wait for a grace period (for
+    /// reports and the benchmark): 0 once every change is visible to the data plane.
+    #[must_use]
+    pub fn unpublished(&self) -> usize {
+        self.services
+            .values()
+            .filter(|s| s.needs_publish() || !s.releasing.is_empty())
+            .count()
+    }
+
+    /// Publishes every table that differs from the model's and frees what waits for a grace
+    /// period, here and now (before the daemon stops; jobs still out are then ignored).
+    pub fn publish_now(&mut self) -> Result<()> {
+        for service in self.services.values_mut() {
+            reconcile(service, &mut self.dataplane)?;
+            retire_leaving(service, &self.dataplane);
+            // Tables built before this are older than what was just published.
+            service.published_sequence = publish::next_sequence();
+        }
+        if self.services.values().any(|s| !s.releasing.is_empty()) {
+            let token = self.dataplane.grace_token();
+            crate::dataplane::grace::wait();
+            self.dataplane.grace_passed(token);
+            for service in self.services.values_mut() {
+                while let Some((backend_id, since)) = service.releasing.pop() {
+                    if let Err(e) = self.dataplane.release_backend(service.id, backend_id) {
+                        service.releasing.push((backend_id, since));
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -744,6 +927,9 @@ fn adopted_service(
         published_layout: Some(adopted.layout),
         // Counted by this process: a restart starts the count again (a counter reset).
         publishes: super::state::Publishes::default(),
+        incarnation: 0,
+        published_sequence: 0,
+        releasing: Vec::new(),
     };
     Ok((id, state))
 }
@@ -758,6 +944,37 @@ fn log_mac(id: &ServiceId, address: Ipv4Addr, new: Option<[u8; 6]>, old: Option<
         }
         None => {
             warn!(service = %id, backend = %address, "backend MAC unknown (no ARP answer yet): left out until it resolves")
+        }
+    }
+}
+
+/// A service's state written: at once, or (`deferred`, its region live) only its `BACKENDS`
+/// words, its table left to a [`Job`].
+fn write_service(
+    service: &mut ServiceState,
+    dataplane: &mut Dataplane,
+    deferred: bool,
+) -> Result<()> {
+    if deferred && service.region_published() {
+        reconcile::stage(service, dataplane)
+    } else {
+        reconcile(service, dataplane)
+    }
+}
+
+/// Removed backends whose `BACKENDS` word is cleared (no live table names them) leave the
+/// model; their ids are freed after the next grace period.
+fn retire_leaving(service: &mut ServiceState, dataplane: &Dataplane) {
+    let token = dataplane.grace_token();
+    let gone: Vec<Ipv4Addr> = service
+        .backends
+        .iter()
+        .filter(|(_, b)| b.leaving && b.published.is_none())
+        .map(|(a, _)| *a)
+        .collect();
+    for address in gone {
+        if let Some(backend) = service.backends.remove(&address) {
+            service.releasing.push((backend.id, token));
         }
     }
 }

@@ -18,10 +18,11 @@ pub mod change;
 pub mod controller;
 pub mod health;
 pub mod layout;
+pub mod publish;
 mod reconcile;
 pub mod state;
 
-pub use change::Change;
+pub use change::{Change, edit_all};
 pub use controller::{Controller, Switched};
 pub use layout::map_sizes;
 

@@ -1,14 +1,17 @@
 //! What the controller tracks per service and per backend, beside the config: ids, egress, MACs,
 //! health, and what the maps hold.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use lb_common::{Backend, ServiceKey, ipv4_mapped};
 
 use super::health::Health;
 use crate::{
     config::{ServiceConfig, ServiceId},
-    dataplane::TableLayout,
+    dataplane::{GraceToken, TableLayout},
 };
 
 /// The interface a backend's frames leave by.
@@ -75,6 +78,53 @@ pub struct ServiceState {
     pub published_layout: Option<TableLayout>,
     /// Tables published for this service and the time they took (built and written).
     pub publishes: Publishes,
+    /// Which holder of the service id this is (a service removed and added again is another):
+    /// a table built for an earlier one is never published for this one.
+    pub incarnation: u64,
+    /// The publish sequence number (`director::publish::next_sequence`) of the live table: a
+    /// table built from an older state is not published over it.
+    pub published_sequence: u64,
+    /// Ids of removed backends that no table names any more, freed once a grace period that
+    /// began after the token has passed (a run may still read the bank that named them).
+    pub releasing: Vec<(u32, GraceToken)>,
+}
+
+impl ServiceState {
+    /// The (address, weight, id) list the service's table is to be built from now: usable
+    /// backends with a weight.
+    #[must_use]
+    pub fn wanted_inputs(&self) -> Vec<(Ipv4Addr, u32, u32)> {
+        self.backends
+            .iter()
+            .filter(|(_, b)| b.usable() && b.weight > 0)
+            .map(|(address, b)| (*address, b.weight, b.id))
+            .collect()
+    }
+
+    /// Whether the live table differs from the one the model wants (inputs or layout).
+    #[must_use]
+    pub fn needs_publish(&self) -> bool {
+        self.table_inputs.as_ref() != Some(&self.wanted_inputs())
+            || self.published_layout != Some(self.layout)
+    }
+
+    /// Whether the live table lies in the region the model wants (same base and size): only
+    /// then may a table be published later, by another thread's build.
+    #[must_use]
+    pub fn region_published(&self) -> bool {
+        self.published_layout
+            .is_some_and(|p| p.base == self.layout.base && p.size == self.layout.size)
+    }
+
+    /// Backend ids a new backend may not get: its backends' and those not freed yet.
+    #[must_use]
+    pub fn ids_in_use(&self) -> BTreeSet<u32> {
+        self.backends
+            .values()
+            .map(|b| b.id)
+            .chain(self.releasing.iter().map(|(id, _)| *id))
+            .collect()
+    }
 }
 
 /// How many tables a service published and how long they took, for the metrics.

@@ -176,7 +176,9 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
         let total = controller.dataplane().service_counter(s.id)?;
         let checked = s.config.health_check().kind != CheckKind::None;
         let mut backends = Vec::new();
-        for (address, b) in &s.backends {
+        // A removed backend stays in the model until the table without it is live: the
+        // config in force has it no more.
+        for (address, b) in s.backends.iter().filter(|(_, b)| !b.leaving) {
             let count = controller.dataplane().backend_counter(s.id, b.id)?;
             backends.push(BackendStats {
                 address: address.to_string(),

@@ -1,7 +1,8 @@
 //! The wire and the kernel: rtnetlink ([`netlink`]: interfaces, addresses, neighbours), ARP
-//! frames and packet sockets ([`arp`]), gratuitous ARP ([`garp`]), MAC formatting ([`mac`]). Knows nothing of services.
+//! frames and packet sockets ([`arp`]), gratuitous ARP ([`garp`]), MAC formatting ([`mac`]), rx VLAN offload ([`ethtool`]). Knows nothing of services.
 
 pub mod arp;
+pub mod ethtool;
 pub mod garp;
 pub mod mac;
 pub mod netlink;

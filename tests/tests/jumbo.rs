@@ -30,6 +30,10 @@ const FULL_SEGMENT: u32 = JUMBO_MTU - IPV4_HEADER_LEN - TCP_HEADER_LEN;
 /// One line sent over the TCP echo: several full segments.
 const TCP_LINE_LEN: usize = 8 * FULL_SEGMENT as usize;
 const UDP_DATAGRAM_LEN: usize = 8000;
+const ETH_HEADER_LEN: u32 = 14;
+const UDP_HEADER_LEN: u32 = 8;
+const TCP_FRAME_HEADERS: u32 = ETH_HEADER_LEN + IPV4_HEADER_LEN + TCP_HEADER_LEN;
+const UDP_FRAME_HEADERS: u32 = ETH_HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN;
 const DATAGRAMS: usize = 5;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,12 +71,17 @@ fn config(testbed: &Testbed) -> String {
     )
 }
 
-/// The lengths tcpdump reports after the addresses (`... > VIP.port: ..., length N`): the
-/// TCP/UDP payload of each captured frame.
-fn payload_lengths(lines: &[String]) -> Vec<u32> {
+/// The frame lengths tcpdump reports with `-e` (`ethertype IPv4 (0x0800), length N: ...`),
+/// minus the Ethernet, IPv4 and transport headers (`headers`): the payload of each frame. (The
+/// length at the end of a line is the decoder's: UDP 5353 is decoded as mDNS.)
+fn payload_lengths(lines: &[String], headers: u32) -> Vec<u32> {
     lines
         .iter()
-        .filter_map(|line| line.rsplit_once("length ")?.1.trim().parse().ok())
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("(0x0800), length ")?;
+            let frame: u32 = rest.split(':').next()?.trim().parse().ok()?;
+            frame.checked_sub(headers)
+        })
         .collect()
 }
 
@@ -136,8 +145,8 @@ fn jumbo_tcp_segments_and_udp_datagrams_reach_the_real_servers_whole() {
     let mut tcp_payloads = Vec::new();
     let mut udp_payloads = Vec::new();
     for (tcp, udp) in captures {
-        tcp_payloads.extend(payload_lengths(&tcp.stop()));
-        udp_payloads.extend(payload_lengths(&udp.stop()));
+        tcp_payloads.extend(payload_lengths(&tcp.stop(), TCP_FRAME_HEADERS));
+        udp_payloads.extend(payload_lengths(&udp.stop(), UDP_FRAME_HEADERS));
     }
     let full = tcp_payloads.iter().filter(|&&l| l == FULL_SEGMENT).count();
     assert!(

@@ -1,16 +1,19 @@
-//! A director on a VLAN trunk: one bridge with VLAN filtering, the client on VLAN 100, the real
+//! A director on a VLAN trunk: a switch with one bridge per VLAN, the client on VLAN 100, the real
 //! servers on VLAN 200 (and, for their direct replies, on VLAN 100 too), a host on VLAN 300,
 //! and the director's eth0 a trunk port carrying all three. drlb runs two-armed on eth0.100 and
 //! eth0.200: it attaches to eth0 and serves the VIP on VLAN 100 from the backends on VLAN 200,
 //! rewriting the tag in place (XDP_TX out of the same trunk); VLAN 300 passes untouched.
 //!
 //! ```text
-//!   client eth0 ── p-client (access 100) ┐
-//!   other  eth0 ── p-other  (access 300) ┤
-//!   rsN    eth0 ── p-rsN    (access 200) ├ trunk (vlan_filtering) ── p-dir (100, 200, 300 tagged)
-//!   rsN    eth1 ── p-rsN-c  (access 100) ┘                              director eth0
-//!                                                         eth0.100, eth0.200, eth0.300
+//!   client eth0 ── p-client ── bridge vlan100 ── p-dir.100 ┐
+//!   rsN    eth1 ── p-rsN-c  ──┘                             │
+//!   rsN    eth0 ── p-rsN    ── bridge vlan200 ── p-dir.200 ├ p-dir (the trunk port) ── eth0
+//!   other  eth0 ── p-other  ── bridge vlan300 ── p-dir.300 ┘     director: eth0.100,
+//!                                                                  eth0.200, eth0.300
 //! ```
+//!
+//! (The switch is built from 802.1Q devices rather than a VLAN-filtering bridge so that the
+//! test needs one kernel feature, CONFIG_VLAN_8021Q, which it checks first.)
 //!
 //! Needs root: run with `cargo xtask test` (or `cargo test --release -p tests --test vlan --
 //! --include-ignored --test-threads=1` as root after `cargo build --release -p lb-userspace`).
@@ -24,7 +27,6 @@ use tests::{
     testbed::http_get,
 };
 
-const TRUNK: &str = "trunk";
 const CLIENT_VLAN: u16 = 100;
 const BACKEND_VLAN: u16 = 200;
 const OTHER_VLAN: u16 = 300;
@@ -36,6 +38,7 @@ const OTHER_CIDR: &str = "198.18.30.2/24";
 const DIRECTOR_OTHER_IP: &str = "198.18.30.10";
 const REQUESTS: usize = 30;
 const DIRECTOR_PORT: &str = "p-dir";
+const DIRECTOR_MAC: &str = "02:d1:00:00:00:10";
 
 /// One real server: its addresses on VLAN 200 (the backend address) and VLAN 100 (replies).
 struct RealServer {
@@ -73,7 +76,12 @@ struct Trunk {
     scratch: Scratch,
 }
 
-/// Plugs `host`'s `ifname` into the trunk bridge as an access port of `vlan` (untagged).
+/// The switch's bridge of one VLAN.
+fn bridge_of(vlan: u16) -> String {
+    format!("vlan{vlan}")
+}
+
+/// Plugs `host`'s `ifname` into the switch as an access port of `vlan` (untagged).
 fn access_port(
     switch: &Switch,
     host: &Netns,
@@ -83,33 +91,37 @@ fn access_port(
     cidr: &str,
     vlan: u16,
 ) {
-    plug_into_bridge(&switch.ns, TRUNK, host, port, ifname, mac, cidr);
-    let vid = vlan.to_string();
-    switch
-        .ns
-        .run(&["bridge", "vlan", "del", "dev", port, "vid", "1"]);
-    switch.ns.run(&[
-        "bridge", "vlan", "add", "dev", port, "vid", &vid, "pvid", "untagged",
-    ]);
+    plug_into_bridge(&switch.ns, &bridge_of(vlan), host, port, ifname, mac, cidr);
     // Frames leave with complete checksums, as on a wire.
     host.checksum_in_software(ifname);
+}
+
+/// Where the kernel's 802.1Q support shows itself once loaded.
+const VLAN_PROC: &str = "/proc/net/vlan/config";
+
+/// VLAN devices need the kernel's 802.1Q support (CONFIG_VLAN_8021Q, the `8021q` module). A
+/// kernel without it cannot run this test: it fails saying so, it is never skipped.
+fn require_8021q() {
+    let _ = std::process::Command::new("modprobe")
+        .arg("8021q")
+        .stderr(std::process::Stdio::null())
+        .status();
+    assert!(
+        std::path::Path::new(VLAN_PROC).exists(),
+        "this kernel has no 802.1Q VLAN support ({VLAN_PROC} is missing after `modprobe 8021q`): \
+         VLAN devices cannot be made; run this test on a kernel built with CONFIG_VLAN_8021Q"
+    );
 }
 
 impl Trunk {
     fn new() -> Self {
         require_root();
+        require_8021q();
         let scratch = Scratch::create();
         let switch = Switch::create();
-        switch.add_bridge(TRUNK);
-        switch.ns.ip(&[
-            "link",
-            "set",
-            TRUNK,
-            "type",
-            "bridge",
-            "vlan_filtering",
-            "1",
-        ]);
+        for vlan in [CLIENT_VLAN, BACKEND_VLAN, OTHER_VLAN] {
+            switch.add_bridge(&bridge_of(vlan));
+        }
 
         let client = Netns::create("client");
         access_port(
@@ -133,20 +145,40 @@ impl Trunk {
         );
 
         let director = Netns::create("director");
-        plug_into_bridge(
-            &switch.ns,
-            TRUNK,
-            &director,
+        switch.ns.ip(&[
+            "link",
+            "add",
             DIRECTOR_PORT,
+            "type",
+            "veth",
+            "peer",
+            "name",
             "eth0",
-            "02:d1:00:00:00:10",
-            "198.18.99.10/24",
-        );
+            "netns",
+            director.name(),
+        ]);
+        switch.ns.ip(&["link", "set", DIRECTOR_PORT, "up"]);
+        director.ip(&["link", "set", "eth0", "address", DIRECTOR_MAC]);
+        director.ip(&["link", "set", "eth0", "up"]);
         for vlan in [CLIENT_VLAN, BACKEND_VLAN, OTHER_VLAN] {
             let vid = vlan.to_string();
+            // The switch's trunk port: one 802.1Q device per VLAN in that VLAN's bridge.
+            let port = format!("{DIRECTOR_PORT}.{vlan}");
+            switch.ns.ip(&[
+                "link",
+                "add",
+                "link",
+                DIRECTOR_PORT,
+                "name",
+                &port,
+                "type",
+                "vlan",
+                "id",
+                &vid,
+            ]);
             switch
                 .ns
-                .run(&["bridge", "vlan", "add", "dev", DIRECTOR_PORT, "vid", &vid]);
+                .ip(&["link", "set", &port, "master", &bridge_of(vlan), "up"]);
             let name = format!("eth0.{vlan}");
             director.ip(&[
                 "link", "add", "link", "eth0", "name", &name, "type", "vlan", "id", &vid,
@@ -329,7 +361,7 @@ fn a_mix_of_vlan_and_untagged_interfaces_is_refused() {
         &format!(
             "[director]\ninterfaces = [\"eth0.{CLIENT_VLAN}\", \"eth0\"]\n\n\
              [[service]]\nvip = \"{VIP}\"\nport = {PORT}\nprotocol = \"tcp\"\n\n\
-             [[service.backend]]\naddress = \"198.18.200.11\"\n"
+             [[service.backend]]\naddress = \"198.18.100.11\"\n"
         ),
     );
     let state = trunk.scratch.subdir("state", 0o700);

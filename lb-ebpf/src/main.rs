@@ -27,8 +27,10 @@ use lb_ebpf::parse::{self, L3};
 /// writes only headers, which lie in the first buffer.
 #[xdp(frags)]
 pub fn drlb(ctx: XdpContext) -> u32 {
-    let frame_len = parse::frame_len(&ctx) as u64;
-    let verdict = process(&ctx, frame_len);
+    // The first buffer's length: the whole frame but for a multi-buffer one, whose length the
+    // forwarding path learns from its IPv4 header (a helper call per frame would cost more).
+    let mut frame_len = (ctx.data_end() - ctx.data()) as u64;
+    let verdict = process(&ctx, &mut frame_len);
     if verdict == Verdict::Aborted {
         error!(&ctx, "drlb: impossible state, frame aborted");
     }
@@ -37,7 +39,7 @@ pub fn drlb(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn process(ctx: &XdpContext, frame_len: u64) -> Verdict {
+fn process(ctx: &XdpContext, frame_len: &mut u64) -> Verdict {
     let eth = match parse::ethernet(ctx) {
         Ok(eth) => eth,
         Err(verdict) => return verdict,
@@ -53,7 +55,7 @@ fn process(ctx: &XdpContext, frame_len: u64) -> Verdict {
 }
 
 #[inline(always)]
-fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: u64) -> Verdict {
+fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64) -> Verdict {
     let flow = match parse::ipv4_flow(ctx, offset) {
         Ok(flow) => flow,
         Err(parse::Unroutable::NotBalanced { daddr }) => return no_service(ctx, daddr, vlan),
@@ -67,6 +69,11 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: u64) -> V
         }
         Err(parse::Unroutable::Malformed) => return Verdict::DropMalformed,
     };
+    // A jumbo frame's packet lies beyond its first buffer (Ethernet padding: within it).
+    let packet_end = (flow.l4_offset + usize::from(flow.l4_len)) as u64;
+    if packet_end > *frame_len {
+        *frame_len = packet_end;
+    }
     let Some(service) = select::service(&flow) else {
         return no_service(ctx, flow.daddr_octets, vlan);
     };
@@ -87,7 +94,7 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: u64) -> V
     }
     let verdict = forward::to_backend(ctx, chosen.backend, vlan);
     if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
-        stats::count_forwarded(service.id, chosen.index, frame_len, chosen.new);
+        stats::count_forwarded(service.id, chosen.index, *frame_len, chosen.new);
         if maps::is_variant() {
             stats::count_event(Event::VariantForward);
         }

@@ -120,12 +120,12 @@ pub fn ipv4_flow(ctx: &XdpContext, offset: usize) -> Result<Flow, Unroutable> {
     let ip = unsafe { &*ip };
     let header_len = usize::from(ip.vihl & 0x0f) * 4;
     let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
-    let frame_len = frame_len(ctx);
-    // Ethernet padding may make the frame longer than the packet, never shorter.
+    // Ethernet padding may make the frame longer than the packet, never shorter. The whole
+    // length of a multi-buffer frame is asked for only when the first buffer is too short.
     if ip.vihl >> 4 != IPV4_VERSION
         || header_len < IPV4_MIN_HEADER_LEN
         || total_len < header_len
-        || offset + total_len > frame_len
+        || (offset + total_len > ctx.data_end() - ctx.data() && offset + total_len > frame_len(ctx))
     {
         return Err(Unroutable::Malformed);
     }

@@ -424,8 +424,9 @@ fn interface_mtu(interface: &str) -> Option<i32> {
     let done = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &raw mut request) };
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
-    // SAFETY: the ioctl succeeded, so the union holds the MTU.
-    (done == 0).then(|| unsafe { request.ifr_ifru.ifru_mtu })
+    // SAFETY: the union is plain data, zeroed above; after a successful ioctl it holds the MTU.
+    let mtu = unsafe { request.ifr_ifru.ifru_mtu };
+    (done == 0).then_some(mtu)
 }
 
 #[cfg(test)]

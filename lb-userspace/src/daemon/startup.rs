@@ -27,10 +27,17 @@ use crate::{
 /// program, pinned like the rest of the data plane; for a peer elsewhere drlb says what its
 /// owner must do.
 pub async fn prepare_veth_peers(netlink: &Netlink, interfaces: &[InterfaceInfo], pins: &PinDir) {
-    for interface in interfaces {
+    for (n, interface) in interfaces.iter().enumerate() {
         let Some(peer) = interface.veth_peer else {
             continue;
         };
+        // The VLANs of one trunk share its peer: prepared once.
+        if interfaces[..n]
+            .iter()
+            .any(|i| i.xdp_ifindex() == interface.xdp_ifindex())
+        {
+            continue;
+        }
         if !peer.same_namespace {
             warn!(
                 interface = %interface.name,

@@ -48,6 +48,22 @@ pub const MAX_INTERFACES: u32 = 64;
 /// Entries of the `INTERFACES` array unless the loader needs more to keep the director's
 /// interfaces apart (it is indexed by `ifindex & (entries - 1)`).
 pub const DEFAULT_INTERFACE_SLOTS: u32 = 256;
+/// The VLAN id of an interface that is not a VLAN (untagged frames). 802.1Q's VID 0 means
+/// "priority tag only", so no VLAN device has it.
+pub const NO_VLAN: u16 = 0;
+/// The VID bits of an 802.1Q tag's TCI (the rest are priority and DEI).
+pub const VLAN_VID_MASK: u16 = 0x0fff;
+/// An odd multiplier that spreads VLAN ids over the `INTERFACES` index (see [`interface_slot`]).
+const VLAN_SLOT_MULTIPLIER: u32 = 0x9e37_79b1;
+
+/// The `INTERFACES` entry of (ifindex, VLAN id): for an untagged interface `ifindex & mask`, as
+/// before VLANs; a VLAN on a trunk is the parent's ifindex mixed with the VLAN id. Userspace
+/// sizes the array so that the director's interfaces fall into distinct entries.
+#[inline(always)]
+#[must_use]
+pub const fn interface_slot(ifindex: u32, vlan: u16, mask: u32) -> u32 {
+    (ifindex ^ (vlan as u32).wrapping_mul(VLAN_SLOT_MULTIPLIER)) & mask
+}
 /// The loader's override of the program's `INTERFACES` index mask.
 pub const INTERFACE_SLOT_MASK_GLOBAL: &str = "INTERFACE_SLOT_MASK";
 /// The loader's override of the program's variant: 0 in production; tests of in-place upgrades
@@ -250,7 +266,9 @@ pub struct EgressSlot {
     pub ifindex: u32,
     /// The interface's MAC: the new source MAC of the frame.
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// For a VLAN on a trunk (`ifindex` is then the parent's): its id, which becomes the VID
+    /// of the frame's tag; [`NO_VLAN`] for an untagged interface.
+    pub vlan: u16,
 }
 
 /// A backend as userspace describes it; the data plane stores it as a [`BackendEntry`] and an
@@ -261,8 +279,10 @@ pub struct Backend {
     pub dst_mac: [u8; 6],
     /// The egress interface's MAC: the new source MAC of the frame.
     pub src_mac: [u8; 6],
-    /// The egress interface.
+    /// The egress interface (the parent, for a VLAN).
     pub ifindex: u32,
+    /// The egress VLAN id, [`NO_VLAN`] for an untagged interface.
+    pub vlan: u16,
 }
 
 /// A service as the program sees it, assembled from `SERVICES`, `SERVICE_STATES` and `TABLES`
@@ -342,17 +362,21 @@ pub struct Vip {
     pub flags: u32,
 }
 
-/// Value of the `INTERFACES` array, at `ifindex & (entries - 1)`: an interface the program is
-/// attached to. Written before the program is attached, never after.
+/// Value of the `INTERFACES` array, at [`interface_slot`]: an interface the program serves, a
+/// device it is attached to or a VLAN on such a device (a trunk). Written before the program
+/// is attached, never after.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Interface {
-    /// 0 in an unused entry (no interface has ifindex 0).
+    /// 0 in an unused entry (no interface has ifindex 0). For a VLAN, the parent's.
     pub ifindex: u32,
     pub mac: [u8; 6],
     /// [`INTERFACE_FLAG_CHECK_CHECKSUMS`].
     pub flags: u8,
     pub _pad: u8,
+    /// The VLAN id whose tagged frames are this interface's; [`NO_VLAN`]: untagged frames.
+    pub vlan: u16,
+    pub _pad2: [u8; 2],
 }
 
 /// New flows arriving on the interface have their TCP/UDP checksum looked at: on veth, a
@@ -403,8 +427,9 @@ const _: () = assert!(core::mem::size_of::<EgressSlot>() == 12);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 8);
 const _: () = assert!(core::mem::align_of::<FlowEntry>() == 8);
-const _: () = assert!(core::mem::size_of::<Interface>() == 12);
+const _: () = assert!(core::mem::size_of::<Interface>() == 16);
 const _: () = assert!(DEFAULT_INTERFACE_SLOTS.is_power_of_two());
+const _: () = assert!(interface_slot(5, NO_VLAN, 255) == 5);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<ForwardCounter>() == 24);
 const _: () = assert!(MAX_BACKENDS_PER_SERVICE.is_power_of_two());

@@ -19,9 +19,10 @@ const ARP_PLEN_IPV4: u8 = 4;
 pub const ARP_OP_REQUEST: u16 = 1;
 pub const ARP_OP_REPLY: u16 = 2;
 
-/// Turns an ARP request for an active VIP into the reply, in place; anything else passes.
+/// Turns an ARP request for an active VIP into the reply, in place (so a tagged request's
+/// reply keeps its tag); anything else passes. `vlan`: the frame's VLAN (see `parse`).
 #[inline(always)]
-pub fn answer_request(ctx: &XdpContext, offset: usize) -> Verdict {
+pub fn answer_request(ctx: &XdpContext, offset: usize, vlan: u16) -> Verdict {
     let (Some(eth), Some(arp)) = (ptr_at::<EthHdr>(ctx, 0), ptr_at::<ArpHdr>(ctx, offset)) else {
         return Verdict::Pass; // not a complete Ethernet/IPv4 ARP packet: the stack decides
     };
@@ -52,8 +53,9 @@ pub fn answer_request(ctx: &XdpContext, offset: usize) -> Verdict {
     if requester_ip == vip || requester_mac[0] & MAC_GROUP_BIT != 0 {
         return Verdict::Pass;
     }
-    let Some(interface) = interface(ctx.ingress_ifindex() as u32) else {
-        return Verdict::Aborted; // userspace registers every interface before attaching
+    // Untagged on a trunk, or on a VLAN not configured: not ours to answer.
+    let Some(interface) = interface(ctx.ingress_ifindex() as u32, vlan) else {
+        return Verdict::Pass;
     };
     // A request sent to another host's MAC (seen in promiscuous mode, or flooded) is not ours
     // to answer: only broadcast ones and those sent to us.

@@ -13,9 +13,10 @@ use crate::{
     parse::ptr_at,
 };
 
-/// Counts the ARP packet at `offset` if it claims a VIP for another MAC than the director's.
+/// Counts the ARP packet at `offset`, on VLAN `vlan`, if it claims a VIP for another MAC than
+/// the director's.
 #[inline(always)]
-pub fn note(ctx: &XdpContext, offset: usize) {
+pub fn note(ctx: &XdpContext, offset: usize, vlan: u16) {
     let Some(arp) = ptr_at::<ArpHdr>(ctx, offset) else {
         return;
     };
@@ -33,9 +34,12 @@ pub fn note(ctx: &XdpContext, offset: usize) {
     if !is_vip(vip) {
         return; // the common case: ARP about anything but a VIP
     }
-    if let Some(interface) = interface(ctx.ingress_ifindex() as u32)
-        && interface.mac == sender_mac
-    {
+    // A VLAN of the trunk the director does not serve (or untagged frames on a trunk) is
+    // another network: its ARP is not watched.
+    let Some(interface) = interface(ctx.ingress_ifindex() as u32, vlan) else {
+        return;
+    };
+    if interface.mac == sender_mac {
         return; // our own frame, e.g. looped back by a switch
     }
     let key = ArpConflictKey {

@@ -23,10 +23,14 @@ use aya_log_ebpf::error;
 use lb_common::{Event, SERVICE_FLAG_STANDBY, VIP_FLAG_LOCAL, Verdict};
 use lb_ebpf::parse::{self, L3};
 
-#[xdp]
+/// Frags-aware (`xdp.frags`): it may run on interfaces whose MTU exceeds a page, and reads and
+/// writes only headers, which lie in the first buffer.
+#[xdp(frags)]
 pub fn drlb(ctx: XdpContext) -> u32 {
-    let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    let verdict = process(&ctx, frame_len);
+    // The first buffer's length: the whole frame but for a multi-buffer one, whose length the
+    // forwarding path learns from its IPv4 header (a helper call per frame would cost more).
+    let mut frame_len = (ctx.data_end() - ctx.data()) as u64;
+    let verdict = process(&ctx, &mut frame_len);
     if verdict == Verdict::Aborted {
         error!(&ctx, "drlb: impossible state, frame aborted");
     }
@@ -35,40 +39,45 @@ pub fn drlb(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn process(ctx: &XdpContext, frame_len: u64) -> Verdict {
-    let l3 = match parse::ethernet(ctx) {
-        Ok(l3) => l3,
+fn process(ctx: &XdpContext, frame_len: &mut u64) -> Verdict {
+    let eth = match parse::ethernet(ctx) {
+        Ok(eth) => eth,
         Err(verdict) => return verdict,
     };
-    match l3 {
+    match eth.l3 {
         L3::Arp(offset) => {
-            conflict::note(ctx, offset);
-            arp::answer_request(ctx, offset)
+            conflict::note(ctx, offset, eth.vlan);
+            arp::answer_request(ctx, offset, eth.vlan)
         }
-        L3::Ipv4(offset) => forward_ipv4(ctx, offset, frame_len),
+        L3::Ipv4(offset) => forward_ipv4(ctx, offset, eth.vlan, frame_len),
         L3::Other => Verdict::Pass,
     }
 }
 
 #[inline(always)]
-fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
+fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64) -> Verdict {
     let flow = match parse::ipv4_flow(ctx, offset) {
         Ok(flow) => flow,
-        Err(parse::Unroutable::NotBalanced { daddr }) => return no_service(ctx, daddr),
+        Err(parse::Unroutable::NotBalanced { daddr }) => return no_service(ctx, daddr, vlan),
         // Without a complete L4 header we must not forward, but only traffic for a VIP, sent to
         // us, is ours to judge: the rest goes to the stack, which applies its own checks.
         Err(parse::Unroutable::Fragment { daddr }) => {
-            return drop_if_ours(ctx, daddr, Verdict::DropFragment);
+            return drop_if_ours(ctx, daddr, vlan, Verdict::DropFragment);
         }
         Err(parse::Unroutable::Truncated { daddr }) => {
-            return drop_if_ours(ctx, daddr, Verdict::DropMalformed);
+            return drop_if_ours(ctx, daddr, vlan, Verdict::DropMalformed);
         }
         Err(parse::Unroutable::Malformed) => return Verdict::DropMalformed,
     };
+    // A jumbo frame's packet lies beyond its first buffer (Ethernet padding: within it).
+    let packet_end = (flow.l4_offset + usize::from(flow.l4_len)) as u64;
+    if packet_end > *frame_len {
+        *frame_len = packet_end;
+    }
     let Some(service) = select::service(&flow) else {
-        return no_service(ctx, flow.daddr_octets);
+        return no_service(ctx, flow.daddr_octets, vlan);
     };
-    let interface = match forward::ours(ctx) {
+    let interface = match forward::ours(ctx, vlan) {
         Ok(interface) => interface,
         Err(verdict) => return verdict,
     };
@@ -83,9 +92,9 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
     if chosen.new {
         checksum::note_unfinished(ctx, &flow, &interface);
     }
-    let verdict = forward::to_backend(ctx, chosen.backend);
+    let verdict = forward::to_backend(ctx, chosen.backend, vlan);
     if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
-        stats::count_forwarded(service.id, chosen.index, frame_len, chosen.new);
+        stats::count_forwarded(service.id, chosen.index, *frame_len, chosen.new);
         if maps::is_variant() {
             stats::count_event(Event::VariantForward);
         }
@@ -95,11 +104,11 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
 
 /// `verdict` for a packet to a VIP sent to our MAC, `Pass` for any other.
 #[inline(always)]
-fn drop_if_ours(ctx: &XdpContext, daddr: [u8; 4], verdict: Verdict) -> Verdict {
+fn drop_if_ours(ctx: &XdpContext, daddr: [u8; 4], vlan: u16, verdict: Verdict) -> Verdict {
     if !maps::is_vip(daddr) {
         return Verdict::Pass;
     }
-    match forward::ours(ctx) {
+    match forward::ours(ctx, vlan) {
         Ok(_) => verdict,
         Err(not_ours) => not_ours,
     }
@@ -109,9 +118,9 @@ fn drop_if_ours(ctx: &XdpContext, daddr: [u8; 4], verdict: Verdict) -> Verdict {
 /// does not hold as an address (then nobody here owns it: dropped rather than routed on),
 /// sent to our MAC.
 #[inline(always)]
-fn no_service(ctx: &XdpContext, daddr: [u8; 4]) -> Verdict {
+fn no_service(ctx: &XdpContext, daddr: [u8; 4], vlan: u16) -> Verdict {
     match maps::vip_flags(daddr) {
-        Some(flags) if flags & VIP_FLAG_LOCAL == 0 => match forward::ours(ctx) {
+        Some(flags) if flags & VIP_FLAG_LOCAL == 0 => match forward::ours(ctx, vlan) {
             Ok(_) => Verdict::DropNoService,
             Err(not_ours) => not_ours,
         },

@@ -17,7 +17,7 @@ use lb_common::{
     MAGLEV_BLOCK, MAX_INTERFACES, MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, TABLE_BANKS,
     VIP_FILTER_WORDS, Verdict,
     conflict::{ArpConflict, ArpConflictKey, MAX_ARP_CONFLICTS},
-    maglev_blocks, vip_filter_bit,
+    interface_slot, maglev_blocks, vip_filter_bit,
 };
 
 /// (VIP, port, protocol) -> service id. Set when the service is added, never updated.
@@ -74,7 +74,8 @@ pub static VIP_STATES: Array<u32> = Array::with_max_entries(MAX_VIPS, BPF_F_MMAP
 #[map]
 pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, BPF_F_MMAPABLE);
 
-/// `ifindex & (entries - 1)` -> the interface the program runs on there (its ifindex and MAC).
+/// `interface_slot(ifindex, VLAN id, entries - 1)` -> the interface the program serves there
+/// (its ifindex, VLAN id and MAC).
 /// An array, so the check that a frame is addressed to us costs no hash lookup; userspace
 /// sizes it (a power of two) so that its interfaces do not collide. Written before attaching.
 #[map]
@@ -118,13 +119,13 @@ pub fn is_variant() -> bool {
     unsafe { core::ptr::read_volatile(&raw const PROGRAM_VARIANT) != 0 }
 }
 
-/// The `INTERFACES` entry of `ifindex`, if the program runs there.
+/// The `INTERFACES` entry of (`ifindex`, `vlan`), if the program serves that interface.
 #[inline(always)]
-pub fn interface(ifindex: u32) -> Option<Interface> {
+pub fn interface(ifindex: u32, vlan: u16) -> Option<Interface> {
     // SAFETY: a plain read of a constant the loader may have overridden (rodata).
     let mask = unsafe { core::ptr::read_volatile(&raw const INTERFACE_SLOT_MASK) };
-    let entry = INTERFACES.get(ifindex & mask)?;
-    (entry.ifindex == ifindex).then_some(*entry)
+    let entry = INTERFACES.get(interface_slot(ifindex, vlan, mask))?;
+    (entry.ifindex == ifindex && entry.vlan == vlan).then_some(*entry)
 }
 
 /// One word of an array that userspace stores atomically, read with one load.

@@ -3,8 +3,8 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::XdpContext;
-use lb_common::{IPPROTO_TCP, IPPROTO_UDP, Verdict};
+use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
+use lb_common::{IPPROTO_TCP, IPPROTO_UDP, NO_VLAN, VLAN_VID_MASK, Verdict};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -13,8 +13,6 @@ use network_types::{
     vlan::VlanHdr,
 };
 
-/// 802.1Q and 802.1ad (QinQ): up to this many tags are looked through.
-const MAX_VLAN_TAGS: usize = 2;
 const IPV4_VERSION: u8 = 4;
 const IPV4_MIN_HEADER_LEN: usize = Ipv4Hdr::LEN;
 /// "More fragments" flag and fragment offset, in the host-order flags/offset field.
@@ -31,6 +29,15 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
+/// The whole frame's length. The program is frags-aware (multi-buffer XDP, for jumbo frames):
+/// `data_end` ends the first buffer, which holds the headers, and the rest of a long frame
+/// lies in fragments only this helper counts.
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
+    // SAFETY: the helper only reads the context the kernel passed to the program.
+    unsafe { bpf_xdp_get_buff_len(ctx.ctx) as usize }
+}
+
 /// The network layer found behind the Ethernet header (and any VLAN tags), with its offset.
 pub enum L3 {
     Arp(usize),
@@ -38,28 +45,46 @@ pub enum L3 {
     Other,
 }
 
+/// What the Ethernet header says: the network layer, and the VLAN the frame is on.
+pub struct Ethernet {
+    pub l3: L3,
+    /// The VID of the frame's one 802.1Q tag, [`NO_VLAN`] for an untagged frame. A frame with
+    /// two tags (QinQ) is on no interface of the director: its `l3` is `Other` (it passes).
+    pub vlan: u16,
+}
+
+/// Where the one 802.1Q tag's TCI lies in a tagged frame.
+pub const VLAN_TCI_OFFSET: usize = EthHdr::LEN;
+
 #[inline(always)]
-pub fn ethernet(ctx: &XdpContext) -> Result<L3, Verdict> {
+pub fn ethernet(ctx: &XdpContext) -> Result<Ethernet, Verdict> {
     let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(Verdict::DropMalformed)?;
     // SAFETY: ptr_at checked that the header lies within the frame.
     let mut ether_type = unsafe { (*eth).ether_type };
     let mut offset = EthHdr::LEN;
-    for _ in 0..MAX_VLAN_TAGS {
-        if ether_type != EtherType::Ieee8021q as u16 && ether_type != EtherType::Ieee8021ad as u16 {
-            break;
-        }
-        let vlan: *const VlanHdr = ptr_at(ctx, offset).ok_or(Verdict::DropMalformed)?;
+    let mut vlan = NO_VLAN;
+    if ether_type == EtherType::Ieee8021q as u16 {
+        let tag: *const VlanHdr = ptr_at(ctx, offset).ok_or(Verdict::DropMalformed)?;
         // SAFETY: as above.
-        ether_type = unsafe { (*vlan).ether_type };
+        let tag = unsafe { &*tag };
+        vlan = u16::from_be_bytes(tag.tci) & VLAN_VID_MASK;
+        ether_type = tag.ether_type;
         offset += VlanHdr::LEN;
     }
-    Ok(if ether_type == EtherType::Arp as u16 {
+    // Stacked tags (802.1ad outside, or a second 802.1Q) belong to a provider's network, not
+    // to a VLAN the director serves: such frames pass untouched.
+    let l3 = if ether_type == EtherType::Ieee8021q as u16
+        || ether_type == EtherType::Ieee8021ad as u16
+    {
+        L3::Other
+    } else if ether_type == EtherType::Arp as u16 {
         L3::Arp(offset)
     } else if ether_type == EtherType::Ipv4 as u16 {
         L3::Ipv4(offset)
     } else {
         L3::Other
-    })
+    };
+    Ok(Ethernet { l3, vlan })
 }
 
 /// The fields of an IPv4 packet that select its service and backend, in host order.
@@ -95,12 +120,12 @@ pub fn ipv4_flow(ctx: &XdpContext, offset: usize) -> Result<Flow, Unroutable> {
     let ip = unsafe { &*ip };
     let header_len = usize::from(ip.vihl & 0x0f) * 4;
     let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
-    let frame_len = ctx.data_end() - ctx.data();
-    // Ethernet padding may make the frame longer than the packet, never shorter.
+    // Ethernet padding may make the frame longer than the packet, never shorter. The whole
+    // length of a multi-buffer frame is asked for only when the first buffer is too short.
     if ip.vihl >> 4 != IPV4_VERSION
         || header_len < IPV4_MIN_HEADER_LEN
         || total_len < header_len
-        || offset + total_len > frame_len
+        || (offset + total_len > ctx.data_end() - ctx.data() && offset + total_len > frame_len(ctx))
     {
         return Err(Unroutable::Malformed);
     }

@@ -120,6 +120,7 @@ fn changes_per_second() {
         ipv4: vec![(Ipv4Addr::new(198, 18, 0, 1), 15)],
         kind: None,
         veth_peer: None,
+        vlan: None,
     };
     let mut ebpf = loader::load(map_sizes(&config)).expect("loading the XDP program");
     let dataplane = Dataplane::take_from(&mut ebpf).expect("maps");

@@ -169,6 +169,14 @@ pub async fn run(options: &Options<'_>) -> Result<Vec<Finding>> {
         let socket = ArpSocket::open(interface.ifindex)?;
         probes.push((interface, sender_ip, socket));
     }
+    let mut trunks = Vec::new();
+    for (interface, _, _) in &probes {
+        if let Some(vlan) = interface.vlan {
+            let parent = netlink.link_name(vlan.parent).await?;
+            let offload = crate::net::ethtool::rx_vlan_offload(&parent)?;
+            trunks.push((interface.name.clone(), parent, offload));
+        }
+    }
     let director = director_of(&report, probes.iter().map(|(i, _, _)| i.mac).collect());
     let vips = vips(&report);
     let mut findings = vec![Finding::ok(format!(
@@ -210,7 +218,31 @@ pub async fn run(options: &Options<'_>) -> Result<Vec<Finding>> {
     }
     findings.extend(diagnose_requests(&director));
     findings.extend(diagnose_checksums(&report));
+    findings.extend(diagnose_vlan_offload(&trunks));
     Ok(findings)
+}
+
+/// The trunks of the VLANs served, as (VLAN device, parent, rx VLAN offload on): with the
+/// offload on, the NIC strips the tags before XDP sees them, and the program cannot tell the
+/// VLANs apart (`drlb run` turns it off at attach; something may have turned it back on).
+#[must_use]
+pub fn diagnose_vlan_offload(trunks: &[(String, String, bool)]) -> Vec<Finding> {
+    trunks
+        .iter()
+        .map(|(vlan, parent, offload)| {
+            if *offload {
+                Finding::problem(format!(
+                    "rx VLAN offload is on on {parent}, the trunk of {vlan}: the NIC strips the \
+                     tags before XDP sees them, so {vlan}'s traffic is not served; turn it off \
+                     (`ethtool -K {parent} rxvlan off`) or restart drlb, which does"
+                ))
+            } else {
+                Finding::ok(format!(
+                    "rx VLAN offload is off on {parent}, the trunk of {vlan}: XDP sees the tags"
+                ))
+            }
+        })
+        .collect()
 }
 
 /// The veth checksum trap, from the daemon's counters.
@@ -308,6 +340,15 @@ mod tests {
             .filter(|f| f.problem)
             .map(|f| f.text.as_str())
             .collect()
+    }
+
+    #[test]
+    fn rx_vlan_offload_on_a_trunk_is_a_problem() {
+        let on = diagnose_vlan_offload(&[("eth0.100".into(), "eth0".into(), true)]);
+        assert_eq!(problems(&on).len(), 1);
+        assert!(on[0].text.contains("ethtool -K eth0 rxvlan off"), "{on:?}");
+        let off = diagnose_vlan_offload(&[("eth0.100".into(), "eth0".into(), false)]);
+        assert!(problems(&off).is_empty() && off.len() == 1, "{off:?}");
     }
 
     #[test]

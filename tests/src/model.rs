@@ -35,13 +35,13 @@ const ETH_TYPE_AT: usize = 12;
 /// An 802.1Q / 802.1ad tag: TCI and the inner ether type.
 const VLAN_TAG_LEN: usize = 4;
 const VLAN_INNER_TYPE_AT: usize = 2;
-/// The program looks through at most this many VLAN tags.
-const MAX_VLAN_TAGS: usize = 2;
+const VLAN_VID_MASK: u16 = 0x0fff;
+/// The VLAN id of untagged frames (the state's interfaces are all untagged).
+const NO_VLAN: u16 = 0;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const ETHERTYPE_8021Q: u16 = 0x8100;
-const ETHERTYPE_8021AD: u16 = 0x88a8;
 
 /// ARP for IPv4 over Ethernet: field offsets in the ARP header and its values.
 const ARP_LEN: usize = 28;
@@ -320,11 +320,17 @@ impl Model {
             return Outcome::Refused;
         }
         let mut output = frame.to_vec();
+        // The interface a frame arrives on is (ingress, its VLAN); the state's interfaces are
+        // untagged, so a tagged frame is on no interface of the director.
         let verdict = match ethernet(frame) {
             Err(verdict) => verdict,
-            Ok(L3::Arp(offset)) => self.arp(state, ingress_ifindex, &mut output, offset),
-            Ok(L3::Ipv4(offset)) => self.ipv4(state, ingress_ifindex, &mut output, offset),
-            Ok(L3::Other) => Verdict::Pass,
+            Ok((L3::Arp(offset), vlan)) => {
+                self.arp(state, (ingress_ifindex, vlan), &mut output, offset)
+            }
+            Ok((L3::Ipv4(offset), vlan)) => {
+                self.ipv4(state, (ingress_ifindex, vlan), &mut output, offset)
+            }
+            Ok((L3::Other, _)) => Verdict::Pass,
         };
         Outcome::Ran {
             action: XdpAction::of(verdict),
@@ -334,7 +340,7 @@ impl Model {
     }
 
     /// ARP: a request for an active VIP is turned into the reply; anything else passes.
-    fn arp(&self, state: &State, ingress: u32, frame: &mut [u8], offset: usize) -> Verdict {
+    fn arp(&self, state: &State, ingress: Ingress, frame: &mut [u8], offset: usize) -> Verdict {
         let Some(arp) = frame.get(offset..offset + ARP_LEN) else {
             return Verdict::Pass;
         };
@@ -364,9 +370,9 @@ impl Model {
         if requester_ip == vip || requester_mac[0] & MAC_GROUP_BIT != 0 {
             return Verdict::Pass;
         }
-        // Userspace registers every interface it attaches to: a missing one is impossible.
-        let Some(&our_mac) = state.interfaces.get(&ingress) else {
-            return Verdict::Aborted;
+        // Untagged on a trunk, or a VLAN not served: not ours to answer.
+        let Some(our_mac) = interface(state, ingress) else {
+            return Verdict::Pass;
         };
         if self.options.require_our_dst_mac {
             let dst: Mac = frame[ETH_DST].try_into().expect("6 bytes");
@@ -385,23 +391,29 @@ impl Model {
         Verdict::ArpReply
     }
 
-    /// The verdict of a frame for a service that is not ours to forward: `Pass` when it was
-    /// sent to another MAC, `Aborted` when the ingress interface is unregistered; `None` when
-    /// it is ours (or the rule is off).
-    fn not_ours(&self, state: &State, ingress: u32, frame: &[u8]) -> Option<Verdict> {
+    /// The verdict of a frame for a service that is not ours to forward: `Pass` when it
+    /// arrived on no interface of the director (a VLAN not served) or was sent to another MAC;
+    /// `None` when it is ours (or the MAC rule is off).
+    fn not_ours(&self, state: &State, ingress: Ingress, frame: &[u8]) -> Option<Verdict> {
+        let Some(our_mac) = interface(state, ingress) else {
+            return Some(Verdict::Pass);
+        };
         if !self.options.require_our_dst_mac {
             return None;
         }
-        let Some(our_mac) = state.interfaces.get(&ingress) else {
-            return Some(Verdict::Aborted);
-        };
         let dst: Mac = frame[ETH_DST].try_into().expect("6 bytes");
-        (dst != *our_mac).then_some(Verdict::Pass)
+        (dst != our_mac).then_some(Verdict::Pass)
     }
 
     /// A packet that is no service's: dropped when it is addressed to a VIP that is not one of
     /// the director's addresses and sent to us; passed otherwise.
-    fn no_service(&self, state: &State, ingress: u32, frame: &[u8], daddr: Ipv4Addr) -> Verdict {
+    fn no_service(
+        &self,
+        state: &State,
+        ingress: Ingress,
+        frame: &[u8],
+        daddr: Ipv4Addr,
+    ) -> Verdict {
         if !is_vip(state, daddr) || state.local_vips.contains(&daddr) {
             return Verdict::Pass;
         }
@@ -413,7 +425,7 @@ impl Model {
     fn drop_if_ours(
         &self,
         state: &State,
-        ingress: u32,
+        ingress: Ingress,
         frame: &[u8],
         daddr: Ipv4Addr,
         verdict: Verdict,
@@ -425,7 +437,13 @@ impl Model {
     }
 
     /// IPv4: TCP/UDP service traffic is forwarded to a backend; the rest passes or is dropped.
-    fn ipv4(&mut self, state: &State, ingress: u32, frame: &mut [u8], offset: usize) -> Verdict {
+    fn ipv4(
+        &mut self,
+        state: &State,
+        ingress: Ingress,
+        frame: &mut [u8],
+        offset: usize,
+    ) -> Verdict {
         let flow = match ipv4_flow(frame, offset) {
             Ok(flow) => flow,
             Err(Unroutable::NotBalanced(daddr)) => {
@@ -444,7 +462,8 @@ impl Model {
             return self.no_service(state, ingress, frame, flow.daddr);
         };
         // Only frames sent to the ingress interface's MAC are forwarded: after the service
-        // lookup, before standby. An unregistered ingress interface is an impossible state.
+        // lookup, before standby. A frame on no interface of the director (a VLAN not served)
+        // passes.
         if let Some(verdict) = self.not_ours(state, ingress, frame) {
             return verdict;
         }
@@ -458,7 +477,7 @@ impl Model {
         // Only the MACs change, also on a frame dropped for want of an egress (it never leaves).
         frame[ETH_DST].copy_from_slice(&target.dst_mac);
         frame[ETH_SRC].copy_from_slice(&target.src_mac);
-        if target.ifindex == ingress {
+        if target.ifindex == ingress.0 {
             Verdict::Tx
         } else if state.egress_ifindexes.contains(&target.ifindex) {
             Verdict::Redirect
@@ -545,7 +564,7 @@ pub fn flow_tuple(frame: &[u8]) -> Option<FlowTuple> {
         return None;
     }
     match ethernet(frame) {
-        Ok(L3::Ipv4(offset)) => ipv4_flow(frame, offset).ok(),
+        Ok((L3::Ipv4(offset), _)) => ipv4_flow(frame, offset).ok(),
         _ => None,
     }
 }
@@ -554,24 +573,37 @@ fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
 
-fn ethernet(frame: &[u8]) -> Result<L3, Verdict> {
+/// The network layer and the VLAN id of a frame: one 802.1Q tag is read; a second tag, or an
+/// 802.1ad one, makes the frame a provider's (`Other`: passed).
+fn ethernet(frame: &[u8]) -> Result<(L3, u16), Verdict> {
     let mut ether_type = be16(frame, ETH_TYPE_AT);
     let mut offset = ETH_HEADER_LEN;
-    for _ in 0..MAX_VLAN_TAGS {
-        if ether_type != ETHERTYPE_8021Q && ether_type != ETHERTYPE_8021AD {
-            break;
-        }
+    let mut vlan = NO_VLAN;
+    if ether_type == ETHERTYPE_8021Q {
         if frame.len() < offset + VLAN_TAG_LEN {
             return Err(Verdict::DropMalformed);
         }
+        vlan = be16(frame, offset) & VLAN_VID_MASK;
         ether_type = be16(frame, offset + VLAN_INNER_TYPE_AT);
         offset += VLAN_TAG_LEN;
     }
-    Ok(match ether_type {
+    let l3 = match ether_type {
         ETHERTYPE_ARP => L3::Arp(offset),
         ETHERTYPE_IPV4 => L3::Ipv4(offset),
         _ => L3::Other,
-    })
+    };
+    Ok((l3, vlan))
+}
+
+/// Where a frame arrived: (ifindex, VLAN id).
+type Ingress = (u32, u16);
+
+/// The MAC of the interface a frame arrived on, if the director serves it.
+fn interface(state: &State, (ifindex, vlan): Ingress) -> Option<Mac> {
+    if vlan != NO_VLAN {
+        return None;
+    }
+    state.interfaces.get(&ifindex).copied()
 }
 
 fn ipv4_flow(frame: &[u8], offset: usize) -> Result<FlowTuple, Unroutable> {
@@ -849,8 +881,8 @@ mod tests {
         );
         assert_eq!(
             verdict_of(&model(false).process(&state(0), UNKNOWN_IFINDEX, &request)),
-            Verdict::Aborted,
-            "an unregistered ingress interface has no MAC to answer with"
+            Verdict::Pass,
+            "an interface (or VLAN) the director does not serve is not its to answer on"
         );
     }
 
@@ -893,9 +925,10 @@ mod tests {
             verdict_of(&m.process(&state(0), INGRESS, &tagged[..ETH_HEADER_LEN + 2])),
             Verdict::DropMalformed
         );
+        // A whole tagged frame is on a VLAN the (untagged) director does not serve.
         assert_eq!(
             verdict_of(&m.process(&state(0), INGRESS, &tagged)),
-            Verdict::Tx
+            Verdict::Pass
         );
     }
 }

@@ -30,7 +30,7 @@ pub fn load_maps(sizes: MapSizes) -> (Ebpf, Dataplane) {
 pub fn load_with_vip(sizes: MapSizes, vip: Ipv4Addr) -> (Ebpf, Dataplane) {
     let (ebpf, mut dataplane) = load_maps(sizes);
     dataplane
-        .set_interface(TEST_RUN_IFINDEX, DIRECTOR_MAC)
+        .set_interface(TEST_RUN_IFINDEX, lb_common::NO_VLAN, DIRECTOR_MAC)
         .expect("registering the test-run interface");
     dataplane
         .set_vip(

@@ -92,6 +92,7 @@ impl Bed {
             ipv4: vec![(DIRECTOR_IP, DIRECTOR_PREFIX_LEN)],
             kind: None,
             veth_peer: None,
+            vlan: None,
         };
         let mut controller =
             Controller::new(config, vec![interface], dataplane).expect("creating the controller");

@@ -82,6 +82,7 @@ impl Bed {
             ipv4: vec![(DIRECTOR_IP, 24)],
             kind: None,
             veth_peer: None,
+            vlan: None,
         };
         let mut director =
             Controller::new(&config, vec![interface], dataplane).expect("creating the director");
@@ -222,13 +223,13 @@ fn arp_frames_claiming_a_vip_for_another_mac_are_counted_and_nothing_else_change
             Some((OTHER_HOST_MAC, REQUEST)),
         ),
         passed(
-            "an 802.1Q-tagged reply claiming the VIP",
+            "an 802.1Q-tagged reply claiming the VIP on a VLAN not served: another network",
             Arp {
                 vlan: Some(VLAN_ID),
                 ..reply_from_backend.clone()
             }
             .build(),
-            Some((BACKEND_MAC, REPLY)),
+            None,
         ),
         passed(
             "a reply claiming the VIP whose ARP sender MAC alone is another host's",
@@ -278,7 +279,7 @@ fn arp_frames_claiming_a_vip_for_another_mac_are_counted_and_nothing_else_change
     let total = bed.conflicts();
     assert_eq!(
         (total[&BACKEND_MAC].requests, total[&BACKEND_MAC].replies),
-        (1, 2),
+        (1, 1),
         "the backend's totals: {total:?}"
     );
 }

@@ -107,6 +107,7 @@ impl StressService {
                 dst_mac: self.mac(n),
                 src_mac: DIRECTOR_MAC,
                 ifindex: TEST_RUN_IFINDEX,
+                vlan: lb_common::NO_VLAN,
             };
             dataplane
                 .set_backend(self.id, backend, &entry)

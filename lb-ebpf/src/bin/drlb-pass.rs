@@ -6,7 +6,8 @@
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
-#[xdp]
+/// Frags-aware, so that a veth peer at a jumbo MTU takes it too.
+#[xdp(frags)]
 pub fn drlb_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }

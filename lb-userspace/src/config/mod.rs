@@ -10,6 +10,7 @@ pub mod health_check;
 mod validate;
 
 pub use egress::{InterfaceAddresses, egress_for};
+pub use validate::check_vlan_mix;
 
 use std::{fmt, net::Ipv4Addr, path::Path};
 

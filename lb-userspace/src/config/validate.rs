@@ -12,6 +12,34 @@ use super::{
 };
 use crate::maglev::check_table_size;
 
+/// The VLAN trunks drlb can serve, given each configured interface's name and whether it is a
+/// VLAN device: all of them VLANs, or none. Between two VLANs the program rewrites the tag's id
+/// in place; from an untagged interface to a VLAN (or back) it would have to grow or shrink the
+/// frame, which it does not do.
+pub fn check_vlan_mix(interfaces: &[(String, bool)]) -> Result<()> {
+    let vlans: Vec<&str> = interfaces
+        .iter()
+        .filter(|(_, vlan)| *vlan)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let untagged: Vec<&str> = interfaces
+        .iter()
+        .filter(|(_, vlan)| !*vlan)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !vlans.is_empty() && !untagged.is_empty() {
+        bail!(
+            "[director] interfaces mixes VLAN devices ({}) with untagged interfaces ({}): drlb \
+             forwards between VLANs by rewriting the tag, and cannot add or remove one; list \
+             only VLAN devices (e.g. a VLAN for the untagged network too) or only untagged \
+             interfaces",
+            vlans.join(", "),
+            untagged.join(", ")
+        );
+    }
+    Ok(())
+}
+
 impl Config {
     /// Checks what can be checked without looking at the host. Reports every problem at once.
     pub fn validate(&self) -> Result<()> {
@@ -248,4 +276,26 @@ fn announce_problems(announce: &super::AnnounceConfig) -> Vec<String> {
         ));
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_vlan_mix;
+
+    fn named(list: &[(&str, bool)]) -> Vec<(String, bool)> {
+        list.iter().map(|&(n, v)| (n.to_owned(), v)).collect()
+    }
+
+    #[test]
+    fn vlans_and_untagged_interfaces_do_not_mix() {
+        assert!(check_vlan_mix(&named(&[("eth0.100", true), ("eth0.200", true)])).is_ok());
+        assert!(check_vlan_mix(&named(&[("eth7", false), ("eth8", false)])).is_ok());
+        let error = check_vlan_mix(&named(&[("eth0.100", true), ("eth1", false)]))
+            .expect_err("a VLAN and an untagged interface")
+            .to_string();
+        assert!(
+            error.contains("eth0.100") && error.contains("eth1") && error.contains("cannot add"),
+            "{error}"
+        );
+    }
 }

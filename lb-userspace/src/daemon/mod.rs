@@ -75,6 +75,12 @@ pub async fn run(options: RunOptions) -> Result<()> {
     config
         .validate_for_interfaces(&addresses)
         .with_context(|| format!("in {}", options.config.display()))?;
+    let tagging: Vec<(String, bool)> = interfaces
+        .iter()
+        .map(|i| (i.name.clone(), i.vlan.is_some()))
+        .collect();
+    crate::config::check_vlan_mix(&tagging)
+        .with_context(|| format!("in {}", options.config.display()))?;
     // Subscribed before the addresses are read, so no change falls between the two.
     let address_events = AddressEvents::subscribe()?;
     let control =
@@ -90,8 +96,12 @@ pub async fn run(options: RunOptions) -> Result<()> {
     };
 
     let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
+    let served: Vec<(u32, u16)> = interfaces
+        .iter()
+        .map(|i| (i.xdp_ifindex(), i.vlan_id()))
+        .collect();
     let sizes = loader::MapSizes {
-        interface_slots: loader::interface_slots(&ifindexes)?,
+        interface_slots: loader::interface_slots(&served)?,
         ..director::map_sizes(&config)
     };
     let pins = match &config.director.pin_dir {
@@ -149,8 +159,18 @@ pub async fn run(options: RunOptions) -> Result<()> {
     startup::prepare_veth_peers(&netlink, &interfaces, &pins).await;
     startup::detach_unlisted(&pins, &interfaces)?;
     let mut modes = Vec::new();
+    // The VLANs of one trunk share the parent's attachment.
+    let mut attached: Vec<(u32, String)> = Vec::new();
     for interface in &interfaces {
-        let mode = startup::attach(&mut ebpf, interface, config.director.xdp_mode, &pins)?;
+        let device = startup::device_of(&netlink, interface).await?;
+        let mode = match attached.iter().find(|(i, _)| *i == device.ifindex) {
+            Some((_, mode)) => mode.clone(),
+            None => {
+                let mode = startup::attach(&mut ebpf, &device, config.director.xdp_mode, &pins)?;
+                attached.push((device.ifindex, mode.clone()));
+                mode
+            }
+        };
         modes.push(InterfaceStats {
             name: interface.name.clone(),
             mac: format_mac(interface.mac),

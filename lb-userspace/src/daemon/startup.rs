@@ -15,6 +15,7 @@ use crate::{
     },
     director::Controller,
     net::{
+        self,
         arp::ArpSocket,
         garp,
         netlink::{InterfaceInfo, NeighbourMacs, Netlink},
@@ -26,10 +27,17 @@ use crate::{
 /// program, pinned like the rest of the data plane; for a peer elsewhere drlb says what its
 /// owner must do.
 pub async fn prepare_veth_peers(netlink: &Netlink, interfaces: &[InterfaceInfo], pins: &PinDir) {
-    for interface in interfaces {
+    for (n, interface) in interfaces.iter().enumerate() {
         let Some(peer) = interface.veth_peer else {
             continue;
         };
+        // The VLANs of one trunk share its peer: prepared once.
+        if interfaces[..n]
+            .iter()
+            .any(|i| i.xdp_ifindex() == interface.xdp_ifindex())
+        {
+            continue;
+        }
         if !peer.same_namespace {
             warn!(
                 interface = %interface.name,
@@ -38,7 +46,7 @@ pub async fn prepare_veth_peers(netlink: &Netlink, interfaces: &[InterfaceInfo],
             );
             continue;
         }
-        if interfaces.iter().any(|i| i.ifindex == peer.ifindex) {
+        if interfaces.iter().any(|i| i.xdp_ifindex() == peer.ifindex) {
             continue; // drlb runs on the peer too
         }
         let name = netlink
@@ -95,10 +103,34 @@ pub fn attach(
     }
 }
 
+/// The device the program is attached to for `interface`: itself, or the parent of a VLAN,
+/// whose rx VLAN offload is then turned off (a NIC that strips tags on receive hides them from
+/// XDP; the program needs them to tell the VLANs apart).
+pub async fn device_of(netlink: &Netlink, interface: &InterfaceInfo) -> Result<InterfaceInfo> {
+    let Some(vlan) = interface.vlan else {
+        return Ok(interface.clone());
+    };
+    let name = netlink.link_name(vlan.parent).await.with_context(|| {
+        format!(
+            "the parent device of {} (ifindex {}) is gone",
+            interface.name, vlan.parent
+        )
+    })?;
+    if net::ethtool::disable_rx_vlan_offload(&name)? {
+        info!(interface = %name, vlan = %interface.name, "rx VLAN offload turned off on the trunk, so that XDP sees the VLAN tags (`drlb doctor` reports it)");
+    }
+    Ok(InterfaceInfo {
+        name,
+        ifindex: vlan.parent,
+        vlan: None,
+        ..interface.clone()
+    })
+}
+
 /// Detaches the data plane from interfaces it was pinned on that the config no longer lists.
 pub fn detach_unlisted(pins: &PinDir, interfaces: &[InterfaceInfo]) -> Result<()> {
     for (ifindex, _, path) in pins.pinned_links()? {
-        if !interfaces.iter().any(|i| i.ifindex == ifindex) {
+        if !interfaces.iter().any(|i| i.xdp_ifindex() == ifindex) {
             std::fs::remove_file(&path)
                 .with_context(|| format!("removing {} failed", path.display()))?;
             info!(

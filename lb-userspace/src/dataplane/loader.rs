@@ -14,7 +14,7 @@ use aya::{
 use lb_common::{
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS, DEFAULT_MAGLEV_ENTRIES,
     INTERFACE_SLOT_MASK_GLOBAL, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, PASS_PROGRAM_NAME,
-    PROGRAM_NAME, PROGRAM_VARIANT_GLOBAL, TABLE_BANKS, maglev_blocks, map_names,
+    PROGRAM_NAME, PROGRAM_VARIANT_GLOBAL, TABLE_BANKS, interface_slot, maglev_blocks, map_names,
 };
 use tracing::warn;
 
@@ -59,21 +59,25 @@ impl Default for MapSizes {
 /// Largest `INTERFACES` array the loader will make (12 bytes an entry).
 const MAX_INTERFACE_SLOTS: u32 = 1 << 20;
 
-/// The smallest power of two, at least the default, at which the director's interfaces fall
-/// into distinct `INTERFACES` entries (`ifindex & (slots - 1)`).
-pub fn interface_slots(ifindexes: &[u32]) -> Result<u32> {
+/// The smallest power of two, at least the default, at which the director's interfaces
+/// ((ifindex, VLAN id), the parent's ifindex for a VLAN) fall into distinct `INTERFACES`
+/// entries ([`interface_slot`]).
+pub fn interface_slots(interfaces: &[(u32, u16)]) -> Result<u32> {
     let mut slots = DEFAULT_INTERFACE_SLOTS;
     while slots <= MAX_INTERFACE_SLOTS {
-        let mut seen: Vec<u32> = ifindexes.iter().map(|i| i & (slots - 1)).collect();
+        let mut seen: Vec<u32> = interfaces
+            .iter()
+            .map(|&(ifindex, vlan)| interface_slot(ifindex, vlan, slots - 1))
+            .collect();
         seen.sort_unstable();
         seen.dedup();
-        if seen.len() == ifindexes.len() {
+        if seen.len() == interfaces.len() {
             return Ok(slots);
         }
         slots *= 2;
     }
     anyhow::bail!(
-        "interfaces {ifindexes:?} cannot be told apart in {MAX_INTERFACE_SLOTS} INTERFACES entries"
+        "interfaces {interfaces:?} cannot be told apart in {MAX_INTERFACE_SLOTS} INTERFACES entries"
     )
 }
 
@@ -359,7 +363,21 @@ pub fn attach(
     ifindex: u32,
     mode: AttachMode,
 ) -> Result<XdpLinkId> {
-    program(ebpf)?.attach_to_if_index(ifindex, mode.xdp_mode()).with_context(|| match mode {
+    let attached = program(ebpf)?.attach_to_if_index(ifindex, mode.xdp_mode());
+    if let Err(e) = &attached
+        && caused_by_mtu(e)
+    {
+        let mtu = interface_mtu(interface)
+            .map_or_else(|| "its MTU".to_owned(), |m| format!("its MTU {m}"));
+        bail!(
+            "attaching in {} XDP mode to {interface} failed with ERANGE: {mtu} is too large for XDP on \
+             its driver (frames longer than a page need multi-buffer XDP, which drlb's program \
+             supports but this driver does not); lower it (`ip link set {interface} mtu 1500`) \
+             or use xdp_mode = \"generic\"",
+            mode.name()
+        );
+    }
+    attached.with_context(|| match mode {
         AttachMode::Native => format!(
             "attaching in native XDP mode to {interface} failed: its driver may lack XDP support, or another XDP \
              program is attached (`ip link show {interface}`); try xdp_mode = \"generic\""
@@ -370,9 +388,51 @@ pub fn attach(
     })
 }
 
+/// Whether the kernel refused an attachment with ERANGE: the interface's MTU is larger than
+/// XDP on its driver allows.
+fn caused_by_mtu(error: &aya::programs::ProgramError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.raw_os_error() == Some(libc::ERANGE)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The MTU of `interface` in this network namespace (SIOCGIFMTU), for error messages.
+fn interface_mtu(interface: &str) -> Option<i32> {
+    let name = std::ffi::CString::new(interface).ok()?;
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes_with_nul();
+    if bytes.len() > request.ifr_name.len() {
+        return None;
+    }
+    for (to, from) in request.ifr_name.iter_mut().zip(bytes) {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: a datagram socket only for the ioctl, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: SIOCGIFMTU reads the name and writes ifru_mtu of the ifreq we own.
+    let done = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &raw mut request) };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    // SAFETY: the union is plain data, zeroed above; after a successful ioctl it holds the MTU.
+    let mtu = unsafe { request.ifr_ifru.ifru_mtu };
+    (done == 0).then_some(mtu)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lb_common::NO_VLAN;
 
     #[test]
     fn sysfs_cpu_lists_are_counted() {
@@ -397,13 +457,23 @@ mod tests {
     #[test]
     fn interface_slots_keep_the_interfaces_apart() {
         assert_eq!(
-            interface_slots(&[1, 2, 3]).unwrap(),
+            interface_slots(&[(1, NO_VLAN), (2, NO_VLAN), (3, NO_VLAN)]).unwrap(),
             DEFAULT_INTERFACE_SLOTS
         );
         // 5 and 261 share entry 5 of 256 entries.
         assert_eq!(
-            interface_slots(&[5, 261]).unwrap(),
+            interface_slots(&[(5, NO_VLAN), (261, NO_VLAN)]).unwrap(),
             2 * DEFAULT_INTERFACE_SLOTS
         );
+        // The VLANs of one trunk share its ifindex and are told apart by their ids.
+        let trunk = [(5, 100), (5, 200), (5, 300), (6, NO_VLAN)];
+        let slots = interface_slots(&trunk).unwrap();
+        let mut seen: Vec<u32> = trunk
+            .iter()
+            .map(|&(i, v)| interface_slot(i, v, slots - 1))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), trunk.len());
     }
 }

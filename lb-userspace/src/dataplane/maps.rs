@@ -19,8 +19,8 @@ use lb_common::{
     Addr, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, Event, FlowEntry,
     FlowKey, ForwardCounter, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK,
     MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey,
-    ServiceState, TABLE_BANKS, TableDesc, VIP_FILTER_WORDS, Verdict, Vip, backend_index, map_names,
-    table_desc_index, vip_filter_bit,
+    ServiceState, TABLE_BANKS, TableDesc, VIP_FILTER_WORDS, Verdict, Vip, backend_index,
+    interface_slot, map_names, table_desc_index, vip_filter_bit,
 };
 
 use super::{
@@ -117,10 +117,10 @@ pub struct Dataplane {
     ledger: Ledger,
     /// Interfaces registered in `INTERFACES` by this object (an adopted entry of an interface
     /// drlb no longer runs on may be overwritten).
-    registered: BTreeSet<u32>,
+    registered: BTreeSet<(u32, u16)>,
     shadows: StdHashMap<u32, TableShadow>,
     live: StdHashMap<u32, LiveService>,
-    egress_slot_of: Vec<(u32, [u8; 6])>,
+    egress_slot_of: Vec<(u32, u16, [u8; 6])>,
     vip_ids: StdHashMap<Addr, u32>,
     pending: PendingReuse,
     /// Counts the writes that leave something pending (see [`PendingReuse`]).
@@ -247,7 +247,8 @@ impl Dataplane {
             if entry.ifindex == 0 {
                 break;
             }
-            self.egress_slot_of.push((entry.ifindex, entry.mac));
+            self.egress_slot_of
+                .push((entry.ifindex, entry.vlan, entry.mac));
         }
         for item in self.vips.iter() {
             let (addr, id) = item.context("reading VIPS failed")?;
@@ -305,7 +306,7 @@ impl Dataplane {
                 }
                 let entry = BackendEntry::unpack(self.backends.load_u64(index)?);
                 let published = entry.is_usable().then(|| {
-                    let (ifindex, src_mac) = self
+                    let (ifindex, vlan, src_mac) = self
                         .egress_slot_of
                         .get(usize::from(entry.egress_slot))
                         .copied()
@@ -314,6 +315,7 @@ impl Dataplane {
                         dst_mac: entry.mac,
                         src_mac,
                         ifindex,
+                        vlan,
                     }
                 });
                 backends.push(AdoptedBackend {
@@ -412,28 +414,33 @@ impl Dataplane {
             || (!self.live.contains_key(&layout.service_id) && self.pending.keys_deleted.is_some())
     }
 
-    /// Registers an interface the program is attached to (frames to its MAC are ours, and it
-    /// answers ARP with it). Before the program is attached: the entry never changes after.
-    pub fn set_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
-        let slots = self.interfaces.len();
-        let slot = ifindex & (slots - 1);
+    /// Registers an interface the program serves: a device it is attached to (`vlan` is
+    /// `NO_VLAN`), or VLAN `vlan` on such a device (`ifindex` is the parent's). Frames to its MAC
+    /// are ours, and it answers ARP with it. Before the program is attached: the entry never
+    /// changes after.
+    pub fn set_interface(&mut self, ifindex: u32, vlan: u16, mac: [u8; 6]) -> Result<()> {
+        let slot = self.interface_slot(ifindex, vlan);
         if let Ok(existing) = self.interfaces.get(&slot, 0)
             && existing.ifindex == ifindex
+            && existing.vlan == vlan
             && existing.mac == mac
         {
             // Adopted as it is: the program may be reading it.
-            self.registered.insert(ifindex);
+            self.registered.insert((ifindex, vlan));
             return Ok(());
         }
         if let Ok(existing) = self.interfaces.get(&slot, 0)
             && existing.ifindex != 0
-            && existing.ifindex != ifindex
-            && self.registered.contains(&existing.ifindex)
+            && (existing.ifindex, existing.vlan) != (ifindex, vlan)
+            && self.registered.contains(&(existing.ifindex, existing.vlan))
         {
             bail!(
-                "interfaces {} and {ifindex} share entry {slot} of INTERFACES ({slots} entries): \
-                 the map must be loaded with room for both (see loader::interface_slots)",
-                existing.ifindex
+                "interfaces {} (VLAN {}) and {ifindex} (VLAN {vlan}) share entry {slot} of \
+                 INTERFACES ({} entries): the map must be loaded with room for both (see \
+                 loader::interface_slots)",
+                existing.ifindex,
+                existing.vlan,
+                self.interfaces.len()
             );
         }
         self.write_allowed()?;
@@ -445,25 +452,32 @@ impl Dataplane {
                     mac,
                     flags: 0,
                     _pad: 0,
+                    vlan,
+                    _pad2: [0; 2],
                 },
                 0,
             )
             .context("writing INTERFACES failed")?;
-        self.registered.insert(ifindex);
+        self.registered.insert((ifindex, vlan));
         Ok(())
+    }
+
+    /// The `INTERFACES` entry of (ifindex, VLAN id).
+    fn interface_slot(&self, ifindex: u32, vlan: u16) -> u32 {
+        interface_slot(ifindex, vlan, self.interfaces.len() - 1)
     }
 
     /// Makes the program look at the checksum of new flows arriving on a registered interface
     /// (the veth checksum trap, see `Event::BadChecksum`). Before the program is attached.
-    pub fn check_checksums_on(&mut self, ifindex: u32) -> Result<()> {
-        let slot = ifindex & (self.interfaces.len() - 1);
+    pub fn check_checksums_on(&mut self, ifindex: u32, vlan: u16) -> Result<()> {
+        let slot = self.interface_slot(ifindex, vlan);
         let mut entry = self
             .interfaces
             .get(&slot, 0)
             .context("reading INTERFACES failed")?;
         ensure!(
-            entry.ifindex == ifindex,
-            "interface {ifindex} is not registered"
+            (entry.ifindex, entry.vlan) == (ifindex, vlan),
+            "interface {ifindex} (VLAN {vlan}) is not registered"
         );
         if entry.flags & INTERFACE_FLAG_CHECK_CHECKSUMS != 0 {
             return Ok(());
@@ -549,12 +563,13 @@ impl Dataplane {
         Ok(backend_index(service_id, backend_id))
     }
 
-    /// The egress slot for (ifindex, source MAC), written into `EGRESS_SLOTS` the first time.
-    fn egress_slot(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<u8> {
+    /// The egress slot for (ifindex, VLAN id, source MAC), written into `EGRESS_SLOTS` the
+    /// first time.
+    fn egress_slot(&mut self, ifindex: u32, vlan: u16, mac: [u8; 6]) -> Result<u8> {
         if let Some(slot) = self
             .egress_slot_of
             .iter()
-            .position(|e| *e == (ifindex, mac))
+            .position(|e| *e == (ifindex, vlan, mac))
         {
             return Ok(u8::try_from(slot).expect("slots are bounded by MAX_INTERFACES"));
         }
@@ -565,17 +580,9 @@ impl Dataplane {
         );
         self.write_allowed()?;
         self.egress_slots
-            .set(
-                slot,
-                EgressSlot {
-                    ifindex,
-                    mac,
-                    _pad: [0; 2],
-                },
-                0,
-            )
+            .set(slot, EgressSlot { ifindex, mac, vlan }, 0)
             .context("writing EGRESS_SLOTS failed")?;
-        self.egress_slot_of.push((ifindex, mac));
+        self.egress_slot_of.push((ifindex, vlan, mac));
         Ok(u8::try_from(slot).expect("slots are bounded by MAX_INTERFACES"))
     }
 
@@ -587,7 +594,7 @@ impl Dataplane {
         backend: &Backend,
     ) -> Result<()> {
         let index = self.backend_slot(service_id, backend_id)?;
-        let egress_slot = self.egress_slot(backend.ifindex, backend.src_mac)?;
+        let egress_slot = self.egress_slot(backend.ifindex, backend.vlan, backend.src_mac)?;
         let entry = BackendEntry {
             mac: backend.dst_mac,
             egress_slot,

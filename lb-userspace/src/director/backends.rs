@@ -64,10 +64,7 @@ pub fn update(
         // Validation made sure every backend has one.
         let egress = egress_for(wanted, &addresses)
             .and_then(|a| interfaces.iter().find(|i| i.name == a.name))
-            .map(|i| Egress {
-                ifindex: i.ifindex,
-                mac: i.mac,
-            })
+            .map(Egress::of)
             .context("a backend without an egress interface passed validation")?;
         if let Some(backend) = service.backends.get_mut(address) {
             // Removed by a change whose table is not published yet, and added back: it stays,

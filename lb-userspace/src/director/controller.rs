@@ -68,11 +68,12 @@ impl Controller {
         mut dataplane: Dataplane,
     ) -> Result<Self> {
         for interface in &interfaces {
-            dataplane.set_interface(interface.ifindex, interface.mac)?;
-            dataplane.set_egress(interface.ifindex)?;
+            let (ifindex, vlan) = (interface.xdp_ifindex(), interface.vlan_id());
+            dataplane.set_interface(ifindex, vlan, interface.mac)?;
+            dataplane.set_egress(ifindex)?;
             // Where a local sender may leave checksums unfinished (see `Event::BadChecksum`).
             if interface.is_veth() {
-                dataplane.check_checksums_on(interface.ifindex)?;
+                dataplane.check_checksums_on(ifindex, vlan)?;
             }
         }
         let empty = Config {
@@ -865,22 +866,24 @@ fn adopted_service(
         let egress = configured
             .and_then(|b| egress_for(b, addresses))
             .and_then(|a| interfaces.iter().find(|i| i.name == a.name))
-            .map(|i| Egress {
-                ifindex: i.ifindex,
-                mac: i.mac,
-            })
+            .map(Egress::of)
             .or_else(|| {
-                backend.published.map(|p| Egress {
-                    ifindex: p.ifindex,
-                    mac: p.src_mac,
+                backend.published.map(|p| {
+                    interfaces
+                        .iter()
+                        .find(|i| (i.xdp_ifindex(), i.vlan_id()) == (p.ifindex, p.vlan))
+                        .map_or(
+                            Egress {
+                                ifindex: p.ifindex,
+                                mac: p.src_mac,
+                                xdp_ifindex: p.ifindex,
+                                vlan: p.vlan,
+                            },
+                            Egress::of,
+                        )
                 })
             })
-            .or_else(|| {
-                interfaces.first().map(|i| Egress {
-                    ifindex: i.ifindex,
-                    mac: i.mac,
-                })
-            })
+            .or_else(|| interfaces.first().map(Egress::of))
             .context("a director without interfaces")?;
         let configured_mac = configured.and_then(|b| b.mac).map(|m| m.into_array());
         // One id per address; should the records name an address twice (an id claimed by a

@@ -47,7 +47,8 @@ pub fn stage(service: &mut ServiceState, dataplane: &mut Dataplane) -> Result<()
         let wanted = backend.keeps_flows(drain).then(|| Backend {
             dst_mac: backend.mac().expect("backends that keep flows have a MAC"),
             src_mac: backend.egress.mac,
-            ifindex: backend.egress.ifindex,
+            ifindex: backend.egress.xdp_ifindex,
+            vlan: backend.egress.vlan,
         });
         if let Some(entry) = wanted.filter(|w| Some(*w) != backend.published) {
             dataplane.set_backend(service.id, backend.id, &entry)?;

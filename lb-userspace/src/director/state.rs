@@ -12,13 +12,30 @@ use super::health::Health;
 use crate::{
     config::{ServiceConfig, ServiceId},
     dataplane::{GraceToken, TableLayout},
+    net::netlink::InterfaceInfo,
 };
 
 /// The interface a backend's frames leave by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Egress {
+    /// The interface itself (a VLAN device for a VLAN): where its neighbours are.
     pub ifindex: u32,
     pub mac: [u8; 6],
+    /// Where frames leave (the parent of a VLAN) and with which VLAN id.
+    pub xdp_ifindex: u32,
+    pub vlan: u16,
+}
+
+impl Egress {
+    #[must_use]
+    pub fn of(interface: &InterfaceInfo) -> Self {
+        Self {
+            ifindex: interface.ifindex,
+            mac: interface.mac,
+            xdp_ifindex: interface.xdp_ifindex(),
+            vlan: interface.vlan_id(),
+        }
+    }
 }
 
 /// A backend as the daemon tracks it.
@@ -153,6 +170,8 @@ mod tests {
             egress: Egress {
                 ifindex: 1,
                 mac: [2, 0, 0, 0, 0, 2],
+                xdp_ifindex: 1,
+                vlan: lb_common::NO_VLAN,
             },
             id: 0,
             weight: 1,

@@ -1,8 +1,9 @@
 //! The wire and the kernel: rtnetlink ([`netlink`]: interfaces, addresses, neighbours), ARP
 //! frames and packet sockets ([`arp`]), gratuitous ARP ([`garp`]), MAC formatting ([`mac`]), the routes that announce VIPs
-//! ([`routes`]). Knows nothing of services.
+//! ([`routes`]), rx VLAN offload ([`ethtool`]). Knows nothing of services.
 
 pub mod arp;
+pub mod ethtool;
 pub mod garp;
 pub mod mac;
 pub mod netlink;

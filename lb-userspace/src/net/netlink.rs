@@ -15,7 +15,7 @@ use rtnetlink::{
     packet_route::{
         RouteNetlinkMessage,
         address::AddressAttribute,
-        link::{LinkAttribute, LinkInfo},
+        link::{InfoData, InfoVlan, LinkAttribute, LinkInfo, LinkMessage, VlanProtocol},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState},
     },
     sys::SocketAddr,
@@ -25,6 +25,8 @@ use crate::config::InterfaceAddresses;
 
 /// The link kind of a veth, as netlink names it.
 pub const VETH: &str = "veth";
+/// The link kind of a VLAN device (`ip link add link eth0 name eth0.100 type vlan id 100`).
+pub const VLAN: &str = "vlan";
 
 /// Neighbour entries by (ifindex, address): `Some(mac)` when usable, `None` when present
 /// without one.
@@ -39,8 +41,20 @@ pub struct InterfaceInfo {
     pub ipv4: Vec<(Ipv4Addr, u8)>,
     /// The link kind (`veth`, `bridge`, ...) for virtual interfaces; `None` for hardware.
     pub kind: Option<String>,
-    /// For a veth: its peer.
+    /// For a veth (or a VLAN on a veth): its peer.
     pub veth_peer: Option<VethPeer>,
+    /// For a VLAN device: the trunk it is on. The program runs on the parent and serves the
+    /// VLAN's frames there by their tag.
+    pub vlan: Option<VlanOf>,
+}
+
+/// A VLAN device's place on its trunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VlanOf {
+    /// The parent device's ifindex: where the program is attached.
+    pub parent: u32,
+    /// The 802.1Q VLAN id.
+    pub id: u16,
 }
 
 /// The other end of a veth pair.
@@ -57,6 +71,18 @@ impl InterfaceInfo {
     #[must_use]
     pub fn is_veth(&self) -> bool {
         self.kind.as_deref() == Some(VETH)
+    }
+
+    /// Where the program runs for this interface: the parent of a VLAN, else itself.
+    #[must_use]
+    pub fn xdp_ifindex(&self) -> u32 {
+        self.vlan.map_or(self.ifindex, |vlan| vlan.parent)
+    }
+
+    /// The VLAN id of the interface's frames, `NO_VLAN` for an untagged interface.
+    #[must_use]
+    pub fn vlan_id(&self) -> u16 {
+        self.vlan.map_or(lb_common::NO_VLAN, |vlan| vlan.id)
     }
 
     #[must_use]
@@ -126,28 +152,14 @@ impl Netlink {
                 }
             }
         }
-        let kind = link.attributes.iter().find_map(|a| match a {
-            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
-                LinkInfo::Kind(kind) => Some(kind.to_string()),
-                _ => None,
-            }),
-            _ => None,
-        });
-        let peer = link.attributes.iter().find_map(|a| match a {
-            LinkAttribute::Link(peer) => Some(*peer),
-            _ => None,
-        });
-        // IFLA_LINK_NETNSID is only present when the peer lives in another namespace.
-        let elsewhere = link
-            .attributes
-            .iter()
-            .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
-        let veth_peer = peer
-            .filter(|_| kind.as_deref() == Some(VETH))
-            .map(|ifindex| VethPeer {
-                ifindex,
-                same_namespace: !elsewhere,
-            });
+        let kind = link_kind(&link);
+        let mut veth_peer = veth_peer_of(&link, kind.as_deref());
+        let mut vlan = None;
+        if kind.as_deref() == Some(VLAN) {
+            let (of, parent) = self.vlan_of(name, &link).await?;
+            veth_peer = veth_peer_of(&parent, link_kind(&parent).as_deref());
+            vlan = Some(of);
+        }
         Ok(InterfaceInfo {
             name: name.to_owned(),
             ifindex,
@@ -155,7 +167,75 @@ impl Netlink {
             ipv4,
             kind,
             veth_peer,
+            vlan,
         })
+    }
+
+    /// The trunk of the VLAN device `name` (`link`), and the parent's link.
+    async fn vlan_of(&self, name: &str, link: &LinkMessage) -> Result<(VlanOf, LinkMessage)> {
+        let vlan_info = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                LinkInfo::Data(InfoData::Vlan(vlan)) => Some(vlan.clone()),
+                _ => None,
+            }),
+            _ => None,
+        });
+        let vlan_info =
+            vlan_info.with_context(|| format!("the kernel did not describe VLAN device {name}"))?;
+        let id = vlan_info
+            .iter()
+            .find_map(|i| match i {
+                InfoVlan::Id(id) => Some(*id),
+                _ => None,
+            })
+            .with_context(|| format!("VLAN device {name} has no VLAN id"))?;
+        if vlan_info
+            .iter()
+            .any(|i| matches!(i, InfoVlan::Protocol(p) if *p != VlanProtocol::Ieee8021Q))
+        {
+            bail!(
+                "{name} is an 802.1ad (QinQ) VLAN: drlb serves 802.1Q VLANs only; configure the \
+                 802.1Q VLAN device instead"
+            );
+        }
+        let in_other_namespace = link
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
+        let parent = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Link(parent) => Some(*parent),
+                _ => None,
+            })
+            .filter(|_| !in_other_namespace)
+            .with_context(|| {
+                format!(
+                    "the parent device of VLAN {name} is not in this network namespace: drlb \
+                     attaches to the parent, so it must run where the parent is"
+                )
+            })?;
+        let parent_link = self
+            .handle
+            .link()
+            .get()
+            .match_index(parent)
+            .execute()
+            .try_next()
+            .await
+            .ok()
+            .flatten()
+            .with_context(|| {
+                format!("the parent device of VLAN {name} (ifindex {parent}) is gone")
+            })?;
+        if link_kind(&parent_link).as_deref() == Some(VLAN) {
+            bail!(
+                "{name} is a VLAN on a VLAN (QinQ): drlb serves one 802.1Q tag; configure a \
+                 VLAN device on the physical trunk"
+            );
+        }
+        Ok((VlanOf { parent, id }, parent_link))
     }
 
     /// The IPv4 addresses of the interfaces `ifindexes`, as the kernel holds them now.
@@ -284,6 +364,34 @@ impl Netlink {
             ),
         }
     }
+}
+
+/// The link kind (`veth`, `vlan`, ...) of a virtual interface.
+fn link_kind(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(kind) => Some(kind.to_string()),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// The peer of a veth `link`.
+fn veth_peer_of(link: &LinkMessage, kind: Option<&str>) -> Option<VethPeer> {
+    let peer = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Link(peer) => Some(*peer),
+        _ => None,
+    });
+    // IFLA_LINK_NETNSID is only present when the peer lives in another namespace.
+    let elsewhere = link
+        .attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
+    peer.filter(|_| kind == Some(VETH)).map(|ifindex| VethPeer {
+        ifindex,
+        same_namespace: !elsewhere,
+    })
 }
 
 /// The kernel's IPv4 address events (RTNLGRP_IPV4_IFADDR), on a netlink socket of their own.

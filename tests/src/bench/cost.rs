@@ -89,6 +89,7 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
         ipv4: vec![(DIRECTOR_IP, DIRECTOR_PREFIX_LEN)],
         kind: None,
         veth_peer: None,
+        vlan: None,
     };
     let dataplane = Dataplane::take_from(&mut drlb).expect("drlb's maps");
     let mut director = Controller::new(&config, vec![interface], dataplane).expect("the director");

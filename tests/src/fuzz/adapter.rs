@@ -65,7 +65,7 @@ pub fn load_state(
     let previous = previous.unwrap_or(&empty);
     for (&ifindex, &mac) in &state.interfaces {
         if previous.interfaces.get(&ifindex) != Some(&mac) {
-            dataplane.set_interface(ifindex, mac)?;
+            dataplane.set_interface(ifindex, lb_common::NO_VLAN, mac)?;
         }
     }
     for &ifindex in &state.egress_ifindexes {
@@ -122,6 +122,7 @@ pub fn load_state(
                     dst_mac: t.dst_mac,
                     src_mac: t.src_mac,
                     ifindex: t.ifindex,
+                    vlan: lb_common::NO_VLAN,
                 };
                 dataplane.set_backend(service.id, id, &backend)?;
             }

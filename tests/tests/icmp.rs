@@ -192,7 +192,8 @@ fn path_mtu_discovery_works_through_the_director_only_with_the_relay() {
     assert_eq!(counter(&stats, "events", "icmp_relay"), 0, "{stats:#}");
     no_relay.stop(libc::SIGTERM, Duration::from_secs(10));
 
-    // With it (the daemon takes over the pinned data plane with the relaying program).
+    // With it: a new daemon (the first one's pins went with it: `ip netns exec` gives each
+    // daemon a private /sys).
     let state = bed.start_drlb();
     let downloaded = download(&routed.far, DOWNLOAD_TIMEOUT_SECS);
     assert_eq!(

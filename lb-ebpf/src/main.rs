@@ -59,8 +59,6 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
     let flow = match parse::ipv4_flow(ctx, offset) {
         Ok(flow) => flow,
         Err(parse::Unroutable::NotBalanced { daddr }) => return no_service(ctx, daddr),
-        // Without a complete L4 header we must not forward, but only traffic for a VIP, sent to
-        // us, is ours to judge: the rest goes to the stack, which applies its own checks.
         Err(parse::Unroutable::Fragment { daddr, key }) => {
             return fragment::follow(ctx, daddr, key, frame_len);
         }
@@ -75,6 +73,8 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, frame_len: u64) -> Verdict {
             return icmp::handle(ctx, offset, daddr, flags, l4_offset, l4_len)
                 .unwrap_or_else(|| not_served(ctx, flags));
         }
+        // Without a complete L4 header we must not forward, but only traffic for a VIP, sent to
+        // us, is ours to judge: the rest goes to the stack, which applies its own checks.
         Err(parse::Unroutable::Truncated { daddr }) => {
             return drop_if_ours(ctx, daddr, Verdict::DropMalformed);
         }

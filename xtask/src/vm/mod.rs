@@ -25,7 +25,13 @@ use kernel::{KERNELS, Kernel};
 
 /// The test binaries shipped into the guest: the BPF_PROG_TEST_RUN program tests, the
 /// controller's against real maps, and what loading each object allocates.
-const PROGRAM_TESTS: &[&str] = &["program", "program_arp", "controller", "objects"];
+const PROGRAM_TESTS: &[&str] = &[
+    "program",
+    "program_arp",
+    "program_icmp",
+    "controller",
+    "objects",
+];
 /// The dataplane benchmark (tests/benches/dataplane.rs), run small in the guest so that its
 /// IPVS contender runs on a kernel that has IPVS.
 const BENCH: &str = "dataplane";

@@ -73,6 +73,17 @@ pub const PROGRAM_VARIANT_GLOBAL: &str = "PROGRAM_VARIANT";
 /// IP protocol numbers the director balances.
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+
+/// Datagrams whose first fragment's backend the `FRAGMENTS` LRU map remembers (all CPUs share
+/// it: a datagram's fragments may arrive on several). Fragments of one datagram arrive within
+/// milliseconds, so a few thousand in flight is plenty; older ones are evicted.
+pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 4096;
+/// The TTL of the echo replies the program builds for a VIP (Linux's default `ip_default_ttl`).
+pub const ECHO_REPLY_TTL: u8 = 64;
+/// Name of the read-only global that turns the ICMP error relay off (test-only, see
+/// `ICMP_RELAY_OFF_ENV` in the loader): 0 relays, anything else does not.
+pub const ICMP_RELAY_OFF_GLOBAL: &str = "ICMP_RELAY_OFF";
 
 /// Map names, as declared in the XDP program and looked up by userspace.
 pub mod map_names {
@@ -92,6 +103,7 @@ pub mod map_names {
     pub const BACKEND_COUNTERS: &str = "BACKEND_COUNTERS";
     pub const VERDICT_COUNTERS: &str = "VERDICT_COUNTERS";
     pub const EVENT_COUNTERS: &str = "EVENT_COUNTERS";
+    pub const FRAGMENTS: &str = "FRAGMENTS";
 }
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "drlb";
@@ -330,6 +342,19 @@ impl FlowEntry {
     }
 }
 
+/// Key of the `FRAGMENTS` LRU map: what identifies an IPv4 datagram's fragments (RFC 791:
+/// source, destination, identification, protocol), as on the wire. IPv6 fragments (32-bit
+/// identification, 16-byte addresses) will need a key of their own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FragmentKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub id_be: u16,
+    pub protocol: u8,
+    pub _pad: u8,
+}
+
 /// VIP flags, one `u32` of `VIP_STATES` (indexed by the VIP's id, the value of `VIPS`).
 /// [`VIP_FLAG_ACTIVE`]: the program answers ARP for the VIP. Cleared on a standby director,
 /// whose services carry [`SERVICE_FLAG_STANDBY`] at the same time so it forwards nothing either.
@@ -426,6 +451,7 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<EgressSlot>() == 12);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<FragmentKey>() == 12);
 const _: () = assert!(core::mem::align_of::<FlowEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<Interface>() == 16);
 const _: () = assert!(DEFAULT_INTERFACE_SLOTS.is_power_of_two());
@@ -447,6 +473,7 @@ mod pod {
     unsafe impl aya::Pod for super::EgressSlot {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowEntry {}
+    unsafe impl aya::Pod for super::FragmentKey {}
     unsafe impl aya::Pod for super::Interface {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::ForwardCounter {}

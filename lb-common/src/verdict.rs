@@ -15,7 +15,8 @@ pub enum Verdict {
     ArpReply = 3,
     /// Truncated or inconsistent headers on a frame that could be service traffic (XDP_DROP).
     DropMalformed = 4,
-    /// An IP fragment for a VIP: without ports it cannot be scheduled consistently (XDP_DROP).
+    /// A later IP fragment to a VIP whose first fragment was seen, but whose service has since
+    /// been removed or replaced (XDP_DROP): the datagram can no longer be delivered whole.
     DropFragment = 5,
     /// Service traffic while the service has no usable backend (XDP_DROP).
     DropNoBackend = 6,
@@ -36,11 +37,16 @@ pub enum Verdict {
     /// addresses (XDP_DROP): the kernel would answer it and draw the VIP's traffic, which a
     /// standby drops. Dropped before the kernel sees it.
     DropArpStandby = 11,
+    /// An ICMP echo request to an active VIP, sent to our MAC, answered in place (XDP_TX).
+    EchoReply = 12,
+    /// A later IP fragment (offset > 0) to a VIP whose first fragment was not seen, or has
+    /// been forgotten (XDP_DROP): its ports, hence its backend, are unknown.
+    DropFragmentOrphan = 13,
 }
 
 impl Verdict {
     /// Number of verdicts: the size of the `VERDICT_COUNTERS` array.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
 
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::Tx,
@@ -55,6 +61,8 @@ impl Verdict {
         Self::DropStandby,
         Self::DropNoService,
         Self::DropArpStandby,
+        Self::EchoReply,
+        Self::DropFragmentOrphan,
     ];
 
     /// Stable name used in `drlb stats`, its JSON and metrics.
@@ -73,6 +81,8 @@ impl Verdict {
             Self::DropStandby => "drop_standby",
             Self::DropNoService => "drop_no_service",
             Self::DropArpStandby => "drop_arp_standby",
+            Self::EchoReply => "echo_reply",
+            Self::DropFragmentOrphan => "drop_fragment_orphan",
         }
     }
 }
@@ -89,13 +99,24 @@ pub enum Event {
     /// `DRLB_TEST_PROGRAM_VARIANT` set): shows that an in-place upgrade swapped the program in.
     /// The branch is pruned by the verifier in the production program (the variant is 0 there).
     VariantForward = 1,
+    /// An ICMP error to a VIP (destination unreachable, including "fragmentation needed" for
+    /// path-MTU discovery, or time exceeded) quoting a service flow, relayed to the flow's
+    /// backend (the frame's verdict is its `tx` or `redirect`).
+    IcmpRelay = 2,
+    /// A later fragment of a datagram forwarded to the backend of its first fragment.
+    FragmentForward = 3,
 }
 
 impl Event {
     /// Number of events: the size of the `EVENT_COUNTERS` array.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 4;
 
-    pub const ALL: [Self; Self::COUNT as usize] = [Self::BadChecksum, Self::VariantForward];
+    pub const ALL: [Self; Self::COUNT as usize] = [
+        Self::BadChecksum,
+        Self::VariantForward,
+        Self::IcmpRelay,
+        Self::FragmentForward,
+    ];
 
     /// Stable name used in `drlb stats`, its JSON and metrics.
     #[must_use]
@@ -103,6 +124,8 @@ impl Event {
         match self {
             Self::BadChecksum => "bad_checksum",
             Self::VariantForward => "variant_forward",
+            Self::IcmpRelay => "icmp_relay",
+            Self::FragmentForward => "fragment_forward",
         }
     }
 }

@@ -59,3 +59,13 @@ fn pseudo_header_sum(flow: &Flow) -> u16 {
     sum = (sum & WORD_MASK) + (sum >> WORD_BITS);
     sum as u16
 }
+
+/// A one's-complement checksum after one 16-bit word it covers changed from `old` to `new`
+/// (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')), all in host order.
+#[inline(always)]
+pub fn replace_word(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    sum = (sum & WORD_MASK) + (sum >> WORD_BITS);
+    sum = (sum & WORD_MASK) + (sum >> WORD_BITS);
+    !(sum as u16)
+}

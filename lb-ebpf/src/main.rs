@@ -3,7 +3,9 @@
 //! The entry point only dispatches; each step is a small module: [`parse`] (bounds-checked header
 //! access), [`arp`] (answer ARP for a VIP), [`conflict`] (count ARP frames that claim a VIP for
 //! another MAC), [`select`] (service, flow table and Maglev lookup), [`checksum`] (the veth
-//! checksum trap, on new flows), [`forward`] (is the frame ours; rewrite the MACs, XDP_TX or
+//! checksum trap, on new flows), [`icmp`] (relay ICMP errors about a service flow to its
+//! backend, answer echo requests to a VIP), [`fragment`] (later fragments follow their first),
+//! [`forward`] (is the frame ours; rewrite the MACs, XDP_TX or
 //! redirect) and [`stats`] (per-CPU counters). Every path ends in one [`Verdict`], which is
 //! counted and turned into an XDP action in one place. `parse` lives in the crate's library,
 //! shared with the benchmark's object; `maps` declares every map.
@@ -14,6 +16,8 @@ mod arp;
 mod checksum;
 mod conflict;
 mod forward;
+mod fragment;
+mod icmp;
 mod maps;
 mod select;
 mod stats;
@@ -59,11 +63,22 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64)
     let flow = match parse::ipv4_flow(ctx, offset) {
         Ok(flow) => flow,
         Err(parse::Unroutable::NotBalanced { daddr }) => return no_service(ctx, daddr, vlan),
+        Err(parse::Unroutable::Fragment { daddr, key }) => {
+            return fragment::follow(ctx, daddr, key, vlan, *frame_len);
+        }
+        Err(parse::Unroutable::Icmp {
+            daddr,
+            l4_offset,
+            l4_len,
+        }) => {
+            let Some(flags) = maps::vip_flags(daddr) else {
+                return Verdict::Pass;
+            };
+            return icmp::handle(ctx, offset, daddr, flags, vlan, l4_offset, l4_len)
+                .unwrap_or_else(|| not_served(ctx, flags, vlan));
+        }
         // Without a complete L4 header we must not forward, but only traffic for a VIP, sent to
         // us, is ours to judge: the rest goes to the stack, which applies its own checks.
-        Err(parse::Unroutable::Fragment { daddr }) => {
-            return drop_if_ours(ctx, daddr, vlan, Verdict::DropFragment);
-        }
         Err(parse::Unroutable::Truncated { daddr }) => {
             return drop_if_ours(ctx, daddr, vlan, Verdict::DropMalformed);
         }
@@ -91,6 +106,9 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64)
     };
     if chosen.new {
         checksum::note_unfinished(ctx, &flow, &interface);
+    }
+    if let Some(id_be) = flow.first_fragment_id {
+        fragment::remember(flow.fragment_key(id_be), service, &chosen);
     }
     let verdict = forward::to_backend(ctx, chosen.backend, vlan);
     if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
@@ -120,18 +138,27 @@ fn drop_if_ours(ctx: &XdpContext, daddr: [u8; 4], vlan: u16, verdict: Verdict) -
 #[inline(always)]
 fn no_service(ctx: &XdpContext, daddr: [u8; 4], vlan: u16) -> Verdict {
     match maps::vip_flags(daddr) {
-        Some(flags) if flags & VIP_FLAG_LOCAL == 0 => match forward::ours(ctx, vlan) {
-            Ok(_) => Verdict::DropNoService,
-            Err(not_ours) => not_ours,
-        },
-        _ => Verdict::Pass,
+        Some(flags) => not_served(ctx, flags, vlan),
+        None => Verdict::Pass,
+    }
+}
+
+/// `no_service` for a VIP whose flags are `flags`.
+#[inline(always)]
+fn not_served(ctx: &XdpContext, flags: u32, vlan: u16) -> Verdict {
+    if flags & VIP_FLAG_LOCAL != 0 {
+        return Verdict::Pass;
+    }
+    match forward::ours(ctx, vlan) {
+        Ok(_) => Verdict::DropNoService,
+        Err(not_ours) => not_ours,
     }
 }
 
 #[inline(always)]
 const fn xdp_action_of(verdict: Verdict) -> u32 {
     match verdict {
-        Verdict::Tx | Verdict::ArpReply => xdp_action::XDP_TX,
+        Verdict::Tx | Verdict::ArpReply | Verdict::EchoReply => xdp_action::XDP_TX,
         Verdict::Redirect => xdp_action::XDP_REDIRECT,
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::DropMalformed
@@ -140,7 +167,8 @@ const fn xdp_action_of(verdict: Verdict) -> u32 {
         | Verdict::DropNoEgress
         | Verdict::DropStandby
         | Verdict::DropNoService
-        | Verdict::DropArpStandby => xdp_action::XDP_DROP,
+        | Verdict::DropArpStandby
+        | Verdict::DropFragmentOrphan => xdp_action::XDP_DROP,
         Verdict::Aborted => xdp_action::XDP_ABORTED,
     }
 }

@@ -13,9 +13,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     Addr, BACKEND_SLOTS, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS,
-    DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, ForwardCounter, Interface,
-    MAGLEV_BLOCK, MAX_INTERFACES, MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, TABLE_BANKS,
-    VIP_FILTER_WORDS, Verdict,
+    DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, ForwardCounter, FragmentKey,
+    Interface, MAGLEV_BLOCK, MAX_FRAGMENTED_DATAGRAMS, MAX_INTERFACES, MAX_SERVICES, MAX_VIPS,
+    MaglevBlock, ServiceKey, TABLE_BANKS, VIP_FILTER_WORDS, Verdict,
     conflict::{ArpConflict, ArpConflictKey, MAX_ARP_CONFLICTS},
     interface_slot, maglev_blocks, vip_filter_bit,
 };
@@ -54,6 +54,14 @@ pub static EGRESS_SLOTS: Array<EgressSlot> = Array::with_max_entries(MAX_INTERFA
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// (source, destination, IP id, protocol) of a fragmented datagram -> the backend its first
+/// fragment was given (`FlowEntry`: backend index, service generation), so its later
+/// fragments, which carry no ports, follow it. Bounded by LRU eviction; one list shared by the
+/// CPUs, since a datagram's fragments may arrive on several.
+#[map]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FlowEntry> =
+    LruHashMap::with_max_entries(MAX_FRAGMENTED_DATAGRAMS, 0);
 
 /// Sender MAC -> ARP frames claiming a VIP for that MAC (see `conflict.rs`). LRU, so bounded;
 /// per CPU, so counting needs no atomics (userspace sums the CPUs).
@@ -111,6 +119,18 @@ static INTERFACE_SLOT_MASK: u32 = DEFAULT_INTERFACE_SLOTS - 1;
 /// knows its value and prunes what depends on it.
 #[unsafe(no_mangle)]
 static PROGRAM_VARIANT: u32 = 0;
+
+/// Not 0: ICMP errors are not relayed (test-only, to show what path-MTU discovery does
+/// without the relay). Read-only data: the verifier prunes the relay's check when it is 0.
+#[unsafe(no_mangle)]
+static ICMP_RELAY_OFF: u32 = 0;
+
+/// Whether the ICMP error relay is on (always, but in a test that turned it off).
+#[inline(always)]
+pub fn icmp_relay_on() -> bool {
+    // SAFETY: a plain read of a constant the loader may have overridden (rodata).
+    unsafe { core::ptr::read_volatile(&raw const ICMP_RELAY_OFF) == 0 }
+}
 
 /// Whether this program was loaded as a test variant.
 #[inline(always)]

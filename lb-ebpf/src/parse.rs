@@ -4,7 +4,9 @@
 use core::mem::size_of;
 
 use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
-use lb_common::{IPPROTO_TCP, IPPROTO_UDP, NO_VLAN, VLAN_VID_MASK, Verdict};
+use lb_common::{
+    FragmentKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NO_VLAN, VLAN_VID_MASK, Verdict,
+};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -17,6 +19,8 @@ const IPV4_VERSION: u8 = 4;
 const IPV4_MIN_HEADER_LEN: usize = Ipv4Hdr::LEN;
 /// "More fragments" flag and fragment offset, in the host-order flags/offset field.
 const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
+/// The fragment offset alone: zero in a first fragment (and in a whole packet).
+const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
 /// A pointer to a `T` at `offset` in the frame, if the frame holds all of it.
 #[inline(always)]
@@ -99,14 +103,38 @@ pub struct Flow {
     /// Where the TCP/UDP header starts in the frame, and its length with the payload.
     pub l4_offset: usize,
     pub l4_len: u16,
+    /// A first fragment (MF set, offset 0): its datagram's IP id as on the wire, so the later
+    /// fragments can be sent where it went; `None` for a whole packet.
+    pub first_fragment_id: Option<u16>,
+}
+
+impl Flow {
+    /// The key of the datagram this first fragment begins.
+    #[inline(always)]
+    pub fn fragment_key(&self, id_be: u16) -> FragmentKey {
+        FragmentKey {
+            saddr: self.saddr.to_be_bytes(),
+            daddr: self.daddr_octets,
+            id_be,
+            protocol: self.protocol,
+            _pad: 0,
+        }
+    }
 }
 
 /// Why an IPv4 packet has no [`Flow`].
 pub enum Unroutable {
     /// Not TCP or UDP: never balanced (to a VIP: the stack's, or dropped; see `main.rs`).
     NotBalanced { daddr: [u8; 4] },
-    /// A fragment: the ports are not in this packet (or not all of them are).
-    Fragment { daddr: [u8; 4] },
+    /// A later fragment (offset > 0) of a TCP/UDP datagram: the ports are not in this packet.
+    Fragment { daddr: [u8; 4], key: FragmentKey },
+    /// A whole ICMP packet (not a fragment); its header starts at `l4_offset`, `l4_len` bytes
+    /// with the payload.
+    Icmp {
+        daddr: [u8; 4],
+        l4_offset: usize,
+        l4_len: usize,
+    },
     /// The IPv4 header is fine but the TCP/UDP header is cut short.
     Truncated { daddr: [u8; 4] },
     /// The IPv4 header itself is cut short or inconsistent.
@@ -130,13 +158,36 @@ pub fn ipv4_flow(ctx: &XdpContext, offset: usize) -> Result<Flow, Unroutable> {
         return Err(Unroutable::Malformed);
     }
     let daddr = ip.dst_addr;
+    let frags = u16::from_be_bytes(ip.frags);
     let l4_len = match ip.proto {
         IPPROTO_TCP => TcpHdr::LEN,
         IPPROTO_UDP => UdpHdr::LEN,
+        // A fragment of an ICMP message is no message to answer or relay.
+        IPPROTO_ICMP if frags & IPV4_MF_AND_OFFSET == 0 => {
+            return Err(Unroutable::Icmp {
+                daddr,
+                l4_offset: offset + header_len,
+                l4_len: total_len - header_len,
+            });
+        }
         _ => return Err(Unroutable::NotBalanced { daddr }),
     };
-    if u16::from_be_bytes(ip.frags) & IPV4_MF_AND_OFFSET != 0 {
-        return Err(Unroutable::Fragment { daddr });
+    let mut first_fragment_id = None;
+    if frags & IPV4_MF_AND_OFFSET != 0 {
+        let id_be = u16::from_ne_bytes(ip.id);
+        if frags & IPV4_OFFSET_MASK != 0 {
+            return Err(Unroutable::Fragment {
+                daddr,
+                key: FragmentKey {
+                    saddr: ip.src_addr,
+                    daddr,
+                    id_be,
+                    protocol: ip.proto,
+                    _pad: 0,
+                },
+            });
+        }
+        first_fragment_id = Some(id_be);
     }
     if header_len + l4_len > total_len {
         return Err(Unroutable::Truncated { daddr });
@@ -156,5 +207,6 @@ pub fn ipv4_flow(ctx: &XdpContext, offset: usize) -> Result<Flow, Unroutable> {
         l4_offset: offset + header_len,
         // total_len >= header_len was checked above, and both fit u16.
         l4_len: (total_len - header_len) as u16,
+        first_fragment_id,
     })
 }

@@ -53,31 +53,9 @@ pub fn service(flow: &Flow) -> Option<Service> {
 /// choice from the live Maglev bank, remembered.
 #[inline(always)]
 pub fn backend(service: Service, flow: &Flow) -> Result<Chosen, Verdict> {
-    let key = FlowKey {
-        saddr: flow.saddr.to_be_bytes(),
-        daddr: flow.daddr_octets,
-        sport_be: flow.sport.to_be(),
-        dport_be: flow.dport.to_be(),
-        protocol: flow.protocol,
-        _pad: [0; 3],
-    };
-    if let Some(entry) = FLOWS.get_ptr(key) {
-        // SAFETY: FlowEntry is one aligned u64: read whole, once (the LRU may recycle the
-        // element under us; then we see another flow's entry, which the checks below reject
-        // unless it is of this service and generation).
-        let entry: FlowEntry = unsafe { core::ptr::read_volatile(entry) };
-        // A flow of an earlier holder of the service id, or whose backend has left: schedule
-        // it again.
-        if entry.generation == service.state.generation && entry.service_id() == service.id {
-            let backend = backend_entry(entry.backend);
-            if backend.is_usable() {
-                return Ok(Chosen {
-                    index: entry.backend,
-                    backend,
-                    new: false,
-                });
-            }
-        }
+    let key = flow_key(flow);
+    if let Some(chosen) = remembered(service, &key) {
+        return Ok(chosen);
     }
     let chosen = schedule(service, flow)?;
     // A full table evicts its least recently used flow; a failed insert only means the next
@@ -88,6 +66,49 @@ pub fn backend(service: Service, flow: &Flow) -> Result<Chosen, Verdict> {
     };
     let _ = FLOWS.insert(key, entry, 0);
     Ok(chosen)
+}
+
+/// The backend a flow has or would get, as [`backend`] finds it, but nothing is remembered:
+/// for packets that are about a flow without being part of it (ICMP errors quoting it).
+#[inline(always)]
+pub fn backend_of(service: Service, flow: &Flow) -> Result<Chosen, Verdict> {
+    match remembered(service, &flow_key(flow)) {
+        Some(chosen) => Ok(chosen),
+        None => schedule(service, flow),
+    }
+}
+
+#[inline(always)]
+fn flow_key(flow: &Flow) -> FlowKey {
+    FlowKey {
+        saddr: flow.saddr.to_be_bytes(),
+        daddr: flow.daddr_octets,
+        sport_be: flow.sport.to_be(),
+        dport_be: flow.dport.to_be(),
+        protocol: flow.protocol,
+        _pad: [0; 3],
+    }
+}
+
+/// The flow table's backend for `key`, if it is of this service's generation and usable.
+#[inline(always)]
+fn remembered(service: Service, key: &FlowKey) -> Option<Chosen> {
+    let entry = FLOWS.get_ptr(key)?;
+    // SAFETY: FlowEntry is one aligned u64: read whole, once (the LRU may recycle the
+    // element under us; then we see another flow's entry, which the checks below reject
+    // unless it is of this service and generation).
+    let entry: FlowEntry = unsafe { core::ptr::read_volatile(entry) };
+    // A flow of an earlier holder of the service id, or whose backend has left: schedule
+    // it again.
+    if entry.generation != service.state.generation || entry.service_id() != service.id {
+        return None;
+    }
+    let backend = backend_entry(entry.backend);
+    backend.is_usable().then_some(Chosen {
+        index: entry.backend,
+        backend,
+        new: false,
+    })
 }
 
 /// The backend the service's live Maglev bank gives a new flow.
@@ -129,6 +150,6 @@ fn schedule(service: Service, flow: &Flow) -> Result<Chosen, Verdict> {
 
 /// The `BACKENDS` word at `index`, read once (unusable if out of range).
 #[inline(always)]
-fn backend_entry(index: u32) -> BackendEntry {
+pub fn backend_entry(index: u32) -> BackendEntry {
     BackendEntry::unpack(load_u64(&BACKENDS, index).unwrap_or(0))
 }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use lb_common::{
-    IPPROTO_TCP, IPPROTO_UDP, Verdict,
+    ECHO_REPLY_TTL, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Verdict,
     hash::{flow_hash_v4, source_hash_v4},
 };
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,20 @@ const IPV4_SADDR: std::ops::Range<usize> = 12..16;
 const IPV4_DADDR: std::ops::Range<usize> = 16..20;
 /// "More fragments" and the fragment offset (DF is not a fragment).
 const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
+/// The fragment offset alone: 0 in a first fragment.
+const IPV4_OFFSET_MASK: u16 = 0x1fff;
+const IPV4_ID_AT: usize = 4;
+const IPV4_TTL_AT: usize = 8;
+const IPV4_CHECKSUM_AT: usize = 10;
+/// ICMP: the header (type, code, checksum, 4 more bytes), the types the program acts on.
+const ICMP_HEADER_LEN: usize = 8;
+const ICMP_CHECKSUM_AT: usize = 2;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACHABLE: u8 = 3;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+/// An ICMP error must quote this much past the quoted IP header to be relayed.
+const ICMP_QUOTED_L4_LEN: usize = 8;
 const TCP_HEADER_LEN: usize = 20;
 const UDP_HEADER_LEN: usize = 8;
 /// TCP and UDP both start with the two ports.
@@ -173,7 +187,7 @@ impl XdpAction {
     #[must_use]
     pub const fn of(verdict: Verdict) -> Self {
         match verdict {
-            Verdict::Tx | Verdict::ArpReply => Self::Tx,
+            Verdict::Tx | Verdict::ArpReply | Verdict::EchoReply => Self::Tx,
             Verdict::Redirect => Self::Redirect,
             Verdict::Pass => Self::Pass,
             Verdict::DropMalformed
@@ -182,7 +196,8 @@ impl XdpAction {
             | Verdict::DropNoEgress
             | Verdict::DropStandby
             | Verdict::DropNoService
-            | Verdict::DropArpStandby => Self::Drop,
+            | Verdict::DropArpStandby
+            | Verdict::DropFragmentOrphan => Self::Drop,
             Verdict::Aborted => Self::Aborted,
         }
     }
@@ -245,6 +260,23 @@ pub struct Remembered {
     pub backend_id: u32,
 }
 
+/// What identifies an IPv4 datagram's fragments: source, destination, IP id, protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    pub saddr: Ipv4Addr,
+    pub daddr: Ipv4Addr,
+    pub id: u16,
+    pub protocol: u8,
+}
+
+/// Where a datagram's first fragment went; `stale` once that service instance ended (the
+/// program keeps the entry, with a generation no live service has).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FragmentEntry {
+    remembered: Remembered,
+    stale: bool,
+}
+
 /// How often the model took the flow table's paths: shows that a run reached them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowPaths {
@@ -265,13 +297,18 @@ pub struct FlowPaths {
 pub struct Model {
     options: Options,
     flows: HashMap<FlowTuple, Remembered>,
+    /// The mirror of the program's `FRAGMENTS` map.
+    fragments: HashMap<FragmentKey, FragmentEntry>,
     paths: FlowPaths,
 }
 
 /// Why an IPv4 packet has no flow (the program's `parse::Unroutable`).
 enum Unroutable {
     NotBalanced(Ipv4Addr),
-    Fragment(Ipv4Addr),
+    /// A later fragment (offset > 0).
+    Fragment(Ipv4Addr, FragmentKey),
+    /// A whole ICMP packet: destination, where the ICMP header starts, its length with payload.
+    Icmp(Ipv4Addr, usize, usize),
     Truncated(Ipv4Addr),
     Malformed,
 }
@@ -289,6 +326,7 @@ impl Model {
         Self {
             options,
             flows: HashMap::new(),
+            fragments: HashMap::new(),
             paths: FlowPaths::default(),
         }
     }
@@ -307,6 +345,12 @@ impl Model {
     #[must_use]
     pub fn flow_count(&self) -> usize {
         self.flows.len()
+    }
+
+    /// Fragmented datagrams remembered so far.
+    #[must_use]
+    pub fn fragment_count(&self) -> usize {
+        self.fragments.len()
     }
 
     #[must_use]
@@ -444,14 +488,16 @@ impl Model {
         frame: &mut [u8],
         offset: usize,
     ) -> Verdict {
-        let flow = match ipv4_flow(frame, offset) {
+        let (flow, first_fragment_id) = match ipv4_flow(frame, offset) {
             Ok(flow) => flow,
             Err(Unroutable::NotBalanced(daddr)) => {
                 return self.no_service(state, ingress, frame, daddr);
             }
-            // Only traffic for a VIP (active or not) is the director's to judge.
-            Err(Unroutable::Fragment(daddr)) => {
-                return self.drop_if_ours(state, ingress, frame, daddr, Verdict::DropFragment);
+            Err(Unroutable::Icmp(daddr, l4_offset, l4_len)) => {
+                return self.icmp(state, ingress, frame, offset, daddr, l4_offset, l4_len);
+            }
+            Err(Unroutable::Fragment(daddr, key)) => {
+                return self.later_fragment(state, ingress, frame, daddr, key);
             }
             Err(Unroutable::Truncated(daddr)) => {
                 return self.drop_if_ours(state, ingress, frame, daddr, Verdict::DropMalformed);
@@ -470,20 +516,198 @@ impl Model {
         if service.standby {
             return Verdict::DropStandby;
         }
-        let target = match self.backend(service, &flow) {
-            Ok(target) => target,
+        let (backend_id, target) = match self.backend(service, &flow) {
+            Ok(chosen) => chosen,
             Err(verdict) => return verdict,
         };
-        // Only the MACs change, also on a frame dropped for want of an egress (it never leaves).
-        frame[ETH_DST].copy_from_slice(&target.dst_mac);
-        frame[ETH_SRC].copy_from_slice(&target.src_mac);
-        if target.ifindex == ingress.0 {
-            Verdict::Tx
-        } else if state.egress_ifindexes.contains(&target.ifindex) {
-            Verdict::Redirect
-        } else {
-            Verdict::DropNoEgress
+        if let Some(id) = first_fragment_id {
+            let key = FragmentKey {
+                saddr: flow.saddr,
+                daddr: flow.daddr,
+                id,
+                protocol: flow.protocol,
+            };
+            let remembered = Remembered {
+                service_id: service.id,
+                backend_id,
+            };
+            self.fragments.insert(
+                key,
+                FragmentEntry {
+                    remembered,
+                    stale: false,
+                },
+            );
         }
+        send(state, ingress, frame, target)
+    }
+
+    /// A later fragment: where its first fragment went, if that was seen and its service is
+    /// the same instance.
+    fn later_fragment(
+        &self,
+        state: &State,
+        ingress: Ingress,
+        frame: &mut [u8],
+        daddr: Ipv4Addr,
+        key: FragmentKey,
+    ) -> Verdict {
+        if !is_vip(state, daddr) {
+            return Verdict::Pass;
+        }
+        if let Some(verdict) = self.not_ours(state, ingress, frame) {
+            return verdict;
+        }
+        let Some(entry) = self.fragments.get(&key) else {
+            return Verdict::DropFragmentOrphan;
+        };
+        let service = state
+            .services
+            .iter()
+            .find(|s| s.id == entry.remembered.service_id);
+        let Some(service) = service.filter(|_| !entry.stale) else {
+            return Verdict::DropFragment;
+        };
+        if service.standby {
+            return Verdict::DropStandby;
+        }
+        let Some(target) = service.target(entry.remembered.backend_id) else {
+            return Verdict::DropNoBackend;
+        };
+        send(state, ingress, frame, target)
+    }
+
+    /// ICMP to `daddr`: an echo request to a VIP answered, an error quoting a service flow
+    /// relayed to the flow's backend, the rest no service's.
+    #[allow(clippy::too_many_arguments)]
+    fn icmp(
+        &self,
+        state: &State,
+        ingress: Ingress,
+        frame: &mut [u8],
+        ip_offset: usize,
+        daddr: Ipv4Addr,
+        l4_offset: usize,
+        l4_len: usize,
+    ) -> Verdict {
+        let Some(&active) = state.vips.get(&daddr) else {
+            return Verdict::Pass;
+        };
+        let answer = if l4_len < ICMP_HEADER_LEN {
+            None
+        } else {
+            match (frame[l4_offset], frame[l4_offset + 1]) {
+                (ICMP_ECHO_REQUEST, 0) => {
+                    self.echo(state, ingress, frame, active, ip_offset, l4_offset)
+                }
+                (ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED, _) => {
+                    self.relay(state, ingress, frame, daddr, l4_offset, l4_len)
+                }
+                _ => None,
+            }
+        };
+        answer.unwrap_or_else(|| self.no_service(state, ingress, frame, daddr))
+    }
+
+    fn echo(
+        &self,
+        state: &State,
+        ingress: Ingress,
+        frame: &mut [u8],
+        active: bool,
+        ip_offset: usize,
+        l4_offset: usize,
+    ) -> Option<Verdict> {
+        let requester: Mac = frame[ETH_SRC].try_into().expect("6 bytes");
+        if requester[0] & MAC_GROUP_BIT != 0 {
+            return None;
+        }
+        if let Some(verdict) = self.not_ours(state, ingress, frame) {
+            return Some(verdict);
+        }
+        let Some(our_mac) = interface(state, ingress) else {
+            return Some(Verdict::Aborted);
+        };
+        if !active {
+            return Some(Verdict::DropStandby);
+        }
+        frame[ETH_DST].copy_from_slice(&requester);
+        frame[ETH_SRC].copy_from_slice(&our_mac);
+        let ip = &mut frame[ip_offset..];
+        let saddr: [u8; 4] = ip[IPV4_SADDR].try_into().expect("4 bytes");
+        let daddr: [u8; 4] = ip[IPV4_DADDR].try_into().expect("4 bytes");
+        ip[IPV4_SADDR].copy_from_slice(&daddr);
+        ip[IPV4_DADDR].copy_from_slice(&saddr);
+        let old = be16(ip, IPV4_TTL_AT);
+        ip[IPV4_TTL_AT] = ECHO_REPLY_TTL;
+        update_checksum(ip, IPV4_CHECKSUM_AT, old, be16(ip, IPV4_TTL_AT));
+        let icmp = &mut frame[l4_offset..];
+        let old = be16(icmp, 0);
+        icmp[0] = ICMP_ECHO_REPLY;
+        update_checksum(icmp, ICMP_CHECKSUM_AT, old, be16(icmp, 0));
+        Some(Verdict::EchoReply)
+    }
+
+    /// An ICMP error to the VIP `daddr` quoting a TCP/UDP packet from that VIP: the flow it
+    /// answers is the quote reversed; relayed to that flow's backend, nothing remembered.
+    fn relay(
+        &self,
+        state: &State,
+        ingress: Ingress,
+        frame: &mut [u8],
+        daddr: Ipv4Addr,
+        l4_offset: usize,
+        l4_len: usize,
+    ) -> Option<Verdict> {
+        if l4_len < ICMP_HEADER_LEN + IPV4_MIN_HEADER_LEN {
+            return None;
+        }
+        let quoted = &frame[l4_offset + ICMP_HEADER_LEN..];
+        let header_len = usize::from(quoted[0] & 0x0f) * 4;
+        let protocol = quoted[IPV4_PROTOCOL_AT];
+        if quoted[0] >> 4 != IPV4_VERSION
+            || header_len < IPV4_MIN_HEADER_LEN
+            || be16(quoted, IPV4_FRAGMENT_AT) & IPV4_OFFSET_MASK != 0
+            || !matches!(protocol, IPPROTO_TCP | IPPROTO_UDP)
+            || quoted[IPV4_SADDR] != daddr.octets()
+            || ICMP_HEADER_LEN + header_len + ICMP_QUOTED_L4_LEN > l4_len
+        {
+            return None;
+        }
+        let flow = FlowTuple {
+            saddr: Ipv4Addr::from(<[u8; 4]>::try_from(&quoted[IPV4_DADDR]).expect("4 bytes")),
+            daddr,
+            sport: be16(quoted, header_len + 2),
+            dport: be16(quoted, header_len),
+            protocol,
+        };
+        let service = state.service(flow.daddr, flow.dport, flow.protocol)?;
+        if let Some(verdict) = self.not_ours(state, ingress, frame) {
+            return Some(verdict);
+        }
+        if service.standby {
+            return Some(Verdict::DropStandby);
+        }
+        Some(match self.backend_of(service, &flow) {
+            Ok(target) => send(state, ingress, frame, target),
+            Err(verdict) => verdict,
+        })
+    }
+
+    /// The backend the flow has or would be given, without remembering anything.
+    fn backend_of(
+        &self,
+        service: &ServiceState,
+        flow: &FlowTuple,
+    ) -> Result<BackendTarget, Verdict> {
+        if let Some(remembered) = self.flows.get(flow)
+            && remembered.service_id == service.id
+            && let Some(target) = service.target(remembered.backend_id)
+        {
+            return Ok(target);
+        }
+        let backend_id = scheduled(service, flow)?;
+        service.target(backend_id).ok_or(Verdict::DropNoBackend)
     }
 
     /// The director's state changed from `previous` to `new`: flows of a service instance that
@@ -502,6 +726,9 @@ impl Model {
             .map(|p| p.id)
             .collect();
         self.flows.retain(|_, r| !ended.contains(&r.service_id));
+        for entry in self.fragments.values_mut() {
+            entry.stale |= ended.contains(&entry.remembered.service_id);
+        }
     }
 
     /// The flow's backend: the remembered one while it is still usable and the service the
@@ -510,7 +737,7 @@ impl Model {
         &mut self,
         service: &ServiceState,
         flow: &FlowTuple,
-    ) -> Result<BackendTarget, Verdict> {
+    ) -> Result<(u32, BackendTarget), Verdict> {
         let remembered = self.flows.get(flow).copied();
         if let Some(remembered) = remembered {
             if remembered.service_id != service.id {
@@ -520,27 +747,12 @@ impl Model {
                 if !service.table.contains(&remembered.backend_id) {
                     self.paths.kept_off_table += 1;
                 }
-                return Ok(target);
+                return Ok((remembered.backend_id, target));
             } else {
                 self.paths.rescheduled_backend_gone += 1;
             }
         }
-        if service.table.is_empty() {
-            return Err(Verdict::DropNoBackend);
-        }
-        let hash = if service.source_hash {
-            source_hash_v4(flow.saddr.to_bits())
-        } else {
-            flow_hash_v4(
-                flow.saddr.to_bits(),
-                flow.daddr.to_bits(),
-                flow.sport,
-                flow.dport,
-                flow.protocol,
-            )
-        };
-        let slots = u32::try_from(service.table.len()).expect("a table fits u32");
-        let backend_id = service.table[usize::try_from(hash % slots).expect("fits usize")];
+        let backend_id = scheduled(service, flow)?;
         // A table entry naming an unusable backend: dropped, and nothing remembered.
         let target = service.target(backend_id).ok_or(Verdict::DropNoBackend)?;
         if remembered.is_none() {
@@ -553,8 +765,52 @@ impl Model {
                 backend_id,
             },
         );
-        Ok(target)
+        Ok((backend_id, target))
     }
+}
+
+/// The backend id the service's table gives a flow.
+fn scheduled(service: &ServiceState, flow: &FlowTuple) -> Result<u32, Verdict> {
+    if service.table.is_empty() {
+        return Err(Verdict::DropNoBackend);
+    }
+    let hash = if service.source_hash {
+        source_hash_v4(flow.saddr.to_bits())
+    } else {
+        flow_hash_v4(
+            flow.saddr.to_bits(),
+            flow.daddr.to_bits(),
+            flow.sport,
+            flow.dport,
+            flow.protocol,
+        )
+    };
+    let slots = u32::try_from(service.table.len()).expect("a table fits u32");
+    Ok(service.table[usize::try_from(hash % slots).expect("fits usize")])
+}
+
+/// Only the MACs change, also on a frame dropped for want of an egress (it never leaves).
+fn send(state: &State, ingress: Ingress, frame: &mut [u8], target: BackendTarget) -> Verdict {
+    frame[ETH_DST].copy_from_slice(&target.dst_mac);
+    frame[ETH_SRC].copy_from_slice(&target.src_mac);
+    if target.ifindex == ingress.0 {
+        Verdict::Tx
+    } else if state.egress_ifindexes.contains(&target.ifindex) {
+        Verdict::Redirect
+    } else {
+        Verdict::DropNoEgress
+    }
+}
+
+/// The checksum at `at` in `bytes` after a 16-bit word it covers went from `old` to `new`,
+/// updated incrementally as RFC 1624 (eqn. 3) says, so a wrong checksum stays as wrong.
+fn update_checksum(bytes: &mut [u8], at: usize, old: u16, new: u16) {
+    let check = be16(bytes, at);
+    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    let check = !u16::try_from(sum).expect("folded to 16 bits");
+    bytes[at..at + 2].copy_from_slice(&check.to_be_bytes());
 }
 
 /// The 5-tuple the program would look a frame up by, if it gets that far.
@@ -564,7 +820,7 @@ pub fn flow_tuple(frame: &[u8]) -> Option<FlowTuple> {
         return None;
     }
     match ethernet(frame) {
-        Ok((L3::Ipv4(offset), _)) => ipv4_flow(frame, offset).ok(),
+        Ok((L3::Ipv4(offset), _)) => ipv4_flow(frame, offset).ok().map(|(tuple, _)| tuple),
         _ => None,
     }
 }
@@ -606,7 +862,8 @@ fn interface(state: &State, (ifindex, vlan): Ingress) -> Option<Mac> {
     state.interfaces.get(&ifindex).copied()
 }
 
-fn ipv4_flow(frame: &[u8], offset: usize) -> Result<FlowTuple, Unroutable> {
+/// The flow of a whole packet or a first fragment, and the IP id of a first fragment.
+fn ipv4_flow(frame: &[u8], offset: usize) -> Result<(FlowTuple, Option<u16>), Unroutable> {
     let ip = frame
         .get(offset..offset + IPV4_MIN_HEADER_LEN)
         .ok_or(Unroutable::Malformed)?;
@@ -622,13 +879,33 @@ fn ipv4_flow(frame: &[u8], offset: usize) -> Result<FlowTuple, Unroutable> {
     }
     let protocol = ip[IPV4_PROTOCOL_AT];
     let daddr = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[IPV4_DADDR]).expect("4 bytes"));
+    let saddr = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[IPV4_SADDR]).expect("4 bytes"));
+    let fragment = be16(ip, IPV4_FRAGMENT_AT);
     let l4_len = match protocol {
         IPPROTO_TCP => TCP_HEADER_LEN,
         IPPROTO_UDP => UDP_HEADER_LEN,
+        IPPROTO_ICMP if fragment & IPV4_MF_AND_OFFSET == 0 => {
+            return Err(Unroutable::Icmp(
+                daddr,
+                offset + header_len,
+                total_len - header_len,
+            ));
+        }
         _ => return Err(Unroutable::NotBalanced(daddr)),
     };
-    if be16(ip, IPV4_FRAGMENT_AT) & IPV4_MF_AND_OFFSET != 0 {
-        return Err(Unroutable::Fragment(daddr));
+    let mut first_fragment_id = None;
+    if fragment & IPV4_MF_AND_OFFSET != 0 {
+        let id = be16(ip, IPV4_ID_AT);
+        if fragment & IPV4_OFFSET_MASK != 0 {
+            let key = FragmentKey {
+                saddr,
+                daddr,
+                id,
+                protocol,
+            };
+            return Err(Unroutable::Fragment(daddr, key));
+        }
+        first_fragment_id = Some(id);
     }
     if header_len + l4_len > total_len {
         return Err(Unroutable::Truncated(daddr));
@@ -636,13 +913,14 @@ fn ipv4_flow(frame: &[u8], offset: usize) -> Result<FlowTuple, Unroutable> {
     let ports = frame
         .get(offset + header_len..offset + header_len + PORTS_LEN)
         .ok_or(Unroutable::Truncated(daddr))?;
-    Ok(FlowTuple {
-        saddr: Ipv4Addr::from(<[u8; 4]>::try_from(&ip[IPV4_SADDR]).expect("4 bytes")),
+    let tuple = FlowTuple {
+        saddr,
         daddr,
         sport: be16(ports, 0),
         dport: be16(ports, 2),
         protocol,
-    })
+    };
+    Ok((tuple, first_fragment_id))
 }
 
 /// `verdict` for a packet to a VIP, `Pass` for any other destination.
@@ -654,9 +932,9 @@ fn is_vip(state: &State, daddr: Ipv4Addr) -> bool {
 mod tests {
     use super::*;
     use crate::packet::{
-        Arp, CLIENT_IP, CLIENT_PORT, DIRECTOR_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame,
-        OTHER_HOST_MAC, OTHER_IP, ROUTER_IP, ROUTER_MAC, VIP, backend_mac, icmp_echo_request,
-        with_fragment,
+        Arp, CLIENT_IP, CLIENT_PORT, DIRECTOR_MAC, INACTIVE_VIP, IcmpError, Ipv4Flow, Ipv4Frame,
+        OTHER_HOST_MAC, OTHER_IP, ROUTER_IP, ROUTER_MAC, VIP, backend_mac, icmp_echo_reply,
+        icmp_echo_request, icmp_error, with_fragment, with_ip_id,
     };
 
     const INGRESS: u32 = 2;
@@ -795,28 +1073,103 @@ mod tests {
         assert_eq!(m.remembered(&tuple), None);
     }
 
+    /// Where the second fragment of a datagram split for a 1500-byte MTU starts, in 8-byte units.
+    const SECOND_FRAGMENT_UNITS: u16 = 185;
+    const DATAGRAM_ID: u16 = 4242;
+
     #[test]
-    fn fragments_are_dropped_for_vips_only() {
-        let to_vip = with_fragment(&tcp_frame(), true, 0);
+    fn later_fragments_follow_their_first_and_orphans_are_dropped() {
+        let first = with_ip_id(&with_fragment(&tcp_frame(), true, 0), DATAGRAM_ID);
+        let later = with_fragment(&first, false, SECOND_FRAGMENT_UNITS);
+        let orphan = with_ip_id(&later, DATAGRAM_ID + 1);
         let to_other = with_fragment(
             &Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, OTHER_IP, PORT)).build(),
             false,
             1,
         );
-        let mut m = model(false);
+        let mut m = model(true);
         assert_eq!(
-            verdict_of(&m.process(&state(0), INGRESS, &to_vip)),
-            Verdict::DropFragment
+            verdict_of(&m.process(&state(0), INGRESS, &orphan)),
+            Verdict::DropFragmentOrphan
+        );
+        assert_eq!(
+            m.process(&state(0), INGRESS, &first),
+            Outcome::Ran {
+                action: XdpAction::Tx,
+                verdict: Verdict::Tx,
+                output: forwarded_to(&first, 0)
+            }
+        );
+        // The table now names backend 1; the datagram stays with 0.
+        assert_eq!(
+            m.process(&state(1), INGRESS, &later),
+            Outcome::Ran {
+                action: XdpAction::Tx,
+                verdict: Verdict::Tx,
+                output: forwarded_to(&later, 0)
+            }
         );
         assert_eq!(
             verdict_of(&m.process(&state(0), INGRESS, &to_other)),
             Verdict::Pass
         );
+        let mut replaced = state(0);
+        replaced.services[0].id = SERVICE_ID + 1;
+        m.state_changed(&state(0), &replaced);
+        assert_eq!(
+            verdict_of(&m.process(&replaced, INGRESS, &later)),
+            Verdict::DropFragment,
+            "the first fragment's service instance ended"
+        );
+    }
+
+    #[test]
+    fn echo_requests_to_an_active_vip_are_answered() {
+        let request = icmp_echo_request(ROUTER_IP, VIP);
+        assert_eq!(
+            model(true).process(&state(0), INGRESS, &request),
+            Outcome::Ran {
+                action: XdpAction::Tx,
+                verdict: Verdict::EchoReply,
+                output: icmp_echo_reply(ROUTER_IP, VIP),
+            }
+        );
+        assert_eq!(
+            verdict_of(&model(true).process(
+                &state(0),
+                INGRESS,
+                &icmp_echo_request(ROUTER_IP, INACTIVE_VIP)
+            )),
+            Verdict::DropStandby
+        );
+    }
+
+    #[test]
+    fn icmp_errors_about_a_service_flow_go_to_its_backend() {
+        let reply = Ipv4Frame::new(Ipv4Flow::tcp(VIP, PORT, CLIENT_IP, CLIENT_PORT)).build();
+        let error = icmp_error(
+            IcmpError::FragmentationNeeded { next_hop_mtu: 1280 },
+            VIP,
+            &reply,
+            usize::MAX,
+        );
+        let mut m = model(true);
+        assert_eq!(
+            m.process(&state(1), INGRESS, &error),
+            Outcome::Ran {
+                action: XdpAction::Redirect,
+                verdict: Verdict::Redirect,
+                output: forwarded_to(&error, 1)
+            }
+        );
+        assert_eq!(m.flow_count(), 0, "an ICMP error starts no flow");
     }
 
     #[test]
     fn other_traffic_to_a_vip_goes_to_the_stack_only_when_the_vip_is_local() {
-        let ping = icmp_echo_request(ROUTER_IP, VIP);
+        let not_a_service_reply =
+            Ipv4Frame::new(Ipv4Flow::tcp(VIP, PORT + 1, CLIENT_IP, CLIENT_PORT)).build();
+        let ping = icmp_error(IcmpError::PortUnreachable, VIP, &not_a_service_reply, 8);
         let other_port =
             Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, PORT + 1)).build();
         let to_other_host = icmp_echo_request(ROUTER_IP, OTHER_IP);

@@ -13,7 +13,8 @@ use etherparse::{
     Ipv4Header, Ipv4HeaderSlice, Ipv4Options, PacketBuilder, PacketBuilderStep, SingleVlanHeader,
     VlanId, checksum::Sum16BitWords,
 };
-use lb_common::{IPPROTO_TCP, IPPROTO_UDP};
+use etherparse::{Icmpv4Type, icmpv4::DestUnreachableHeader};
+use lb_common::{ECHO_REPLY_TTL, IPPROTO_TCP, IPPROTO_UDP};
 
 /// The gateway that hands client traffic to the director (the usual LVS-DR topology).
 pub const ROUTER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -262,6 +263,74 @@ pub fn icmp_echo_request(saddr: Ipv4Addr, daddr: Ipv4Addr) -> Vec<u8> {
         .write_to_vec(&mut frame, DEFAULT_PAYLOAD)
         .expect("etherparse writes an ICMP echo");
     frame
+}
+
+/// The echo reply to [`icmp_echo_request`] from `saddr` to `daddr`, as the director should
+/// send it back, built from scratch (checksums computed by etherparse).
+#[must_use]
+pub fn icmp_echo_reply(saddr: Ipv4Addr, daddr: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(DIRECTOR_MAC, ROUTER_MAC)
+        .ipv4(daddr.octets(), saddr.octets(), ECHO_REPLY_TTL)
+        .icmpv4_echo_reply(ICMP_ECHO_ID, ICMP_ECHO_SEQUENCE)
+        .write_to_vec(&mut frame, DEFAULT_PAYLOAD)
+        .expect("etherparse writes an ICMP echo reply");
+    frame
+}
+
+/// The ICMP errors a router sends about a packet it could not deliver.
+#[derive(Clone, Copy, Debug)]
+pub enum IcmpError {
+    /// Destination unreachable, fragmentation needed (type 3, code 4): path-MTU discovery.
+    FragmentationNeeded { next_hop_mtu: u16 },
+    /// Destination unreachable, port unreachable (type 3, code 3).
+    PortUnreachable,
+    /// Time exceeded in transit (type 11, code 0).
+    TimeExceeded,
+}
+
+/// A router's ICMP error to `daddr` about `offending` (an Ethernet frame: its IPv4 header and
+/// what follows are quoted, at most `quoted_payload` bytes past the IP header), sent from the
+/// router's side of the link to the director.
+#[must_use]
+pub fn icmp_error(
+    kind: IcmpError,
+    daddr: Ipv4Addr,
+    offending: &[u8],
+    quoted_payload: usize,
+) -> Vec<u8> {
+    let offset = ipv4_header_offset(offending);
+    let ip = Ipv4HeaderSlice::from_slice(&offending[offset..]).expect("an IPv4 header");
+    let end = (offset + ip.slice().len())
+        .saturating_add(quoted_payload)
+        .min(offending.len());
+    let quoted = &offending[offset..end];
+    let icmp_type = match kind {
+        IcmpError::FragmentationNeeded { next_hop_mtu } => {
+            Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+                next_hop_mtu,
+            })
+        }
+        IcmpError::PortUnreachable => {
+            Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port)
+        }
+        IcmpError::TimeExceeded => {
+            Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit)
+        }
+    };
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(ROUTER_MAC, DIRECTOR_MAC)
+        .ipv4(ROUTER_IP.octets(), daddr.octets(), TTL)
+        .icmpv4(icmp_type)
+        .write_to_vec(&mut frame, quoted)
+        .expect("etherparse writes an ICMP error");
+    frame
+}
+
+/// The frame with another IPv4 identification (which names a fragmented datagram).
+#[must_use]
+pub fn with_ip_id(frame: &[u8], id: u16) -> Vec<u8> {
+    with_ipv4_header(frame, |ip| ip.identification = id)
 }
 
 /// A UDP datagram over IPv6 from the router's side of the link.

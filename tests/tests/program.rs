@@ -34,9 +34,9 @@ use lb_userspace::{
 use tests::model::XdpAction;
 use tests::packet::{
     AFTER_MACS, Arp, BROADCAST_MAC, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_IP, DIRECTOR_MAC,
-    ETH_DST_MAC, ETH_HEADER_LEN, ETH_SRC_MAC, INACTIVE_VIP, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN,
-    MULTICAST_MAC, OTHER_HOST_MAC, OTHER_IP, OUTER_VLAN_ID, ROUTER_ALERT_OPTION, ROUTER_IP,
-    ROUTER_MAC, Transport, VIP, VIP_IPV6, VLAN_ID, backend_mac, icmp_echo_request, ipv6_udp,
+    ETH_DST_MAC, ETH_HEADER_LEN, ETH_SRC_MAC, INACTIVE_VIP, IcmpError, Ipv4Flow, Ipv4Frame,
+    MIN_FRAME_LEN, MULTICAST_MAC, OTHER_HOST_MAC, OTHER_IP, OUTER_VLAN_ID, ROUTER_ALERT_OPTION,
+    ROUTER_IP, ROUTER_MAC, Transport, VIP, VIP_IPV6, VLAN_ID, backend_mac, icmp_error, ipv6_udp,
     pad_to_min_frame, truncated, with_fragment, with_ihl, with_total_len, with_unfinished_checksum,
 };
 
@@ -593,8 +593,14 @@ fn non_service_traffic_passes_unchanged() {
                 Ipv4Frame::new(Ipv4Flow::udp(CLIENT_IP, CLIENT_PORT, VIP, TCP_PORT)).build(),
             ),
             (
-                "ICMP echo request to the VIP",
-                icmp_echo_request(CLIENT_IP, VIP),
+                "ICMP error to the VIP quoting no service's packet",
+                icmp_error(
+                    IcmpError::PortUnreachable,
+                    VIP,
+                    &Ipv4Frame::new(Ipv4Flow::tcp(VIP, UNSERVED_PORT, CLIENT_IP, CLIENT_PORT))
+                        .build(),
+                    usize::MAX,
+                ),
             ),
             (
                 "TCP to an inactive VIP that has no service",
@@ -869,19 +875,14 @@ fn malformed_and_undeliverable_frames_are_not_sent() {
             Verdict::DropMalformed,
         ),
         dropped(
-            "first fragment (MF set) to the VIP",
-            with_fragment(&frame, true, 0),
-            Verdict::DropFragment,
-        ),
-        dropped(
-            "middle fragment (MF set, offset) to the VIP",
+            "middle fragment (MF set, offset) to the VIP, its first not seen",
             with_fragment(&frame, true, SECOND_FRAGMENT_OFFSET_UNITS),
-            Verdict::DropFragment,
+            Verdict::DropFragmentOrphan,
         ),
         dropped(
-            "last fragment (offset, MF clear) to the VIP",
+            "last fragment (offset, MF clear) to the VIP, its first not seen",
             with_fragment(&frame, false, SECOND_FRAGMENT_OFFSET_UNITS),
-            Verdict::DropFragment,
+            Verdict::DropFragmentOrphan,
         ),
         passed(
             "first fragment to a non-VIP address",

@@ -448,13 +448,30 @@ fn run_counted(bed: &mut Bed, frames: &[&[u8]]) -> (Vec<u32>, BTreeMap<&'static 
 fn a_vip_that_is_a_director_address_keeps_its_other_traffic_and_a_standby_keeps_the_kernel_quiet() {
     tests::require_root();
     let mut bed = Bed::load();
+    // ICMP that is neither ping (answered by the program, see program_icmp.rs) nor an error
+    // about a service flow: an error quoting another port of the VIP.
+    let not_a_service_reply =
+        Ipv4Frame::new(Ipv4Flow::tcp(VIP, PORT + 1, CLIENT_IP, CLIENT_PORT)).build();
+    let icmp = tests::packet::icmp_error(
+        tests::packet::IcmpError::PortUnreachable,
+        VIP,
+        &not_a_service_reply,
+        usize::MAX,
+    );
     let ping = tests::packet::icmp_echo_request(CLIENT_IP, VIP);
     let other_port = Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, PORT + 1)).build();
     let request = Arp::request(ROUTER_MAC, ROUTER_IP, VIP).build();
 
-    let (actions, moved) = run_counted(&mut bed, &[&ping, &other_port]);
-    assert_eq!(actions, [XDP_DROP, XDP_DROP], "not local: dropped");
-    assert_eq!(moved, BTreeMap::from([("drop_no_service", 2)]));
+    let (actions, moved) = run_counted(&mut bed, &[&icmp, &other_port, &ping]);
+    assert_eq!(
+        actions,
+        [XDP_DROP, XDP_DROP, XDP_TX],
+        "not local: dropped; ping answered"
+    );
+    assert_eq!(
+        moved,
+        BTreeMap::from([("drop_no_service", 2), ("echo_reply", 1)])
+    );
 
     let effects = bed
         .director
@@ -462,21 +479,26 @@ fn a_vip_that_is_a_director_address_keeps_its_other_traffic_and_a_standby_keeps_
         .expect("the VIP becomes an address of the director");
     assert_eq!(effects.effects.len(), 1, "{effects:?}");
     assert!(effects.activated.is_empty(), "it was active already");
-    let (actions, moved) = run_counted(&mut bed, &[&ping, &other_port]);
-    assert_eq!(actions, [XDP_PASS, XDP_PASS], "local: the stack's");
-    assert_eq!(moved, BTreeMap::from([("pass", 2)]));
+    let (actions, moved) = run_counted(&mut bed, &[&icmp, &other_port, &ping]);
+    assert_eq!(
+        actions,
+        [XDP_PASS, XDP_PASS, XDP_TX],
+        "local: the stack's, but ping, still answered by the program"
+    );
+    assert_eq!(moved, BTreeMap::from([("pass", 2), ("echo_reply", 1)]));
     assert_active(&mut bed, "active and local");
 
     bed.director.set_active(false).expect("deactivating");
-    let (actions, moved) = run_counted(&mut bed, &[&request, &ping]);
+    let (actions, moved) = run_counted(&mut bed, &[&request, &icmp, &ping]);
     assert_eq!(
         actions,
-        [XDP_DROP, XDP_PASS],
-        "a standby holding the VIP: ARP requests never reach the kernel; ping still does"
+        [XDP_DROP, XDP_PASS, XDP_DROP],
+        "a standby holding the VIP: ARP requests never reach the kernel; other ICMP still \
+         does; ping is not answered, as on a standby without the address"
     );
     assert_eq!(
         moved,
-        BTreeMap::from([("drop_arp_standby", 1), ("pass", 1)])
+        BTreeMap::from([("drop_arp_standby", 1), ("pass", 1), ("drop_standby", 1)])
     );
     bed.director
         .set_local([DIRECTOR_IP].into())

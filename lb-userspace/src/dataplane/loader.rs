@@ -13,8 +13,9 @@ use aya::{
 };
 use lb_common::{
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS, DEFAULT_MAGLEV_ENTRIES,
-    INTERFACE_SLOT_MASK_GLOBAL, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, PASS_PROGRAM_NAME,
-    PROGRAM_NAME, PROGRAM_VARIANT_GLOBAL, TABLE_BANKS, interface_slot, maglev_blocks, map_names,
+    ICMP_RELAY_OFF_GLOBAL, INTERFACE_SLOT_MASK_GLOBAL, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES,
+    PASS_PROGRAM_NAME, PROGRAM_NAME, PROGRAM_VARIANT_GLOBAL, TABLE_BANKS, interface_slot,
+    maglev_blocks, map_names,
 };
 use tracing::warn;
 
@@ -23,6 +24,10 @@ use super::pins::PinDir;
 /// Tests of in-place upgrades set it to load a program that differs (see
 /// `Event::VariantForward`); unset in production.
 pub const PROGRAM_VARIANT_ENV: &str = "DRLB_TEST_PROGRAM_VARIANT";
+/// Set (to anything) by a test to load a program that does not relay ICMP errors to backends,
+/// to show that path-MTU discovery through the director stalls without the relay; unset in
+/// production.
+pub const ICMP_RELAY_OFF_ENV: &str = "DRLB_TEST_NO_ICMP_RELAY";
 
 /// The director's XDP program and its maps, built by build.rs from the lb-ebpf crate.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drlb"));
@@ -181,6 +186,10 @@ fn load_with(entries: &BTreeMap<&'static str, u32>, pins: Option<&PinDir>) -> Re
             .with_context(|| format!("{PROGRAM_VARIANT_ENV}={value:?} is not a number"))?,
         Err(_) => 0,
     };
+    let icmp_relay_off = u32::from(std::env::var_os(ICMP_RELAY_OFF_ENV).is_some());
+    if icmp_relay_off != 0 {
+        warn!("{ICMP_RELAY_OFF_ENV} is set: ICMP errors are not relayed to backends (test only)");
+    }
     let mut loader = EbpfLoader::new();
     for (&name, &max_entries) in entries {
         loader.map_max_entries(name, max_entries);
@@ -199,6 +208,7 @@ fn load_with(entries: &BTreeMap<&'static str, u32>, pins: Option<&PinDir>) -> Re
     let mut ebpf = loader
         .override_global(INTERFACE_SLOT_MASK_GLOBAL, &mask, true)
         .override_global(PROGRAM_VARIANT_GLOBAL, &variant, true)
+        .override_global(ICMP_RELAY_OFF_GLOBAL, &icmp_relay_off, true)
         .load(EBPF_OBJECT)
         .context("could not create the BPF maps: drlb needs root (CAP_BPF and CAP_NET_ADMIN)")?;
     program(&mut ebpf)?.load().context(

@@ -29,7 +29,7 @@ use super::loader::EBPF_OBJECT;
 /// What the pinned words mean. Bump it with any change to a pinned map's type, key, value,
 /// flags or the meaning of its contents (the check of sizes against the program catches most,
 /// not all, such changes).
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// The program's maps kept across restarts: all of them (the log ring buffer and the
 /// read-only data belong to one loaded program and are not shared).
@@ -50,6 +50,7 @@ pub const PROGRAM_MAPS: &[&str] = &[
     map_names::BACKEND_COUNTERS,
     map_names::VERDICT_COUNTERS,
     map_names::EVENT_COUNTERS,
+    map_names::FRAGMENTS,
     conflict::MAP_NAME,
 ];
 

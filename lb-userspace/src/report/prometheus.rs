@@ -153,7 +153,7 @@ pub fn render(report: &StatsReport) -> String {
     let events: Counters<NameLabels> = family(
         &mut registry,
         "events",
-        "What the program noticed beside the verdicts (bad_checksum)",
+        "What the program noticed beside the verdicts (bad_checksum, icmp_relay, fragment_forward, ...)",
     );
     let active = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
     registry.register(

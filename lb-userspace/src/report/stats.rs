@@ -48,7 +48,7 @@ pub struct StatsReport {
     /// How many flows the flow table can really hold.
     #[serde(default)]
     pub flow_table: Option<FlowTableStats>,
-    /// What the program noticed beside the verdicts (`bad_checksum`).
+    /// What the program noticed beside the verdicts (`bad_checksum`, `icmp_relay`, ...).
     #[serde(default)]
     pub events: BTreeMap<String, Count>,
 }

@@ -1,7 +1,8 @@
 //! The real servers' (and the client's) side of the end-to-end tests and the demo:
 //!
 //! - `http --listen ADDR... --name NAME`: answers every GET with `200 OK`, body `NAME\n` and
-//!   `X-Served-By: NAME` (HTTP/1.1, `Content-Length`, `Connection: close`).
+//!   `X-Served-By: NAME` (HTTP/1.1, `Content-Length`, `Connection: close`); `GET /bytes/N`
+//!   gets a body of N bytes instead (path-MTU tests).
 //! - `udp-echo --listen ADDR... --name NAME`: answers each datagram with `NAME <payload>`.
 //! - `udp-client --to ADDR --count N --timeout-ms T`: sends N datagrams, each from a fresh
 //!   socket (so a fresh source port), prints each reply on a line; exits 1 if any got none.
@@ -171,7 +172,13 @@ fn answer_http(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
         head.extend_from_slice(&buf[..n]);
     }
     let head = String::from_utf8_lossy(&head);
-    let (status, body) = if head.starts_with("GET ") {
+    let (status, body) = if let Some(len) = bytes_requested(&head) {
+        // Large replies, for path-MTU tests: `len` bytes, the name's first byte repeated.
+        (
+            "200 OK",
+            name.chars().next().unwrap_or('x').to_string().repeat(len),
+        )
+    } else if head.starts_with("GET ") {
         ("200 OK", format!("{name}\n"))
     } else {
         (
@@ -188,10 +195,22 @@ fn answer_http(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
     stream.shutdown(std::net::Shutdown::Write)
 }
 
+/// `GET /bytes/N`: a body of N bytes (at most `MAX_BODY`) is asked for.
+fn bytes_requested(head: &str) -> Option<usize> {
+    let path = head.strip_prefix("GET /bytes/")?;
+    let len: usize = path.split_whitespace().next()?.parse().ok()?;
+    (len <= MAX_BODY).then_some(len)
+}
+
+/// The largest body `GET /bytes/N` serves.
+const MAX_BODY: usize = 16 << 20;
+/// The largest UDP datagram (fragmented datagrams are echoed whole).
+const MAX_DATAGRAM: usize = 65_535;
+
 fn serve_udp_echo(addr: SocketAddr, name: String) -> Result<(), String> {
     let socket = UdpSocket::bind(addr).map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
     eprintln!("{name}: udp echo listening on {addr}");
-    let mut buf = [0; 2048];
+    let mut buf = vec![0; MAX_DATAGRAM];
     loop {
         match socket.recv_from(&mut buf) {
             Ok((n, peer)) => {

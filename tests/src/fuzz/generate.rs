@@ -19,9 +19,10 @@ use super::{adapter::MAX_TABLE_LEN, rng::Rng};
 use crate::{
     model::{BROADCAST, BackendTarget, Mac, ServiceState, State},
     packet::{
-        Arp, CLIENT_IPV6, DIRECTOR_IP, INACTIVE_VIP, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN,
+        Arp, CLIENT_IPV6, DIRECTOR_IP, INACTIVE_VIP, IcmpError, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN,
         MULTICAST_MAC, OTHER_HOST_MAC, OTHER_IP, OUTER_VLAN_ID, ROUTER_IP, ROUTER_MAC, VIP,
-        VIP_IPV6, VLAN_ID, backend_mac, icmp_echo_request, ipv6_udp, with_fragment,
+        VIP_IPV6, VLAN_ID, backend_mac, icmp_echo_request, icmp_error, ipv6_udp, with_fragment,
+        with_ip_id,
     },
 };
 
@@ -124,6 +125,13 @@ const MAX_OPTION_WORDS: usize = 10;
 const NOP_OPTION: u8 = 0x01;
 /// A fragment offset in 8-byte units (1480 bytes: the second fragment at a 1500 MTU).
 const SECOND_FRAGMENT_UNITS: u16 = 185;
+/// IP ids of fragmented datagrams.
+const DATAGRAM_IDS: [u16; 3] = [0, 1, 0x1234];
+/// What an ICMP error quotes past the IP header: RFC 792's 8 bytes, or all there is.
+const QUOTED_RFC792: usize = 8;
+const QUOTED_WHOLE: usize = usize::MAX;
+/// The next-hop MTU a "fragmentation needed" names.
+const PATH_MTU: u16 = 1280;
 
 /// The fuzz world's interfaces, VIPs and services as a director starts with them.
 #[must_use]
@@ -446,10 +454,14 @@ fn valid_frame(rng: &mut Rng, kind: Kind, our_mac: Mac, state: &State) -> Vec<u8
         Kind::Fragment => {
             let frame = ipv4_parts(rng, our_mac, state).build();
             let (more, offset) = rng.pick(&[(true, 0), (false, SECOND_FRAGMENT_UNITS), (true, 1)]);
-            with_fragment(&frame, more, offset)
+            // A few datagram ids, so later fragments often meet a first one.
+            with_ip_id(
+                &with_fragment(&frame, more, offset),
+                rng.pick(&DATAGRAM_IDS),
+            )
         }
         Kind::ArpRequest | Kind::ArpReply => arp_frame(rng, kind, our_mac),
-        Kind::Icmp => icmp_echo_request(ROUTER_IP, rng.pick(&DESTINATIONS)),
+        Kind::Icmp => icmp_frame(rng, our_mac, state),
         Kind::Ipv6 => ipv6_udp(CLIENT_IPV6, FIRST_CLIENT_PORT, VIP_IPV6, TCP_PORT),
         Kind::RandomBytes => {
             let mut frame: Vec<u8> = (0..rng.below(MAX_RANDOM_LEN)).map(|_| rng.byte()).collect();
@@ -503,6 +515,39 @@ fn ipv4_frame(rng: &mut Rng, our_mac: Mac, state: &State) -> Vec<u8> {
         1 => frame.double_vlan(OUTER_VLAN_ID, VLAN_ID).build(),
         _ => frame.build(),
     }
+}
+
+/// An echo request to any destination, or an ICMP error about a TCP/UDP packet sent by a VIP
+/// (mostly a service's reply, so that it quotes a service flow), quoted whole or cut short.
+fn icmp_frame(rng: &mut Rng, our_mac: Mac, state: &State) -> Vec<u8> {
+    let mut frame = if rng.chance(1, 3) {
+        icmp_echo_request(ROUTER_IP, rng.pick(&DESTINATIONS))
+    } else {
+        // A client's packet reversed: what the real server sent to the client.
+        let request = ipv4_parts(rng, our_mac, state);
+        let flow = request.flow;
+        let reply = Ipv4Frame::new(Ipv4Flow {
+            saddr: flow.daddr,
+            daddr: flow.saddr,
+            sport: flow.dport,
+            dport: flow.sport,
+            ..flow
+        })
+        .payload(&request.payload)
+        .build();
+        let kind = rng.pick(&[
+            IcmpError::FragmentationNeeded {
+                next_hop_mtu: PATH_MTU,
+            },
+            IcmpError::PortUnreachable,
+            IcmpError::TimeExceeded,
+        ]);
+        let cut_short = rng.below(QUOTED_RFC792);
+        let quoted = rng.pick(&[QUOTED_RFC792, QUOTED_WHOLE, cut_short]);
+        icmp_error(kind, flow.daddr, &reply, quoted)
+    };
+    frame[0..6].copy_from_slice(&destination_mac(rng, our_mac));
+    frame
 }
 
 fn arp_frame(rng: &mut Rng, kind: Kind, our_mac: Mac) -> Vec<u8> {

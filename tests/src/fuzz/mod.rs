@@ -41,6 +41,8 @@ use crate::{
 
 /// The flow table never has fewer entries than this, nor more than the brief's 4M.
 const MIN_FLOW_TABLE: u32 = 1 << 16;
+/// Remembered fragmented datagrams at which the program is reloaded (see `flow_table_size`).
+const FRAGMENT_REFILL_AT: usize = lb_common::MAX_FRAGMENTED_DATAGRAMS as usize / 2;
 const MAX_FLOW_TABLE: u32 = 1 << 22;
 /// All counters are compared with what the model expects this often (and at the end).
 const COUNTER_CHECKPOINT_FRAMES: u64 = 1 << 16;
@@ -298,7 +300,10 @@ impl<'a> Runner<'a> {
                 self.model.state_changed(&previous, &self.state);
                 self.report.state_changes += 1;
             }
-            if self.model.flow_count() >= self.refill_at {
+            // FRAGMENTS is one LRU list: at half full nothing is evicted yet.
+            if self.model.flow_count() >= self.refill_at
+                || self.model.fragment_count() >= FRAGMENT_REFILL_AT
+            {
                 self.reload()?;
             }
             let input = self.source.next(&self.state);

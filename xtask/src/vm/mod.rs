@@ -27,7 +27,14 @@ use kernel::{KERNELS, Kernel};
 /// controller's against real maps, what loading each object allocates, and the map-change
 /// stress test (an emulated CPU stalls at any instruction when the host schedules its thread
 /// out, so a reader's window is far wider in a guest than on the host).
-const PROGRAM_TESTS: &[&str] = &["program", "program_arp", "controller", "objects", "stress"];
+const PROGRAM_TESTS: &[&str] = &[
+    "program",
+    "program_arp",
+    "program_icmp",
+    "controller",
+    "objects",
+    "stress",
+];
 /// The dataplane benchmark (tests/benches/dataplane.rs), run small in the guest so that its
 /// IPVS contender runs on a kernel that has IPVS.
 const BENCH: &str = "dataplane";

@@ -43,7 +43,7 @@ pub const KERNELS: &[Kernel] = &[
 /// The modules the guest loads (their dependencies come first, found in the modules'
 /// `.modinfo`): virtio NICs, veth, the bridge of the veth topology, IPVS with round robin (the
 /// scenarios) and Maglev hashing (the benchmark's IPVS row), and the nftables expressions of
-/// the benchmark's nftables row.
+/// the benchmark's nftables row, and 802.1Q VLAN devices (the `vlan` part's trunk).
 /// One the kernel has built in (`modules.builtin`: 6.12 builds virtio_pci in) is left out.
 pub const ROOT_MODULES: &[&str] = &[
     "virtio_pci",
@@ -55,6 +55,7 @@ pub const ROOT_MODULES: &[&str] = &[
     "nf_tables",
     "nft_hash",
     "nft_fwd_netdev",
+    "8021q",
 ];
 
 /// An unpacked kernel package.

@@ -1,5 +1,6 @@
 //! `cargo xtask vm-test [--kernel 6.1|6.12|all]`: the program tests and LVS-DR scenarios (veth,
-//! virtio-net, IPVS beside drlb) inside QEMU guests running Debian's kernels.
+//! virtio-net, IPVS beside drlb, a director on an 802.1Q trunk) inside QEMU guests running
+//! Debian's kernels.
 //!
 //! The host builds the binaries, fetches and unpacks each kernel package (cached under
 //! target/vm/), packs an initramfs per kernel, boots the kernels side by side and judges each
@@ -76,6 +77,7 @@ pub const PARTS: &[&str] = &[
     "virtio/ipvs",
     "virtio/drlb",
     "bench",
+    "vlan",
 ];
 
 /// Runs the guests for `kernels` (in parallel) and fails if any of them failed. `only`: one of

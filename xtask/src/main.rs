@@ -41,7 +41,7 @@ enum Task {
         /// Which kernel: 6.1 (Debian 12's), 6.12, or all.
         #[arg(long, default_value = "all")]
         kernel: String,
-        /// Run one part only: program, veth/ipvs, veth/drlb, virtio/ipvs or virtio/drlb.
+        /// Run one part only: program, veth/ipvs, veth/drlb, virtio/ipvs, virtio/drlb, bench or vlan.
         #[arg(long)]
         only: Option<String>,
     },

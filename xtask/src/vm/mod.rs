@@ -45,6 +45,8 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// Console lines shown when a guest fails.
 const TAIL_LINES: usize = 80;
 const RC_MARKER: &str = "VMTEST-RC=";
+/// Boots again after QEMU itself died of a signal (never after a guest's failure or timeout).
+const EMULATOR_RETRIES: u32 = 1;
 const CHECK_PREFIX: &str = "VMTEST-CHECK ";
 const ROW_PREFIX: &str = "VMTEST-ROW ";
 const BENCH_PREFIX: &str = "VMTEST-BENCH ";
@@ -183,19 +185,32 @@ fn run_guest(
 ) -> Result<(Kernel, Report)> {
     let started = Instant::now();
     let prefix = format!("[{}] ", kernel.label);
-    let console = qemu::boot(
-        vmlinuz,
-        initrd,
-        cmdline,
-        log,
-        GUEST_TIMEOUT,
-        &prefix,
-        |line| {
-            line.starts_with("VMTEST")
-                || line.starts_with("test result:")
-                || line.starts_with("== ")
-        },
-    )?;
+    let mut boots = 0;
+    let console = loop {
+        boots += 1;
+        let console = qemu::boot(
+            vmlinuz,
+            initrd,
+            cmdline,
+            log,
+            GUEST_TIMEOUT,
+            &prefix,
+            |line| {
+                line.starts_with("VMTEST")
+                    || line.starts_with("test result:")
+                    || line.starts_with("== ")
+            },
+        )?;
+        match &console.emulator_crashed {
+            Some(why) if boots <= EMULATOR_RETRIES => {
+                println!(
+                    "{prefix}QEMU itself crashed ({why}), not the guest: booting again ({boots} of \
+                     {EMULATOR_RETRIES} retries)"
+                );
+            }
+            _ => break console,
+        }
+    };
     let mut report = judge(&console.lines);
     report.expects_program_tests = expects_program_tests;
     report.timed_out = console.timed_out;

@@ -31,10 +31,12 @@ pub const GUEST_CPUS: u32 = 2;
 /// test in tests/tests/program.rs shows it).
 pub const GUEST_POSSIBLE_CPUS: u32 = 4;
 
-/// What a boot left: the console's lines, and whether QEMU had to be killed.
+/// What a boot left: the console's lines, whether QEMU had to be killed, and whether QEMU
+/// itself died of a signal (its own assertion, not the guest's doing).
 pub struct Console {
     pub lines: Vec<String>,
     pub timed_out: bool,
+    pub emulator_crashed: Option<String>,
 }
 
 /// Boots `vmlinuz` with `initrd` (and `cmdline` appended to the kernel's); console lines go to `log`, and those `show` picks are also
@@ -129,8 +131,27 @@ pub fn boot(
             break;
         }
     }
-    child.wait().context("waiting for QEMU")?;
-    Ok(Console { lines, timed_out })
+    let status = child.wait().context("waiting for QEMU")?;
+    // A guest powers off (QEMU exits 0) or is killed at its deadline; QEMU dying of a signal
+    // by itself is QEMU's failure (e.g. TCG's `iotlb_to_section` assertion, seen rarely with
+    // several vCPUs), reported with its last line.
+    let emulator_crashed = (!timed_out)
+        .then(|| std::os::unix::process::ExitStatusExt::signal(&status))
+        .flatten()
+        .map(|signal| {
+            let last = lines
+                .iter()
+                .rev()
+                .find(|l| l.starts_with("qemu-system"))
+                .cloned()
+                .unwrap_or_default();
+            format!("signal {signal}: {last}")
+        });
+    Ok(Console {
+        lines,
+        timed_out,
+        emulator_crashed,
+    })
 }
 
 fn forward_lines(from: impl std::io::Read, to: &mpsc::Sender<String>) {

@@ -19,6 +19,14 @@ pub fn drlb_in(ns: &Netns, state: &Path, args: &[&str]) -> Ran {
     ns.exec(&argv, COMMAND_TIMEOUT)
 }
 
+/// `drlb ARGS...` in `ns`, bounded, with no state directory added (e.g. `drlb realserver`).
+#[must_use]
+pub fn drlb_plain(ns: &Netns, args: &[&str]) -> Ran {
+    let mut argv: Vec<OsString> = vec![crate::drlb_binary().into_os_string()];
+    argv.extend(args.iter().map(OsString::from));
+    ns.exec(&argv, COMMAND_TIMEOUT)
+}
+
 /// `drlb stats --json --state-dir STATE` in `ns`, parsed.
 #[must_use]
 pub fn stats_in(ns: &Netns, state: &Path) -> serde_json::Value {

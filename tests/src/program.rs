@@ -3,7 +3,10 @@
 
 use std::net::Ipv4Addr;
 
-use aya::Ebpf;
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions},
+};
 use lb_common::{VIP_FLAG_ACTIVE, Vip, ipv4_mapped};
 use lb_userspace::dataplane::{
     Dataplane,
@@ -11,6 +14,26 @@ use lb_userspace::dataplane::{
 };
 
 use crate::packet::DIRECTOR_MAC;
+
+/// Room in a test run's output buffer beyond the input frame: a program that wrongly grew the
+/// frame shows up as a wrong output instead of an ENOSPC from the kernel.
+const OUTPUT_SLACK: usize = 256;
+
+/// Runs `frame` through drlb's program in `ebpf` once: (XDP return value, output frame).
+#[must_use]
+pub fn run_frame(ebpf: &mut Ebpf, frame: &[u8]) -> (u32, Vec<u8>) {
+    let program = loader::program(ebpf).expect("the XDP program");
+    let mut output = vec![0; frame.len() + OUTPUT_SLACK];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut output),
+            ..TestRunOptions::new()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {} bytes: {e:?}", frame.len()));
+    output.truncate(usize::try_from(result.data_size_out).expect("fits"));
+    (result.return_value, output)
+}
 
 /// The ifindex BPF_PROG_TEST_RUN reports as ingress without `ctx_in`: loopback.
 pub const TEST_RUN_IFINDEX: u32 = 1;

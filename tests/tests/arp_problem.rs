@@ -14,8 +14,9 @@ use std::{os::unix::fs::MetadataExt as _, path::Path, time::Duration};
 
 use serde_json::Value;
 use tests::{
+    drlb::drlb_plain,
     extra::plug_host,
-    netns::{Netns, Ran, Scratch, poll_until, wait_for},
+    netns::{Netns, Scratch, poll_until, wait_for},
     require_root,
     testbed::{HTTP_PORT, Host, IFNAME, TestServer, Testbed, VIP, arping_reply_macs, vip_url},
 };
@@ -36,13 +37,6 @@ fn testbed() -> Testbed {
     Testbed::new(TestServer::binary(env!("CARGO_BIN_EXE_drlb-testsrv")))
 }
 
-/// `drlb ARGS...` in `ns` (no state directory added).
-fn drlb(ns: &Netns, args: &[&str]) -> Ran {
-    let mut argv = vec![tests::drlb_binary().display().to_string()];
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
-    ns.exec(&argv, Duration::from_secs(15))
-}
-
 /// The MACs that answer `arping` for the VIP from the client (2 requests).
 fn vip_answerers(bed: &Testbed) -> Vec<String> {
     let mut macs = arping_reply_macs(&bed.arping_vip(2).stdout);
@@ -53,7 +47,7 @@ fn vip_answerers(bed: &Testbed) -> Vec<String> {
 
 /// `drlb realserver check` on `host`: (passed, output).
 fn check(host: &Host) -> (bool, String) {
-    let ran = drlb(&host.ns, &["realserver", "check", "--vip", VIP]);
+    let ran = drlb_plain(&host.ns, &["realserver", "check", "--vip", VIP]);
     (ran.success(), format!("{}{}", ran.stdout, ran.stderr))
 }
 
@@ -116,10 +110,10 @@ fn realserver_setup_makes_a_fresh_host_a_working_real_server_and_check_agrees_wi
         "--state-dir",
         &record_arg,
     ];
-    let first = drlb(&rs4.ns, &setup).expect_success();
+    let first = drlb_plain(&rs4.ns, &setup).expect_success();
     assert!(first.contains(&format!("{VIP}/32 added to lo")), "{first}");
     assert_persisted(&root);
-    let again = drlb(&rs4.ns, &setup).expect_success();
+    let again = drlb_plain(&rs4.ns, &setup).expect_success();
     assert!(
         again.contains(&format!("{VIP}/32 on lo already")),
         "setup is idempotent: {again}"
@@ -197,7 +191,7 @@ fn realserver_setup_makes_a_fresh_host_a_working_real_server_and_check_agrees_wi
         "--state-dir",
         &record_arg,
     ];
-    let undone = drlb(&rs4.ns, &teardown).expect_success();
+    let undone = drlb_plain(&rs4.ns, &teardown).expect_success();
     assert!(
         undone.contains(&format!("{VIP}/32 removed from lo")),
         "{undone}"
@@ -361,7 +355,7 @@ fn a_real_server_answering_arp_for_the_vip_is_reported_by_the_director_and_named
     // The fix doctor gives works.
     let record = bed.scratch.subdir("rs2-state", 0o755);
     let rs2 = &bed.real_servers[1];
-    let fixed = drlb(
+    let fixed = drlb_plain(
         &rs2.ns,
         &[
             "realserver",
@@ -474,7 +468,7 @@ fn after_a_reboot_teardown_restores_the_settings_from_before_setup_and_the_unit_
     let root = scratch.subdir("root", 0o755);
     let run_before = scratch.subdir("run-before-reboot", 0o755);
     let arg = |p: &Path| p.display().to_string();
-    let set_up = drlb(
+    let set_up = drlb_plain(
         &ns,
         &[
             "realserver",
@@ -511,7 +505,7 @@ fn after_a_reboot_teardown_restores_the_settings_from_before_setup_and_the_unit_
         "{booted}"
     );
 
-    let undone = drlb(
+    let undone = drlb_plain(
         &ns,
         &[
             "realserver",

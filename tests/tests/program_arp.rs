@@ -14,15 +14,12 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use aya::{
-    Ebpf,
-    programs::{TestRun, TestRunOptions},
-};
+use aya::Ebpf;
 use lb_common::{Verdict, conflict::MAX_ARP_CONFLICTS};
 use lb_userspace::{
     config::Config,
     daemon::conflict::{ConflictMap, Seen},
-    dataplane::loader::{self, MapSizes},
+    dataplane::loader::MapSizes,
     director::Controller,
     net::netlink::InterfaceInfo,
 };
@@ -96,17 +93,7 @@ impl Bed {
 
     /// (XDP action, output frame).
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let program = loader::program(&mut self.ebpf).expect("the XDP program");
-        let mut output = vec![0; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut output),
-                ..TestRunOptions::new()
-            })
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e:?}"));
-        output.truncate(usize::try_from(result.data_size_out).expect("fits"));
-        (result.return_value, output)
+        tests::program::run_frame(&mut self.ebpf, frame)
     }
 
     fn verdicts(&self) -> BTreeMap<&'static str, u64> {

@@ -6,16 +6,13 @@
 
 use std::net::Ipv4Addr;
 
-use aya::{
-    Ebpf,
-    programs::{TestRun, TestRunOptions},
-};
+use aya::Ebpf;
 use lb_common::{
     Backend, Counter, Event, SERVICE_FLAG_STANDBY, ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE,
     VIP_FLAG_LOCAL, Verdict, Vip, ipv4_mapped,
 };
 use lb_userspace::{
-    dataplane::loader::{self, MapSizes},
+    dataplane::loader::MapSizes,
     dataplane::{Dataplane, TableLayout},
     maglev::{self, WeightedBackend},
 };
@@ -114,17 +111,8 @@ impl Director {
     }
 
     fn run(&mut self, frame: &[u8]) -> (XdpAction, Vec<u8>) {
-        let program = loader::program(&mut self.ebpf).expect("the XDP program");
-        let mut output = vec![0; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut output),
-                ..TestRunOptions::new()
-            })
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {} bytes: {e:?}", frame.len()));
-        output.truncate(usize::try_from(result.data_size_out).expect("fits"));
-        let action = XdpAction::from_return_value(result.return_value).expect("an XDP action");
+        let (action, output) = tests::program::run_frame(&mut self.ebpf, frame);
+        let action = XdpAction::from_return_value(action).expect("an XDP action");
         (action, output)
     }
 

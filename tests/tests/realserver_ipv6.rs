@@ -12,7 +12,8 @@
 use std::time::Duration;
 
 use tests::{
-    netns::{Netns, Ran, Scratch, Switch},
+    drlb::drlb_plain,
+    netns::{Netns, Scratch, Switch},
     require_root,
 };
 
@@ -30,13 +31,6 @@ const SERVER_V4: &str = "198.18.6.11/24";
 const NDISC_TRIES: &str = "2";
 const NDISC_WAIT_MS: &str = "500";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// `drlb ARGS...` in `ns`.
-fn drlb(ns: &Netns, args: &[&str]) -> Ran {
-    let mut argv = vec![tests::drlb_binary().display().to_string()];
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
-    ns.exec(&argv, COMMAND_TIMEOUT)
-}
 
 /// A namespace with IPv6 on (`Netns::create` turns it off) plugged into `switch`.
 fn ipv6_host(switch: &Switch, role: &str, mac: &str, v4: &str, v6: &str) -> Netns {
@@ -94,7 +88,7 @@ fn an_ipv6_vip_on_lo_is_never_advertised_and_check_names_a_proxy_entry_that_woul
         Some(SERVER_MAC),
         "the server answers neighbour solicitations for its own address"
     );
-    let before = drlb(&server, &["realserver", "check", "--vip", VIP]);
+    let before = drlb_plain(&server, &["realserver", "check", "--vip", VIP]);
     assert!(
         !before.success(),
         "check passes before setup: {}",
@@ -107,7 +101,7 @@ fn an_ipv6_vip_on_lo_is_never_advertised_and_check_names_a_proxy_entry_that_woul
     );
 
     let arp_before = server.sysctl_value("net.ipv4.conf.all.arp_ignore");
-    let setup = drlb(
+    let setup = drlb_plain(
         &server,
         &[
             "realserver",
@@ -131,7 +125,7 @@ fn an_ipv6_vip_on_lo_is_never_advertised_and_check_names_a_proxy_entry_that_woul
         arp_before,
         "an IPv6-only setup leaves the ARP sysctls alone"
     );
-    let check = drlb(&server, &["realserver", "check", "--vip", VIP]);
+    let check = drlb_plain(&server, &["realserver", "check", "--vip", VIP]);
     assert!(check.success(), "check after setup: {}", check.describe());
     assert_eq!(
         neighbour_answer(&client, VIP),
@@ -142,7 +136,7 @@ fn an_ipv6_vip_on_lo_is_never_advertised_and_check_names_a_proxy_entry_that_woul
     // A proxy entry for the VIP (which, with forwarding and proxy_ndp on, asks the kernel to
     // answer for it): check names it with its fix.
     server.ip(&["-6", "neigh", "add", "proxy", VIP, "dev", IFNAME]);
-    let proxied = drlb(&server, &["realserver", "check", "--vip", VIP]);
+    let proxied = drlb_plain(&server, &["realserver", "check", "--vip", VIP]);
     assert!(
         !proxied.success(),
         "check passes with a proxy entry: {}",
@@ -157,7 +151,7 @@ fn an_ipv6_vip_on_lo_is_never_advertised_and_check_names_a_proxy_entry_that_woul
     );
     server.ip(&["-6", "neigh", "del", "proxy", VIP, "dev", IFNAME]);
 
-    let teardown = drlb(
+    let teardown = drlb_plain(
         &server,
         &[
             "realserver",

@@ -107,14 +107,21 @@ impl Netlink {
         Ok(Self { handle })
     }
 
-    pub async fn interface(&self, name: &str) -> Result<InterfaceInfo> {
-        let link = self
-            .handle
+    /// The link named `name` in this namespace, if there is one.
+    async fn link_named(&self, name: &str) -> Result<Option<LinkMessage>> {
+        self.handle
             .link()
             .get()
             .match_name(name.to_owned())
             .execute()
             .try_next()
+            .await
+            .with_context(|| format!("looking up interface {name} failed"))
+    }
+
+    pub async fn interface(&self, name: &str) -> Result<InterfaceInfo> {
+        let link = self
+            .link_named(name)
             .await
             .ok()
             .flatten()
@@ -271,14 +278,8 @@ impl Netlink {
     /// The index of the interface `name` of this namespace.
     pub async fn link_index(&self, name: &str) -> Result<u32> {
         let link = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_owned())
-            .execute()
-            .try_next()
-            .await
-            .with_context(|| format!("looking up interface {name} failed"))?
+            .link_named(name)
+            .await?
             .with_context(|| format!("no interface {name} in this network namespace"))?;
         Ok(link.header.index)
     }

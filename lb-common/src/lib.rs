@@ -73,7 +73,10 @@ pub const PROGRAM_VARIANT_GLOBAL: &str = "PROGRAM_VARIANT";
 /// IP protocol numbers the director balances.
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+/// ICMP, whose echo requests to a VIP the program answers and whose errors about a service
+/// flow it relays to the flow's backend (and ICMPv6, which also carries neighbour discovery).
 pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Datagrams whose first fragment's backend the `FRAGMENTS` LRU map remembers (all CPUs share
 /// it: a datagram's fragments may arrive on several). Fragments of one datagram arrive within
@@ -104,6 +107,8 @@ pub mod map_names {
     pub const VERDICT_COUNTERS: &str = "VERDICT_COUNTERS";
     pub const EVENT_COUNTERS: &str = "EVENT_COUNTERS";
     pub const FRAGMENTS: &str = "FRAGMENTS";
+    pub const FLOWS6: &str = "FLOWS6";
+    pub const FRAGMENTS6: &str = "FRAGMENTS6";
 }
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "drlb";
@@ -113,6 +118,9 @@ pub const PASS_PROGRAM_NAME: &str = "drlb_pass";
 /// An IP address as 16 bytes: IPv6 as is, IPv4 as an IPv4-mapped IPv6 address
 /// (`::ffff:a.b.c.d`), so one key type serves both families. Network byte order.
 pub type Addr = [u8; 16];
+
+/// Bytes before the IPv4 address in its IPv4-mapped form.
+pub const IPV4_MAPPED_PREFIX_LEN: usize = 12;
 
 /// The IPv4-mapped form of an IPv4 address given as its four network-order bytes.
 #[inline(always)]
@@ -323,6 +331,20 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
+/// Key of the `FLOWS6` LRU map: an IPv6 5-tuple as on the wire. IPv6 flows have a map of their
+/// own so that IPv4's key stays 16 bytes (the key is hashed and compared on every hit); the
+/// value is the same [`FlowEntry`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey6 {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
 /// Value of the `FLOWS` map: the backend a flow was given. 8-aligned and read by the program
 /// as one word, so a flow entry the kernel recycles under a reader is seen whole or not at all.
 #[repr(C, align(8))]
@@ -355,6 +377,16 @@ pub struct FragmentKey {
     pub _pad: u8,
 }
 
+/// Key of the `FRAGMENTS6` LRU map: what identifies an IPv6 datagram's fragments (RFC 8200:
+/// source, destination and the Fragment header's 32-bit identification), as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FragmentKey6 {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub id_be: [u8; 4],
+}
+
 /// VIP flags, one `u32` of `VIP_STATES` (indexed by the VIP's id, the value of `VIPS`).
 /// [`VIP_FLAG_ACTIVE`]: the program answers ARP for the VIP. Cleared on a standby director,
 /// whose services carry [`SERVICE_FLAG_STANDBY`] at the same time so it forwards nothing either.
@@ -379,6 +411,30 @@ const _: () = assert!(VIP_FILTER_WORDS * 64 == 1 << VIP_FILTER_BITS_LOG2);
 #[must_use]
 pub const fn vip_filter_bit(addr: [u8; 4]) -> u32 {
     u32::from_be_bytes(addr).wrapping_mul(0x9e37_79b1) >> (32 - VIP_FILTER_BITS_LOG2)
+}
+
+/// The `VIP_FILTER` bit of an IPv6 address (as on the wire): its four words folded into one,
+/// then hashed as an IPv4 address is.
+#[inline(always)]
+#[must_use]
+pub const fn vip_filter_bit_v6(addr: [u8; 16]) -> u32 {
+    let [a, b, c, d] = hash::ipv6_words(addr);
+    vip_filter_bit((a ^ b ^ c ^ d).to_be_bytes())
+}
+
+/// The `VIP_FILTER` bit of a VIP in either family ([`Addr`]: IPv4 mapped), as the program
+/// computes it for the packet's family.
+#[must_use]
+pub const fn vip_filter_bit_of(addr: Addr) -> u32 {
+    let mapped = ipv4_mapped([0; 4]);
+    let mut i = 0;
+    while i < IPV4_MAPPED_PREFIX_LEN {
+        if addr[i] != mapped[i] {
+            return vip_filter_bit_v6(addr);
+        }
+        i += 1;
+    }
+    vip_filter_bit([addr[12], addr[13], addr[14], addr[15]])
 }
 
 /// Userspace's view of a `VIP_STATES` word.
@@ -452,6 +508,8 @@ const _: () = assert!(core::mem::size_of::<EgressSlot>() == 12);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<FragmentKey>() == 12);
+const _: () = assert!(core::mem::size_of::<FlowKey6>() == 40);
+const _: () = assert!(core::mem::size_of::<FragmentKey6>() == 36);
 const _: () = assert!(core::mem::align_of::<FlowEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<Interface>() == 16);
 const _: () = assert!(DEFAULT_INTERFACE_SLOTS.is_power_of_two());
@@ -474,6 +532,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::FragmentKey {}
+    unsafe impl aya::Pod for super::FlowKey6 {}
+    unsafe impl aya::Pod for super::FragmentKey6 {}
     unsafe impl aya::Pod for super::Interface {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::ForwardCounter {}
@@ -488,6 +548,15 @@ mod tests {
         let a = ipv4_mapped([198, 18, 0, 100]);
         assert_eq!(&a[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
         assert_eq!(&a[12..], &[198, 18, 0, 100]);
+    }
+
+    #[test]
+    fn vip_filter_bit_of_follows_the_family() {
+        let v4 = [198, 18, 0, 100];
+        assert_eq!(vip_filter_bit_of(ipv4_mapped(v4)), vip_filter_bit(v4));
+        let v6 = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00];
+        assert_eq!(vip_filter_bit_of(v6), vip_filter_bit_v6(v6));
+        assert!(vip_filter_bit_v6(v6) < VIP_FILTER_WORDS * 64);
     }
 
     #[test]

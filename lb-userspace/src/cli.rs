@@ -1,10 +1,6 @@
 //! The `drlb` command line.
 
-use std::{
-    io::IsTerminal as _,
-    net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
-};
+use std::{io::IsTerminal as _, net::IpAddr, path::PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -325,8 +321,9 @@ enum BackendCommand {
     Add {
         #[command(flatten)]
         target: Target,
+        /// IPv4 or IPv6 (`2001:db8::11`), of the service VIP's family.
         #[arg(long, short)]
-        address: Ipv4Addr,
+        address: IpAddr,
         #[arg(long, short, default_value_t = 1)]
         weight: u32,
         /// The backend's MAC, instead of the neighbour table's.
@@ -340,15 +337,17 @@ enum BackendCommand {
     Remove {
         #[command(flatten)]
         target: Target,
+        /// IPv4 or IPv6 (`2001:db8::11`), of the service VIP's family.
         #[arg(long, short)]
-        address: Ipv4Addr,
+        address: IpAddr,
     },
     /// Change a backend's weight; 0 drains it (no new flows, established ones continue).
     SetWeight {
         #[command(flatten)]
         target: Target,
+        /// IPv4 or IPv6 (`2001:db8::11`), of the service VIP's family.
         #[arg(long, short)]
-        address: Ipv4Addr,
+        address: IpAddr,
         #[arg(long, short)]
         weight: u32,
     },

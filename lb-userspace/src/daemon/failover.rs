@@ -26,7 +26,7 @@
 
 use std::{
     fs, io,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -137,7 +137,7 @@ pub struct Announcer {
 impl Announcer {
     /// Announces `vips` on each of `interfaces` (ifindex, MAC): the program answers ARP for
     /// them on every interface it runs on.
-    pub fn start(&mut self, interfaces: Vec<(u32, [u8; 6])>, vips: Vec<Ipv4Addr>) {
+    pub fn start(&mut self, interfaces: Vec<(u32, [u8; 6])>, vips: Vec<IpAddr>) {
         self.stop();
         self.task = Some(tokio::spawn(async move {
             let socket = match ArpSocket::sender(0) {

@@ -1,7 +1,7 @@
 //! The steps of `drlb run` before it serves: attaching the program (with the veth peers' needs),
 //! forwarding the program's log, resolving backends' MACs, announcing the VIPs.
 
-use std::{net::Ipv4Addr, time::Instant};
+use std::{net::IpAddr, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 use tracing::{info, warn};
@@ -179,7 +179,7 @@ pub fn start_ebpf_logger(ebpf: &mut aya::Ebpf) {
 pub async fn resolve(
     netlink: &Netlink,
     ifindexes: &[u32],
-    wanted: &[(u32, Ipv4Addr)],
+    wanted: &[(u32, IpAddr)],
 ) -> Result<NeighbourMacs> {
     for &(ifindex, addr) in wanted {
         netlink.keep_resolved(ifindex, addr).await?;

@@ -55,7 +55,7 @@ pub struct StatsReport {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VipStats {
-    pub vip: std::net::Ipv4Addr,
+    pub vip: std::net::IpAddr,
     /// ARP answered and services forwarded.
     pub active: bool,
     /// An address of one of the director's interfaces (other traffic to it goes to the stack).
@@ -299,8 +299,12 @@ impl StatsReport {
         for s in &self.services {
             let _ = writeln!(
                 out,
-                "\nservice {} {}:{} ({})  {} packets  {} bytes",
-                s.protocol, s.vip, s.port, s.scheduler, s.packets, s.bytes
+                "\nservice {} {} ({})  {} packets  {} bytes",
+                s.protocol,
+                with_port(&s.vip, s.port),
+                s.scheduler,
+                s.packets,
+                s.bytes
             );
             let _ = writeln!(
                 out,
@@ -339,4 +343,13 @@ impl StatsReport {
         }
         out + &super::conflicts::render(&self.arp_conflicts)
     }
+}
+/// `address:port` as ipvsadm and `SocketAddr` write it: an IPv6 address in brackets
+/// (`[2001:2::100]:80`), so the port cannot be read as part of it.
+#[must_use]
+pub fn with_port(address: &str, port: u16) -> String {
+    address.parse::<std::net::IpAddr>().map_or_else(
+        |_| format!("{address}:{port}"),
+        |ip| std::net::SocketAddr::new(ip, port).to_string(),
+    )
 }

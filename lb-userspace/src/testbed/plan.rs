@@ -219,10 +219,14 @@ impl Plan {
             Some(config) => config
                 .services
                 .iter()
-                .map(|s| Service {
-                    vip: s.vip,
-                    port: s.port,
-                    protocol: s.protocol,
+                // The testbed's plan is IPv4 (helper v6e2e adds IPv6).
+                .filter_map(|s| match s.vip {
+                    std::net::IpAddr::V4(vip) => Some(Service {
+                        vip,
+                        port: s.port,
+                        protocol: s.protocol,
+                    }),
+                    std::net::IpAddr::V6(_) => None,
                 })
                 .collect(),
             None => vec![

@@ -87,6 +87,7 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
         ifindex: TEST_RUN_IFINDEX,
         mac: DIRECTOR_MAC,
         ipv4: vec![(DIRECTOR_IP, DIRECTOR_PREFIX_LEN)],
+        ipv6: Vec::new(),
         kind: None,
         veth_peer: None,
         vlan: None,

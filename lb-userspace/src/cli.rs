@@ -283,7 +283,7 @@ enum RealserverCommand {
 
 #[derive(Args)]
 struct Target {
-    /// The service, as PROTOCOL/VIP:PORT (e.g. tcp/198.18.0.100:8080).
+    /// The service, as PROTOCOL/VIP:PORT (e.g. tcp/198.18.0.100:8080, tcp/[2001:db8::100]:8080).
     #[arg(long, short)]
     service: ServiceId,
     #[arg(long, default_value = DEFAULT_STATE_DIR)]

@@ -304,10 +304,10 @@ impl<'a> Server<'a> {
         false
     }
 
-    /// An IPv4 address was added or removed: the director's addresses are read again and the
-    /// VIPs among them become local (with `active_when = "vip-assigned"`: active), the others
-    /// not. VIPs that became active are announced (keepalived announces the addresses it adds
-    /// too; drlb's announcement comes once forwarding is on, and costs nothing).
+    /// An address (IPv4 or IPv6) was added or removed: the director's addresses are read again
+    /// and the VIPs among them become local (with `active_when = "vip-assigned"`: active), the
+    /// others not. VIPs that became active are announced (keepalived announces the addresses it
+    /// adds too; drlb's announcement comes once forwarding is on, and costs nothing).
     async fn on_addresses(&mut self) -> Changed {
         let ifindexes: Vec<u32> = self
             .director
@@ -336,8 +336,8 @@ impl<'a> Server<'a> {
         false
     }
 
-    /// Gratuitous ARP for `vips` on every interface: a burst, then a repeat. None with
-    /// `arp = false` (routed VIPs).
+    /// Gratuitous ARP (unsolicited NA for IPv6) for `vips` on every interface: a burst, then a
+    /// repeat. None with `arp = false` (routed VIPs).
     fn announce(&mut self, vips: Vec<IpAddr>) {
         if !self.director.config().director.arp {
             return;

@@ -41,8 +41,9 @@ pub struct Controller {
     /// Answers ARP for the VIPs and forwards (else a standby: neither; see `set_active`), with
     /// `active_when = "always"`.
     active: bool,
-    /// The addresses (IPv4 and IPv6) of the director's interfaces (`set_local`): VIPs among them are
-    /// local (`VIP_FLAG_LOCAL`), and with `active_when = "vip-assigned"` the active ones.
+    /// The addresses (IPv4 and IPv6) of the director's interfaces (`set_local`): VIPs among
+    /// them are local (`VIP_FLAG_LOCAL`), and with `active_when = "vip-assigned"` the active
+    /// ones.
     local: BTreeSet<IpAddr>,
     /// Tables of services already published are built and published later
     /// ([`Controller::defer_publishes`]), not by the change.
@@ -478,7 +479,7 @@ impl Controller {
         }])
     }
 
-    /// Takes the IPv4 addresses of the director's interfaces (at start-up and on every change
+    /// Takes the addresses (IPv4 and IPv6) of the director's interfaces (at start-up and on every change
     /// the kernel reports): VIPs among them are local; with `active_when = "vip-assigned"`,
     /// the director becomes active for the VIPs that appeared and standby for those that
     /// went. Returns one line per VIP that changed and the VIPs that became active.

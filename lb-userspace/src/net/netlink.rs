@@ -447,3 +447,35 @@ impl AddressEvents {
         Some(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Validation and egress see IPv4 and global IPv6 prefixes; link-local ones are on every
+    /// interface and reach nothing in particular.
+    #[test]
+    fn interface_addresses_leave_link_local_prefixes_out() {
+        let interface = InterfaceInfo {
+            name: "eth0".into(),
+            ifindex: 2,
+            mac: [2, 0, 0, 0, 0, 2],
+            ipv4: vec![("198.18.0.2".parse().unwrap(), 24)],
+            ipv6: vec![
+                ("fe80::2".parse().unwrap(), 64),
+                ("2001:2::2".parse().unwrap(), 64),
+            ],
+            kind: None,
+            veth_peer: None,
+            vlan: None,
+        };
+        let addresses = interface.addresses().addresses;
+        assert_eq!(
+            addresses,
+            [
+                ("198.18.0.2".parse().unwrap(), 24),
+                ("2001:2::2".parse().unwrap(), 64)
+            ]
+        );
+    }
+}

@@ -344,6 +344,7 @@ impl StatsReport {
         out + &super::conflicts::render(&self.arp_conflicts)
     }
 }
+
 /// `address:port` as ipvsadm and `SocketAddr` write it: an IPv6 address in brackets
 /// (`[2001:2::100]:80`), so the port cannot be read as part of it.
 #[must_use]
@@ -352,4 +353,16 @@ pub fn with_port(address: &str, port: u16) -> String {
         |_| format!("{address}:{port}"),
         |ip| std::net::SocketAddr::new(ip, port).to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_port;
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_before_their_port() {
+        assert_eq!(with_port("198.18.0.100", 80), "198.18.0.100:80");
+        assert_eq!(with_port("2001:2::100", 80), "[2001:2::100]:80");
+        assert_eq!(with_port("not an address", 80), "not an address:80");
+    }
 }

@@ -306,15 +306,23 @@ impl StatsReport {
                 s.packets,
                 s.bytes
             );
+            // Wide enough for the longest address (IPv6 ones may be long).
+            let width = s
+                .backends
+                .iter()
+                .map(|b| b.address.len())
+                .max()
+                .unwrap_or(0)
+                .max(BACKEND_COLUMN);
             let _ = writeln!(
                 out,
-                "  {:<16} {:<9} {:>6} {:<18} {:<8} {:<9} {:>12} {:>14}",
+                "  {:<width$} {:<9} {:>6} {:<18} {:<8} {:<9} {:>12} {:>14}",
                 "backend", "via", "weight", "mac", "state", "health", "packets", "bytes"
             );
             for b in &s.backends {
                 let _ = writeln!(
                     out,
-                    "  {:<16} {:<9} {:>6} {:<18} {:<8} {:<9} {:>12} {:>14}",
+                    "  {:<width$} {:<9} {:>6} {:<18} {:<8} {:<9} {:>12} {:>14}",
                     b.address,
                     b.interface,
                     b.weight,
@@ -344,6 +352,9 @@ impl StatsReport {
         out + &super::conflicts::render(&self.arp_conflicts)
     }
 }
+
+/// The backend column's least width in `drlb stats` (an IPv4 address and a space).
+const BACKEND_COLUMN: usize = 16;
 
 /// `address:port` as ipvsadm and `SocketAddr` write it: an IPv6 address in brackets
 /// (`[2001:2::100]:80`), so the port cannot be read as part of it.

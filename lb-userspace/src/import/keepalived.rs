@@ -66,7 +66,9 @@ pub fn read(nodes: &[Node], diagnostics: &mut Vec<Diagnostic>) -> Lvs {
 }
 
 /// The addresses (IPv4 and IPv6) of a vrrp_instance's `virtual_ipaddress` block
-/// (`ADDR[/LEN] [dev X]...`).
+/// (`ADDR[/LEN] [dev X]...`), and of its `virtual_ipaddress_excluded` block: a dual-stack
+/// instance lists one family there (keepalived refuses both in one block), and adds and removes
+/// those addresses with its state all the same.
 fn vrrp_addresses(instance: &Node) -> Vec<(IpAddr, String)> {
     let name = format!(
         "vrrp_instance {} ({})",
@@ -76,7 +78,12 @@ fn vrrp_addresses(instance: &Node) -> Vec<(IpAddr, String)> {
     instance
         .children()
         .iter()
-        .filter(|c| c.keyword == "virtual_ipaddress" && c.condition.is_none())
+        .filter(|c| {
+            matches!(
+                c.keyword.as_str(),
+                "virtual_ipaddress" | "virtual_ipaddress_excluded"
+            ) && c.condition.is_none()
+        })
         .flat_map(Node::children)
         .filter(|entry| entry.condition.is_none())
         .filter_map(|entry| {

@@ -424,6 +424,23 @@ fn fwmark_and_sctp_services_are_left_out() {
     assert_eq!(lines, [1, 6], "{}", messages(&outcome));
 }
 
+/// keepalived keeps one family per `virtual_ipaddress` block: a dual-stack instance lists the
+/// other in `virtual_ipaddress_excluded`, which it adds and removes alike.
+#[test]
+fn a_dual_stack_vrrp_instance_holds_both_vips() {
+    let text = "vrrp_instance VI_1 {\n interface eth0\n virtual_ipaddress {\n  198.18.0.100/32 dev eth0\n }\n virtual_ipaddress_excluded {\n  2001:2::100/128 dev eth0\n }\n}\nvirtual_server 198.18.0.100 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.0.11 80 {\n }\n}\nvirtual_server 2001:2::100 80 {\n lb_kind DR\n protocol TCP\n real_server 2001:2::11 80 {\n }\n}\n";
+    let (config, outcome) = import(text);
+    assert_eq!(config.services.len(), 2, "{}", outcome.config);
+    assert_eq!(
+        config.director.active_when,
+        crate::config::ActiveWhen::VipAssigned,
+        "{}",
+        outcome.config
+    );
+    let m = messages(&outcome);
+    assert!(!m.contains("is in no vrrp_instance"), "{m}");
+}
+
 #[test]
 fn ipv6_virtual_and_real_servers_translate() {
     let text = "vrrp_instance VI_6 {\n virtual_ipaddress {\n  2001:2::100/64 dev eth0\n }\n}\nvirtual_server 2001:2::100 80 {\n lb_kind DR\n protocol TCP\n real_server 2001:2::11 80 {\n  weight 2\n }\n real_server 2001:2::12 80 {\n }\n real_server 198.18.0.13 80 {\n }\n}\n";

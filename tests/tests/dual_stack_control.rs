@@ -4,8 +4,9 @@
 //! moves to the director's MAC), resolves the IPv6 backend's MAC through a managed neighbour
 //! entry, health-checks it at `[address]:port`, keeps the VIP as a `/128` route in the
 //! announce table, lists it as ipvsadm does, takes run-time changes written
-//! `tcp/[2001:2::100]:80` (and refuses a backend of the other family, changing nothing), and
-//! withdraws the route when it stops. Forwarding IPv6 is the data plane's (tests of helper
+//! `tcp/[2001:2::100]:80` (and refuses a backend of the other family, changing nothing),
+//! follows IPv6 address events (the VIP on the director is local), and withdraws the route
+//! when it stops. Forwarding IPv6 is the data plane's (tests of helper
 //! v6e2e).
 //!
 //! ```text
@@ -216,6 +217,25 @@ fn an_ipv6_service_is_announced_resolved_checked_routed_listed_and_changed() {
     assert!(backend(&stats, VIP6, RS6_SECOND).is_some(), "{stats}");
     assert!(backend(&stats, VIP6, RS4).is_none(), "{stats}");
     assert!(backend(&stats, VIP6, RS6).is_some(), "{stats}");
+
+    // The IPv6 VIP added to the director (as keepalived would): an address event makes it
+    // local (VIP_FLAG_LOCAL), its removal not.
+    let vip_local = |stats: &serde_json::Value| {
+        stats["vips"]
+            .as_array()
+            .and_then(|vips| vips.iter().find(|v| v["vip"] == VIP6))
+            .and_then(|v| v["local"].as_bool())
+    };
+    assert_eq!(vip_local(&stats), Some(false), "{stats}");
+    let vip6_host = format!("{VIP6}/128");
+    director.ip(&["addr", "add", &vip6_host, "dev", IFNAME, "nodad"]);
+    wait_for("the IPv6 VIP local after its address event", SETTLE, || {
+        (vip_local(&stats_in(&director, &state)) == Some(true)).then_some(())
+    });
+    director.ip(&["addr", "del", &vip6_host, "dev", IFNAME]);
+    wait_for("the IPv6 VIP no longer local", SETTLE, || {
+        (vip_local(&stats_in(&director, &state)) == Some(false)).then_some(())
+    });
 
     // Stopped: the routes go.
     drlb.stop(libc::SIGTERM, STOP_TIMEOUT);

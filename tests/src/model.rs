@@ -187,7 +187,7 @@ impl XdpAction {
     #[must_use]
     pub const fn of(verdict: Verdict) -> Self {
         match verdict {
-            Verdict::Tx | Verdict::ArpReply | Verdict::EchoReply => Self::Tx,
+            Verdict::Tx | Verdict::ArpReply | Verdict::EchoReply | Verdict::NdpReply => Self::Tx,
             Verdict::Redirect => Self::Redirect,
             Verdict::Pass => Self::Pass,
             Verdict::DropMalformed
@@ -197,7 +197,8 @@ impl XdpAction {
             | Verdict::DropStandby
             | Verdict::DropNoService
             | Verdict::DropArpStandby
-            | Verdict::DropFragmentOrphan => Self::Drop,
+            | Verdict::DropFragmentOrphan
+            | Verdict::DropNdpStandby => Self::Drop,
             Verdict::Aborted => Self::Aborted,
         }
     }

@@ -1,5 +1,6 @@
 //! VIP conflicts seen on the wire: ARP frames whose sender IP is a VIP but whose sender MAC is
-//! not the director's. A real server with `arp_ignore` too low answers for the VIP; one with
+//! not the director's, and their IPv6 counterparts (Neighbor Advertisements for a VIP from
+//! another MAC, Neighbor Solicitations from a VIP or DAD probes for one). A real server with `arp_ignore` too low answers for the VIP; one with
 //! `arp_announce` too low asks with the VIP as sender (LVS's "ARP problem"); another director
 //! claims it while active. Either way neighbours may learn another MAC for the VIP.
 //!
@@ -9,6 +10,8 @@
 //! frame's verdict.
 
 use bytemuck::{Pod, Zeroable};
+
+use crate::Addr;
 
 /// Name of the map, as declared in the XDP program.
 pub const MAP_NAME: &str = "ARP_CONFLICTS";
@@ -28,19 +31,20 @@ pub struct ArpConflictKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct ArpConflict {
-    /// ARP requests with a VIP as sender address (`arp_announce` too low, or an announcement).
+    /// ARP requests with a VIP as sender address (`arp_announce` too low, or an announcement);
+    /// Neighbor Solicitations from a VIP, or DAD probes for one.
     pub requests: u64,
-    /// ARP replies with a VIP as sender address (`arp_ignore` too low, or another director).
+    /// ARP replies with a VIP as sender address (`arp_ignore` too low, or another director);
+    /// Neighbor Advertisements for a VIP.
     pub replies: u64,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last such frame.
     pub last_seen_ns: u64,
-    /// The VIP the last such frame claimed, as on the wire.
-    pub last_vip: [u8; 4],
-    pub _pad: [u8; 4],
+    /// The VIP the last such frame claimed, as an [`Addr`] (IPv4 mapped).
+    pub last_vip: Addr,
 }
 
 const _: () = assert!(core::mem::size_of::<ArpConflictKey>() == 8);
-const _: () = assert!(core::mem::size_of::<ArpConflict>() == 32);
+const _: () = assert!(core::mem::size_of::<ArpConflict>() == 40);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -42,11 +42,17 @@ pub enum Verdict {
     /// A later IP fragment (offset > 0) to a VIP whose first fragment was not seen, or has
     /// been forgotten (XDP_DROP): its ports, hence its backend, are unknown.
     DropFragmentOrphan = 13,
+    /// An IPv6 Neighbor Solicitation for an active VIP, answered in place with the Neighbor
+    /// Advertisement (XDP_TX): the IPv6 counterpart of `ArpReply`.
+    NdpReply = 14,
+    /// A Neighbor Solicitation for a VIP while the director is its standby and the VIP is one
+    /// of its addresses (XDP_DROP): as `DropArpStandby`, the kernel must not answer it.
+    DropNdpStandby = 15,
 }
 
 impl Verdict {
     /// Number of verdicts: the size of the `VERDICT_COUNTERS` array.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 16;
 
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::Tx,
@@ -63,6 +69,8 @@ impl Verdict {
         Self::DropArpStandby,
         Self::EchoReply,
         Self::DropFragmentOrphan,
+        Self::NdpReply,
+        Self::DropNdpStandby,
     ];
 
     /// Stable name used in `drlb stats`, its JSON and metrics.
@@ -83,6 +91,8 @@ impl Verdict {
             Self::DropArpStandby => "drop_arp_standby",
             Self::EchoReply => "echo_reply",
             Self::DropFragmentOrphan => "drop_fragment_orphan",
+            Self::NdpReply => "ndp_reply",
+            Self::DropNdpStandby => "drop_ndp_standby",
         }
     }
 }

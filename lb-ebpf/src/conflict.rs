@@ -1,10 +1,16 @@
-//! Noticing VIP conflicts: ARP frames (requests or replies) whose sender IP is a VIP and whose
-//! sender MAC is not the director's are counted per offending MAC in `ARP_CONFLICTS` (see
-//! `lb_common::conflict`). Only counted: the frame's verdict, and what the director answers,
-//! are decided by `arp::answer_request` exactly as without this module.
+//! Noticing VIP conflicts: frames claiming a VIP for a MAC that is not the director's are
+//! counted per offending MAC in `ARP_CONFLICTS` (see `lb_common::conflict`). For IPv4, ARP
+//! requests or replies whose sender IP is a VIP; for IPv6 (from `ndp`), Neighbor
+//! Advertisements whose target is a VIP (counted as replies), and Neighbor Solicitations from a
+//! VIP or DAD probes for one (counted as requests). Only counted: the frame's verdict, and what
+//! the director answers, are decided exactly as without this module.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
-use lb_common::conflict::{ArpConflict, ArpConflictKey};
+use lb_common::{
+    Addr,
+    conflict::{ArpConflict, ArpConflictKey},
+    ipv4_mapped,
+};
 use network_types::arp::ArpHdr;
 
 use crate::{
@@ -34,18 +40,22 @@ pub fn note(ctx: &XdpContext, offset: usize, vlan: u16) {
     if !is_vip(vip) {
         return; // the common case: ARP about anything but a VIP
     }
+    note_claim(ctx, vlan, sender_mac, ipv4_mapped(vip), is_reply);
+}
+
+/// Counts a frame received on VLAN `vlan` in which `mac` claims the VIP `vip` (IPv4 mapped), as
+/// a reply (an answer for the VIP) or a request, unless `mac` is the director's.
+#[inline(always)]
+pub fn note_claim(ctx: &XdpContext, vlan: u16, mac: [u8; 6], vip: Addr, is_reply: bool) {
     // A VLAN of the trunk the director does not serve (or untagged frames on a trunk) is
-    // another network: its ARP is not watched.
+    // another network: its ARP and NDP are not watched.
     let Some(interface) = interface(ctx.ingress_ifindex() as u32, vlan) else {
         return;
     };
-    if interface.mac == sender_mac {
+    if interface.mac == mac {
         return; // our own frame, e.g. looped back by a switch
     }
-    let key = ArpConflictKey {
-        mac: sender_mac,
-        _pad: [0; 2],
-    };
+    let key = ArpConflictKey { mac, _pad: [0; 2] };
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(entry) = ARP_CONFLICTS.get_ptr_mut(key) {
@@ -57,7 +67,6 @@ pub fn note(ctx: &XdpContext, offset: usize, vlan: u16) {
         replies: u64::from(is_reply),
         last_seen_ns: now,
         last_vip: vip,
-        _pad: [0; 4],
     };
     // Another CPU may have created the entry meanwhile: then add to this CPU's value of it.
     if ARP_CONFLICTS
@@ -70,7 +79,7 @@ pub fn note(ctx: &XdpContext, offset: usize, vlan: u16) {
 }
 
 #[inline(always)]
-fn add(entry: *mut ArpConflict, is_reply: bool, now: u64, vip: [u8; 4]) {
+fn add(entry: *mut ArpConflict, is_reply: bool, now: u64, vip: Addr) {
     // SAFETY: `entry` is this CPU's value of a per-CPU map entry, which only this CPU writes
     // while this program runs (it cannot be preempted).
     unsafe {

@@ -1,8 +1,8 @@
 //! drlb's XDP program: LVS-DR forwarding and ARP answering for VIPs.
 //!
 //! The entry point only dispatches; each step is a small module: [`parse`] (bounds-checked header
-//! access), [`arp`] (answer ARP for a VIP), [`conflict`] (count ARP frames that claim a VIP for
-//! another MAC), [`select`] (service, flow table and Maglev lookup), [`checksum`] (the veth
+//! access), [`arp`] (answer ARP for a VIP), [`ndp`] (answer IPv6 neighbour solicitations for
+//! a VIP), [`conflict`] (count ARP and NDP frames that claim a VIP for another MAC), [`select`] (service, flow table and Maglev lookup), [`checksum`] (the veth
 //! checksum trap, on new flows), [`icmp`] (relay ICMP errors about a service flow to its
 //! backend, answer echo requests to a VIP), [`fragment`] (later fragments follow their first),
 //! [`forward`] (is the frame ours; rewrite the MACs, XDP_TX or
@@ -19,6 +19,7 @@ mod forward;
 mod fragment;
 mod icmp;
 mod maps;
+mod ndp;
 mod select;
 mod stats;
 
@@ -54,6 +55,12 @@ fn process(ctx: &XdpContext, frame_len: &mut u64) -> Verdict {
             arp::answer_request(ctx, offset, eth.vlan)
         }
         L3::Ipv4(offset) => forward_ipv4(ctx, offset, eth.vlan, frame_len),
+        L3::Ipv6(offset) => {
+            if let Some(verdict) = ndp::handle(ctx, offset, eth.vlan) {
+                return verdict;
+            }
+            Verdict::Pass
+        }
         L3::Other => Verdict::Pass,
     }
 }
@@ -158,7 +165,9 @@ fn not_served(ctx: &XdpContext, flags: u32, vlan: u16) -> Verdict {
 #[inline(always)]
 const fn xdp_action_of(verdict: Verdict) -> u32 {
     match verdict {
-        Verdict::Tx | Verdict::ArpReply | Verdict::EchoReply => xdp_action::XDP_TX,
+        Verdict::Tx | Verdict::ArpReply | Verdict::EchoReply | Verdict::NdpReply => {
+            xdp_action::XDP_TX
+        }
         Verdict::Redirect => xdp_action::XDP_REDIRECT,
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::DropMalformed
@@ -168,7 +177,8 @@ const fn xdp_action_of(verdict: Verdict) -> u32 {
         | Verdict::DropStandby
         | Verdict::DropNoService
         | Verdict::DropArpStandby
-        | Verdict::DropFragmentOrphan => xdp_action::XDP_DROP,
+        | Verdict::DropFragmentOrphan
+        | Verdict::DropNdpStandby => xdp_action::XDP_DROP,
         Verdict::Aborted => xdp_action::XDP_ABORTED,
     }
 }

@@ -46,6 +46,7 @@ pub fn frame_len(ctx: &XdpContext) -> usize {
 pub enum L3 {
     Arp(usize),
     Ipv4(usize),
+    Ipv6(usize),
     Other,
 }
 
@@ -85,6 +86,8 @@ pub fn ethernet(ctx: &XdpContext) -> Result<Ethernet, Verdict> {
         L3::Arp(offset)
     } else if ether_type == EtherType::Ipv4 as u16 {
         L3::Ipv4(offset)
+    } else if ether_type == EtherType::Ipv6 as u16 {
+        L3::Ipv6(offset)
     } else {
         L3::Other
     };

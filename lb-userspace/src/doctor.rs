@@ -6,11 +6,16 @@
 //! The director's own answers come from its XDP program for frames arriving from the wire, so
 //! its own probe is never answered by itself: on an active director the right result is
 //! silence from everyone else; on a standby, exactly one answer, from the active director.
+//!
+//! IPv6 VIPs are probed the same way with Neighbor Solicitations (what `ndisc6 VIP IF` shows),
+//! from the interface's EUI-64 link-local address: the program answers them from XDP, and a
+//! real server holding the VIP on `lo` answers none (Linux answers solicitations only for
+//! addresses of the interface they arrive on), so any other advertiser is named the same way.
 
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
     time::{Duration, Instant},
 };
@@ -22,6 +27,7 @@ use crate::{
     daemon::control::{self, Request, Response},
     net::arp::{self, ArpSocket, Reply},
     net::mac::format_mac,
+    net::ndp_probe::{self, Advert},
     net::netlink::Netlink,
     report::conflicts::ArpConflictStats,
     report::stats::{StatsReport, bad_checksum_advice},
@@ -70,19 +76,64 @@ pub struct Director {
     pub macs: Vec<[u8; 6]>,
     pub active: bool,
     /// (address, MAC) of each backend whose MAC is known.
-    pub backends: Vec<(Ipv4Addr, [u8; 6])>,
+    pub backends: Vec<(IpAddr, [u8; 6])>,
     pub conflicts: Vec<ArpConflictStats>,
+}
+
+/// How a VIP is claimed on the link: ARP (IPv4) or neighbour discovery (IPv6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Arp,
+    Ndp,
+}
+
+impl Protocol {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Arp => "ARP",
+            Self::Ndp => "NDP (neighbour solicitations)",
+        }
+    }
+
+    /// What `drlb realserver setup` sets for a VIP of this family.
+    const fn realserver_fix(self) -> &'static str {
+        match self {
+            Self::Arp => "sets arp_ignore=1, arp_announce=2",
+            Self::Ndp => {
+                "puts the VIP on lo as /128 with nodad, where Linux answers no solicitation for it"
+            }
+        }
+    }
 }
 
 /// The findings for one VIP from the replies its probes got.
 #[must_use]
 pub fn diagnose_vip(vip: Ipv4Addr, replies: &[Reply], director: &Director) -> Vec<Finding> {
-    let mut answering: BTreeMap<[u8; 6], u32> = BTreeMap::new();
-    for reply in replies
+    let claimants = replies
         .iter()
-        .filter(|r| r.sender_ip == vip && !director.macs.contains(&r.sender_mac))
-    {
-        *answering.entry(reply.sender_mac).or_default() += 1;
+        .filter(|r| r.sender_ip == vip)
+        .map(|r| r.sender_mac);
+    diagnose_claims(IpAddr::V4(vip), claimants, director, Protocol::Arp)
+}
+
+/// The findings for one IPv6 VIP from the advertisements its solicitations got.
+#[must_use]
+pub fn diagnose_vip6(vip: Ipv6Addr, adverts: &[Advert], director: &Director) -> Vec<Finding> {
+    let claimants = adverts.iter().filter(|a| a.target == vip).map(|a| a.mac);
+    diagnose_claims(IpAddr::V6(vip), claimants, director, Protocol::Ndp)
+}
+
+/// The findings for `vip` from the MACs that answered a probe for it, one per answer.
+fn diagnose_claims(
+    vip: IpAddr,
+    claimants: impl Iterator<Item = [u8; 6]>,
+    director: &Director,
+    protocol: Protocol,
+) -> Vec<Finding> {
+    let what = protocol.name();
+    let mut answering: BTreeMap<[u8; 6], u32> = BTreeMap::new();
+    for mac in claimants.filter(|mac| !director.macs.contains(mac)) {
+        *answering.entry(mac).or_default() += 1;
     }
     let mut findings = Vec::new();
     let mut unknown = Vec::new();
@@ -90,10 +141,10 @@ pub fn diagnose_vip(vip: Ipv4Addr, replies: &[Reply], director: &Director) -> Ve
         let shown = format_mac(*mac);
         match director.backends.iter().find(|(_, m)| m == mac) {
             Some((backend, _)) => findings.push(Finding::problem(format!(
-                "{vip}: backend {backend} ({shown}) answers ARP for the VIP ({count} replies): clients and the \
+                "{vip}: backend {backend} ({shown}) answers {what} for the VIP ({count} replies): clients and the \
                  gateway may send VIP traffic straight to it, bypassing the director. On {backend} run \
-                 `drlb realserver setup --vip {vip}` (sets arp_ignore=1, arp_announce=2), then \
-                 `drlb realserver check --vip {vip}`"
+                 `drlb realserver setup --vip {vip}` ({}), then `drlb realserver check --vip {vip}`",
+                protocol.realserver_fix()
             ))),
             None => unknown.push((shown, *count)),
         }
@@ -106,24 +157,24 @@ pub fn diagnose_vip(vip: Ipv4Addr, replies: &[Reply], director: &Director) -> Ve
     };
     match (director.active, unknown.as_slice()) {
         (true, []) if answering.is_empty() => findings.push(Finding::ok(format!(
-            "{vip}: no other host answers ARP for it (this active director answers it from XDP)"
+            "{vip}: no other host answers {what} for it (this active director answers it from XDP)"
         ))),
         (true, []) => {}
         (true, u) => findings.push(Finding::problem(format!(
-            "{vip}: {} answer(s) ARP for it although this director is active and is no backend: another \
+            "{vip}: {} answer(s) {what} for it although this director is active and is no backend: another \
              director active too (check keepalived on both), or a host holding the VIP on an interface \
-             that answers ARP",
+             that answers {what}",
             list(u)
         ))),
         (false, [(mac, _)]) => findings.push(Finding::ok(format!(
             "{vip}: answered by {mac} (this director is standby: that is the active director)"
         ))),
         (false, []) => findings.push(Finding::problem(format!(
-            "{vip}: nobody answers ARP for it and this director is standby: no director is active \
+            "{vip}: nobody answers {what} for it and this director is standby: no director is active \
              (is keepalived running on the peer? `drlb vip activate` on the one that should be)"
         ))),
         (false, u) => findings.push(Finding::problem(format!(
-            "{vip}: several hosts that are not backends answer ARP for it: {}; only one director may be active",
+            "{vip}: several hosts that are not backends answer {what} for it: {}; only one director may be active",
             list(u)
         ))),
     }
@@ -139,6 +190,14 @@ pub fn diagnose_requests(director: &Director) -> Vec<Finding> {
         .filter(|c| c.backend.is_some() && c.requests > 0 && c.last_seen_secs_ago <= RECENT_SECS)
         .map(|c| {
             let backend = c.backend.as_deref().unwrap_or_default();
+            if c.vip.parse::<Ipv6Addr>().is_ok() {
+                return Finding::problem(format!(
+                    "{}: backend {backend} ({}) sent {} neighbour solicitation(s) from the VIP, or DAD probes for it \
+                     (last {} s ago): neighbours may learn its MAC for the VIP. On {backend} run \
+                     `drlb realserver setup --vip {}` (the VIP on lo as /128 with nodad)",
+                    c.vip, c.mac, c.requests, c.last_seen_secs_ago, c.vip
+                ));
+            }
             Finding::problem(format!(
                 "{}: backend {backend} ({}) sent {} ARP request(s) with the VIP as sender address (last {} s ago): \
                  its arp_announce is too low and the gateway may learn its MAC for the VIP. On {backend} run \
@@ -178,7 +237,7 @@ pub async fn run(options: &Options<'_>) -> Result<Vec<Finding>> {
         }
     }
     let director = director_of(&report, probes.iter().map(|(i, _, _)| i.mac).collect());
-    let vips = vips(&report);
+    let (vips, vips6) = vips(&report);
     let mut findings = vec![Finding::ok(format!(
         "director {} ({}): probing each VIP with {} ARP request(s) on {}",
         if director.active { "active" } else { "standby" },
@@ -216,10 +275,50 @@ pub async fn run(options: &Options<'_>) -> Result<Vec<Finding>> {
     for vip in vips {
         findings.extend(diagnose_vip(vip, &replies, &director));
     }
+    if !vips6.is_empty() {
+        let adverts = probe_ndp(&probes, &vips6, options)?;
+        for vip in vips6 {
+            findings.extend(diagnose_vip6(vip, &adverts, &director));
+        }
+    }
     findings.extend(diagnose_requests(&director));
     findings.extend(diagnose_checksums(&report));
     findings.extend(diagnose_vlan_offload(&trunks));
     Ok(findings)
+}
+
+/// Solicits every IPv6 VIP on every interface, from its link-local address, `options.count`
+/// times, and reads the advertisements until `options.wait` after the last.
+fn probe_ndp(
+    probes: &[(crate::net::netlink::InterfaceInfo, Ipv4Addr, ArpSocket)],
+    vips: &[Ipv6Addr],
+    options: &Options<'_>,
+) -> Result<Vec<Advert>> {
+    let mut sockets = Vec::new();
+    for (interface, _, _) in probes {
+        let socket = ArpSocket::open_for(interface.ifindex, libc::ETH_P_IPV6 as u16)
+            .with_context(|| format!("opening an NDP probe socket on {}", interface.name))?;
+        sockets.push((interface, socket));
+    }
+    for round in 0..options.count {
+        if round > 0 {
+            std::thread::sleep(PROBE_GAP);
+        }
+        for (interface, socket) in &sockets {
+            let source = ndp_probe::link_local(interface.mac);
+            for vip in vips {
+                socket
+                    .send(&ndp_probe::solicitation(interface.mac, source, *vip)?)
+                    .with_context(|| format!("soliciting {vip} on {}", interface.name))?;
+            }
+        }
+    }
+    let deadline = Instant::now() + options.wait;
+    let mut adverts = Vec::new();
+    for (_, socket) in &sockets {
+        adverts.extend(socket.frames_until(deadline, ndp_probe::parse_advert)?);
+    }
+    Ok(adverts)
 }
 
 /// The trunks of the VLANs served, as (VLAN device, parent, rx VLAN offload on): with the
@@ -260,7 +359,7 @@ pub fn diagnose_checksums(report: &StatsReport) -> Vec<Finding> {
 }
 
 fn director_of(report: &StatsReport, macs: Vec<[u8; 6]>) -> Director {
-    let mut backends: Vec<(Ipv4Addr, [u8; 6])> = report
+    let mut backends: Vec<(IpAddr, [u8; 6])> = report
         .services
         .iter()
         .flat_map(|s| &s.backends)
@@ -279,15 +378,27 @@ fn director_of(report: &StatsReport, macs: Vec<[u8; 6]>) -> Director {
     }
 }
 
-fn vips(report: &StatsReport) -> Vec<Ipv4Addr> {
-    let mut vips: Vec<Ipv4Addr> = report
-        .services
-        .iter()
-        .filter_map(|s| s.vip.parse().ok())
-        .collect();
+/// The VIPs of the report's services: IPv4, IPv6 (written bare or in brackets).
+fn vips(report: &StatsReport) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+    split_vips(report.services.iter().map(|s| s.vip.as_str()))
+}
+
+/// `vips` by family, each sorted and without duplicates; what is no address is left out.
+fn split_vips<'a>(vips_shown: impl Iterator<Item = &'a str>) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+    let mut vips = Vec::new();
+    let mut vips6 = Vec::new();
+    for vip in vips_shown {
+        match vip.trim_matches(['[', ']']).parse() {
+            Ok(IpAddr::V4(vip)) => vips.push(vip),
+            Ok(IpAddr::V6(vip)) => vips6.push(vip),
+            Err(_) => {}
+        }
+    }
     vips.sort_unstable();
     vips.dedup();
-    vips
+    vips6.sort_unstable();
+    vips6.dedup();
+    (vips, vips6)
 }
 
 /// The text `drlb doctor` prints.
@@ -320,8 +431,8 @@ mod tests {
             macs: vec![OWN],
             active,
             backends: vec![
-                (Ipv4Addr::new(198, 18, 0, 11), [2, 0, 0, 0, 0, 0x11]),
-                (Ipv4Addr::new(198, 18, 0, 12), RS2),
+                (Ipv4Addr::new(198, 18, 0, 11).into(), [2, 0, 0, 0, 0, 0x11]),
+                (Ipv4Addr::new(198, 18, 0, 12).into(), RS2),
             ],
             conflicts: Vec::new(),
         }
@@ -404,6 +515,54 @@ mod tests {
             problems(&two)[0].contains("only one director may be active"),
             "{two:?}"
         );
+    }
+
+    #[test]
+    fn ipv6_vips_are_diagnosed_from_neighbour_advertisements() {
+        let vip6: Ipv6Addr = "2001:2::100".parse().expect("an address");
+        let advert = |mac| Advert { mac, target: vip6 };
+        let quiet = diagnose_vip6(vip6, &[advert(OWN)], &director(true));
+        assert!(problems(&quiet).is_empty(), "{quiet:?}");
+        assert!(
+            quiet[0].text.contains("no other host answers NDP"),
+            "{quiet:?}"
+        );
+        let other_target = Advert {
+            mac: STRANGER,
+            target: "2001:2::1".parse().expect("an address"),
+        };
+        assert!(problems(&diagnose_vip6(vip6, &[other_target], &director(true))).is_empty());
+        let found = diagnose_vip6(vip6, &[advert(RS2), advert(STRANGER)], &director(true));
+        let found = problems(&found);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].contains("backend 198.18.0.12 (02:00:00:00:00:12) answers NDP")
+                && found[0].contains("drlb realserver setup --vip 2001:2::100")
+                && found[0].contains("on lo as /128 with nodad"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].contains("another director active too"),
+            "{found:?}"
+        );
+        let standby = diagnose_vip6(vip6, &[advert(PEER)], &director(false));
+        assert!(problems(&standby).is_empty(), "{standby:?}");
+    }
+
+    #[test]
+    fn vips_of_both_families_are_told_apart() {
+        let (v4, v6) = split_vips(
+            [
+                "198.18.0.100",
+                "[2001:2::100]",
+                "2001:2::100",
+                "198.18.0.100",
+                "nonsense",
+            ]
+            .into_iter(),
+        );
+        assert_eq!(v4, [VIP]);
+        assert_eq!(v6, ["2001:2::100".parse::<Ipv6Addr>().expect("an address")]);
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod echo;
 pub mod extra;
 pub mod fuzz;
 pub mod model;
+pub mod model_ndp;
+pub mod ndp_frames;
 pub mod netns;
 pub mod packet;
 pub mod program;

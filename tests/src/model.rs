@@ -12,7 +12,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
 use lb_common::{
@@ -42,6 +42,7 @@ const NO_VLAN: u16 = 0;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const ETHERTYPE_8021Q: u16 = 0x8100;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 /// ARP for IPv4 over Ethernet: field offsets in the ARP header and its values.
 const ARP_LEN: usize = 28;
@@ -139,6 +140,13 @@ pub struct State {
     #[serde(default)]
     pub local_vips: BTreeSet<Ipv4Addr>,
     pub services: Vec<ServiceState>,
+    /// IPv6 VIP -> active (neighbour solicitations answered), as `vips` (see `model_ndp`).
+    #[serde(default)]
+    pub vips6: BTreeMap<Ipv6Addr, bool>,
+    /// IPv6 VIPs that are also addresses of the director: solicitations for them are dropped
+    /// while they are standby (`drop_ndp_standby`).
+    #[serde(default)]
+    pub local_vips6: BTreeSet<Ipv6Addr>,
 }
 
 impl State {
@@ -187,7 +195,7 @@ impl XdpAction {
     #[must_use]
     pub const fn of(verdict: Verdict) -> Self {
         match verdict {
-            Verdict::Tx | Verdict::ArpReply | Verdict::EchoReply => Self::Tx,
+            Verdict::Tx | Verdict::ArpReply | Verdict::EchoReply | Verdict::NdpReply => Self::Tx,
             Verdict::Redirect => Self::Redirect,
             Verdict::Pass => Self::Pass,
             Verdict::DropMalformed
@@ -197,7 +205,8 @@ impl XdpAction {
             | Verdict::DropStandby
             | Verdict::DropNoService
             | Verdict::DropArpStandby
-            | Verdict::DropFragmentOrphan => Self::Drop,
+            | Verdict::DropFragmentOrphan
+            | Verdict::DropNdpStandby => Self::Drop,
             Verdict::Aborted => Self::Aborted,
         }
     }
@@ -317,6 +326,7 @@ enum Unroutable {
 enum L3 {
     Arp(usize),
     Ipv4(usize),
+    Ipv6(usize),
     Other,
 }
 
@@ -373,6 +383,10 @@ impl Model {
             }
             Ok((L3::Ipv4(offset), vlan)) => {
                 self.ipv4(state, (ingress_ifindex, vlan), &mut output, offset)
+            }
+            Ok((L3::Ipv6(offset), vlan)) => {
+                crate::model_ndp::handle(state, (ingress_ifindex, vlan), &mut output, offset)
+                    .unwrap_or(Verdict::Pass)
             }
             Ok((L3::Other, _)) => Verdict::Pass,
         };
@@ -846,16 +860,17 @@ fn ethernet(frame: &[u8]) -> Result<(L3, u16), Verdict> {
     let l3 = match ether_type {
         ETHERTYPE_ARP => L3::Arp(offset),
         ETHERTYPE_IPV4 => L3::Ipv4(offset),
+        ETHERTYPE_IPV6 => L3::Ipv6(offset),
         _ => L3::Other,
     };
     Ok((l3, vlan))
 }
 
 /// Where a frame arrived: (ifindex, VLAN id).
-type Ingress = (u32, u16);
+pub type Ingress = (u32, u16);
 
 /// The MAC of the interface a frame arrived on, if the director serves it.
-fn interface(state: &State, (ifindex, vlan): Ingress) -> Option<Mac> {
+pub fn interface(state: &State, (ifindex, vlan): Ingress) -> Option<Mac> {
     if vlan != NO_VLAN {
         return None;
     }
@@ -974,6 +989,8 @@ mod tests {
                     (2, target(2, UNKNOWN_IFINDEX)),
                 ]),
             }],
+            vips6: BTreeMap::new(),
+            local_vips6: BTreeSet::new(),
         }
     }
 

@@ -12,7 +12,10 @@
 //!
 //! Frames arrive as if on loopback (ifindex 1), the interface the test director runs on.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use aya::Ebpf;
 use lb_common::{Verdict, conflict::MAX_ARP_CONFLICTS};
@@ -175,7 +178,7 @@ fn run_fixtures(bed: &mut Bed, fixtures: &[Fixture]) {
                 other => panic!("{context}: {mac:02x?} grew by {other:?}"),
             }
             if requests + replies > 0 {
-                assert_eq!(seen.last_vip, VIP, "{context}: the claimed VIP");
+                assert_eq!(seen.last_vip, IpAddr::V4(VIP), "{context}: the claimed VIP");
                 assert!(seen.last_seen_ns > 0, "{context}: last seen");
             }
         }

@@ -1,4 +1,5 @@
-//! VIP conflicts on the director: other MACs claiming a VIP in ARP (see `lb_common::conflict`).
+//! VIP conflicts on the director: other MACs claiming a VIP in ARP, or for an IPv6 VIP in
+//! neighbour discovery (see `lb_common::conflict`).
 //!
 //! The XDP program counts them per offending MAC; this module reads the counts, names the
 //! backend that owns each MAC (from what the director knows of its backends), logs increases
@@ -10,10 +11,13 @@
 //! (what `arping` does): a real server with `arp_ignore` too low answers it, to the director,
 //! and the program counts that reply. A real server whose `arp_announce` is too low shows up
 //! by itself: its requests carry the VIP as sender and are broadcast.
+//!
+//! For IPv6 VIPs the program counts Neighbor Advertisements for the VIP from another MAC as
+//! replies, and Neighbor Solicitations from the VIP (or DAD probes for it) as requests.
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
@@ -47,7 +51,7 @@ pub struct Seen {
     pub replies: u64,
     /// CLOCK_MONOTONIC nanoseconds of the last frame.
     pub last_seen_ns: u64,
-    pub last_vip: Ipv4Addr,
+    pub last_vip: IpAddr,
 }
 
 impl Seen {
@@ -70,7 +74,7 @@ pub fn sum_cpus(mac: [u8; 6], values: &[ArpConflict]) -> Seen {
         requests: values.iter().map(|v| v.requests).sum(),
         replies: values.iter().map(|v| v.replies).sum(),
         last_seen_ns: latest.last_seen_ns,
-        last_vip: Ipv4Addr::from(latest.last_vip),
+        last_vip: Ipv6Addr::from(latest.last_vip).to_canonical(),
     }
 }
 
@@ -149,6 +153,9 @@ pub struct Context {
 #[must_use]
 pub fn explain(seen: &Seen, context: &Context) -> String {
     let vip = seen.last_vip;
+    if vip.is_ipv6() {
+        return explain_ndp(seen, vip, context);
+    }
     match owner(seen.mac, &context.backends) {
         Some(backend) => {
             let mut why = Vec::new();
@@ -174,6 +181,40 @@ pub fn explain(seen: &Seen, context: &Context) -> String {
             "a host that is not a backend answers ARP for {vip} while this director is active: another director \
              that is active too (check keepalived on both) or a host holding the VIP on an interface that \
              answers ARP"
+        ),
+        None => format!(
+            "{vip} is claimed by a host that is not a backend while this director is standby: normally the \
+             active director"
+        ),
+    }
+}
+
+/// [`explain`] for an IPv6 VIP, claimed in neighbour discovery.
+fn explain_ndp(seen: &Seen, vip: IpAddr, context: &Context) -> String {
+    match owner(seen.mac, &context.backends) {
+        Some(backend) => {
+            let mut why = Vec::new();
+            if seen.replies > 0 {
+                why.push("advertises the VIP in neighbour discovery (the VIP is on an interface that answers NDP)");
+            }
+            if seen.requests > 0 {
+                why.push("sends neighbour solicitations from the VIP, or DAD probes for it");
+            }
+            format!(
+                "backend {backend} {}: neighbours may send VIP traffic straight to it, bypassing the director; \
+                 on {backend} run `drlb realserver setup --vip {vip}` (the VIP on lo as /128 with nodad) and \
+                 check with `drlb realserver check --vip {vip}`",
+                why.join(" and ")
+            )
+        }
+        None if context.active && seen.replies == 0 => format!(
+            "a host that is not a backend solicited from or probed for {vip} (DAD) while this director is \
+             active: another host is configuring the VIP, normally a director taking over"
+        ),
+        None if context.active => format!(
+            "a host that is not a backend advertises {vip} (neighbour advertisement) while this director is \
+             active: another director that is active too (check keepalived on both) or a host holding the \
+             VIP on an interface that answers NDP"
         ),
         None => format!(
             "{vip} is claimed by a host that is not a backend while this director is standby: normally the \
@@ -354,7 +395,7 @@ impl Monitor {
         }
         if let Some(skipped) = self.limiter.overflow_due(now) {
             warn!(
-                "ARP frames claiming a VIP came from more MACs than the log follows ({MAX_LOGGED_MACS}): \
+                "ARP or NDP frames claiming a VIP came from more MACs than the log follows ({MAX_LOGGED_MACS}): \
                  at least {skipped} MACs were not logged one by one (forged ARP on the link?); \
                  `drlb stats` lists what the program counts"
             );
@@ -414,7 +455,7 @@ mod tests {
 
     const RS_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x12];
     const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
-    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100));
     const RS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
 
     fn seen(mac: [u8; 6], requests: u64, replies: u64) -> Seen {
@@ -443,8 +484,7 @@ mod tests {
             requests,
             replies,
             last_seen_ns: at,
-            last_vip: vip,
-            _pad: [0; 4],
+            last_vip: lb_common::ipv4_mapped(vip),
         };
         let s = sum_cpus(
             RS_MAC,
@@ -457,8 +497,53 @@ mod tests {
         assert_eq!((s.requests, s.replies, s.frames()), (1, 5, 6));
         assert_eq!(
             (s.last_seen_ns, s.last_vip),
-            (70, Ipv4Addr::new(198, 18, 0, 101))
+            (70, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 101)))
         );
+        // An IPv6 VIP is its own 16 bytes.
+        let v6: Ipv6Addr = "2001:2::100".parse().expect("an address");
+        let s = sum_cpus(
+            RS_MAC,
+            &[ArpConflict {
+                replies: 1,
+                last_seen_ns: 1,
+                last_vip: v6.octets(),
+                ..ArpConflict::default()
+            }],
+        );
+        assert_eq!(s.last_vip, IpAddr::V6(v6));
+    }
+
+    #[test]
+    fn an_ipv6_vip_is_explained_in_terms_of_neighbour_discovery() {
+        let v6: IpAddr = "2001:2::100".parse().expect("an address");
+        let answering = Seen {
+            last_vip: v6,
+            ..seen(RS_MAC, 1, 2)
+        };
+        let text = explain(&answering, &context(true));
+        assert!(
+            text.contains("backend 198.18.0.12 advertises the VIP in neighbour discovery"),
+            "{text}"
+        );
+        assert!(
+            text.contains("neighbour solicitations from the VIP"),
+            "{text}"
+        );
+        assert!(
+            text.contains("run `drlb realserver setup --vip 2001:2::100`"),
+            "{text}"
+        );
+        assert!(!text.contains("arp_ignore"), "{text}");
+        let other = Seen {
+            last_vip: v6,
+            ..seen(OTHER_MAC, 0, 1)
+        };
+        assert!(explain(&other, &context(true)).contains("another director that is active too"));
+        let probing = Seen {
+            last_vip: v6,
+            ..seen(OTHER_MAC, 1, 0)
+        };
+        assert!(explain(&probing, &context(true)).contains("(DAD)"));
     }
 
     #[test]

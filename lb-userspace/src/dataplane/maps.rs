@@ -20,7 +20,7 @@ use lb_common::{
     FlowKey, ForwardCounter, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK,
     MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey,
     ServiceState, TABLE_BANKS, TableDesc, VIP_FILTER_WORDS, Verdict, Vip, backend_index,
-    interface_slot, map_names, table_desc_index, vip_filter_bit,
+    interface_slot, map_names, table_desc_index, vip_filter_bit_of,
 };
 
 use super::{
@@ -930,10 +930,8 @@ impl Dataplane {
 fn vip_filter(vips: &[Addr]) -> [u64; VIP_FILTER_WORDS as usize] {
     let mut words = [0_u64; VIP_FILTER_WORDS as usize];
     for vip in vips {
-        if let Some(v4) = std::net::Ipv6Addr::from(*vip).to_ipv4_mapped() {
-            let bit = vip_filter_bit(v4.octets());
-            words[(bit / 64) as usize] |= 1 << (bit % 64);
-        }
+        let bit = vip_filter_bit_of(*vip);
+        words[(bit / 64) as usize] |= 1 << (bit % 64);
     }
     words
 }
@@ -980,7 +978,7 @@ fn zero<T: aya::Pod + Default>(map: &mut PerCpuArray<MapData, T>, index: u32) ->
 
 #[cfg(test)]
 mod tests {
-    use lb_common::ipv4_mapped;
+    use lb_common::{ipv4_mapped, vip_filter_bit};
 
     use super::*;
 

@@ -86,7 +86,13 @@ impl ArpSocket {
 
     /// A socket that sends and receives the ARP frames arriving on `ifindex`.
     pub fn open(ifindex: u32) -> Result<Self> {
-        let protocol = (libc::ETH_P_ARP as u16).to_be();
+        Self::open_for(ifindex, libc::ETH_P_ARP as u16)
+    }
+
+    /// A socket that sends and receives the frames of `ether_type` arriving on `ifindex`
+    /// (`ETH_P_IPV6`: for neighbour discovery probes, see `ndp_probe`).
+    pub fn open_for(ifindex: u32, ether_type: u16) -> Result<Self> {
+        let protocol = ether_type.to_be();
         // SAFETY: plain socket(2) call; the result is checked before use.
         let fd = unsafe {
             libc::socket(
@@ -149,6 +155,16 @@ impl ArpSocket {
     /// The ARP replies that arrive until `deadline`, and those queued already when it has
     /// passed (blocking; for a CLI, not the daemon's loop).
     pub fn replies_until(&self, deadline: Instant) -> Result<Vec<Reply>> {
+        self.frames_until(deadline, parse_reply)
+    }
+
+    /// What `parse` makes of the frames that arrive until `deadline`, and of those queued
+    /// already when it has passed (blocking; for a CLI, not the daemon's loop).
+    pub fn frames_until<T>(
+        &self,
+        deadline: Instant,
+        parse: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>> {
         let mut replies = Vec::new();
         let mut buf = [0u8; 2048];
         loop {
@@ -185,7 +201,7 @@ impl ArpSocket {
             if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue; // our own request
             }
-            if let Some(reply) = parse_reply(&buf[..n as usize]) {
+            if let Some(reply) = parse(&buf[..n as usize]) {
                 replies.push(reply);
             }
         }

@@ -1,5 +1,5 @@
 //! The wire and the kernel: rtnetlink ([`netlink`]: interfaces, addresses, neighbours), ARP
-//! frames and packet sockets ([`arp`]), gratuitous ARP ([`garp`]), MAC formatting ([`mac`]), the routes that announce VIPs
+//! frames and packet sockets ([`arp`]), neighbour solicitation probes ([`ndp_probe`]), gratuitous ARP ([`garp`]), MAC formatting ([`mac`]), the routes that announce VIPs
 //! ([`routes`]), rx VLAN offload ([`ethtool`]). Knows nothing of services.
 
 pub mod addr;
@@ -7,5 +7,6 @@ pub mod arp;
 pub mod ethtool;
 pub mod garp;
 pub mod mac;
+pub mod ndp_probe;
 pub mod netlink;
 pub mod routes;

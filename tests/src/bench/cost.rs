@@ -5,21 +5,21 @@
 //! frame runs the same way every time are timed with `repeat` loops: the reflector, a
 //! flow-table hit, a non-service packet. Two paths change state on their first run, so a loop
 //! would time something else from its second iteration on: a new flow (the loop's later
-//! iterations hit the flow it inserted) and an ARP reply (the kernel does not restore the frame
-//! between iterations, so the reply is what the next iteration sees). Those are timed one run
+//! iterations hit the flow it inserted) and an ARP or NDP reply (the kernel does not restore
+//! the frame between iterations, so the reply is what the next iteration sees). Those are timed one run
 //! per call, each call with a fresh frame (a new flow each time), and the single-run overhead
 //! (the timer and the call around the program) is removed by the same measurement of an empty
 //! program: cost = median(single run) - median(single run of the empty program) + the empty
 //! program's loop cost. The flow-table hit is also measured this way as a check of the method.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::{
     Ebpf, EbpfLoader,
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use lb_common::{
-    PASS_PROGRAM_NAME, PROGRAM_NAME,
+    NO_VLAN, PASS_PROGRAM_NAME, PROGRAM_NAME, VIP_FLAG_ACTIVE, Vip,
     bench::{REFLECTOR_PROGRAM, backend_mac},
 };
 use lb_userspace::{
@@ -37,7 +37,10 @@ use super::{
     mac_text,
     topology::drlb_config,
 };
-use crate::packet::Arp;
+use crate::{
+    ndp_frames::NdpFrame,
+    packet::{Arp, VIP_IPV6},
+};
 
 /// The ingress ifindex BPF_PROG_TEST_RUN reports without `ctx_in`: loopback.
 const TEST_RUN_IFINDEX: u32 = 1;
@@ -48,6 +51,8 @@ const XDP_TX: u32 = 3;
 const NON_SERVICE_PORT: u16 = 9999;
 /// The flows of the single-run measurements start here, clear of the loops' flow 0.
 const FIRST_SINGLE_RUN_FLOW: u32 = 1_000;
+/// The generator's IPv6 address, soliciting the IPv6 VIP.
+const GENERATOR_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x1);
 
 /// How a cost was measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +105,23 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
     let udp = stream(Protocol::Udp, VIP, Protocol::Udp.port());
     let non_service = stream(Protocol::Udp, DIRECTOR_IP, NON_SERVICE_PORT);
     let arp = Arp::request(GENERATOR_MAC, Ipv4Addr::new(198, 19, 0, 1), VIP).build();
+    // The config has no IPv6 VIP yet: the NS is answered by a second instance of the program
+    // whose maps hold the interface and an active IPv6 VIP (the same code, so the same cost).
+    let mut drlb_ndp = loader::load(map_sizes(&config_for_ndp(params.flow_table_size)))
+        .expect("loading drlb for NDP");
+    let mut ndp_maps = Dataplane::take_from(&mut drlb_ndp).expect("drlb's maps");
+    ndp_maps
+        .set_interface(TEST_RUN_IFINDEX, NO_VLAN, DIRECTOR_MAC)
+        .expect("the test-run interface");
+    ndp_maps
+        .set_vip(
+            VIP_IPV6.octets(),
+            Vip {
+                flags: VIP_FLAG_ACTIVE,
+            },
+        )
+        .expect("the IPv6 VIP");
+    let ns = NdpFrame::solicitation(GENERATOR_MAC, GENERATOR_IPV6, VIP_IPV6).build();
     let repeat = params.loop_repeat;
 
     let empty_loop = run_loop(
@@ -119,8 +141,8 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
     let pass_loop = run_loop(program, &frame(&non_service, 0), repeat, XDP_PASS);
 
     // Single runs, interleaved so that drift hits every series alike.
-    let (mut empty_once, mut new_once, mut hit_once, mut arp_once) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut empty_once, mut new_once, mut hit_once, mut arp_once, mut ndp_once) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let empty_frame = frame(&udp, 0);
     for i in 0..params.single_runs {
         let fresh = frame(&tcp, FIRST_SINGLE_RUN_FLOW + i);
@@ -133,6 +155,7 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
         new_once.push(run_once(program, &fresh, XDP_TX));
         hit_once.push(run_once(program, &fresh, XDP_TX));
         arp_once.push(run_once(program, &arp, XDP_TX));
+        ndp_once.push(run_once(xdp(&mut drlb_ndp, PROGRAM_NAME), &ns, XDP_TX));
     }
     let overhead = median(&mut empty_once) - empty_loop;
     let single = |runs: &mut Vec<f64>| median(runs) - overhead;
@@ -163,6 +186,12 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
             method: Method::SingleRuns,
         },
         Cost {
+            what: "drlb: NDP advertisement for the IPv6 VIP",
+            action: "XDP_TX",
+            ns: single(&mut ndp_once),
+            method: Method::SingleRuns,
+        },
+        Cost {
             what: "drlb: non-service packet",
             action: "XDP_PASS",
             ns: pass_loop,
@@ -186,6 +215,11 @@ fn cost_config(flow_table_size: u32) -> String {
     (0..BACKENDS).fold(drlb_config(flow_table_size), |text, n| {
         text.replace(&mac_text(backend_mac(n)), &mac_text(DIRECTOR_MAC))
     })
+}
+
+/// The config the NDP instance is sized by: the benchmark's own.
+fn config_for_ndp(flow_table_size: u32) -> Config {
+    Config::parse(&cost_config(flow_table_size)).expect("the bench config")
 }
 
 fn stream(protocol: Protocol, daddr: Ipv4Addr, port: u16) -> Stream {

@@ -92,6 +92,22 @@ pub fn load_state(
     for vip in previous.vips.keys().filter(|v| !state.vips.contains_key(v)) {
         dataplane.remove_vip(&ipv4_mapped(vip.octets()))?;
     }
+    for (&vip, &active) in &state.vips6 {
+        let local = state.local_vips6.contains(&vip);
+        if previous.vips6.get(&vip) != Some(&active) || previous.local_vips6.contains(&vip) != local
+        {
+            let flags =
+                if active { VIP_FLAG_ACTIVE } else { 0 } | if local { VIP_FLAG_LOCAL } else { 0 };
+            dataplane.set_vip(vip.octets(), Vip { flags })?;
+        }
+    }
+    for vip in previous
+        .vips6
+        .keys()
+        .filter(|v| !state.vips6.contains_key(v))
+    {
+        dataplane.remove_vip(&vip.octets())?;
+    }
     // Removals first: a service added again under its old key must not be removed after.
     // Only entries that exist are removed (deleting a missing key is an error).
     let kept = |old: &ServiceState| {

@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
 use etherparse::ArpOperation;
@@ -18,6 +18,10 @@ use lb_common::{IPPROTO_TCP, IPPROTO_UDP};
 use super::{adapter::MAX_TABLE_LEN, rng::Rng};
 use crate::{
     model::{BROADCAST, BackendTarget, Mac, ServiceState, State},
+    ndp_frames::{
+        ALL_NODES, NdpFrame, OPTION_NONCE, OPTION_SOURCE_LLA, OPTION_TARGET_LLA, lla_option,
+        multicast_mac,
+    },
     packet::{
         Arp, CLIENT_IPV6, DIRECTOR_IP, INACTIVE_VIP, IcmpError, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN,
         MULTICAST_MAC, OTHER_HOST_MAC, OTHER_IP, OUTER_VLAN_ID, ROUTER_IP, ROUTER_MAC, VIP,
@@ -89,15 +93,17 @@ enum Kind {
     ArpReply,
     Icmp,
     Ipv6,
+    Ndp,
     RandomBytes,
 }
-const KINDS: [(Kind, usize); 7] = [
+const KINDS: [(Kind, usize); 8] = [
     (Kind::Ipv4Service, 50),
     (Kind::Fragment, 6),
     (Kind::ArpRequest, 16),
     (Kind::ArpReply, 6),
     (Kind::Icmp, 4),
     (Kind::Ipv6, 3),
+    (Kind::Ndp, 6),
     (Kind::RandomBytes, 15),
 ];
 
@@ -132,6 +138,14 @@ const QUOTED_RFC792: usize = 8;
 const QUOTED_WHOLE: usize = usize::MAX;
 /// The next-hop MTU a "fragmentation needed" names.
 const PATH_MTU: u16 = 1280;
+
+/// IPv6 VIPs for neighbour discovery: active, standby, standby and an address of the director
+/// (`VIP_IPV6` is the active one).
+const VIP6_STANDBY: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x101);
+const VIP6_LOCAL: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x102);
+/// IPv6 addresses that are no VIP: a router, a host in the VIP's solicited-node group.
+const ROUTER_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x1);
+const SAME_GROUP_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0x99, 0, 0x100);
 
 /// The fuzz world's interfaces, VIPs and services as a director starts with them.
 #[must_use]
@@ -226,6 +240,8 @@ pub fn initial_state() -> State {
             on_inactive_vip,
             not_a_vip,
         ],
+        vips6: BTreeMap::from([(VIP_IPV6, true), (VIP6_STANDBY, false), (VIP6_LOCAL, false)]),
+        local_vips6: BTreeSet::from([VIP6_LOCAL]),
     }
 }
 
@@ -305,6 +321,7 @@ pub fn change_state(rng: &mut Rng, state: &mut State) -> String {
                 service.id, service.source_hash
             )
         }
+        _ if rng.chance(1, 4) => change_vip6(rng, state),
         _ => {
             let vip = rng.pick(&[VIP, VIP2, INACTIVE_VIP]);
             if rng.chance(1, 3) {
@@ -326,6 +343,21 @@ pub fn change_state(rng: &mut Rng, state: &mut State) -> String {
             format!("VIP {vip} active = {active}")
         }
     }
+}
+
+/// An IPv6 VIP toggled: active, or an address of the director.
+fn change_vip6(rng: &mut Rng, state: &mut State) -> String {
+    let vip = rng.pick(&[VIP_IPV6, VIP6_STANDBY, VIP6_LOCAL]);
+    if rng.chance(1, 3) {
+        let local = !state.local_vips6.remove(&vip);
+        if local {
+            state.local_vips6.insert(vip);
+        }
+        return format!("VIP {vip} local = {local}");
+    }
+    let active = state.vips6.entry(vip).or_insert(false);
+    *active = !*active;
+    format!("VIP {vip} active = {active}")
 }
 
 fn state_interfaces(interfaces: &BTreeMap<u32, Mac>) -> Vec<(u32, Mac)> {
@@ -463,6 +495,7 @@ fn valid_frame(rng: &mut Rng, kind: Kind, our_mac: Mac, state: &State) -> Vec<u8
         Kind::ArpRequest | Kind::ArpReply => arp_frame(rng, kind, our_mac),
         Kind::Icmp => icmp_frame(rng, our_mac, state),
         Kind::Ipv6 => ipv6_udp(CLIENT_IPV6, FIRST_CLIENT_PORT, VIP_IPV6, TCP_PORT),
+        Kind::Ndp => ndp_frame(rng, our_mac),
         Kind::RandomBytes => {
             let mut frame: Vec<u8> = (0..rng.below(MAX_RANDOM_LEN)).map(|_| rng.byte()).collect();
             // Often an ether type the program looks behind, so random bytes reach the parsers.
@@ -576,6 +609,81 @@ fn arp_frame(rng: &mut Rng, kind: Kind, our_mac: Mac) -> Vec<u8> {
     arp.build()
 }
 
+/// A Neighbor Solicitation (mostly) or Advertisement: for the IPv6 VIPs and other addresses,
+/// to the target's group, to an address at our MAC or another, from hosts, real servers using
+/// the VIP, DAD probes; with the options hosts send, hop limits routers leave, sometimes tagged.
+fn ndp_frame(rng: &mut Rng, our_mac: Mac) -> Vec<u8> {
+    let target = rng.pick(&[
+        VIP_IPV6,
+        VIP_IPV6,
+        VIP6_STANDBY,
+        VIP6_LOCAL,
+        ROUTER_IPV6,
+        SAME_GROUP_IPV6,
+    ]);
+    let sender_mac = rng.pick(&[
+        ROUTER_MAC,
+        ROUTER_MAC,
+        OTHER_HOST_MAC,
+        MULTICAST_MAC,
+        our_mac,
+    ]);
+    let mut frame = if rng.chance(1, 5) {
+        let destination = rng.pick(&[ROUTER_IPV6, ALL_NODES]);
+        let dst_mac = if destination == ALL_NODES {
+            multicast_mac(ALL_NODES)
+        } else {
+            destination_mac(rng, our_mac)
+        };
+        NdpFrame::advertisement(sender_mac, target, dst_mac, destination, rng.chance(1, 2))
+    } else {
+        let source = rng.pick(&[ROUTER_IPV6, ROUTER_IPV6, Ipv6Addr::UNSPECIFIED, VIP_IPV6]);
+        let ns = NdpFrame::solicitation(sender_mac, source, target);
+        match rng.below(4) {
+            0 => NdpFrame::unicast_solicitation(
+                sender_mac,
+                source,
+                target,
+                destination_mac(rng, our_mac),
+            ),
+            1 => NdpFrame {
+                destination: rng.pick(&[target, SAME_GROUP_IPV6, ALL_NODES]),
+                eth_dst: destination_mac(rng, our_mac),
+                ..ns
+            },
+            _ => ns,
+        }
+    };
+    match rng.below(6) {
+        0 => frame.options.clear(),
+        1 => {
+            frame.options.push(OPTION_NONCE);
+            frame.options.push(1);
+            frame.options.extend((0..6).map(|_| rng.byte()));
+        }
+        2 => {
+            // Options of any kind and length, up to a few more units than the program reads.
+            frame.options = (0..rng.below(11))
+                .flat_map(|_| {
+                    let kind = rng.pick(&[OPTION_SOURCE_LLA, OPTION_TARGET_LLA, OPTION_NONCE]);
+                    lla_option(kind, ROUTER_MAC)
+                })
+                .collect();
+            if rng.chance(1, 4) && !frame.options.is_empty() {
+                frame.options[1] = rng.pick(&[0, 2, 3]);
+            }
+        }
+        _ => {}
+    }
+    if rng.chance(1, 8) {
+        frame.hop_limit = rng.pick(&[0, 1, 64, 254]);
+    }
+    if rng.chance(1, 8) {
+        frame.vlan = Some(VLAN_ID);
+    }
+    frame.build()
+}
+
 /// Changes a few bytes: to random or parser-steering values, or flips one bit.
 fn mutate(rng: &mut Rng, frame: &mut [u8]) {
     if frame.is_empty() {
@@ -619,11 +727,13 @@ pub fn summary(state: &State) -> String {
         })
         .collect();
     format!(
-        "interfaces {:?}; egress {:?}; vips {:?} (local {:?}); services:\n  {}",
+        "interfaces {:?}; egress {:?}; vips {:?} (local {:?}); vips6 {:?} (local {:?}); services:\n  {}",
         state.interfaces.keys().collect::<Vec<_>>(),
         state.egress_ifindexes,
         state.vips,
         state.local_vips,
+        state.vips6,
+        state.local_vips6,
         services.join("\n  ")
     )
 }

@@ -122,17 +122,17 @@ impl Family for [u8; 4] {
 
     #[inline(always)]
     fn remember(key: &FlowKey, entry: FlowEntry) {
-        let _ = FLOWS.insert(key, &entry, 0);
+        let _ = FLOWS.insert(key, entry, 0);
     }
 
     #[inline(always)]
     fn fragment_of(key: &Fragment<Self>) -> Option<FlowEntry> {
-        FRAGMENTS.get_ptr(&fragment_key(key)).map(read_entry)
+        FRAGMENTS.get_ptr(fragment_key(key)).map(read_entry)
     }
 
     #[inline(always)]
     fn remember_fragment(key: &Fragment<Self>, entry: FlowEntry) {
-        let _ = FRAGMENTS.insert(&fragment_key(key), &entry, 0);
+        let _ = FRAGMENTS.insert(fragment_key(key), entry, 0);
     }
 
     #[inline(always)]
@@ -244,7 +244,7 @@ impl Family for Ipv6 {
 
     #[inline(always)]
     fn remember(key: &FlowKey6Words, entry: FlowEntry) {
-        let _ = FLOWS6.insert(key.as_key::<FlowKey6>(), &entry, 0);
+        let _ = FLOWS6.insert(key.as_key::<FlowKey6>(), entry, 0);
     }
 
     #[inline(always)]
@@ -256,7 +256,7 @@ impl Family for Ipv6 {
 
     #[inline(always)]
     fn remember_fragment(key: &Fragment<Self>, entry: FlowEntry) {
-        let _ = FRAGMENTS6.insert(fragment_key6(key).as_key::<FragmentKey6>(), &entry, 0);
+        let _ = FRAGMENTS6.insert(fragment_key6(key).as_key::<FragmentKey6>(), entry, 0);
     }
 
     #[inline(always)]

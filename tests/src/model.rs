@@ -1140,9 +1140,10 @@ fn is_vip(state: &State, daddr: IpAddr) -> bool {
 mod tests {
     use super::*;
     use crate::packet::{
-        Arp, CLIENT_IP, CLIENT_PORT, DIRECTOR_MAC, INACTIVE_VIP, IcmpError, Ipv4Flow, Ipv4Frame,
-        OTHER_HOST_MAC, OTHER_IP, ROUTER_IP, ROUTER_MAC, VIP, backend_mac, icmp_echo_reply,
-        icmp_echo_request, icmp_error, with_fragment, with_ip_id,
+        Arp, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_MAC, INACTIVE_VIP, IcmpError,
+        Icmpv6Error, Ipv4Flow, Ipv4Frame, Ipv6Flow, Ipv6Frame, OTHER_HOST_MAC, OTHER_IP, ROUTER_IP,
+        ROUTER_MAC, VIP, VIP_IPV6, backend_mac, icmp_echo_reply, icmp_echo_request, icmp_error,
+        icmpv6_echo_reply, icmpv6_echo_request, icmpv6_error, with_fragment, with_ip_id,
     };
 
     const INGRESS: u32 = 2;
@@ -1470,6 +1471,103 @@ mod tests {
             verdict_of(&model(true).process(&state(0), INGRESS, &broadcast)),
             Verdict::ArpReply
         );
+    }
+
+    /// One IPv6 TCP service on `VIP_IPV6` whose table holds only backend 0.
+    fn state_v6() -> State {
+        let mut state = state(0);
+        state.vips.insert(VIP_IPV6.into(), true);
+        state.services[0].vip = VIP_IPV6.into();
+        state
+    }
+
+    fn tcp6() -> Ipv6Frame {
+        Ipv6Frame::new(Ipv6Flow::tcp(CLIENT_IPV6, CLIENT_PORT, VIP_IPV6, PORT))
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_up_to_the_bound() {
+        let v6 = state_v6();
+        let four = tcp6()
+            .hop_by_hop()
+            .destination_options()
+            .routing(true)
+            .build();
+        assert_eq!(
+            model(true).process(&v6, INGRESS, &four),
+            Outcome::Ran {
+                action: XdpAction::Tx,
+                verdict: Verdict::Tx,
+                output: forwarded_to(&four, 0),
+            }
+        );
+        let five = tcp6()
+            .hop_by_hop()
+            .destination_options()
+            .routing(true)
+            .fragment(0, false, 7)
+            .build();
+        assert_eq!(
+            verdict_of(&model(true).process(&v6, INGRESS, &five)),
+            Verdict::DropMalformed
+        );
+        assert_eq!(
+            verdict_of(&model(true).process(&state(0), INGRESS, &five)),
+            Verdict::Pass,
+            "not a VIP: the stack's"
+        );
+    }
+
+    #[test]
+    fn ipv6_later_fragments_follow_their_first_by_id_alone() {
+        let state = state_v6();
+        let first = tcp6().fragment(0, true, 9).build();
+        let later = tcp6().fragment(SECOND_FRAGMENT_UNITS, false, 9).build();
+        let orphan = tcp6().fragment(SECOND_FRAGMENT_UNITS, false, 10).build();
+        let mut m = model(true);
+        assert_eq!(
+            verdict_of(&m.process(&state, INGRESS, &orphan)),
+            Verdict::DropFragmentOrphan
+        );
+        assert_eq!(verdict_of(&m.process(&state, INGRESS, &first)), Verdict::Tx);
+        assert_eq!(
+            m.process(&state_v6(), INGRESS, &later),
+            Outcome::Ran {
+                action: XdpAction::Tx,
+                verdict: Verdict::Tx,
+                output: forwarded_to(&later, 0)
+            }
+        );
+    }
+
+    #[test]
+    fn ipv6_echo_requests_are_answered_and_errors_relayed() {
+        let state = state_v6();
+        assert_eq!(
+            model(true).process(&state, INGRESS, &icmpv6_echo_request(CLIENT_IPV6, VIP_IPV6)),
+            Outcome::Ran {
+                action: XdpAction::Tx,
+                verdict: Verdict::EchoReply,
+                output: icmpv6_echo_reply(CLIENT_IPV6, VIP_IPV6),
+            }
+        );
+        let reply = Ipv6Frame::new(Ipv6Flow::tcp(VIP_IPV6, PORT, CLIENT_IPV6, CLIENT_PORT)).build();
+        let error = icmpv6_error(
+            Icmpv6Error::PacketTooBig { mtu: 1280 },
+            VIP_IPV6,
+            &reply,
+            usize::MAX,
+        );
+        let mut m = model(true);
+        assert_eq!(
+            m.process(&state, INGRESS, &error),
+            Outcome::Ran {
+                action: XdpAction::Tx,
+                verdict: Verdict::Tx,
+                output: forwarded_to(&error, 0)
+            }
+        );
+        assert_eq!(m.flow_count(), 0, "an ICMPv6 error starts no flow");
     }
 
     #[test]

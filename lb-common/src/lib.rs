@@ -365,8 +365,8 @@ impl FlowEntry {
 }
 
 /// Key of the `FRAGMENTS` LRU map: what identifies an IPv4 datagram's fragments (RFC 791:
-/// source, destination, identification, protocol), as on the wire. IPv6 fragments (32-bit
-/// identification, 16-byte addresses) will need a key of their own.
+/// source, destination, identification, protocol), as on the wire. IPv6 fragments have
+/// [`FragmentKey6`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct FragmentKey {

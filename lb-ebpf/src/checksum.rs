@@ -9,6 +9,7 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{Event, INTERFACE_FLAG_CHECK_CHECKSUMS, IPPROTO_TCP, IPPROTO_UDP, Interface};
 
 use crate::{
+    family::Family,
     parse::{Flow, ptr_at},
     stats,
 };
@@ -16,14 +17,16 @@ use crate::{
 /// Where the checksum field lies in the TCP and the UDP header.
 const TCP_CHECK_OFFSET: usize = 16;
 const UDP_CHECK_OFFSET: usize = 6;
-/// A UDP checksum of 0 means "none" (IPv4), which is finished.
+/// A UDP checksum of 0 means "none" (IPv4), which is finished; IPv6 forbids it, but a 0 is
+/// never what a sender leaves unfinished either (a folded sum is never 0 but for all-zero
+/// input), so it is not counted.
 const UDP_NO_CHECKSUM: u16 = 0;
 const WORD_BITS: u32 = 16;
 const WORD_MASK: u32 = 0xffff;
 
 /// Counts the frame if its ingress `interface` checks checksums and its checksum is unfinished.
 #[inline(always)]
-pub fn note_unfinished(ctx: &XdpContext, flow: &Flow, interface: &Interface) {
+pub fn note_unfinished<A: Family>(ctx: &XdpContext, flow: &Flow<A>, interface: &Interface) {
     if interface.flags & INTERFACE_FLAG_CHECK_CHECKSUMS == 0 {
         return;
     }
@@ -45,16 +48,12 @@ pub fn note_unfinished(ctx: &XdpContext, flow: &Flow, interface: &Interface) {
     }
 }
 
-/// The folded one's-complement sum of the IPv4 pseudo-header (addresses, protocol, TCP/UDP
-/// length): what an unfinished checksum holds.
+/// The folded one's-complement sum of the pseudo-header (addresses, protocol, TCP/UDP length;
+/// IPv6's has the same words, its length and next header as 32-bit fields whose high halves
+/// are 0): what an unfinished checksum holds.
 #[inline(always)]
-fn pseudo_header_sum(flow: &Flow) -> u16 {
-    let mut sum = (flow.saddr >> WORD_BITS)
-        + (flow.saddr & WORD_MASK)
-        + (flow.daddr >> WORD_BITS)
-        + (flow.daddr & WORD_MASK)
-        + u32::from(flow.protocol)
-        + u32::from(flow.l4_len);
+fn pseudo_header_sum<A: Family>(flow: &Flow<A>) -> u16 {
+    let mut sum = A::address_sum(flow) + u32::from(flow.protocol) + u32::from(flow.l4_len);
     sum = (sum & WORD_MASK) + (sum >> WORD_BITS);
     sum = (sum & WORD_MASK) + (sum >> WORD_BITS);
     sum as u16

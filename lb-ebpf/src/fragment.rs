@@ -1,6 +1,7 @@
-//! IPv4 fragments of service traffic. Only the first fragment (MF set, offset 0) carries the
+//! IP fragments of service traffic (IPv4, and IPv6's Fragment header). Only the first fragment (MF set, offset 0) carries the
 //! ports: it is scheduled like any packet, and its backend remembered in `FRAGMENTS` under the
-//! datagram's (source, destination, IP id, protocol); the later fragments follow it by that
+//! datagram's (source, destination, IP id, protocol; `FRAGMENTS6`: source, destination,
+//! 32-bit id); the later fragments follow it by that
 //! key. A later fragment whose first was not seen cannot be placed and is dropped
 //! (`drop_fragment_orphan`): the sender's datagram is lost, as on any path that reorders
 //! fragments across a stateless box.
@@ -9,32 +10,33 @@
 //! entry nothing would say which of the VIP's services it belongs to.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{Event, FlowEntry, FragmentKey, SERVICE_FLAG_STANDBY, ServiceState, Verdict};
+use lb_common::{Event, FlowEntry, SERVICE_FLAG_STANDBY, ServiceState, Verdict};
 
 use crate::{
+    family::Family,
     forward,
-    maps::{self, FRAGMENTS, SERVICE_STATES, load_u64},
+    maps::{self, SERVICE_STATES, load_u64},
+    parse::Fragment,
     select::{self, Chosen, Service},
     stats,
 };
 
 /// Remembers where the first fragment of the datagram `key` went.
 #[inline(always)]
-pub fn remember(key: FragmentKey, service: Service, chosen: &Chosen) {
+pub fn remember<A: Family>(key: &Fragment<A>, service: Service, chosen: &Chosen) {
     let entry = FlowEntry {
         backend: chosen.index,
         generation: service.state.generation,
     };
-    // A failed insert only orphans the later fragments, which are then counted.
-    let _ = FRAGMENTS.insert(key, entry, 0);
+    A::remember_fragment(key, entry);
 }
 
 /// A later fragment of the datagram `key`, to `daddr`: sent where its first fragment went.
 #[inline(always)]
-pub fn follow(
+pub fn follow<A: Family>(
     ctx: &XdpContext,
-    daddr: [u8; 4],
-    key: FragmentKey,
+    daddr: A,
+    key: Fragment<A>,
     vlan: u16,
     frame_len: u64,
 ) -> Verdict {
@@ -44,11 +46,9 @@ pub fn follow(
     if let Err(verdict) = forward::ours(ctx, vlan) {
         return verdict;
     }
-    let Some(entry) = FRAGMENTS.get_ptr(key) else {
+    let Some(entry) = A::fragment_of(&key) else {
         return Verdict::DropFragmentOrphan;
     };
-    // SAFETY: FlowEntry is one aligned u64, read whole, once (see select::backend).
-    let entry: FlowEntry = unsafe { core::ptr::read_volatile(entry) };
     let service_id = entry.service_id();
     let state = ServiceState::unpack(load_u64(&SERVICE_STATES, service_id).unwrap_or(0));
     // The service was removed or its id given to another since the first fragment.

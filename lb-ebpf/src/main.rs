@@ -1,8 +1,10 @@
-//! drlb's XDP program: LVS-DR forwarding and ARP answering for VIPs.
+//! drlb's XDP program: LVS-DR forwarding (IPv4 and IPv6) and ARP answering for VIPs.
 //!
 //! The entry point only dispatches; each step is a small module: [`parse`] (bounds-checked header
-//! access), [`arp`] (answer ARP for a VIP), [`ndp`] (answer IPv6 neighbour solicitations for
-//! a VIP), [`conflict`] (count ARP and NDP frames that claim a VIP for another MAC), [`select`] (service, flow table and Maglev lookup), [`checksum`] (the veth
+//! access, IPv4 and IPv6 with its extension headers), [`family`] (what differs between IPv4
+//! and IPv6; every step below is written once over it), [`arp`] (answer ARP for a VIP), [`ndp`]
+//! (answer IPv6 neighbour solicitations for a VIP), [`conflict`] (count ARP and NDP frames that
+//! claim a VIP for another MAC), [`select`] (service, flow table and Maglev lookup), [`checksum`] (the veth
 //! checksum trap, on new flows), [`icmp`] (relay ICMP errors about a service flow to its
 //! backend, answer echo requests to a VIP), [`fragment`] (later fragments follow their first),
 //! [`forward`] (is the frame ours; rewrite the MACs, XDP_TX or
@@ -15,6 +17,7 @@
 mod arp;
 mod checksum;
 mod conflict;
+mod family;
 mod forward;
 mod fragment;
 mod icmp;
@@ -26,7 +29,9 @@ mod stats;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::error;
 use lb_common::{Event, SERVICE_FLAG_STANDBY, VIP_FLAG_LOCAL, Verdict};
-use lb_ebpf::parse::{self, L3};
+use lb_ebpf::parse::{self, Flow, Ipv6, L3, Unroutable};
+
+use crate::{family::Family, icmp::IcmpFamily};
 
 /// Frags-aware (`xdp.frags`): it may run on interfaces whose MTU exceeds a page, and reads and
 /// writes only headers, which lie in the first buffer.
@@ -50,54 +55,154 @@ fn process(ctx: &XdpContext, frame_len: &mut u64) -> Verdict {
         Err(verdict) => return verdict,
     };
     match eth.l3 {
-        L3::Arp(offset) => {
-            conflict::note(ctx, offset, eth.vlan);
-            arp::answer_request(ctx, offset, eth.vlan)
-        }
+        L3::Arp(offset) => answer_arp(ctx, offset, eth.vlan),
         L3::Ipv4(offset) => forward_ipv4(ctx, offset, eth.vlan, frame_len),
         L3::Ipv6(offset) => {
-            if let Some(verdict) = ndp::handle(ctx, offset, eth.vlan) {
+            // Neighbour discovery for a VIP first; everything else takes the forwarding path.
+            if let Some(verdict) = answer_ndp(ctx, offset, eth.vlan) {
                 return verdict;
             }
-            Verdict::Pass
+            forward_ipv6(ctx, offset, eth.vlan, frame_len)
         }
         L3::Other => Verdict::Pass,
     }
 }
 
+/// IPv6's path, in BPF subprograms of their own: 16-byte addresses and keys need more stack
+/// than one frame holds beside IPv4's path (the verifier allows 512 bytes for a chain of
+/// calls), and the verifier checks each on its own. The parsed packet lives in the entry
+/// point's frame (beside IPv4's locals, never with them); the parser and each handler run in
+/// frames of their own, one at a time. IPv4's path stays inlined, without calls.
 #[inline(always)]
-fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64) -> Verdict {
-    let flow = match parse::ipv4_flow(ctx, offset) {
-        Ok(flow) => flow,
-        Err(parse::Unroutable::NotBalanced { daddr }) => return no_service(ctx, daddr, vlan),
-        Err(parse::Unroutable::Fragment { daddr, key }) => {
-            return fragment::follow(ctx, daddr, key, vlan, *frame_len);
-        }
-        Err(parse::Unroutable::Icmp {
+fn forward_ipv6(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64) -> Verdict {
+    match &parse_ipv6(ctx, offset) {
+        Ok(flow) => forward_flow_ipv6(ctx, flow, vlan, frame_len),
+        Err(why @ Unroutable::Fragment { .. }) => follow_ipv6(ctx, why, vlan, *frame_len),
+        Err(why @ Unroutable::Icmp { .. }) => icmp_ipv6(ctx, why, offset, vlan),
+        Err(why) => unroutable(ctx, *why, offset, vlan, *frame_len),
+    }
+}
+
+#[inline(never)]
+fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Flow<Ipv6>, Unroutable<Ipv6>> {
+    parse::ipv6_flow(ctx, offset)
+}
+
+#[inline(never)]
+fn forward_flow_ipv6(
+    ctx: &XdpContext,
+    flow: &Flow<Ipv6>,
+    vlan: u16,
+    frame_len: &mut u64,
+) -> Verdict {
+    forward_flow(ctx, flow, vlan, frame_len)
+}
+
+/// `why` is a later fragment.
+#[inline(never)]
+fn follow_ipv6(ctx: &XdpContext, why: &Unroutable<Ipv6>, vlan: u16, frame_len: u64) -> Verdict {
+    match *why {
+        Unroutable::Fragment { daddr, key } => fragment::follow(ctx, daddr, key, vlan, frame_len),
+        _ => Verdict::Aborted,
+    }
+}
+
+/// `why` is an ICMPv6 message.
+#[inline(never)]
+fn icmp_ipv6(ctx: &XdpContext, why: &Unroutable<Ipv6>, offset: usize, vlan: u16) -> Verdict {
+    match *why {
+        Unroutable::Icmp {
             daddr,
             l4_offset,
             l4_len,
-        }) => {
-            let Some(flags) = maps::vip_flags(daddr) else {
-                return Verdict::Pass;
-            };
-            return icmp::handle(ctx, offset, daddr, flags, vlan, l4_offset, l4_len)
-                .unwrap_or_else(|| not_served(ctx, flags, vlan));
-        }
+        } => icmp_to_vip(ctx, offset, daddr, vlan, l4_offset, l4_len),
+        _ => Verdict::Aborted,
+    }
+}
+
+/// ARP: conflicts noted, requests for a VIP answered. A BPF subprogram of its own, as IPv4's
+/// path is (see [`forward_ipv4`]).
+#[inline(never)]
+fn answer_arp(ctx: &XdpContext, offset: usize, vlan: u16) -> Verdict {
+    conflict::note(ctx, offset, vlan);
+    arp::answer_request(ctx, offset, vlan)
+}
+
+/// Neighbour discovery (`ndp`), in a BPF subprogram of its own: the verifier bounds a chain of
+/// frames at 512 bytes, and the entry point's frame with this one's fits only because IPv4's
+/// path has a frame of its own too.
+#[inline(never)]
+fn answer_ndp(ctx: &XdpContext, offset: usize, vlan: u16) -> Option<Verdict> {
+    ndp::handle(ctx, offset, vlan)
+}
+
+/// IPv4's path, the packet's IP header at `offset`: a BPF subprogram of its own, so that its
+/// locals are not in the entry point's frame, which every chain of calls starts with (the
+/// verifier bounds a chain at 512 bytes; neighbour discovery needs most of them).
+#[inline(never)]
+fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64) -> Verdict {
+    match parse::ipv4_flow(ctx, offset) {
+        Ok(flow) => forward_flow(ctx, &flow, vlan, frame_len),
+        Err(why) => unroutable(ctx, why, offset, vlan, *frame_len),
+    }
+}
+
+/// A packet without a flow, of either family: see [`Unroutable`].
+#[inline(always)]
+fn unroutable<A: IcmpFamily>(
+    ctx: &XdpContext,
+    why: Unroutable<A>,
+    offset: usize,
+    vlan: u16,
+    frame_len: u64,
+) -> Verdict {
+    match why {
+        Unroutable::NotBalanced { daddr } => no_service(ctx, daddr, vlan),
+        Unroutable::Fragment { daddr, key } => fragment::follow(ctx, daddr, key, vlan, frame_len),
+        Unroutable::Icmp {
+            daddr,
+            l4_offset,
+            l4_len,
+        } => icmp_to_vip(ctx, offset, daddr, vlan, l4_offset, l4_len),
         // Without a complete L4 header we must not forward, but only traffic for a VIP, sent to
         // us, is ours to judge: the rest goes to the stack, which applies its own checks.
-        Err(parse::Unroutable::Truncated { daddr }) => {
-            return drop_if_ours(ctx, daddr, vlan, Verdict::DropMalformed);
-        }
-        Err(parse::Unroutable::Malformed) => return Verdict::DropMalformed,
+        Unroutable::Truncated { daddr } => drop_if_ours(ctx, daddr, vlan, Verdict::DropMalformed),
+        Unroutable::Malformed => Verdict::DropMalformed,
+    }
+}
+
+/// An ICMP (ICMPv6) message to `daddr`: see `icmp`; not a VIP: the stack's.
+#[inline(always)]
+fn icmp_to_vip<A: IcmpFamily>(
+    ctx: &XdpContext,
+    offset: usize,
+    daddr: A,
+    vlan: u16,
+    l4_offset: usize,
+    l4_len: usize,
+) -> Verdict {
+    let Some(flags) = maps::vip_flags(daddr) else {
+        return Verdict::Pass;
     };
+    icmp::handle(ctx, offset, daddr, flags, vlan, l4_offset, l4_len)
+        .unwrap_or_else(|| not_served(ctx, flags, vlan))
+}
+
+/// A TCP/UDP packet of either family: to its service's backend, if it has one.
+#[inline(always)]
+fn forward_flow<A: Family>(
+    ctx: &XdpContext,
+    flow: &Flow<A>,
+    vlan: u16,
+    frame_len: &mut u64,
+) -> Verdict {
     // A jumbo frame's packet lies beyond its first buffer (Ethernet padding: within it).
     let packet_end = (flow.l4_offset + usize::from(flow.l4_len)) as u64;
     if packet_end > *frame_len {
         *frame_len = packet_end;
     }
-    let Some(service) = select::service(&flow) else {
-        return no_service(ctx, flow.daddr_octets, vlan);
+    let Some(service) = select::service(flow) else {
+        return no_service(ctx, flow.daddr, vlan);
     };
     let interface = match forward::ours(ctx, vlan) {
         Ok(interface) => interface,
@@ -107,15 +212,15 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64)
     if service.state.flags & SERVICE_FLAG_STANDBY != 0 {
         return Verdict::DropStandby;
     }
-    let chosen = match select::backend(service, &flow) {
+    let chosen = match select::backend(service, flow) {
         Ok(chosen) => chosen,
         Err(verdict) => return verdict,
     };
     if chosen.new {
-        checksum::note_unfinished(ctx, &flow, &interface);
+        checksum::note_unfinished(ctx, flow, &interface);
     }
-    if let Some(id_be) = flow.first_fragment_id {
-        fragment::remember(flow.fragment_key(id_be), service, &chosen);
+    if let Some(id) = flow.first_fragment_id {
+        fragment::remember(&flow.fragment(id), service, &chosen);
     }
     let verdict = forward::to_backend(ctx, chosen.backend, vlan);
     if matches!(verdict, Verdict::Tx | Verdict::Redirect) {
@@ -129,7 +234,7 @@ fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64)
 
 /// `verdict` for a packet to a VIP sent to our MAC, `Pass` for any other.
 #[inline(always)]
-fn drop_if_ours(ctx: &XdpContext, daddr: [u8; 4], vlan: u16, verdict: Verdict) -> Verdict {
+fn drop_if_ours<A: Family>(ctx: &XdpContext, daddr: A, vlan: u16, verdict: Verdict) -> Verdict {
     if !maps::is_vip(daddr) {
         return Verdict::Pass;
     }
@@ -143,7 +248,7 @@ fn drop_if_ours(ctx: &XdpContext, daddr: [u8; 4], vlan: u16, verdict: Verdict) -
 /// does not hold as an address (then nobody here owns it: dropped rather than routed on),
 /// sent to our MAC.
 #[inline(always)]
-fn no_service(ctx: &XdpContext, daddr: [u8; 4], vlan: u16) -> Verdict {
+fn no_service<A: Family>(ctx: &XdpContext, daddr: A, vlan: u16) -> Verdict {
     match maps::vip_flags(daddr) {
         Some(flags) => not_served(ctx, flags, vlan),
         None => Verdict::Pass,

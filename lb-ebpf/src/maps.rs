@@ -13,12 +13,14 @@ use aya_ebpf::{
 };
 use lb_common::{
     Addr, BACKEND_SLOTS, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS,
-    DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, ForwardCounter, FragmentKey,
-    Interface, MAGLEV_BLOCK, MAX_FRAGMENTED_DATAGRAMS, MAX_INTERFACES, MAX_SERVICES, MAX_VIPS,
-    MaglevBlock, ServiceKey, TABLE_BANKS, VIP_FILTER_WORDS, Verdict,
+    DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, FlowKey6, ForwardCounter,
+    FragmentKey, FragmentKey6, Interface, MAGLEV_BLOCK, MAX_FRAGMENTED_DATAGRAMS, MAX_INTERFACES,
+    MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, TABLE_BANKS, VIP_FILTER_WORDS, Verdict,
     conflict::{ArpConflict, ArpConflictKey, MAX_ARP_CONFLICTS},
-    interface_slot, maglev_blocks, vip_filter_bit,
+    interface_slot, maglev_blocks,
 };
+
+use crate::family::Family;
 
 /// (VIP, port, protocol) -> service id. Set when the service is added, never updated.
 #[map]
@@ -63,6 +65,18 @@ pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
 pub static FRAGMENTS: LruHashMap<FragmentKey, FlowEntry> =
     LruHashMap::with_max_entries(MAX_FRAGMENTED_DATAGRAMS, 0);
 
+/// IPv6 5-tuple -> the backend the flow was given: `FLOWS` for IPv6 (a map of its own so
+/// that IPv4's key stays 16 bytes). Sized and flagged as `FLOWS`.
+#[map]
+pub static FLOWS6: LruHashMap<FlowKey6, FlowEntry> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// (source, destination, Fragment header id) of a fragmented IPv6 datagram -> the backend
+/// its first fragment was given: `FRAGMENTS` for IPv6.
+#[map]
+pub static FRAGMENTS6: LruHashMap<FragmentKey6, FlowEntry> =
+    LruHashMap::with_max_entries(MAX_FRAGMENTED_DATAGRAMS, 0);
+
 /// Sender MAC -> ARP frames claiming a VIP for that MAC (see `conflict.rs`). LRU, so bounded;
 /// per CPU, so counting needs no atomics (userspace sums the CPUs).
 #[map]
@@ -77,7 +91,7 @@ pub static VIPS: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
 #[map]
 pub static VIP_STATES: Array<u32> = Array::with_max_entries(MAX_VIPS, BPF_F_MMAPABLE);
 
-/// A bitmap over hashes of IPv4 addresses, a bit set for every VIP (see
+/// A bitmap over hashes of addresses (`vip_filter_bit`, `vip_filter_bit_v6`), a bit set for every VIP (see
 /// `lb_common::VIP_FILTER_WORDS`); userspace stores each word atomically.
 #[map]
 pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, BPF_F_MMAPABLE);
@@ -167,24 +181,24 @@ pub fn load_u32(map: &Array<u32>, index: u32) -> Option<u32> {
 /// Whether `addr` may be a VIP: false is certain (its `VIP_FILTER` bit is clear), true
 /// needs the `VIPS` lookup.
 #[inline(always)]
-pub fn maybe_vip(addr: [u8; 4]) -> bool {
-    let bit = vip_filter_bit(addr);
+pub fn maybe_vip<A: Family>(addr: A) -> bool {
+    let bit = addr.filter_bit();
     load_u64(&VIP_FILTER, bit / 64).is_some_and(|word| word & (1 << (bit % 64)) != 0)
 }
 
 /// Whether `addr` is a VIP (in any state).
 #[inline(always)]
-pub fn is_vip(addr: [u8; 4]) -> bool {
-    maybe_vip(addr) && VIPS.get_ptr(lb_common::ipv4_mapped(addr)).is_some()
+pub fn is_vip<A: Family>(addr: A) -> bool {
+    maybe_vip(addr) && addr.with_vip_key(|key| VIPS.get_ptr(key).is_some())
 }
 
 /// The `VIP_STATES` word of `addr` if it is a VIP, read with one load.
 #[inline(always)]
-pub fn vip_flags(addr: [u8; 4]) -> Option<u32> {
+pub fn vip_flags<A: Family>(addr: A) -> Option<u32> {
     if !maybe_vip(addr) {
         return None;
     }
-    let id = VIPS.get_ptr(lb_common::ipv4_mapped(addr))?;
+    let id = addr.with_vip_key(|key| VIPS.get_ptr(key))?;
     // SAFETY: the value is a u32 set at insert and never updated; read once.
     load_u32(&VIP_STATES, unsafe { core::ptr::read_volatile(id) })
 }

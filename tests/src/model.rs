@@ -12,12 +12,12 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use lb_common::{
-    ECHO_REPLY_TTL, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Verdict,
-    hash::{flow_hash_v4, source_hash_v4},
+    ECHO_REPLY_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Verdict,
+    hash::{flow_hash_v4, flow_hash_v6, ipv6_words, source_hash_v4, source_hash_v6},
 };
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +86,33 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 /// An ICMP error must quote this much past the quoted IP header to be relayed.
 const ICMP_QUOTED_L4_LEN: usize = 8;
+/// IPv6: the fixed header, its fields, and the extension headers the program walks.
+const IPV6_HEADER_LEN: usize = 40;
+const IPV6_VERSION: u8 = 6;
+const IPV6_PAYLOAD_LEN_AT: usize = 4;
+const IPV6_NEXT_HEADER_AT: usize = 6;
+const IPV6_HOP_LIMIT_AT: usize = 7;
+const IPV6_SADDR: std::ops::Range<usize> = 8..24;
+const IPV6_DADDR: std::ops::Range<usize> = 24..40;
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DESTINATION_OPTIONS: u8 = 60;
+/// Extension headers walked before the upper layer must have been reached.
+pub const MAX_IPV6_EXTENSION_HEADERS: usize = 4;
+/// Extension headers are 8-byte units; every one is at least one.
+const IPV6_EXTENSION_UNIT: usize = 8;
+const IPV6_FRAGMENT_OFFSET_MASK: u16 = 0xfff8;
+const IPV6_FRAGMENT_MORE: u16 = 0x0001;
+/// The program bounds its header offsets by this (for the verifier); farther is truncated.
+const MAX_HEADER_OFFSET: usize = 0x1fff;
+/// ICMPv6 types the program acts on, and neighbour discovery, which it leaves to the stack.
+const ICMPV6_DEST_UNREACHABLE: u8 = 1;
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+const ICMPV6_TIME_EXCEEDED: u8 = 3;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+const ICMPV6_NDP: std::ops::RangeInclusive<u8> = 133..=137;
 const TCP_HEADER_LEN: usize = 20;
 const UDP_HEADER_LEN: usize = 8;
 /// TCP and UDP both start with the two ports.
@@ -105,7 +132,7 @@ pub struct ServiceState {
     /// Which instance of the service this is: a flow remembered under another id (the service
     /// was removed and added again, or its key given to another service) is scheduled again.
     pub id: u32,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: u8,
     /// Schedule by the client address alone, else by the 5-tuple.
@@ -133,24 +160,17 @@ pub struct State {
     /// The interfaces a frame may be redirected to (devmap members).
     pub egress_ifindexes: BTreeSet<u32>,
     /// VIP -> active (answers ARP). Standby VIPs are still VIPs: their fragments are dropped.
-    pub vips: BTreeMap<Ipv4Addr, bool>,
+    pub vips: BTreeMap<IpAddr, bool>,
     /// VIPs that are also addresses of the director (`VIP_FLAG_LOCAL`): traffic to them that
     /// is no service passes to the stack (to other VIPs it is dropped, `drop_no_service`), and
     /// ARP requests for them are dropped while they are standby (`drop_arp_standby`).
     #[serde(default)]
-    pub local_vips: BTreeSet<Ipv4Addr>,
+    pub local_vips: BTreeSet<IpAddr>,
     pub services: Vec<ServiceState>,
-    /// IPv6 VIP -> active (neighbour solicitations answered), as `vips` (see `model_ndp`).
-    #[serde(default)]
-    pub vips6: BTreeMap<Ipv6Addr, bool>,
-    /// IPv6 VIPs that are also addresses of the director: solicitations for them are dropped
-    /// while they are standby (`drop_ndp_standby`).
-    #[serde(default)]
-    pub local_vips6: BTreeSet<Ipv6Addr>,
 }
 
 impl State {
-    fn service(&self, daddr: Ipv4Addr, dport: u16, protocol: u8) -> Option<&ServiceState> {
+    fn service(&self, daddr: IpAddr, dport: u16, protocol: u8) -> Option<&ServiceState> {
         self.services
             .iter()
             .find(|s| s.vip == daddr && s.port == dport && s.protocol == protocol)
@@ -252,11 +272,11 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The key of a flow: its IPv4 5-tuple.
+/// The key of a flow: its 5-tuple, IPv4 or IPv6 (the program keeps them in two tables).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FlowTuple {
-    pub saddr: Ipv4Addr,
-    pub daddr: Ipv4Addr,
+    pub saddr: IpAddr,
+    pub daddr: IpAddr,
     pub sport: u16,
     pub dport: u16,
     pub protocol: u8,
@@ -269,12 +289,13 @@ pub struct Remembered {
     pub backend_id: u32,
 }
 
-/// What identifies an IPv4 datagram's fragments: source, destination, IP id, protocol.
+/// What identifies a datagram's fragments: IPv4: source, destination, IP id, protocol; IPv6:
+/// source, destination, the Fragment header's id (`protocol` 0: IPv6's key has none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragmentKey {
-    pub saddr: Ipv4Addr,
-    pub daddr: Ipv4Addr,
-    pub id: u16,
+    pub saddr: IpAddr,
+    pub daddr: IpAddr,
+    pub id: u32,
     pub protocol: u8,
 }
 
@@ -311,14 +332,15 @@ pub struct Model {
     paths: FlowPaths,
 }
 
-/// Why an IPv4 packet has no flow (the program's `parse::Unroutable`).
+/// Why a packet has no flow (the program's `parse::Unroutable`).
 enum Unroutable {
-    NotBalanced(Ipv4Addr),
+    NotBalanced(IpAddr),
     /// A later fragment (offset > 0).
-    Fragment(Ipv4Addr, FragmentKey),
-    /// A whole ICMP packet: destination, where the ICMP header starts, its length with payload.
-    Icmp(Ipv4Addr, usize, usize),
-    Truncated(Ipv4Addr),
+    Fragment(IpAddr, FragmentKey),
+    /// A whole ICMP (ICMPv6) packet: destination, where the ICMP header starts, its length
+    /// with payload.
+    Icmp(IpAddr, usize, usize),
+    Truncated(IpAddr),
     Malformed,
 }
 
@@ -382,11 +404,19 @@ impl Model {
                 self.arp(state, (ingress_ifindex, vlan), &mut output, offset)
             }
             Ok((L3::Ipv4(offset), vlan)) => {
-                self.ipv4(state, (ingress_ifindex, vlan), &mut output, offset)
+                let parsed = ipv4_flow(frame, offset);
+                self.ip(state, (ingress_ifindex, vlan), &mut output, offset, parsed)
             }
             Ok((L3::Ipv6(offset), vlan)) => {
-                crate::model_ndp::handle(state, (ingress_ifindex, vlan), &mut output, offset)
-                    .unwrap_or(Verdict::Pass)
+                // Neighbour discovery for a VIP first, as the program does; then forwarding.
+                match crate::model_ndp::handle(state, (ingress_ifindex, vlan), &mut output, offset)
+                {
+                    Some(verdict) => verdict,
+                    None => {
+                        let parsed = ipv6_flow(frame, offset);
+                        self.ip(state, (ingress_ifindex, vlan), &mut output, offset, parsed)
+                    }
+                }
             }
             Ok((L3::Other, _)) => Verdict::Pass,
         };
@@ -413,12 +443,13 @@ impl Model {
         let requester_mac: Mac = arp[ARP_SHA].try_into().expect("6 bytes");
         let requester_ip: [u8; 4] = arp[ARP_SPA].try_into().expect("4 bytes");
         let vip: [u8; 4] = arp[ARP_TPA].try_into().expect("4 bytes");
-        let Some(&active) = state.vips.get(&Ipv4Addr::from(vip)) else {
+        let vip_addr = IpAddr::V4(Ipv4Addr::from(vip));
+        let Some(&active) = state.vips.get(&vip_addr) else {
             return Verdict::Pass;
         };
         // A standby VIP the kernel holds: no request for it reaches the kernel.
         if !active {
-            return if state.local_vips.contains(&Ipv4Addr::from(vip)) {
+            return if state.local_vips.contains(&vip_addr) {
                 Verdict::DropArpStandby
             } else {
                 Verdict::Pass
@@ -465,13 +496,7 @@ impl Model {
 
     /// A packet that is no service's: dropped when it is addressed to a VIP that is not one of
     /// the director's addresses and sent to us; passed otherwise.
-    fn no_service(
-        &self,
-        state: &State,
-        ingress: Ingress,
-        frame: &[u8],
-        daddr: Ipv4Addr,
-    ) -> Verdict {
+    fn no_service(&self, state: &State, ingress: Ingress, frame: &[u8], daddr: IpAddr) -> Verdict {
         if !is_vip(state, daddr) || state.local_vips.contains(&daddr) {
             return Verdict::Pass;
         }
@@ -485,7 +510,7 @@ impl Model {
         state: &State,
         ingress: Ingress,
         frame: &[u8],
-        daddr: Ipv4Addr,
+        daddr: IpAddr,
         verdict: Verdict,
     ) -> Verdict {
         if !is_vip(state, daddr) {
@@ -494,15 +519,17 @@ impl Model {
         self.not_ours(state, ingress, frame).unwrap_or(verdict)
     }
 
-    /// IPv4: TCP/UDP service traffic is forwarded to a backend; the rest passes or is dropped.
-    fn ipv4(
+    /// IPv4 or IPv6 (`parsed`, its IP header at `offset`): TCP/UDP service traffic is
+    /// forwarded to a backend; the rest passes or is dropped.
+    fn ip(
         &mut self,
         state: &State,
         ingress: Ingress,
         frame: &mut [u8],
         offset: usize,
+        parsed: Result<(FlowTuple, Option<u32>), Unroutable>,
     ) -> Verdict {
-        let (flow, first_fragment_id) = match ipv4_flow(frame, offset) {
+        let (flow, first_fragment_id) = match parsed {
             Ok(flow) => flow,
             Err(Unroutable::NotBalanced(daddr)) => {
                 return self.no_service(state, ingress, frame, daddr);
@@ -539,7 +566,11 @@ impl Model {
                 saddr: flow.saddr,
                 daddr: flow.daddr,
                 id,
-                protocol: flow.protocol,
+                protocol: if flow.daddr.is_ipv4() {
+                    flow.protocol
+                } else {
+                    0
+                },
             };
             let remembered = Remembered {
                 service_id: service.id,
@@ -563,7 +594,7 @@ impl Model {
         state: &State,
         ingress: Ingress,
         frame: &mut [u8],
-        daddr: Ipv4Addr,
+        daddr: IpAddr,
         key: FragmentKey,
     ) -> Verdict {
         if !is_vip(state, daddr) {
@@ -600,7 +631,7 @@ impl Model {
         ingress: Ingress,
         frame: &mut [u8],
         ip_offset: usize,
-        daddr: Ipv4Addr,
+        daddr: IpAddr,
         l4_offset: usize,
         l4_len: usize,
     ) -> Verdict {
@@ -609,12 +640,25 @@ impl Model {
         };
         let answer = if l4_len < ICMP_HEADER_LEN {
             None
-        } else {
+        } else if daddr.is_ipv4() {
             match (frame[l4_offset], frame[l4_offset + 1]) {
                 (ICMP_ECHO_REQUEST, 0) => {
                     self.echo(state, ingress, frame, active, ip_offset, l4_offset)
                 }
                 (ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED, _) => {
+                    self.relay(state, ingress, frame, daddr, l4_offset, l4_len)
+                }
+                _ => None,
+            }
+        } else {
+            match (frame[l4_offset], frame[l4_offset + 1]) {
+                (kind, _) if ICMPV6_NDP.contains(&kind) => Some(Verdict::Pass),
+                // A reply is the request turned around: only without extension headers.
+                (ICMPV6_ECHO_REQUEST, 0) if l4_offset == ip_offset + IPV6_HEADER_LEN => {
+                    self.echo(state, ingress, frame, active, ip_offset, l4_offset)
+                }
+                (ICMPV6_ECHO_REQUEST, 0) => None,
+                (ICMPV6_DEST_UNREACHABLE | ICMPV6_PACKET_TOO_BIG | ICMPV6_TIME_EXCEEDED, _) => {
                     self.relay(state, ingress, frame, daddr, l4_offset, l4_len)
                 }
                 _ => None,
@@ -648,16 +692,27 @@ impl Model {
         frame[ETH_DST].copy_from_slice(&requester);
         frame[ETH_SRC].copy_from_slice(&our_mac);
         let ip = &mut frame[ip_offset..];
-        let saddr: [u8; 4] = ip[IPV4_SADDR].try_into().expect("4 bytes");
-        let daddr: [u8; 4] = ip[IPV4_DADDR].try_into().expect("4 bytes");
-        ip[IPV4_SADDR].copy_from_slice(&daddr);
-        ip[IPV4_DADDR].copy_from_slice(&saddr);
-        let old = be16(ip, IPV4_TTL_AT);
-        ip[IPV4_TTL_AT] = ECHO_REPLY_TTL;
-        update_checksum(ip, IPV4_CHECKSUM_AT, old, be16(ip, IPV4_TTL_AT));
+        let reply_type = if ip[0] >> 4 == IPV4_VERSION {
+            let saddr: [u8; 4] = ip[IPV4_SADDR].try_into().expect("4 bytes");
+            let daddr: [u8; 4] = ip[IPV4_DADDR].try_into().expect("4 bytes");
+            ip[IPV4_SADDR].copy_from_slice(&daddr);
+            ip[IPV4_DADDR].copy_from_slice(&saddr);
+            let old = be16(ip, IPV4_TTL_AT);
+            ip[IPV4_TTL_AT] = ECHO_REPLY_TTL;
+            update_checksum(ip, IPV4_CHECKSUM_AT, old, be16(ip, IPV4_TTL_AT));
+            ICMP_ECHO_REPLY
+        } else {
+            // No IPv6 header checksum; ICMPv6's pseudo-header sum is unchanged by the swap.
+            let saddr: [u8; 16] = ip[IPV6_SADDR].try_into().expect("16 bytes");
+            let daddr: [u8; 16] = ip[IPV6_DADDR].try_into().expect("16 bytes");
+            ip[IPV6_SADDR].copy_from_slice(&daddr);
+            ip[IPV6_DADDR].copy_from_slice(&saddr);
+            ip[IPV6_HOP_LIMIT_AT] = ECHO_REPLY_TTL;
+            ICMPV6_ECHO_REPLY
+        };
         let icmp = &mut frame[l4_offset..];
         let old = be16(icmp, 0);
-        icmp[0] = ICMP_ECHO_REPLY;
+        icmp[0] = reply_type;
         update_checksum(icmp, ICMP_CHECKSUM_AT, old, be16(icmp, 0));
         Some(Verdict::EchoReply)
     }
@@ -669,31 +724,13 @@ impl Model {
         state: &State,
         ingress: Ingress,
         frame: &mut [u8],
-        daddr: Ipv4Addr,
+        daddr: IpAddr,
         l4_offset: usize,
         l4_len: usize,
     ) -> Option<Verdict> {
-        if l4_len < ICMP_HEADER_LEN + IPV4_MIN_HEADER_LEN {
-            return None;
-        }
-        let quoted = &frame[l4_offset + ICMP_HEADER_LEN..];
-        let header_len = usize::from(quoted[0] & 0x0f) * 4;
-        let protocol = quoted[IPV4_PROTOCOL_AT];
-        if quoted[0] >> 4 != IPV4_VERSION
-            || header_len < IPV4_MIN_HEADER_LEN
-            || be16(quoted, IPV4_FRAGMENT_AT) & IPV4_OFFSET_MASK != 0
-            || !matches!(protocol, IPPROTO_TCP | IPPROTO_UDP)
-            || quoted[IPV4_SADDR] != daddr.octets()
-            || ICMP_HEADER_LEN + header_len + ICMP_QUOTED_L4_LEN > l4_len
-        {
-            return None;
-        }
-        let flow = FlowTuple {
-            saddr: Ipv4Addr::from(<[u8; 4]>::try_from(&quoted[IPV4_DADDR]).expect("4 bytes")),
-            daddr,
-            sport: be16(quoted, header_len + 2),
-            dport: be16(quoted, header_len),
-            protocol,
+        let flow = match daddr {
+            IpAddr::V4(vip) => quoted_flow_v4(frame, vip, l4_offset, l4_len)?,
+            IpAddr::V6(vip) => quoted_flow_v6(frame, vip, l4_offset, l4_len)?,
         };
         let service = state.service(flow.daddr, flow.dport, flow.protocol)?;
         if let Some(verdict) = self.not_ours(state, ingress, frame) {
@@ -788,16 +825,24 @@ fn scheduled(service: &ServiceState, flow: &FlowTuple) -> Result<u32, Verdict> {
     if service.table.is_empty() {
         return Err(Verdict::DropNoBackend);
     }
-    let hash = if service.source_hash {
-        source_hash_v4(flow.saddr.to_bits())
-    } else {
-        flow_hash_v4(
-            flow.saddr.to_bits(),
-            flow.daddr.to_bits(),
+    let hash = match (flow.saddr, flow.daddr) {
+        (IpAddr::V4(saddr), _) if service.source_hash => source_hash_v4(saddr.to_bits()),
+        (IpAddr::V6(saddr), _) if service.source_hash => source_hash_v6(ipv6_words(saddr.octets())),
+        (IpAddr::V4(saddr), IpAddr::V4(daddr)) => flow_hash_v4(
+            saddr.to_bits(),
+            daddr.to_bits(),
             flow.sport,
             flow.dport,
             flow.protocol,
-        )
+        ),
+        (IpAddr::V6(saddr), IpAddr::V6(daddr)) => flow_hash_v6(
+            ipv6_words(saddr.octets()),
+            ipv6_words(daddr.octets()),
+            flow.sport,
+            flow.dport,
+            flow.protocol,
+        ),
+        _ => unreachable!("a flow's addresses share a family"),
     };
     let slots = u32::try_from(service.table.len()).expect("a table fits u32");
     Ok(service.table[usize::try_from(hash % slots).expect("fits usize")])
@@ -835,6 +880,7 @@ pub fn flow_tuple(frame: &[u8]) -> Option<FlowTuple> {
     }
     match ethernet(frame) {
         Ok((L3::Ipv4(offset), _)) => ipv4_flow(frame, offset).ok().map(|(tuple, _)| tuple),
+        Ok((L3::Ipv6(offset), _)) => ipv6_flow(frame, offset).ok().map(|(tuple, _)| tuple),
         _ => None,
     }
 }
@@ -878,7 +924,7 @@ pub fn interface(state: &State, (ifindex, vlan): Ingress) -> Option<Mac> {
 }
 
 /// The flow of a whole packet or a first fragment, and the IP id of a first fragment.
-fn ipv4_flow(frame: &[u8], offset: usize) -> Result<(FlowTuple, Option<u16>), Unroutable> {
+fn ipv4_flow(frame: &[u8], offset: usize) -> Result<(FlowTuple, Option<u32>), Unroutable> {
     let ip = frame
         .get(offset..offset + IPV4_MIN_HEADER_LEN)
         .ok_or(Unroutable::Malformed)?;
@@ -893,8 +939,12 @@ fn ipv4_flow(frame: &[u8], offset: usize) -> Result<(FlowTuple, Option<u16>), Un
         return Err(Unroutable::Malformed);
     }
     let protocol = ip[IPV4_PROTOCOL_AT];
-    let daddr = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[IPV4_DADDR]).expect("4 bytes"));
-    let saddr = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[IPV4_SADDR]).expect("4 bytes"));
+    let daddr = IpAddr::V4(Ipv4Addr::from(
+        <[u8; 4]>::try_from(&ip[IPV4_DADDR]).expect("4 bytes"),
+    ));
+    let saddr = IpAddr::V4(Ipv4Addr::from(
+        <[u8; 4]>::try_from(&ip[IPV4_SADDR]).expect("4 bytes"),
+    ));
     let fragment = be16(ip, IPV4_FRAGMENT_AT);
     let l4_len = match protocol {
         IPPROTO_TCP => TCP_HEADER_LEN,
@@ -910,7 +960,7 @@ fn ipv4_flow(frame: &[u8], offset: usize) -> Result<(FlowTuple, Option<u16>), Un
     };
     let mut first_fragment_id = None;
     if fragment & IPV4_MF_AND_OFFSET != 0 {
-        let id = be16(ip, IPV4_ID_AT);
+        let id = u32::from(be16(ip, IPV4_ID_AT));
         if fragment & IPV4_OFFSET_MASK != 0 {
             let key = FragmentKey {
                 saddr,
@@ -938,8 +988,159 @@ fn ipv4_flow(frame: &[u8], offset: usize) -> Result<(FlowTuple, Option<u16>), Un
     Ok((tuple, first_fragment_id))
 }
 
+/// The flow of a whole IPv6 packet or a first fragment, and the Fragment header's id of a first
+/// fragment: the fixed header, then at most [`MAX_IPV6_EXTENSION_HEADERS`] extension headers.
+fn ipv6_flow(frame: &[u8], offset: usize) -> Result<(FlowTuple, Option<u32>), Unroutable> {
+    let ip = frame
+        .get(offset..offset + IPV6_HEADER_LEN)
+        .ok_or(Unroutable::Malformed)?;
+    let payload_len = usize::from(be16(ip, IPV6_PAYLOAD_LEN_AT));
+    if ip[0] >> 4 != IPV6_VERSION || offset + IPV6_HEADER_LEN + payload_len > frame.len() {
+        return Err(Unroutable::Malformed);
+    }
+    let saddr = IpAddr::V6(Ipv6Addr::from(
+        <[u8; 16]>::try_from(&ip[IPV6_SADDR]).expect("16"),
+    ));
+    let daddr = IpAddr::V6(Ipv6Addr::from(
+        <[u8; 16]>::try_from(&ip[IPV6_DADDR]).expect("16"),
+    ));
+    let packet_end = offset + IPV6_HEADER_LEN + payload_len;
+    let mut next = ip[IPV6_NEXT_HEADER_AT];
+    let mut at = offset + IPV6_HEADER_LEN;
+    let mut first_fragment_id = None;
+    let mut is_fragment = false;
+    for _ in 0..MAX_IPV6_EXTENSION_HEADERS {
+        if !matches!(
+            next,
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_DESTINATION_OPTIONS
+        ) {
+            break;
+        }
+        if at > MAX_HEADER_OFFSET || at + IPV6_EXTENSION_UNIT > packet_end {
+            return Err(Unroutable::Truncated(daddr));
+        }
+        let header = &frame[at..at + IPV6_EXTENSION_UNIT];
+        if next == IPV6_FRAGMENT {
+            let field = be16(header, 2);
+            let id = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
+            if field & IPV6_FRAGMENT_OFFSET_MASK != 0 {
+                return Err(match header[0] {
+                    protocol @ (IPPROTO_TCP | IPPROTO_UDP) => {
+                        let key = FragmentKey {
+                            saddr,
+                            daddr,
+                            id,
+                            protocol: 0,
+                        };
+                        let _ = protocol;
+                        Unroutable::Fragment(daddr, key)
+                    }
+                    _ => Unroutable::NotBalanced(daddr),
+                });
+            }
+            is_fragment = field & IPV6_FRAGMENT_MORE != 0;
+            if is_fragment {
+                first_fragment_id = Some(id);
+            }
+            at += IPV6_EXTENSION_UNIT;
+        } else {
+            at += (usize::from(header[1]) + 1) * IPV6_EXTENSION_UNIT;
+        }
+        next = header[0];
+    }
+    if at > MAX_HEADER_OFFSET || at > packet_end {
+        return Err(Unroutable::Truncated(daddr));
+    }
+    let l4_len = match next {
+        IPPROTO_TCP => TCP_HEADER_LEN,
+        IPPROTO_UDP => UDP_HEADER_LEN,
+        IPPROTO_ICMPV6 if !is_fragment => {
+            return Err(Unroutable::Icmp(daddr, at, packet_end - at));
+        }
+        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_DESTINATION_OPTIONS => {
+            return Err(Unroutable::Truncated(daddr));
+        }
+        _ => return Err(Unroutable::NotBalanced(daddr)),
+    };
+    if at + l4_len > packet_end {
+        return Err(Unroutable::Truncated(daddr));
+    }
+    let tuple = FlowTuple {
+        saddr,
+        daddr,
+        sport: be16(frame, at),
+        dport: be16(frame, at + 2),
+        protocol: next,
+    };
+    Ok((tuple, first_fragment_id))
+}
+
+/// The flow an ICMP error to `vip` answers: the quoted IPv4 packet (from the VIP, TCP/UDP, not
+/// a later fragment, with its ports), reversed.
+fn quoted_flow_v4(
+    frame: &[u8],
+    vip: Ipv4Addr,
+    l4_offset: usize,
+    l4_len: usize,
+) -> Option<FlowTuple> {
+    if l4_len < ICMP_HEADER_LEN + IPV4_MIN_HEADER_LEN {
+        return None;
+    }
+    let quoted = &frame[l4_offset + ICMP_HEADER_LEN..];
+    let header_len = usize::from(quoted[0] & 0x0f) * 4;
+    let protocol = quoted[IPV4_PROTOCOL_AT];
+    if quoted[0] >> 4 != IPV4_VERSION
+        || header_len < IPV4_MIN_HEADER_LEN
+        || be16(quoted, IPV4_FRAGMENT_AT) & IPV4_OFFSET_MASK != 0
+        || !matches!(protocol, IPPROTO_TCP | IPPROTO_UDP)
+        || quoted[IPV4_SADDR] != vip.octets()
+        || ICMP_HEADER_LEN + header_len + ICMP_QUOTED_L4_LEN > l4_len
+    {
+        return None;
+    }
+    Some(FlowTuple {
+        saddr: IpAddr::V4(Ipv4Addr::from(
+            <[u8; 4]>::try_from(&quoted[IPV4_DADDR]).expect("4 bytes"),
+        )),
+        daddr: IpAddr::V4(vip),
+        sport: be16(quoted, header_len + 2),
+        dport: be16(quoted, header_len),
+        protocol,
+    })
+}
+
+/// As [`quoted_flow_v4`] for ICMPv6: the quoted IPv6 packet's TCP/UDP header must follow its
+/// fixed header (extension headers in a quote are not walked).
+fn quoted_flow_v6(
+    frame: &[u8],
+    vip: Ipv6Addr,
+    l4_offset: usize,
+    l4_len: usize,
+) -> Option<FlowTuple> {
+    if l4_len < ICMP_HEADER_LEN + IPV6_HEADER_LEN + ICMP_QUOTED_L4_LEN {
+        return None;
+    }
+    let quoted = &frame[l4_offset + ICMP_HEADER_LEN..];
+    let protocol = quoted[IPV6_NEXT_HEADER_AT];
+    if quoted[0] >> 4 != IPV6_VERSION
+        || !matches!(protocol, IPPROTO_TCP | IPPROTO_UDP)
+        || quoted[IPV6_SADDR] != vip.octets()
+    {
+        return None;
+    }
+    Some(FlowTuple {
+        saddr: IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(&quoted[IPV6_DADDR]).expect("16 bytes"),
+        )),
+        daddr: IpAddr::V6(vip),
+        sport: be16(quoted, IPV6_HEADER_LEN + 2),
+        dport: be16(quoted, IPV6_HEADER_LEN),
+        protocol,
+    })
+}
+
 /// `verdict` for a packet to a VIP, `Pass` for any other destination.
-fn is_vip(state: &State, daddr: Ipv4Addr) -> bool {
+fn is_vip(state: &State, daddr: IpAddr) -> bool {
     state.vips.contains_key(&daddr)
 }
 
@@ -947,9 +1148,10 @@ fn is_vip(state: &State, daddr: Ipv4Addr) -> bool {
 mod tests {
     use super::*;
     use crate::packet::{
-        Arp, CLIENT_IP, CLIENT_PORT, DIRECTOR_MAC, INACTIVE_VIP, IcmpError, Ipv4Flow, Ipv4Frame,
-        OTHER_HOST_MAC, OTHER_IP, ROUTER_IP, ROUTER_MAC, VIP, backend_mac, icmp_echo_reply,
-        icmp_echo_request, icmp_error, with_fragment, with_ip_id,
+        Arp, CLIENT_IP, CLIENT_IPV6, CLIENT_PORT, DIRECTOR_MAC, INACTIVE_VIP, IcmpError,
+        Icmpv6Error, Ipv4Flow, Ipv4Frame, Ipv6Flow, Ipv6Frame, OTHER_HOST_MAC, OTHER_IP, ROUTER_IP,
+        ROUTER_MAC, VIP, VIP_IPV6, backend_mac, icmp_echo_reply, icmp_echo_request, icmp_error,
+        icmpv6_echo_reply, icmpv6_echo_request, icmpv6_error, with_fragment, with_ip_id,
     };
 
     const INGRESS: u32 = 2;
@@ -973,11 +1175,11 @@ mod tests {
         State {
             interfaces: BTreeMap::from([(INGRESS, DIRECTOR_MAC)]),
             egress_ifindexes: BTreeSet::from([INGRESS, OTHER_EGRESS]),
-            vips: BTreeMap::from([(VIP, true), (INACTIVE_VIP, false)]),
+            vips: BTreeMap::from([(VIP.into(), true), (INACTIVE_VIP.into(), false)]),
             local_vips: BTreeSet::new(),
             services: vec![ServiceState {
                 id: SERVICE_ID,
-                vip: VIP,
+                vip: VIP.into(),
                 port: PORT,
                 protocol: IPPROTO_TCP,
                 source_hash: false,
@@ -989,8 +1191,6 @@ mod tests {
                     (2, target(2, UNKNOWN_IFINDEX)),
                 ]),
             }],
-            vips6: BTreeMap::new(),
-            local_vips6: BTreeSet::new(),
         }
     }
 
@@ -1191,7 +1391,7 @@ mod tests {
             Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, PORT + 1)).build();
         let to_other_host = icmp_echo_request(ROUTER_IP, OTHER_IP);
         let mut local = state(0);
-        local.local_vips.insert(VIP);
+        local.local_vips.insert(VIP.into());
         for frame in [&ping, &other_port] {
             assert_eq!(
                 verdict_of(&model(true).process(&state(0), INGRESS, frame)),
@@ -1220,12 +1420,12 @@ mod tests {
     fn arp_for_a_standby_vip_the_kernel_holds_never_reaches_the_kernel() {
         let request = Arp::request(ROUTER_MAC, ROUTER_IP, INACTIVE_VIP).build();
         let mut local = state(0);
-        local.local_vips.insert(INACTIVE_VIP);
+        local.local_vips.insert(INACTIVE_VIP.into());
         assert_eq!(
             verdict_of(&model(true).process(&local, INGRESS, &request)),
             Verdict::DropArpStandby
         );
-        local.vips.insert(INACTIVE_VIP, true);
+        local.vips.insert(INACTIVE_VIP.into(), true);
         assert_eq!(
             verdict_of(&model(true).process(&local, INGRESS, &request)),
             Verdict::ArpReply,
@@ -1279,6 +1479,103 @@ mod tests {
             verdict_of(&model(true).process(&state(0), INGRESS, &broadcast)),
             Verdict::ArpReply
         );
+    }
+
+    /// One IPv6 TCP service on `VIP_IPV6` whose table holds only backend 0.
+    fn state_v6() -> State {
+        let mut state = state(0);
+        state.vips.insert(VIP_IPV6.into(), true);
+        state.services[0].vip = VIP_IPV6.into();
+        state
+    }
+
+    fn tcp6() -> Ipv6Frame {
+        Ipv6Frame::new(Ipv6Flow::tcp(CLIENT_IPV6, CLIENT_PORT, VIP_IPV6, PORT))
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_up_to_the_bound() {
+        let v6 = state_v6();
+        let four = tcp6()
+            .hop_by_hop()
+            .destination_options()
+            .routing(true)
+            .build();
+        assert_eq!(
+            model(true).process(&v6, INGRESS, &four),
+            Outcome::Ran {
+                action: XdpAction::Tx,
+                verdict: Verdict::Tx,
+                output: forwarded_to(&four, 0),
+            }
+        );
+        let five = tcp6()
+            .hop_by_hop()
+            .destination_options()
+            .routing(true)
+            .fragment(0, false, 7)
+            .build();
+        assert_eq!(
+            verdict_of(&model(true).process(&v6, INGRESS, &five)),
+            Verdict::DropMalformed
+        );
+        assert_eq!(
+            verdict_of(&model(true).process(&state(0), INGRESS, &five)),
+            Verdict::Pass,
+            "not a VIP: the stack's"
+        );
+    }
+
+    #[test]
+    fn ipv6_later_fragments_follow_their_first_by_id_alone() {
+        let state = state_v6();
+        let first = tcp6().fragment(0, true, 9).build();
+        let later = tcp6().fragment(SECOND_FRAGMENT_UNITS, false, 9).build();
+        let orphan = tcp6().fragment(SECOND_FRAGMENT_UNITS, false, 10).build();
+        let mut m = model(true);
+        assert_eq!(
+            verdict_of(&m.process(&state, INGRESS, &orphan)),
+            Verdict::DropFragmentOrphan
+        );
+        assert_eq!(verdict_of(&m.process(&state, INGRESS, &first)), Verdict::Tx);
+        assert_eq!(
+            m.process(&state_v6(), INGRESS, &later),
+            Outcome::Ran {
+                action: XdpAction::Tx,
+                verdict: Verdict::Tx,
+                output: forwarded_to(&later, 0)
+            }
+        );
+    }
+
+    #[test]
+    fn ipv6_echo_requests_are_answered_and_errors_relayed() {
+        let state = state_v6();
+        assert_eq!(
+            model(true).process(&state, INGRESS, &icmpv6_echo_request(CLIENT_IPV6, VIP_IPV6)),
+            Outcome::Ran {
+                action: XdpAction::Tx,
+                verdict: Verdict::EchoReply,
+                output: icmpv6_echo_reply(CLIENT_IPV6, VIP_IPV6),
+            }
+        );
+        let reply = Ipv6Frame::new(Ipv6Flow::tcp(VIP_IPV6, PORT, CLIENT_IPV6, CLIENT_PORT)).build();
+        let error = icmpv6_error(
+            Icmpv6Error::PacketTooBig { mtu: 1280 },
+            VIP_IPV6,
+            &reply,
+            usize::MAX,
+        );
+        let mut m = model(true);
+        assert_eq!(
+            m.process(&state, INGRESS, &error),
+            Outcome::Ran {
+                action: XdpAction::Tx,
+                verdict: Verdict::Tx,
+                output: forwarded_to(&error, 0)
+            }
+        );
+        assert_eq!(m.flow_count(), 0, "an ICMPv6 error starts no flow");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! the VIP's solicited-node group or to the VIP at our MAC. DAD probes (source `::`) are not
 //! answered.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use lb_common::{IPPROTO_ICMPV6, Verdict};
 
@@ -59,11 +59,11 @@ pub fn handle(
     if kind == NEIGHBOR_ADVERTISEMENT {
         return Some(Verdict::Pass);
     }
-    let Some(&active) = state.vips6.get(&target) else {
+    let Some(&active) = state.vips.get(&IpAddr::V6(target)) else {
         return Some(Verdict::Pass);
     };
     if !active {
-        return Some(if state.local_vips6.contains(&target) {
+        return Some(if state.local_vips.contains(&IpAddr::V6(target)) {
             Verdict::DropNdpStandby
         } else {
             Verdict::Pass
@@ -196,7 +196,7 @@ mod tests {
     fn state() -> State {
         State {
             interfaces: BTreeMap::from([(1, OUR_MAC)]),
-            vips6: BTreeMap::from([(VIP, true)]),
+            vips: BTreeMap::from([(VIP.into(), true)]),
             ..State::default()
         }
     }

@@ -822,3 +822,298 @@ mod tests {
         assert_eq!(truncated(&frame, ETH_HEADER_LEN), &frame[..ETH_HEADER_LEN]);
     }
 }
+
+// IPv6 -----------------------------------------------------------------------------------------
+
+/// The router's IPv6 address (the source of ICMPv6 errors it sends).
+pub const ROUTER_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 1, 1);
+/// An IPv6 VIP the director holds as standby.
+pub const INACTIVE_VIP_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x101);
+/// An IPv6 address that is no VIP.
+pub const OTHER_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x200);
+/// The IPv6 fixed header's length.
+pub const IPV6_HEADER_LEN: usize = etherparse::Ipv6Header::LEN;
+/// Options of an 8-byte hop-by-hop or destination options header (a PadN option filling it).
+const PADN_OPTION: [u8; 6] = [1, 4, 0, 0, 0, 0];
+/// A type 0 routing header with no address left (segments left 0): 8 bytes, skipped by hosts.
+const EMPTY_ROUTING: [u8; 6] = [0, 0, 0, 0, 0, 0];
+const ETHERTYPE_IPV6: EtherType = EtherType::IPV6;
+
+/// The 5-tuple of a TCP or UDP packet over IPv6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Flow {
+    pub saddr: Ipv6Addr,
+    pub daddr: Ipv6Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub transport: Transport,
+}
+
+impl Ipv6Flow {
+    #[must_use]
+    pub const fn tcp(saddr: Ipv6Addr, sport: u16, daddr: Ipv6Addr, dport: u16) -> Self {
+        Self {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            transport: Transport::Tcp,
+        }
+    }
+
+    #[must_use]
+    pub const fn udp(saddr: Ipv6Addr, sport: u16, daddr: Ipv6Addr, dport: u16) -> Self {
+        Self {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            transport: Transport::Udp,
+        }
+    }
+
+    #[must_use]
+    pub const fn with_sport(self, sport: u16) -> Self {
+        Self { sport, ..self }
+    }
+}
+
+/// An Ethernet frame carrying a TCP or UDP packet over IPv6, with any extension headers, as the
+/// router sends it to the director unless changed.
+#[derive(Clone, Debug)]
+pub struct Ipv6Frame {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub vlans: Vec<u16>,
+    pub flow: Ipv6Flow,
+    pub extensions: etherparse::Ipv6Extensions,
+    pub payload: Vec<u8>,
+}
+
+impl Ipv6Frame {
+    #[must_use]
+    pub fn new(flow: Ipv6Flow) -> Self {
+        Self {
+            src_mac: ROUTER_MAC,
+            dst_mac: DIRECTOR_MAC,
+            vlans: Vec::new(),
+            flow,
+            extensions: etherparse::Ipv6Extensions::default(),
+            payload: DEFAULT_PAYLOAD.to_vec(),
+        }
+    }
+
+    #[must_use]
+    pub fn vlan(mut self, id: u16) -> Self {
+        self.vlans = vec![id];
+        self
+    }
+
+    /// Adds an 8-byte hop-by-hop options header (padding only).
+    #[must_use]
+    pub fn hop_by_hop(mut self) -> Self {
+        self.extensions.hop_by_hop_options = Some(raw_extension(&PADN_OPTION));
+        self
+    }
+
+    /// Adds an 8-byte destination options header (padding only), before any routing header.
+    #[must_use]
+    pub fn destination_options(mut self) -> Self {
+        self.extensions.destination_options = Some(raw_extension(&PADN_OPTION));
+        self
+    }
+
+    /// Adds an 8-byte routing header with no segment left, and (if `final_options`) a
+    /// destination options header after it.
+    #[must_use]
+    pub fn routing(mut self, final_options: bool) -> Self {
+        self.extensions.routing = Some(etherparse::Ipv6RoutingExtensions {
+            routing: raw_extension(&EMPTY_ROUTING),
+            final_destination_options: final_options.then(|| raw_extension(&PADN_OPTION)),
+        });
+        self
+    }
+
+    /// Adds a fragment header: offset (in 8-byte units), more fragments, identification.
+    #[must_use]
+    pub fn fragment(mut self, offset_units: u16, more: bool, id: u32) -> Self {
+        self.extensions.fragment = Some(etherparse::Ipv6FragmentHeader::new(
+            IpNumber::TCP,
+            IpFragOffset::try_new(offset_units).expect("a fragment offset has 13 bits"),
+            more,
+            id,
+        ));
+        self
+    }
+
+    #[must_use]
+    pub fn payload(mut self, payload: &[u8]) -> Self {
+        self.payload = payload.to_vec();
+        self
+    }
+
+    /// The frame's bytes, with valid lengths, next headers and checksum.
+    #[must_use]
+    pub fn build(&self) -> Vec<u8> {
+        let Ipv6Flow {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            transport,
+        } = self.flow;
+        let header = etherparse::Ipv6Header {
+            hop_limit: TTL,
+            next_header: IpNumber(transport.protocol()),
+            source: saddr.octets(),
+            destination: daddr.octets(),
+            ..Default::default()
+        };
+        let ip = ip_step(
+            self.src_mac,
+            self.dst_mac,
+            &self.vlans,
+            IpHeaders::Ipv6(header, self.extensions.clone()),
+        );
+        let mut frame = Vec::new();
+        match transport {
+            Transport::Tcp => ip
+                .tcp(sport, dport, TCP_SEQUENCE, TCP_WINDOW)
+                .write_to_vec(&mut frame, &self.payload),
+            Transport::Udp => ip.udp(sport, dport).write_to_vec(&mut frame, &self.payload),
+        }
+        .expect("etherparse writes any IPv6 TCP/UDP test frame");
+        frame
+    }
+}
+
+fn raw_extension(payload: &[u8]) -> etherparse::Ipv6RawExtHeader {
+    // The next header is set by the builder when it chains the headers.
+    etherparse::Ipv6RawExtHeader::new_raw(IpNumber::TCP, payload).expect("a 6 + 8n byte payload")
+}
+
+/// Offset of the IPv6 header in an Ethernet frame, after any VLAN tags.
+///
+/// # Panics
+/// If the frame does not carry IPv6.
+#[must_use]
+pub fn ipv6_header_offset(frame: &[u8]) -> usize {
+    let (ethernet, mut rest) =
+        Ethernet2Header::from_slice(frame).expect("a frame with an Ethernet header");
+    let mut ether_type = ethernet.ether_type;
+    let mut offset = Ethernet2Header::LEN;
+    while is_vlan_tag(ether_type) {
+        let (tag, after) = SingleVlanHeader::from_slice(rest).expect("a complete VLAN tag");
+        (ether_type, rest, offset) = (tag.ether_type, after, offset + SingleVlanHeader::LEN);
+    }
+    assert_eq!(ether_type, ETHERTYPE_IPV6, "the frame does not carry IPv6");
+    offset
+}
+
+/// An ICMPv6 echo request (ping) from the router's side of the link.
+#[must_use]
+pub fn icmpv6_echo_request(saddr: Ipv6Addr, daddr: Ipv6Addr) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(ROUTER_MAC, DIRECTOR_MAC)
+        .ipv6(saddr.octets(), daddr.octets(), TTL)
+        .icmpv6_echo_request(ICMP_ECHO_ID, ICMP_ECHO_SEQUENCE)
+        .write_to_vec(&mut frame, DEFAULT_PAYLOAD)
+        .expect("etherparse writes an ICMPv6 echo");
+    frame
+}
+
+/// The echo reply to [`icmpv6_echo_request`] from `saddr` to `daddr`, as the director should
+/// send it back, built from scratch (checksum over the pseudo-header computed by etherparse).
+#[must_use]
+pub fn icmpv6_echo_reply(saddr: Ipv6Addr, daddr: Ipv6Addr) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(DIRECTOR_MAC, ROUTER_MAC)
+        .ipv6(daddr.octets(), saddr.octets(), ECHO_REPLY_TTL)
+        .icmpv6_echo_reply(ICMP_ECHO_ID, ICMP_ECHO_SEQUENCE)
+        .write_to_vec(&mut frame, DEFAULT_PAYLOAD)
+        .expect("etherparse writes an ICMPv6 echo reply");
+    frame
+}
+
+/// The ICMPv6 errors a router sends about a packet it could not deliver.
+#[derive(Clone, Copy, Debug)]
+pub enum Icmpv6Error {
+    /// Packet too big (type 2): path-MTU discovery.
+    PacketTooBig { mtu: u32 },
+    /// Destination unreachable, address unreachable (type 1, code 3).
+    AddressUnreachable,
+    /// Time exceeded, hop limit exceeded (type 3, code 0).
+    TimeExceeded,
+}
+
+/// A router's ICMPv6 error to `daddr` about `offending` (an Ethernet frame: its IPv6 packet is
+/// quoted, at most `quoted_len` bytes of it), from the router's side of the link.
+#[must_use]
+pub fn icmpv6_error(
+    kind: Icmpv6Error,
+    daddr: Ipv6Addr,
+    offending: &[u8],
+    quoted_len: usize,
+) -> Vec<u8> {
+    use etherparse::{Icmpv6Type, icmpv6};
+    let offset = ipv6_header_offset(offending);
+    let end = offset.saturating_add(quoted_len).min(offending.len());
+    let icmp_type = match kind {
+        Icmpv6Error::PacketTooBig { mtu } => Icmpv6Type::PacketTooBig { mtu },
+        Icmpv6Error::AddressUnreachable => {
+            Icmpv6Type::DestinationUnreachable(icmpv6::DestUnreachableCode::Address)
+        }
+        Icmpv6Error::TimeExceeded => {
+            Icmpv6Type::TimeExceeded(icmpv6::TimeExceededCode::HopLimitExceeded)
+        }
+    };
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(ROUTER_MAC, DIRECTOR_MAC)
+        .ipv6(ROUTER_IPV6.octets(), daddr.octets(), TTL)
+        .icmpv6(icmp_type)
+        .write_to_vec(&mut frame, &offending[offset..end])
+        .expect("etherparse writes an ICMPv6 error");
+    frame
+}
+
+/// A copy of an IPv6 frame whose IPv6 payload length says `payload_len`.
+#[must_use]
+pub fn with_ipv6_payload_len(frame: &[u8], payload_len: u16) -> Vec<u8> {
+    /// Where the payload length lies in the IPv6 header.
+    const PAYLOAD_LEN_AT: usize = 4;
+    let at = ipv6_header_offset(frame) + PAYLOAD_LEN_AT;
+    let mut frame = frame.to_vec();
+    frame[at..at + 2].copy_from_slice(&payload_len.to_be_bytes());
+    frame
+}
+
+/// A copy of an IPv6 TCP/UDP frame (without extension headers) whose checksum is left
+/// unfinished, as a sender with tx checksum offload hands it to a veth: the folded IPv6
+/// pseudo-header sum (addresses, upper-layer length, next header).
+///
+/// # Panics
+/// If the frame is not IPv6 with a TCP or UDP header right after the fixed header.
+#[must_use]
+pub fn with_unfinished_checksum_v6(frame: &[u8]) -> Vec<u8> {
+    let offset = ipv6_header_offset(frame);
+    let header = etherparse::Ipv6HeaderSlice::from_slice(&frame[offset..]).expect("IPv6");
+    let protocol = header.next_header().0;
+    let l4_len = header.payload_length();
+    let pseudo = Sum16BitWords::new()
+        .add_16bytes(header.source())
+        .add_16bytes(header.destination())
+        .add_2bytes([0, protocol])
+        .add_2bytes(l4_len.to_be_bytes())
+        .ones_complement()
+        .to_be();
+    let field = match protocol {
+        IPPROTO_TCP => TCP_CHECKSUM_OFFSET,
+        IPPROTO_UDP => UDP_CHECKSUM_OFFSET,
+        other => panic!("protocol {other} is not TCP or UDP"),
+    };
+    let at = offset + IPV6_HEADER_LEN + field;
+    let mut frame = frame.to_vec();
+    // ones_complement() is the checksum; the unfinished field holds the sum itself.
+    frame[at..at + 2].copy_from_slice(&(!pseudo).to_be_bytes());
+    frame
+}

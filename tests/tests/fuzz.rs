@@ -4,6 +4,7 @@
 //! The suite runs a short seeded run. `cargo xtask fuzz [--frames N] [--seed S]` runs this
 //! same test with `FUZZ_FRAMES` and `FUZZ_SEED` set.
 
+use lb_common::Verdict;
 use tests::{
     fuzz::{self, Config, fixture},
     model::Options,
@@ -39,6 +40,21 @@ fn fuzz_run_finds_the_program_doing_what_the_model_says() {
     );
     let report = fuzz::run(&config).unwrap_or_else(|e| panic!("the fuzz run failed: {e:#}"));
     println!("{report}");
+    // IPv6 frames reach the IPv6 path's outcomes, not only XDP_PASS.
+    let ipv6 = |v: Verdict| report.ipv6_verdicts[v as usize];
+    for verdict in [
+        Verdict::Tx,
+        Verdict::DropMalformed,
+        Verdict::DropStandby,
+        Verdict::DropNoService,
+        Verdict::EchoReply,
+    ] {
+        assert!(
+            ipv6(verdict) > 0,
+            "no IPv6 frame ended as {}: the run does not reach the IPv6 path",
+            verdict.name()
+        );
+    }
     assert!(
         report.differences.is_empty(),
         "{} differences between the program and the model (printed above, kept as fixtures in \

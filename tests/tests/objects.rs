@@ -56,7 +56,13 @@ fn the_pass_program_object_has_no_maps() {
         .load(BENCH_OBJECT)
         .expect("loading the bench object");
     let bench_maps: Vec<&str> = bench.maps().map(|(name, _)| name).collect();
-    for drlbs in [map_names::FLOWS, map_names::MAGLEV, map_names::BACKENDS] {
+    for drlbs in [
+        map_names::FLOWS,
+        map_names::FLOWS6,
+        map_names::FRAGMENTS6,
+        map_names::MAGLEV,
+        map_names::BACKENDS,
+    ] {
         assert!(
             !bench_maps.contains(&drlbs),
             "the bench object creates drlb's map {drlbs}: {bench_maps:?}"
@@ -88,9 +94,11 @@ fn drlbs_maps_are_sized_from_the_config() {
         assert_eq!(max_entries(map), expected, "entries of {name}");
     }
     let (online, possible) = loader::cpus().expect("the host's CPUs");
-    let flows = max_entries(ebpf.map(map_names::FLOWS).expect("FLOWS"));
-    assert!(
-        loader::flow_capacity(flows, online, possible) >= 4096,
-        "the flow table holds the configured 4096 flows on the {online} online CPUs ({flows} entries, {possible} possible CPUs)"
-    );
+    for name in [map_names::FLOWS, map_names::FLOWS6] {
+        let flows = max_entries(ebpf.map(name).expect("a flow table"));
+        assert!(
+            loader::flow_capacity(flows, online, possible) >= 4096,
+            "{name} holds the configured 4096 flows on the {online} online CPUs ({flows} entries, {possible} possible CPUs)"
+        );
+    }
 }

@@ -147,6 +147,11 @@ pub fn map_entries(sizes: MapSizes) -> Result<BTreeMap<&'static str, u32>> {
             map_names::FLOWS,
             flow_map_entries(sizes.flow_table_size, online, possible),
         ),
+        // IPv6 flows have a table of their own (a 40-byte key), sized as IPv4's.
+        (
+            map_names::FLOWS6,
+            flow_map_entries(sizes.flow_table_size, online, possible),
+        ),
         (map_names::INTERFACES, sizes.interface_slots),
     ]))
 }

@@ -17,7 +17,7 @@ use aya::{
 };
 use lb_common::{
     Addr, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, Event, FlowEntry,
-    FlowKey, ForwardCounter, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK,
+    FlowKey, FlowKey6, ForwardCounter, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK,
     MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey,
     ServiceState, TABLE_BANKS, TableDesc, VIP_FILTER_WORDS, Verdict, Vip, backend_index,
     interface_slot, map_names, table_desc_index, vip_filter_bit_of,
@@ -102,6 +102,7 @@ pub struct Dataplane {
     egress_slots: Array<MapData, EgressSlot>,
     // aya reads an LRU hash map through HashMap.
     flows: HashMap<MapData, FlowKey, FlowEntry>,
+    flows6: HashMap<MapData, FlowKey6, FlowEntry>,
     vips: HashMap<MapData, Addr, u32>,
     vip_states: Mapped,
     vip_filter: Mapped,
@@ -215,6 +216,7 @@ impl Dataplane {
             backends,
             egress_slots: take(ebpf, map_names::EGRESS_SLOTS)?,
             flows: take(ebpf, map_names::FLOWS)?,
+            flows6: take(ebpf, map_names::FLOWS6)?,
             vips: take(ebpf, map_names::VIPS)?,
             vip_states: take_mapped(ebpf, map_names::VIP_STATES, size_of::<u32>(), &mut keep)?,
             vip_filter: take_mapped(ebpf, map_names::VIP_FILTER, u64_size, &mut keep)?,
@@ -883,6 +885,15 @@ impl Dataplane {
         }
     }
 
+    /// The IPv6 flow table's entry for a 5-tuple.
+    pub fn flow6(&self, key: &FlowKey6) -> Result<Option<FlowEntry>> {
+        match self.flows6.get(key, 0) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("reading FLOWS6 failed"),
+        }
+    }
+
     pub fn verdict_counter(&self, verdict: Verdict) -> Result<Counter> {
         sum(&self.verdict_counters, verdict as u32, add_counters)
     }
@@ -926,7 +937,8 @@ impl Dataplane {
     }
 }
 
-/// The `VIP_FILTER` words for `vips`: the bit of every IPv4 VIP set.
+/// The `VIP_FILTER` words for `vips`: the bit of every VIP set, IPv4 or IPv6 (each as the
+/// program computes it for its family).
 fn vip_filter(vips: &[Addr]) -> [u64; VIP_FILTER_WORDS as usize] {
     let mut words = [0_u64; VIP_FILTER_WORDS as usize];
     for vip in vips {
@@ -978,7 +990,7 @@ fn zero<T: aya::Pod + Default>(map: &mut PerCpuArray<MapData, T>, index: u32) ->
 
 #[cfg(test)]
 mod tests {
-    use lb_common::{ipv4_mapped, vip_filter_bit};
+    use lb_common::{ipv4_mapped, vip_filter_bit, vip_filter_bit_v6};
 
     use super::*;
 
@@ -1018,5 +1030,24 @@ mod tests {
             .count();
         assert!(passed >= 250, "{passed} of 256 addresses left out");
         assert_eq!(vip_filter(&[]), [0; VIP_FILTER_WORDS as usize]);
+    }
+
+    #[test]
+    fn the_vip_filter_holds_ipv6_vips_by_their_own_bit() {
+        let vips: Vec<Addr> = (0..=255_u8)
+            .map(|i| {
+                let mut a = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+                a[15] = i;
+                a
+            })
+            .collect();
+        let words = vip_filter(&vips);
+        for vip in &vips {
+            let bit = vip_filter_bit_v6(*vip);
+            assert!(
+                words[(bit / 64) as usize] & (1 << (bit % 64)) != 0,
+                "{vip:?}"
+            );
+        }
     }
 }

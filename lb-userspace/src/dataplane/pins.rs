@@ -29,7 +29,7 @@ use super::loader::EBPF_OBJECT;
 /// What the pinned words mean. Bump it with any change to a pinned map's type, key, value,
 /// flags or the meaning of its contents (the check of sizes against the program catches most,
 /// not all, such changes).
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// The program's maps kept across restarts: all of them (the log ring buffer and the
 /// read-only data belong to one loaded program and are not shared).
@@ -52,6 +52,8 @@ pub const PROGRAM_MAPS: &[&str] = &[
     map_names::EVENT_COUNTERS,
     map_names::FRAGMENTS,
     conflict::MAP_NAME,
+    map_names::FLOWS6,
+    map_names::FRAGMENTS6,
 ];
 
 /// Maps whose size the config decides (the others have the program's fixed size).
@@ -62,6 +64,7 @@ const SIZED_BY_CONFIG: &[&str] = &[
     map_names::MAGLEV,
     map_names::BACKENDS,
     map_names::FLOWS,
+    map_names::FLOWS6,
     map_names::VIPS,
     map_names::VIP_STATES,
     map_names::INTERFACES,

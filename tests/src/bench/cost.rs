@@ -39,7 +39,7 @@ use super::{
 };
 use crate::{
     ndp_frames::NdpFrame,
-    packet::{Arp, VIP_IPV6},
+    packet::{Arp, CLIENT_IPV6, Ipv6Flow, Ipv6Frame, VIP_IPV6},
 };
 
 /// The ingress ifindex BPF_PROG_TEST_RUN reports without `ctx_in`: loopback.
@@ -53,6 +53,11 @@ const NON_SERVICE_PORT: u16 = 9999;
 const FIRST_SINGLE_RUN_FLOW: u32 = 1_000;
 /// The generator's IPv6 address, soliciting the IPv6 VIP.
 const GENERATOR_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x1);
+/// The IPv6 hit path's program: one service, a small table, every backend the director's MAC
+/// (as in `cost_config`, so every iteration of the loop is a hit).
+const IPV6_SERVICE_ID: u32 = 0;
+const IPV6_TABLE_SIZE: u32 = 251;
+const IPV6_CLIENT_PORT: u16 = 40_000;
 
 /// How a cost was measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +144,7 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
     let program = xdp(&mut drlb, PROGRAM_NAME);
     let hit_loop = run_loop(program, &frame(&tcp, 0), repeat, XDP_TX);
     let pass_loop = run_loop(program, &frame(&non_service, 0), repeat, XDP_PASS);
+    let ipv6_hit_loop = ipv6_hit_cost(repeat);
 
     // Single runs, interleaved so that drift hits every series alike.
     let (mut empty_once, mut new_once, mut hit_once, mut arp_once, mut ndp_once) =
@@ -192,6 +198,12 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
             method: Method::SingleRuns,
         },
         Cost {
+            what: "drlb: IPv6 flow-table hit",
+            action: "XDP_TX",
+            ns: ipv6_hit_loop,
+            method: Method::Loop,
+        },
+        Cost {
             what: "drlb: non-service packet",
             action: "XDP_PASS",
             ns: pass_loop,
@@ -205,6 +217,69 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
         method: Method::SingleRuns,
     };
     (costs, check)
+}
+
+/// The IPv6 flow-table hit, on a program of its own whose maps are written directly (one IPv6
+/// TCP service, its backends at the director's MAC): a `repeat` loop of a 64-byte-payload frame.
+fn ipv6_hit_cost(repeat: u32) -> f64 {
+    use lb_common::{Backend, MAX_SERVICES, ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, Vip};
+    use lb_userspace::dataplane::{TableLayout, loader::MapSizes};
+
+    let sizes = MapSizes {
+        maglev_entries: MAX_SERVICES * TABLE_BANKS * IPV6_TABLE_SIZE,
+        ..MapSizes::default()
+    };
+    let mut ebpf = loader::load(sizes).expect("loading drlb for the IPv6 hit");
+    let mut dataplane = Dataplane::take_from(&mut ebpf).expect("drlb's maps");
+    dataplane
+        .set_interface(TEST_RUN_IFINDEX, lb_common::NO_VLAN, DIRECTOR_MAC)
+        .expect("the test-run interface");
+    let active = Vip {
+        flags: VIP_FLAG_ACTIVE,
+    };
+    dataplane
+        .set_vip(VIP_IPV6.octets(), active)
+        .expect("the IPv6 VIP");
+    let backend = Backend {
+        dst_mac: DIRECTOR_MAC,
+        src_mac: DIRECTOR_MAC,
+        ifindex: TEST_RUN_IFINDEX,
+        vlan: lb_common::NO_VLAN,
+    };
+    let ids: Vec<u32> = (0..u32::from(BACKENDS)).collect();
+    for &id in &ids {
+        dataplane
+            .set_backend(IPV6_SERVICE_ID, id, &backend)
+            .expect("a backend");
+    }
+    let key = ServiceKey {
+        addr: VIP_IPV6.octets(),
+        port_be: Protocol::Tcp.port().to_be(),
+        protocol: lb_common::IPPROTO_TCP,
+        _pad: 0,
+    };
+    let layout = TableLayout {
+        service_id: IPV6_SERVICE_ID,
+        base: 0,
+        size: IPV6_TABLE_SIZE,
+        flags: 0,
+    };
+    let table: Vec<u32> = (0..IPV6_TABLE_SIZE)
+        .map(|slot| ids[slot as usize % ids.len()])
+        .collect();
+    dataplane
+        .publish_table(&key, layout, &table)
+        .expect("the IPv6 service");
+    let mut frame = Ipv6Frame::new(Ipv6Flow::tcp(
+        CLIENT_IPV6,
+        IPV6_CLIENT_PORT,
+        VIP_IPV6,
+        Protocol::Tcp.port(),
+    ));
+    frame.src_mac = GENERATOR_MAC;
+    frame.dst_mac = DIRECTOR_MAC;
+    frame.payload = Vec::new();
+    run_loop(xdp(&mut ebpf, PROGRAM_NAME), &frame.build(), repeat, XDP_TX)
 }
 
 /// The benchmark's drlb config, with every backend behind the director's own MAC. A repeat

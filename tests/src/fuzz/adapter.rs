@@ -3,7 +3,7 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use lb_common::{
-    Backend, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH,
+    Addr, Backend, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, SERVICE_FLAG_SOURCE_HASH,
     SERVICE_FLAG_STANDBY, ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL, Vip,
     ipv4_mapped,
 };
@@ -19,10 +19,18 @@ pub const MAGLEV_ENTRIES: u32 = MAX_SERVICES * TABLE_BANKS * MAX_TABLE_LEN;
 
 fn key(service: &ServiceState) -> ServiceKey {
     ServiceKey {
-        addr: ipv4_mapped(service.vip.octets()),
+        addr: addr(service.vip),
         port_be: service.port.to_be(),
         protocol: service.protocol,
         _pad: 0,
+    }
+}
+
+/// An address as the maps key it: IPv4 mapped, IPv6 as is.
+fn addr(ip: std::net::IpAddr) -> Addr {
+    match ip {
+        std::net::IpAddr::V4(v4) => ipv4_mapped(v4.octets()),
+        std::net::IpAddr::V6(v6) => v6.octets(),
     }
 }
 
@@ -86,27 +94,11 @@ pub fn load_state(
         if previous.vips.get(&vip) != Some(&active) || previous.local_vips.contains(&vip) != local {
             let flags =
                 if active { VIP_FLAG_ACTIVE } else { 0 } | if local { VIP_FLAG_LOCAL } else { 0 };
-            dataplane.set_vip(ipv4_mapped(vip.octets()), Vip { flags })?;
+            dataplane.set_vip(addr(vip), Vip { flags })?;
         }
     }
     for vip in previous.vips.keys().filter(|v| !state.vips.contains_key(v)) {
-        dataplane.remove_vip(&ipv4_mapped(vip.octets()))?;
-    }
-    for (&vip, &active) in &state.vips6 {
-        let local = state.local_vips6.contains(&vip);
-        if previous.vips6.get(&vip) != Some(&active) || previous.local_vips6.contains(&vip) != local
-        {
-            let flags =
-                if active { VIP_FLAG_ACTIVE } else { 0 } | if local { VIP_FLAG_LOCAL } else { 0 };
-            dataplane.set_vip(vip.octets(), Vip { flags })?;
-        }
-    }
-    for vip in previous
-        .vips6
-        .keys()
-        .filter(|v| !state.vips6.contains_key(v))
-    {
-        dataplane.remove_vip(&vip.octets())?;
+        dataplane.remove_vip(&addr(*vip))?;
     }
     // Removals first: a service added again under its old key must not be removed after.
     // Only entries that exist are removed (deleting a missing key is an error).

@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use etherparse::ArpOperation;
@@ -23,10 +23,11 @@ use crate::{
         multicast_mac,
     },
     packet::{
-        Arp, CLIENT_IPV6, DIRECTOR_IP, INACTIVE_VIP, IcmpError, Ipv4Flow, Ipv4Frame, MIN_FRAME_LEN,
-        MULTICAST_MAC, OTHER_HOST_MAC, OTHER_IP, OUTER_VLAN_ID, ROUTER_IP, ROUTER_MAC, VIP,
-        VIP_IPV6, VLAN_ID, backend_mac, icmp_echo_request, icmp_error, ipv6_udp, with_fragment,
-        with_ip_id,
+        Arp, DIRECTOR_IP, INACTIVE_VIP, INACTIVE_VIP_IPV6, IcmpError, Icmpv6Error, Ipv4Flow,
+        Ipv4Frame, Ipv6Flow, Ipv6Frame, MIN_FRAME_LEN, MULTICAST_MAC, OTHER_HOST_MAC, OTHER_IP,
+        OTHER_IPV6, OUTER_VLAN_ID, ROUTER_IP, ROUTER_IPV6, ROUTER_MAC, VIP, VIP_IPV6, VLAN_ID,
+        backend_mac, icmp_echo_request, icmp_error, icmpv6_echo_request, icmpv6_error,
+        with_fragment, with_ip_id,
     },
 };
 
@@ -73,6 +74,15 @@ const PORTS: [u16; 7] = [
     UNSERVED_PORT,
 ];
 const DESTINATIONS: [Ipv4Addr; 5] = [VIP, VIP, VIP2, INACTIVE_VIP, OTHER_IP];
+/// A second IPv6 VIP, an address of the director (its other traffic is the stack's).
+const VIP6_LOCAL: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x102);
+const DESTINATIONS_V6: [Ipv6Addr; 5] = [
+    VIP_IPV6,
+    VIP_IPV6,
+    VIP6_LOCAL,
+    INACTIVE_VIP_IPV6,
+    OTHER_IPV6,
+];
 
 /// Clients: a few addresses and ports, so flows come back and meet the flow table.
 const CLIENTS: u8 = 8;
@@ -93,18 +103,20 @@ enum Kind {
     ArpReply,
     Icmp,
     Ipv6,
+    Icmpv6,
     Ndp,
     RandomBytes,
 }
-const KINDS: [(Kind, usize); 8] = [
-    (Kind::Ipv4Service, 50),
+const KINDS: [(Kind, usize); 9] = [
+    (Kind::Ipv4Service, 40),
     (Kind::Fragment, 6),
-    (Kind::ArpRequest, 16),
-    (Kind::ArpReply, 6),
+    (Kind::ArpRequest, 14),
+    (Kind::ArpReply, 5),
     (Kind::Icmp, 4),
-    (Kind::Ipv6, 3),
+    (Kind::Ipv6, 20),
+    (Kind::Icmpv6, 4),
     (Kind::Ndp, 6),
-    (Kind::RandomBytes, 15),
+    (Kind::RandomBytes, 12),
 ];
 
 /// Per mille of frames that are mutated, truncated, padded; of frames that start a sweep of
@@ -121,8 +133,10 @@ const MAX_EDITS: usize = 4;
 /// Edits land in the headers most of the time: this many leading bytes.
 const HEADER_BYTES: usize = 64;
 /// Values that steer parsers: ether types, IPv4 version/IHL, protocols, flag bits.
-const INTERESTING_BYTES: [u8; 16] = [
+/// IPv6: its ether type's bytes, version 6, extension header numbers, ICMPv6 and its types.
+const INTERESTING_BYTES: [u8; 27] = [
     0x00, 0xff, 0x08, 0x06, 0x81, 0x88, 0xa8, 0x45, 0x46, 0x4f, 0x40, 0x20, 0x01, 0x02, 0x11, 0x3f,
+    0x86, 0xdd, 0x60, 0x2b, 0x2c, 0x3c, 0x3a, 0x80, 0x81, 0x87, 0x06,
 ];
 const MAX_RANDOM_LEN: usize = 96;
 const MAX_PAYLOAD: usize = 48;
@@ -138,13 +152,14 @@ const QUOTED_RFC792: usize = 8;
 const QUOTED_WHOLE: usize = usize::MAX;
 /// The next-hop MTU a "fragmentation needed" names.
 const PATH_MTU: u16 = 1280;
+/// IPv6 fragment ids (32 bits) of fragmented datagrams.
+const DATAGRAM_IDS_V6: [u32; 3] = [0, 1, 0x1234_5678];
+/// ICMPv6 neighbour discovery types (the program leaves them to the stack).
+const ICMPV6_NDP_TYPES: [u8; 5] = [133, 134, 135, 136, 137];
+/// Where the ICMPv6 type lies in an untagged frame without extension headers.
+const ICMPV6_TYPE_AT: usize = 14 + 40;
 
-/// IPv6 VIPs for neighbour discovery: active, standby, standby and an address of the director
-/// (`VIP_IPV6` is the active one).
-const VIP6_STANDBY: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x101);
-const VIP6_LOCAL: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x102);
-/// IPv6 addresses that are no VIP: a router, a host in the VIP's solicited-node group.
-const ROUTER_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x1);
+/// An IPv6 address that is no VIP, in the VIP's solicited-node group.
 const SAME_GROUP_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0x99, 0, 0x100);
 
 /// The fuzz world's interfaces, VIPs and services as a director starts with them.
@@ -157,7 +172,7 @@ pub fn initial_state() -> State {
             ifindex,
         })
     };
-    let service = |id: u32, vip: Ipv4Addr, port: u16, protocol: u8| ServiceState {
+    let service = |id: u32, vip: IpAddr, port: u16, protocol: u8| ServiceState {
         id,
         vip,
         port,
@@ -177,7 +192,7 @@ pub fn initial_state() -> State {
             (3, here(3, LOOPBACK_IFINDEX, LOOPBACK_MAC)),
             (4, here(4, IF_A, IF_A_MAC)),
         ]),
-        ..service(0, VIP, TCP_PORT, IPPROTO_TCP)
+        ..service(0, VIP.into(), TCP_PORT, IPPROTO_TCP)
     };
     let udp = ServiceState {
         source_hash: true,
@@ -187,13 +202,13 @@ pub fn initial_state() -> State {
             (1, here(6, IF_B, IF_B_MAC)),
             (2, here(7, IF_A, IF_A_MAC)),
         ]),
-        ..service(1, VIP, UDP_PORT, IPPROTO_UDP)
+        ..service(1, VIP.into(), UDP_PORT, IPPROTO_UDP)
     };
     let standby = ServiceState {
         standby: true,
         table: striped(&[0], 7),
         backends: BTreeMap::from([(0, here(8, IF_A, IF_A_MAC))]),
-        ..service(3, VIP, STANDBY_PORT, IPPROTO_TCP)
+        ..service(3, VIP.into(), STANDBY_PORT, IPPROTO_TCP)
     };
     // Backend 2 sits behind an interface the program cannot send to; backend 3 has no MAC.
     let vip2 = ServiceState {
@@ -207,19 +222,49 @@ pub fn initial_state() -> State {
             (2, here(11, NO_SUCH_IFINDEX, IF_A_MAC)),
             (3, None),
         ]),
-        ..service(4, VIP2, VIP2_PORT, IPPROTO_TCP)
+        ..service(4, VIP2.into(), VIP2_PORT, IPPROTO_TCP)
     };
     let on_inactive_vip = ServiceState {
         standby: true,
         table: striped(&[0], 7),
         backends: BTreeMap::from([(0, here(12, IF_A, IF_A_MAC))]),
-        ..service(5, INACTIVE_VIP, DNS_PORT, IPPROTO_UDP)
+        ..service(5, INACTIVE_VIP.into(), DNS_PORT, IPPROTO_UDP)
     };
     // A service whose address is no VIP (userspace never does this; the data path allows it).
     let not_a_vip = ServiceState {
         table: striped(&[0], 7),
         backends: BTreeMap::from([(0, here(13, IF_A, IF_A_MAC))]),
-        ..service(6, OTHER_IP, TCP_PORT, IPPROTO_TCP)
+        ..service(6, OTHER_IP.into(), TCP_PORT, IPPROTO_TCP)
+    };
+    // IPv6: a Maglev TCP service, a source-hash UDP one, a standby one, one without backends.
+    let tcp6 = ServiceState {
+        table: striped(&[0, 1, 2], 13),
+        backends: BTreeMap::from([
+            (0, here(14, IF_A, IF_A_MAC)),
+            (1, here(15, IF_B, IF_B_MAC)),
+            (2, here(16, IF_A, IF_A_MAC)),
+        ]),
+        ..service(7, VIP_IPV6.into(), TCP_PORT, IPPROTO_TCP)
+    };
+    let udp6 = ServiceState {
+        source_hash: true,
+        table: striped(&[0, 1], 7),
+        backends: BTreeMap::from([
+            (0, here(17, IF_A, IF_A_MAC)),
+            (1, here(18, LOOPBACK_IFINDEX, LOOPBACK_MAC)),
+        ]),
+        ..service(8, VIP_IPV6.into(), UDP_PORT, IPPROTO_UDP)
+    };
+    let standby6 = ServiceState {
+        standby: true,
+        table: striped(&[0], 7),
+        backends: BTreeMap::from([(0, here(19, IF_A, IF_A_MAC))]),
+        ..service(9, INACTIVE_VIP_IPV6.into(), TCP_PORT, IPPROTO_TCP)
+    };
+    let local6 = ServiceState {
+        table: striped(&[0], 7),
+        backends: BTreeMap::from([(0, here(20, IF_B, IF_B_MAC))]),
+        ..service(10, VIP6_LOCAL.into(), VIP2_PORT, IPPROTO_TCP)
     };
     State {
         interfaces: BTreeMap::from([
@@ -228,20 +273,31 @@ pub fn initial_state() -> State {
             (IF_B, IF_B_MAC),
         ]),
         egress_ifindexes: BTreeSet::from([IF_A, IF_B, IF_UNREGISTERED]),
-        vips: BTreeMap::from([(VIP, true), (VIP2, true), (INACTIVE_VIP, false)]),
-        // VIP2 is also an address of the director (its other traffic is the stack's).
-        local_vips: BTreeSet::from([VIP2]),
+        vips: BTreeMap::from([
+            (VIP.into(), true),
+            (VIP2.into(), true),
+            (INACTIVE_VIP.into(), false),
+            (VIP_IPV6.into(), true),
+            (VIP6_LOCAL.into(), true),
+            (INACTIVE_VIP_IPV6.into(), false),
+        ]),
+        // VIP2 and VIP6_LOCAL are also addresses of the director (their other traffic is the
+        // stack's).
+        local_vips: BTreeSet::from([VIP2.into(), VIP6_LOCAL.into()]),
         services: vec![
             tcp,
             udp,
-            service(2, VIP, NO_BACKEND_PORT, IPPROTO_TCP),
+            service(2, VIP.into(), NO_BACKEND_PORT, IPPROTO_TCP),
             standby,
             vip2,
             on_inactive_vip,
             not_a_vip,
+            tcp6,
+            udp6,
+            standby6,
+            service(11, VIP_IPV6.into(), NO_BACKEND_PORT, IPPROTO_TCP),
+            local6,
         ],
-        vips6: BTreeMap::from([(VIP_IPV6, true), (VIP6_STANDBY, false), (VIP6_LOCAL, false)]),
-        local_vips6: BTreeSet::from([VIP6_LOCAL]),
     }
 }
 
@@ -321,9 +377,15 @@ pub fn change_state(rng: &mut Rng, state: &mut State) -> String {
                 service.id, service.source_hash
             )
         }
-        _ if rng.chance(1, 4) => change_vip6(rng, state),
         _ => {
-            let vip = rng.pick(&[VIP, VIP2, INACTIVE_VIP]);
+            let vip: IpAddr = rng.pick(&[
+                VIP.into(),
+                VIP2.into(),
+                INACTIVE_VIP.into(),
+                VIP_IPV6.into(),
+                VIP6_LOCAL.into(),
+                INACTIVE_VIP_IPV6.into(),
+            ]);
             if rng.chance(1, 3) {
                 // An address added to or removed from the director (keepalived, by hand).
                 let local = !state.local_vips.remove(&vip);
@@ -332,32 +394,17 @@ pub fn change_state(rng: &mut Rng, state: &mut State) -> String {
                 }
                 return format!("VIP {vip} local = {local}");
             }
-            if vip == VIP2 && rng.chance(1, 2) {
-                if state.vips.remove(&VIP2).is_none() {
-                    state.vips.insert(VIP2, true);
+            if (vip == IpAddr::V4(VIP2) || vip == IpAddr::V6(VIP6_LOCAL)) && rng.chance(1, 2) {
+                if state.vips.remove(&vip).is_none() {
+                    state.vips.insert(vip, true);
                 }
-                return format!("VIP {VIP2} present = {}", state.vips.contains_key(&VIP2));
+                return format!("VIP {vip} present = {}", state.vips.contains_key(&vip));
             }
             let active = state.vips.entry(vip).or_insert(false);
             *active = !*active;
             format!("VIP {vip} active = {active}")
         }
     }
-}
-
-/// An IPv6 VIP toggled: active, or an address of the director.
-fn change_vip6(rng: &mut Rng, state: &mut State) -> String {
-    let vip = rng.pick(&[VIP_IPV6, VIP6_STANDBY, VIP6_LOCAL]);
-    if rng.chance(1, 3) {
-        let local = !state.local_vips6.remove(&vip);
-        if local {
-            state.local_vips6.insert(vip);
-        }
-        return format!("VIP {vip} local = {local}");
-    }
-    let active = state.vips6.entry(vip).or_insert(false);
-    *active = !*active;
-    format!("VIP {vip} active = {active}")
 }
 
 fn state_interfaces(interfaces: &BTreeMap<u32, Mac>) -> Vec<(u32, Mac)> {
@@ -494,13 +541,14 @@ fn valid_frame(rng: &mut Rng, kind: Kind, our_mac: Mac, state: &State) -> Vec<u8
         }
         Kind::ArpRequest | Kind::ArpReply => arp_frame(rng, kind, our_mac),
         Kind::Icmp => icmp_frame(rng, our_mac, state),
-        Kind::Ipv6 => ipv6_udp(CLIENT_IPV6, FIRST_CLIENT_PORT, VIP_IPV6, TCP_PORT),
+        Kind::Ipv6 => ipv6_frame(rng, our_mac, state),
+        Kind::Icmpv6 => icmpv6_frame(rng, our_mac, state),
         Kind::Ndp => ndp_frame(rng, our_mac),
         Kind::RandomBytes => {
             let mut frame: Vec<u8> = (0..rng.below(MAX_RANDOM_LEN)).map(|_| rng.byte()).collect();
             // Often an ether type the program looks behind, so random bytes reach the parsers.
             if frame.len() > 14 && rng.chance(2, 3) {
-                let ether_type: u16 = rng.pick(&[0x0800, 0x0806, 0x8100, 0x88a8]);
+                let ether_type: u16 = rng.pick(&[0x0800, 0x0806, 0x8100, 0x88a8, 0x86dd]);
                 frame[12..14].copy_from_slice(&ether_type.to_be_bytes());
             }
             frame
@@ -511,12 +559,20 @@ fn valid_frame(rng: &mut Rng, kind: Kind, our_mac: Mac, state: &State) -> Vec<u8
 /// A TCP or UDP frame: mostly to one of the state's services, else to any destination and port.
 fn ipv4_parts(rng: &mut Rng, our_mac: Mac, state: &State) -> Ipv4Frame {
     let (saddr, sport) = client(rng);
-    if rng.chance(SERVICE_PER_MILLE, PER_MILLE) && !state.services.is_empty() {
-        let service = &state.services[rng.below(state.services.len())];
+    let services: Vec<(Ipv4Addr, &ServiceState)> = state
+        .services
+        .iter()
+        .filter_map(|s| match s.vip {
+            IpAddr::V4(vip) => Some((vip, s)),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    if rng.chance(SERVICE_PER_MILLE, PER_MILLE) && !services.is_empty() {
+        let (vip, service) = services[rng.below(services.len())];
         let flow = if service.protocol == IPPROTO_UDP {
-            Ipv4Flow::udp(saddr, sport, service.vip, service.port)
+            Ipv4Flow::udp(saddr, sport, vip, service.port)
         } else {
-            Ipv4Flow::tcp(saddr, sport, service.vip, service.port)
+            Ipv4Flow::tcp(saddr, sport, vip, service.port)
         };
         return ipv4_details(rng, Ipv4Frame::new(flow), our_mac);
     }
@@ -549,6 +605,111 @@ fn ipv4_frame(rng: &mut Rng, our_mac: Mac, state: &State) -> Vec<u8> {
         _ => frame.build(),
     }
 }
+
+fn client_v6(rng: &mut Rng) -> (Ipv6Addr, u16) {
+    let host = u16::try_from(rng.below(CLIENTS.into())).expect("small") + 1;
+    let port = FIRST_CLIENT_PORT + u16::try_from(rng.below(CLIENT_PORTS.into())).expect("small");
+    (Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0xc, host), port)
+}
+
+/// An IPv6 TCP or UDP frame: mostly to one of the state's IPv6 services, else to any IPv6
+/// destination and port; with extension headers (up to one more than the program walks) and
+/// fragment headers (first, later, atomic) some of the time.
+fn ipv6_parts(rng: &mut Rng, our_mac: Mac, state: &State) -> Ipv6Frame {
+    let (saddr, sport) = client_v6(rng);
+    let services: Vec<(Ipv6Addr, &ServiceState)> = state
+        .services
+        .iter()
+        .filter_map(|s| match s.vip {
+            IpAddr::V6(vip) => Some((vip, s)),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    let (daddr, dport, udp) = if rng.chance(SERVICE_PER_MILLE, PER_MILLE) && !services.is_empty() {
+        let (vip, service) = services[rng.below(services.len())];
+        (vip, service.port, service.protocol == IPPROTO_UDP)
+    } else {
+        (
+            rng.pick(&DESTINATIONS_V6),
+            rng.pick(&PORTS),
+            rng.chance(1, 2),
+        )
+    };
+    let flow = if udp {
+        Ipv6Flow::udp(saddr, sport, daddr, dport)
+    } else {
+        Ipv6Flow::tcp(saddr, sport, daddr, dport)
+    };
+    let mut frame = Ipv6Frame::new(flow);
+    frame.dst_mac = destination_mac(rng, our_mac);
+    frame.payload = (0..rng.below(MAX_PAYLOAD)).map(|_| rng.byte()).collect();
+    if rng.chance(1, 4) {
+        frame = frame.hop_by_hop();
+    }
+    if rng.chance(1, 6) {
+        frame = frame.destination_options();
+    }
+    if rng.chance(1, 6) {
+        frame = frame.routing(rng.chance(1, 2));
+    }
+    if rng.chance(1, 4) {
+        let (offset, more) = rng.pick(&[
+            (0, true),
+            (SECOND_FRAGMENT_UNITS, false),
+            (0, false),
+            (1, true),
+        ]);
+        frame = frame.fragment(offset, more, rng.pick(&DATAGRAM_IDS_V6));
+    }
+    frame
+}
+
+fn ipv6_frame(rng: &mut Rng, our_mac: Mac, state: &State) -> Vec<u8> {
+    let frame = ipv6_parts(rng, our_mac, state);
+    match rng.below(8) {
+        0 => frame.vlan(VLAN_ID).build(),
+        _ => frame.build(),
+    }
+}
+
+/// An ICMPv6 echo request to any IPv6 destination (sometimes turned into neighbour discovery),
+/// or an ICMPv6 error about a TCP/UDP packet sent by an IPv6 VIP, quoted whole or cut short.
+fn icmpv6_frame(rng: &mut Rng, our_mac: Mac, state: &State) -> Vec<u8> {
+    let mut frame = if rng.chance(1, 3) {
+        let mut frame = icmpv6_echo_request(ROUTER_IPV6, rng.pick(&DESTINATIONS_V6));
+        if rng.chance(1, 4) {
+            frame[ICMPV6_TYPE_AT] = rng.pick(&ICMPV6_NDP_TYPES);
+        }
+        frame
+    } else {
+        let request = ipv6_parts(rng, our_mac, state);
+        let flow = request.flow;
+        let reply = Ipv6Frame::new(Ipv6Flow {
+            saddr: flow.daddr,
+            daddr: flow.saddr,
+            sport: flow.dport,
+            dport: flow.sport,
+            ..flow
+        })
+        .payload(&request.payload)
+        .build();
+        let kind = rng.pick(&[
+            Icmpv6Error::PacketTooBig {
+                mtu: u32::from(PATH_MTU),
+            },
+            Icmpv6Error::AddressUnreachable,
+            Icmpv6Error::TimeExceeded,
+        ]);
+        let cut_short = rng.below(IPV6_QUOTE_WITH_PORTS);
+        let quoted = rng.pick(&[IPV6_QUOTE_WITH_PORTS, QUOTED_WHOLE, cut_short]);
+        icmpv6_error(kind, flow.daddr, &reply, quoted)
+    };
+    frame[0..6].copy_from_slice(&destination_mac(rng, our_mac));
+    frame
+}
+
+/// An IPv6 header and the 8 bytes after it: what an ICMPv6 error must quote to be relayed.
+const IPV6_QUOTE_WITH_PORTS: usize = 48;
 
 /// An echo request to any destination, or an ICMP error about a TCP/UDP packet sent by a VIP
 /// (mostly a service's reply, so that it quotes a service flow), quoted whole or cut short.
@@ -616,7 +777,7 @@ fn ndp_frame(rng: &mut Rng, our_mac: Mac) -> Vec<u8> {
     let target = rng.pick(&[
         VIP_IPV6,
         VIP_IPV6,
-        VIP6_STANDBY,
+        INACTIVE_VIP_IPV6,
         VIP6_LOCAL,
         ROUTER_IPV6,
         SAME_GROUP_IPV6,
@@ -727,13 +888,11 @@ pub fn summary(state: &State) -> String {
         })
         .collect();
     format!(
-        "interfaces {:?}; egress {:?}; vips {:?} (local {:?}); vips6 {:?} (local {:?}); services:\n  {}",
+        "interfaces {:?}; egress {:?}; vips {:?} (local {:?}); services:\n  {}",
         state.interfaces.keys().collect::<Vec<_>>(),
         state.egress_ifindexes,
         state.vips,
         state.local_vips,
-        state.vips6,
-        state.local_vips6,
         services.join("\n  ")
     )
 }

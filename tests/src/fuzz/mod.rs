@@ -17,6 +17,7 @@ pub mod subject;
 
 use std::{
     fmt,
+    net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -36,7 +37,7 @@ use crate::{
         hex,
     },
     netns::{Netns, in_netns_scoped},
-    packet::{Ipv4Flow, Ipv4Frame, Transport},
+    packet::{Ipv4Flow, Ipv4Frame, Ipv6Flow, Ipv6Frame, Transport},
 };
 
 /// The flow table never has fewer entries than this, nor more than the brief's 4M.
@@ -157,6 +158,8 @@ pub struct Report {
     pub refused: u64,
     /// Frames per verdict the program gave.
     pub verdicts: [u64; Verdict::COUNT as usize],
+    /// Of those, the verdicts of IPv6 frames (ether type 0x86dd, behind at most one tag).
+    pub ipv6_verdicts: [u64; Verdict::COUNT as usize],
     pub state_changes: u64,
     /// Program loads (the first, one per flow-table refill, one per difference).
     pub loads: u64,
@@ -187,6 +190,12 @@ impl fmt::Display for Report {
             .map(|(v, n)| format!("{} {n}", v.name()))
             .collect();
         writeln!(f, "verdicts: {}", per_verdict.join(", "))?;
+        let per_verdict: Vec<String> = Verdict::ALL
+            .iter()
+            .zip(self.ipv6_verdicts)
+            .map(|(v, n)| format!("{} {n}", v.name()))
+            .collect();
+        writeln!(f, "of them IPv6: {}", per_verdict.join(", "))?;
         let p = &self.flow_paths;
         writeln!(
             f,
@@ -370,7 +379,12 @@ impl<'a> Runner<'a> {
         )?;
         match &actual {
             Outcome::Refused => self.report.refused += 1,
-            Outcome::Ran { verdict, .. } => self.report.verdicts[*verdict as usize] += 1,
+            Outcome::Ran { verdict, .. } => {
+                self.report.verdicts[*verdict as usize] += 1;
+                if is_ipv6(&input.frame) {
+                    self.report.ipv6_verdicts[*verdict as usize] += 1;
+                }
+            }
         }
         self.report.frames += 1;
         if actual == expected && counters_note.is_none() {
@@ -540,6 +554,18 @@ fn replay_here(fixture: &Fixture, options: Options) -> Result<Option<Difference>
     }))
 }
 
+/// Whether a frame carries IPv6 (untagged, or behind one 802.1Q tag).
+fn is_ipv6(frame: &[u8]) -> bool {
+    const ETHERTYPE_AT: usize = 12;
+    const TAG_LEN: usize = 4;
+    let at = |offset: usize| frame.get(offset..offset + 2).map(|b| [b[0], b[1]]);
+    match at(ETHERTYPE_AT) {
+        Some([0x86, 0xdd]) => true,
+        Some([0x81, 0x00]) => at(ETHERTYPE_AT + TAG_LEN) == Some([0x86, 0xdd]),
+        _ => false,
+    }
+}
+
 /// A state in which any packet of `tuple` is sent to the remembered backend of the remembered
 /// service instance, so that one frame makes both flow tables remember exactly that.
 fn priming_state(state: &State, tuple: FlowTuple, remembered: Remembered) -> Result<State> {
@@ -577,16 +603,33 @@ fn priming_frame(state: &State, tuple: FlowTuple) -> Result<Vec<u8>> {
         lb_common::IPPROTO_UDP => Transport::Udp,
         other => bail!("a remembered flow of protocol {other}"),
     };
-    let mut frame = Ipv4Frame::new(Ipv4Flow {
-        saddr: tuple.saddr,
-        daddr: tuple.daddr,
-        sport: tuple.sport,
-        dport: tuple.dport,
-        transport,
-    });
-    frame.dst_mac = *state
+    let dst_mac = *state
         .interfaces
         .get(&IF_A)
         .context("priming needs the interface IF_A registered")?;
-    Ok(frame.build())
+    Ok(match (tuple.saddr, tuple.daddr) {
+        (IpAddr::V4(saddr), IpAddr::V4(daddr)) => {
+            let mut frame = Ipv4Frame::new(Ipv4Flow {
+                saddr,
+                daddr,
+                sport: tuple.sport,
+                dport: tuple.dport,
+                transport,
+            });
+            frame.dst_mac = dst_mac;
+            frame.build()
+        }
+        (IpAddr::V6(saddr), IpAddr::V6(daddr)) => {
+            let mut frame = Ipv6Frame::new(Ipv6Flow {
+                saddr,
+                daddr,
+                sport: tuple.sport,
+                dport: tuple.dport,
+                transport,
+            });
+            frame.dst_mac = dst_mac;
+            frame.build()
+        }
+        _ => bail!("a remembered flow mixes families: {tuple:?}"),
+    })
 }

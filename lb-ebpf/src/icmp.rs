@@ -64,12 +64,16 @@ pub trait IcmpFamily: Family {
     fn is_relayed_error(kind: u8) -> bool;
     /// Types left to the stack whatever the VIP (IPv6's neighbour discovery).
     fn is_passed(kind: u8) -> bool;
-    /// Whether an echo request at `l4_offset` is answered: its reply is the request turned
-    /// around, which only works when nothing lies between the IP and ICMP headers.
-    fn answers_echo(ip_offset: usize, l4_offset: usize) -> bool;
-    /// Turns the IP header at `ip_offset` around for a reply: addresses swapped, TTL (hop
-    /// limit) reset, the header checksum (IPv4) updated.
-    fn turn_around(ctx: &XdpContext, ip_offset: usize) -> Option<()>;
+    /// The family's IP header.
+    type IpHeader;
+    /// Where the ICMP header of an echo request is, if the request is answered: its reply is
+    /// the request turned around, which only works when nothing lies between the IP and ICMP
+    /// headers. IPv6 computes it from `ip_offset`, so the verifier sees both headers' checks
+    /// on one packet pointer (older verifiers cannot relate two separately computed offsets).
+    fn echo_icmp_offset(ip_offset: usize, l4_offset: usize) -> Option<usize>;
+    /// Turns the IP header around for a reply: addresses swapped, TTL (hop limit) reset, the
+    /// header checksum (IPv4) updated.
+    fn turn_around(ip: &mut Self::IpHeader);
     /// The flow a quoted packet (at `quoted_offset`, `quoted_len` bytes of the error after its
     /// header) answers, if it is a whole TCP/UDP packet from `vip` with its ports: its
     /// reverse, client -> VIP:port.
@@ -95,22 +99,20 @@ impl IcmpFamily for [u8; 4] {
         false
     }
 
+    type IpHeader = Ipv4Hdr;
+
     #[inline(always)]
-    fn answers_echo(_ip_offset: usize, _l4_offset: usize) -> bool {
-        true // IPv4 options are turned around with the header
+    fn echo_icmp_offset(_ip_offset: usize, l4_offset: usize) -> Option<usize> {
+        Some(l4_offset) // IPv4 options are turned around with the header
     }
 
     #[inline(always)]
-    fn turn_around(ctx: &XdpContext, ip_offset: usize) -> Option<()> {
-        let ip = ptr_at::<Ipv4Hdr>(ctx, ip_offset)?;
-        // SAFETY: ptr_at checked the bounds; all fields have alignment 1.
-        let ip = unsafe { &mut *ip };
+    fn turn_around(ip: &mut Ipv4Hdr) {
         core::mem::swap(&mut ip.src_addr, &mut ip.dst_addr);
         let old = u16::from_be_bytes([ip.ttl, ip.proto]);
         ip.ttl = ECHO_REPLY_TTL;
         let new = u16::from_be_bytes([ip.ttl, ip.proto]);
         ip.check = replace_word(u16::from_be_bytes(ip.check), old, new).to_be_bytes();
-        Some(())
     }
 
     #[inline(always)]
@@ -160,22 +162,21 @@ impl IcmpFamily for Ipv6 {
         ICMPV6_NDP.contains(&kind)
     }
 
+    type IpHeader = Ipv6Hdr;
+
     #[inline(always)]
-    fn answers_echo(ip_offset: usize, l4_offset: usize) -> bool {
+    fn echo_icmp_offset(ip_offset: usize, l4_offset: usize) -> Option<usize> {
         // Extension headers (a routing header above all) would need turning around too.
-        l4_offset == ip_offset + Ipv6Hdr::LEN
+        let right_after = ip_offset + Ipv6Hdr::LEN;
+        (l4_offset == right_after).then_some(right_after)
     }
 
     #[inline(always)]
-    fn turn_around(ctx: &XdpContext, ip_offset: usize) -> Option<()> {
-        let ip = ptr_at::<Ipv6Hdr>(ctx, ip_offset)?;
-        // SAFETY: ptr_at checked the bounds; all fields have alignment 1.
-        let ip = unsafe { &mut *ip };
+    fn turn_around(ip: &mut Ipv6Hdr) {
         // IPv6 has no header checksum; ICMPv6's pseudo-header sum does not change when the
         // addresses swap.
         core::mem::swap(&mut ip.src_addr, &mut ip.dst_addr);
         ip.hop_limit = ECHO_REPLY_TTL;
-        Some(())
     }
 
     /// The quoted packet's TCP/UDP header must follow its fixed header directly: extension
@@ -258,9 +259,7 @@ pub fn handle<A: IcmpFamily>(
         return Some(Verdict::Pass);
     }
     if kind == A::ECHO_REQUEST && code == ICMP_ECHO_CODE {
-        if !A::answers_echo(ip_offset, l4_offset) {
-            return None;
-        }
+        let l4_offset = A::echo_icmp_offset(ip_offset, l4_offset)?;
         return echo::<A>(ctx, eth, vip_flags, vlan, ip_offset, l4_offset);
     }
     if A::is_relayed_error(kind) && maps::icmp_relay_on() {
@@ -298,10 +297,12 @@ fn echo<A: IcmpFamily>(
     if vip_flags & VIP_FLAG_ACTIVE == 0 {
         return Some(Verdict::DropStandby);
     }
+    // Both headers are checked before anything is written.
+    let ip = ptr_at::<A::IpHeader>(ctx, ip_offset)?;
     let icmp = ptr_at::<[u8; ICMP_HEADER_LEN]>(ctx, l4_offset)?;
-    A::turn_around(ctx, ip_offset)?;
     // SAFETY: ptr_at checked every header's bounds; all fields have alignment 1.
     unsafe {
+        A::turn_around(&mut *ip);
         (*eth).dst_addr = requester_mac;
         (*eth).src_addr = interface.mac;
         let icmp = &mut *icmp;

@@ -13,7 +13,9 @@
 //! by itself: its requests carry the VIP as sender and are broadcast.
 //!
 //! For IPv6 VIPs the program counts Neighbor Advertisements for the VIP from another MAC as
-//! replies, and Neighbor Solicitations from the VIP (or DAD probes for it) as requests.
+//! replies, and Neighbor Solicitations from the VIP (or DAD probes for it) as requests; the
+//! daemon's probe solicits each IPv6 VIP from the interface's link-local address, so that
+//! another host advertising it answers the director.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -30,7 +32,7 @@ use lb_common::conflict::{ArpConflict, ArpConflictKey, MAP_NAME, MAX_ARP_CONFLIC
 use tracing::{info, warn};
 
 use crate::{
-    net::{arp, mac::format_mac},
+    net::{arp, mac::format_mac, ndp_probe},
     report::conflicts::ArpConflictStats,
 };
 
@@ -369,12 +371,9 @@ impl Monitor {
         if now >= self.next_probe {
             self.next_probe = now + PROBE_INTERVAL;
             if let Some(socket) = &self.prober {
-                for from in &probe.from {
-                    for vip in &probe.vips {
-                        let frame = arp::request(from.mac, from.sender_ip, *vip);
-                        if let Err(e) = socket.send_on(from.ifindex, &frame) {
-                            warn!(%vip, ifindex = from.ifindex, "conflict probe failed: {e:#}");
-                        }
+                for (vip, ifindex, frame) in probe.frames() {
+                    if let Err(e) = socket.send_on(ifindex, &frame) {
+                        warn!(%vip, ifindex, "conflict probe failed: {e:#}");
                     }
                 }
             }
@@ -429,6 +428,31 @@ impl Monitor {
 pub struct Probe {
     pub from: Vec<ProbeFrom>,
     pub vips: Vec<Ipv4Addr>,
+    /// IPv6 VIPs, solicited (neighbour discovery) from each interface's EUI-64 link-local
+    /// address: a host advertising one answers the director, and the program counts that.
+    pub vips6: Vec<Ipv6Addr>,
+}
+
+impl Probe {
+    /// Every probe frame: (VIP, interface to send it on, frame).
+    #[must_use]
+    pub fn frames(&self) -> Vec<(IpAddr, u32, Vec<u8>)> {
+        let mut frames = Vec::new();
+        for from in &self.from {
+            for vip in &self.vips {
+                let frame = arp::request(from.mac, from.sender_ip, *vip);
+                frames.push((IpAddr::V4(*vip), from.ifindex, frame));
+            }
+            let source = ndp_probe::link_local(from.mac);
+            for vip in &self.vips6 {
+                match ndp_probe::solicitation(from.mac, source, *vip) {
+                    Ok(frame) => frames.push((IpAddr::V6(*vip), from.ifindex, frame)),
+                    Err(e) => warn!(%vip, "conflict probe not built: {e:#}"),
+                }
+            }
+        }
+        frames
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -736,6 +760,45 @@ mod tests {
             "each MAC once, ordered"
         );
         assert_eq!(reads, 2, "each MAC is read once");
+    }
+
+    #[test]
+    fn probes_ask_for_every_vip_of_both_families_on_every_interface() {
+        let mac = [0x02, 0, 0, 0, 0, 0x02];
+        let vip6: Ipv6Addr = "2001:2::100".parse().expect("an address");
+        let probe = Probe {
+            from: vec![
+                ProbeFrom {
+                    ifindex: 3,
+                    mac,
+                    sender_ip: Ipv4Addr::new(198, 18, 0, 2),
+                },
+                ProbeFrom {
+                    ifindex: 4,
+                    mac,
+                    sender_ip: Ipv4Addr::UNSPECIFIED,
+                },
+            ],
+            vips: vec![Ipv4Addr::new(198, 18, 0, 100)],
+            vips6: vec![vip6],
+        };
+        let frames = probe.frames();
+        let asked: Vec<(IpAddr, u32)> = frames.iter().map(|(v, i, _)| (*v, *i)).collect();
+        assert_eq!(
+            asked,
+            [
+                (VIP, 3),
+                (IpAddr::V6(vip6), 3),
+                (VIP, 4),
+                (IpAddr::V6(vip6), 4)
+            ]
+        );
+        let ns = &frames[1].2;
+        assert_eq!(
+            *ns,
+            ndp_probe::solicitation(mac, ndp_probe::link_local(mac), vip6).expect("built"),
+            "a solicitation from the link-local address"
+        );
     }
 
     #[test]

@@ -496,5 +496,14 @@ fn conflict_probe(controller: &Controller) -> conflict::Probe {
             })
             .collect(),
         vips,
+        // NDP probes: the IPv6 VIPs.
+        vips6: controller
+            .vips()
+            .into_iter()
+            .filter_map(|vip| match vip {
+                IpAddr::V6(v6) => Some(v6),
+                IpAddr::V4(_) => None,
+            })
+            .collect(),
     }
 }

@@ -32,6 +32,7 @@ const PROGRAM_TESTS: &[&str] = &[
     "program",
     "program_arp",
     "program_icmp",
+    "program_ipv6",
     "controller",
     "objects",
     "stress",

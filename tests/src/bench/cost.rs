@@ -194,7 +194,7 @@ fn stream(protocol: Protocol, daddr: Ipv4Addr, port: u16) -> Stream {
         frame_len: 64,
         src_mac: GENERATOR_MAC,
         dst_mac: DIRECTOR_MAC,
-        vip: daddr,
+        vip: daddr.into(),
         port,
     }
 }

@@ -71,7 +71,7 @@ fn main() {
 fn backends(n: u32) -> Vec<WeightedBackend> {
     (0..n)
         .map(|i| WeightedBackend {
-            address: Ipv4Addr::from(0xc612_0000 + 10 + i),
+            address: Ipv4Addr::from(0xc612_0000 + 10 + i).into(),
             weight: 1 + i % 3,
         })
         .collect()
@@ -118,6 +118,7 @@ fn changes_per_second() {
         ifindex: 1,
         mac: [2, 0, 0, 0, 0, 1],
         ipv4: vec![(Ipv4Addr::new(198, 18, 0, 1), 15)],
+        ipv6: Vec::new(),
         kind: None,
         veth_peer: None,
         vlan: None,

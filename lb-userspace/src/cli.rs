@@ -1,10 +1,6 @@
 //! The `drlb` command line.
 
-use std::{
-    io::IsTerminal as _,
-    net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
-};
+use std::{io::IsTerminal as _, net::IpAddr, path::PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -292,7 +288,7 @@ enum RealserverCommand {
 
 #[derive(Args)]
 struct Target {
-    /// The service, as PROTOCOL/VIP:PORT (e.g. tcp/198.18.0.100:8080).
+    /// The service, as PROTOCOL/VIP:PORT (e.g. tcp/198.18.0.100:8080, tcp/[2001:db8::100]:8080).
     #[arg(long, short)]
     service: ServiceId,
     #[arg(long, default_value = DEFAULT_STATE_DIR)]
@@ -330,8 +326,9 @@ enum BackendCommand {
     Add {
         #[command(flatten)]
         target: Target,
-        #[arg(long, short)]
-        address: Ipv4Addr,
+        /// IPv4 or IPv6 (`2001:db8::11`), of the service VIP's family.
+        #[arg(long, short, value_parser = backend_address)]
+        address: IpAddr,
         #[arg(long, short, default_value_t = 1)]
         weight: u32,
         /// The backend's MAC, instead of the neighbour table's.
@@ -345,15 +342,17 @@ enum BackendCommand {
     Remove {
         #[command(flatten)]
         target: Target,
-        #[arg(long, short)]
-        address: Ipv4Addr,
+        /// IPv4 or IPv6 (`2001:db8::11`), of the service VIP's family.
+        #[arg(long, short, value_parser = backend_address)]
+        address: IpAddr,
     },
     /// Change a backend's weight; 0 drains it (no new flows, established ones continue).
     SetWeight {
         #[command(flatten)]
         target: Target,
-        #[arg(long, short)]
-        address: Ipv4Addr,
+        /// IPv4 or IPv6 (`2001:db8::11`), of the service VIP's family.
+        #[arg(long, short, value_parser = backend_address)]
+        address: IpAddr,
         #[arg(long, short)]
         weight: u32,
     },
@@ -752,6 +751,21 @@ fn service_change(command: ServiceCommand) -> (PathBuf, Change) {
     }
 }
 
+/// A backend's address, IPv4 or IPv6; brackets around an IPv6 one are forgiven (a backend
+/// has no port: DR keeps the service's).
+fn backend_address(text: &str) -> Result<IpAddr, String> {
+    text.strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text)
+        .parse()
+        .map_err(|_| {
+            format!(
+                "{text:?} is not an IP address: write it as 198.18.0.14 or 2001:db8::14 (no port: \
+                 a backend takes the service's)"
+            )
+        })
+}
+
 fn backend_change(command: BackendCommand) -> (PathBuf, Change) {
     match command {
         BackendCommand::Add {
@@ -813,5 +827,25 @@ fn unexpected(response: Response) -> Result<()> {
     match response {
         Response::Error(e) => bail!("{e}"),
         other => bail!("the daemon gave an unexpected answer: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backend_address;
+
+    #[test]
+    fn backend_addresses_of_either_family_and_a_hint_otherwise() {
+        for (text, address) in [
+            ("198.18.0.14", "198.18.0.14"),
+            ("2001:db8::14", "2001:db8::14"),
+            ("[2001:db8::14]", "2001:db8::14"),
+        ] {
+            assert_eq!(backend_address(text).unwrap().to_string(), address);
+        }
+        for text in ["198.18.0.14:80", "[2001:db8::14]:80", "2001:db8::zz"] {
+            let err = backend_address(text).unwrap_err();
+            assert!(err.contains("2001:db8::14 (no port"), "{err}");
+        }
     }
 }

@@ -9,9 +9,9 @@
 //! address first, and the hash is lb-common's fixed-seed hash, so two directors with the same
 //! backends build the same table, across restarts and hosts.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use lb_common::hash::flow_hash_v4;
+use lb_common::hash::{flow_hash_v4, flow_hash_v6, ipv6_words};
 
 pub use lb_common::DEFAULT_TABLE_SIZE;
 
@@ -22,7 +22,7 @@ const SKIP_SEED: u16 = 0x736b; // "sk"
 /// A backend as the table builder sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WeightedBackend {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub weight: u32,
 }
 
@@ -132,11 +132,16 @@ struct Permutation {
 }
 
 impl Permutation {
-    fn new(address: Ipv4Addr, size: u32) -> Self {
-        let a = u32::from(address);
+    fn new(address: IpAddr, size: u32) -> Self {
+        // The address hashed with a seed in the port's place (IPv4 as it always was, so the
+        // tables of IPv4 backends stay what they were).
+        let hash = |seed: u16| match address {
+            IpAddr::V4(v4) => flow_hash_v4(u32::from(v4), 0, seed, 0, 0),
+            IpAddr::V6(v6) => flow_hash_v6(ipv6_words(v6.octets()), [0; 4], seed, 0, 0),
+        };
         let size = u64::from(size);
-        let offset = u64::from(flow_hash_v4(a, 0, OFFSET_SEED, 0, 0)) % size;
-        let skip = u64::from(flow_hash_v4(a, 0, SKIP_SEED, 0, 0)) % (size - 1) + 1;
+        let offset = u64::from(hash(OFFSET_SEED)) % size;
+        let skip = u64::from(hash(SKIP_SEED)) % (size - 1) + 1;
         Self {
             position: offset,
             skip,
@@ -171,10 +176,13 @@ mod tests {
         // The table depends on `offset + j * skip mod size` and nothing else: walking by
         // addition must give exactly that sequence, or tables change across versions.
         for (address, size) in [
-            (Ipv4Addr::new(198, 18, 0, 11), 7),
-            (Ipv4Addr::new(198, 18, 0, 12), SIZE),
-            (Ipv4Addr::new(10, 1, 2, 3), 655_373),
+            ("198.18.0.11", 7),
+            ("198.18.0.12", SIZE),
+            ("10.1.2.3", 655_373),
+            ("2001:2::11", SIZE),
+            ("2001:2::12", 7),
         ] {
+            let address: IpAddr = address.parse().unwrap();
             let mut walk = Permutation::new(address, size);
             let (offset, skip) = (walk.position, walk.skip);
             for j in 0..3 * u64::from(size).min(100_000) {
@@ -191,7 +199,7 @@ mod tests {
     fn backends(n: usize, weight: impl Fn(usize) -> u32) -> Vec<WeightedBackend> {
         (0..n)
             .map(|i| WeightedBackend {
-                address: Ipv4Addr::from(0xc612_0000 + 10 + i as u32),
+                address: IpAddr::from((0xc612_0000 + 10 + i as u32).to_be_bytes()),
                 weight: weight(i),
             })
             .collect()

@@ -44,12 +44,12 @@ fn full_backend_mac(n: u32) -> [u8; 6] {
 }
 
 /// Backend `n` of the full service: 198.18.(4 + n / 256).(n % 256).
-fn full_backend_address(n: u32) -> Ipv4Addr {
+fn full_backend_address(n: u32) -> std::net::IpAddr {
     let [_, _, hi, lo] = n.to_be_bytes();
-    Ipv4Addr::new(198, 18, 4 + hi, lo)
+    Ipv4Addr::new(198, 18, 4 + hi, lo).into()
 }
 
-fn backend_toml(address: Ipv4Addr, mac: &str) -> String {
+fn backend_toml(address: std::net::IpAddr, mac: &str) -> String {
     format!("[[service.backend]]\naddress = \"{address}\"\nmac = \"{mac}\"\n")
 }
 
@@ -67,7 +67,7 @@ fn config(numbers: impl Iterator<Item = u32>) -> Config {
         "\n[[service]]\nvip = \"{VIP}\"\nport = {OTHER_PORT}\nprotocol = \"udp\"\ntable_size = 251\n"
     );
     text += &backend_toml(
-        Ipv4Addr::new(198, 19, 0, 10),
+        Ipv4Addr::new(198, 19, 0, 10).into(),
         &format_mac(OTHER_BACKEND_MAC),
     );
     Config::parse(&text).expect("the test config")
@@ -90,6 +90,7 @@ impl Bed {
             ifindex: TEST_RUN_IFINDEX,
             mac: DIRECTOR_MAC,
             ipv4: vec![(DIRECTOR_IP, DIRECTOR_PREFIX_LEN)],
+            ipv6: Vec::new(),
             kind: None,
             veth_peer: None,
             vlan: None,

@@ -217,7 +217,7 @@ fn maglev_table(backends: &[TestBackend]) -> Vec<u32> {
     let weighted: Vec<WeightedBackend> = backends
         .iter()
         .map(|b| WeightedBackend {
-            address: b.address,
+            address: b.address.into(),
             weight: b.weight,
         })
         .collect();

@@ -77,6 +77,7 @@ impl Bed {
             ifindex: TEST_RUN_IFINDEX,
             mac: DIRECTOR_MAC,
             ipv4: vec![(DIRECTOR_IP, 24)],
+            ipv6: Vec::new(),
             kind: None,
             veth_peer: None,
             vlan: None,
@@ -462,7 +463,7 @@ fn a_vip_that_is_a_director_address_keeps_its_other_traffic_and_a_standby_keeps_
 
     let effects = bed
         .director
-        .set_local([VIP, DIRECTOR_IP].into())
+        .set_local([VIP.into(), DIRECTOR_IP.into()].into())
         .expect("the VIP becomes an address of the director");
     assert_eq!(effects.effects.len(), 1, "{effects:?}");
     assert!(effects.activated.is_empty(), "it was active already");
@@ -488,7 +489,7 @@ fn a_vip_that_is_a_director_address_keeps_its_other_traffic_and_a_standby_keeps_
         BTreeMap::from([("drop_arp_standby", 1), ("pass", 1), ("drop_standby", 1)])
     );
     bed.director
-        .set_local([DIRECTOR_IP].into())
+        .set_local([DIRECTOR_IP.into()].into())
         .expect("the address goes");
     let (actions, _) = run_counted(&mut bed, &[&request]);
     assert_eq!(
@@ -521,7 +522,7 @@ fn with_vip_assigned_the_address_alone_makes_the_director_active_or_standby() {
 
     let switched = bed
         .director
-        .set_local([VIP].into())
+        .set_local([VIP.into()].into())
         .expect("keepalived adds the VIP");
     assert_eq!(switched.activated, [VIP]);
     assert_active(&mut bed, "the VIP assigned");
@@ -551,7 +552,7 @@ fn with_vip_assigned_the_address_alone_makes_the_director_active_or_standby() {
     let frame = Ipv4Frame::new(Ipv4Flow::tcp(CLIENT_IP, CLIENT_PORT, VIP, 8081)).build();
     assert_eq!(bed.run(&frame).0, XDP_DROP);
     bed.director
-        .set_local([VIP].into())
+        .set_local([VIP.into()].into())
         .expect("the VIP returns");
     assert_eq!(bed.run(&frame).0, XDP_TX);
 }

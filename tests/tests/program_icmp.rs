@@ -83,7 +83,7 @@ impl Director {
     fn publish(&mut self, id: u32, key: ServiceKey, flags: u32) {
         let weighted: Vec<WeightedBackend> = (0..BACKENDS)
             .map(|n| WeightedBackend {
-                address: Ipv4Addr::new(198, 18, 0, 10 + n),
+                address: Ipv4Addr::new(198, 18, 0, 10 + n).into(),
                 weight: 1,
             })
             .collect();

@@ -12,7 +12,11 @@ mod validate;
 pub use egress::{InterfaceAddresses, egress_for};
 pub use validate::check_vlan_mix;
 
-use std::{fmt, net::Ipv4Addr, path::Path};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::Path,
+};
 
 use anyhow::{Context as _, Result, bail};
 use lb_common::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_TABLE_SIZE, IPPROTO_TCP, IPPROTO_UDP};
@@ -155,7 +159,8 @@ impl DirectorConfig {
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    pub vip: Ipv4Addr,
+    /// IPv4 or IPv6; its backends are of the same family.
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
     #[serde(default)]
@@ -224,7 +229,7 @@ impl fmt::Display for Protocol {
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// The director's interface that reaches the backend; by default the one with a connected
@@ -297,20 +302,28 @@ impl ServiceConfig {
     }
 }
 
-/// What identifies a service: protocol, VIP and port. Written `tcp/198.18.0.100:8080` on the
-/// command line; shown as `tcp 198.18.0.100:8080`.
+/// What identifies a service: protocol, VIP and port. Written `tcp/198.18.0.100:8080` (IPv6:
+/// `tcp/[2001:2::100]:8080`) on the command line; shown as `tcp 198.18.0.100:8080`.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
 )]
 pub struct ServiceId {
     pub protocol: Protocol,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
+}
+
+impl ServiceId {
+    /// `VIP:port`, IPv6 in brackets (`[2001:2::100]:80`).
+    #[must_use]
+    pub const fn socket(&self) -> SocketAddr {
+        SocketAddr::new(self.vip, self.port)
+    }
 }
 
 impl fmt::Display for ServiceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}:{}", self.protocol, self.vip, self.port)
+        write!(f, "{} {}", self.protocol, self.socket())
     }
 }
 
@@ -320,7 +333,8 @@ impl std::str::FromStr for ServiceId {
     fn from_str(s: &str) -> Result<Self> {
         let usage = || {
             format!(
-                "{s:?} is not a service: write it as PROTOCOL/VIP:PORT, e.g. tcp/198.18.0.100:8080"
+                "{s:?} is not a service: write it as PROTOCOL/VIP:PORT, e.g. tcp/198.18.0.100:8080 \
+                 or, for an IPv6 VIP, tcp/[2001:db8::100]:8080"
             )
         };
         let (protocol, rest) = s.split_once('/').with_context(usage)?;
@@ -329,10 +343,10 @@ impl std::str::FromStr for ServiceId {
             "udp" => Protocol::Udp,
             _ => bail!("{}", usage()),
         };
-        let addr: std::net::SocketAddrV4 = rest.parse().with_context(usage)?;
+        let addr: SocketAddr = rest.parse().with_context(usage)?;
         Ok(Self {
             protocol,
-            vip: *addr.ip(),
+            vip: addr.ip(),
             port: addr.port(),
         })
     }
@@ -386,7 +400,7 @@ mod tests {
     fn eth0() -> InterfaceAddresses {
         InterfaceAddresses {
             name: "eth0".into(),
-            ipv4: vec![("198.18.0.2".parse().unwrap(), 24)],
+            addresses: vec![("198.18.0.2".parse().unwrap(), 24)],
         }
     }
 
@@ -542,7 +556,7 @@ mod tests {
     #[test]
     fn invalid_addresses_and_ports_are_refused() {
         assert!(
-            error_of(&GOOD.replace("198.18.0.11", "198.18.0.300")).contains("invalid IPv4 address")
+            error_of(&GOOD.replace("198.18.0.11", "198.18.0.300")).contains("invalid IP address")
         );
         assert!(error_of(&GOOD.replace("8080", "70000")).contains("invalid value"));
         assert!(error_of(&GOOD.replace("8080", "0")).contains("port 0"));
@@ -636,11 +650,11 @@ mod tests {
         let interfaces = [
             InterfaceAddresses {
                 name: "eth7".into(),
-                ipv4: vec![("198.18.7.33".parse().unwrap(), 24)],
+                addresses: vec![("198.18.7.33".parse().unwrap(), 24)],
             },
             InterfaceAddresses {
                 name: "eth8".into(),
-                ipv4: vec![("198.18.88.10".parse().unwrap(), 24)],
+                addresses: vec![("198.18.88.10".parse().unwrap(), 24)],
             },
         ];
         config.validate_for_interfaces(&interfaces).unwrap();
@@ -650,7 +664,9 @@ mod tests {
             "the VIP on eth7 is local, the other one is not"
         );
         let mut on_eth0 = eth0();
-        on_eth0.ipv4.push(("198.18.0.100".parse().unwrap(), 32));
+        on_eth0
+            .addresses
+            .push(("198.18.0.100".parse().unwrap(), 32));
         let good = Config::parse(GOOD).unwrap();
         good.validate_for_interfaces(&[on_eth0.clone()]).unwrap();
         assert_eq!(good.local_vips(&[on_eth0]).len(), 1);
@@ -691,11 +707,11 @@ mod tests {
         [
             InterfaceAddresses {
                 name: "eth7".into(),
-                ipv4: vec![("198.18.7.10".parse().unwrap(), 24)],
+                addresses: vec![("198.18.7.10".parse().unwrap(), 24)],
             },
             InterfaceAddresses {
                 name: "eth8".into(),
-                ipv4: vec![
+                addresses: vec![
                     ("198.18.88.10".parse().unwrap(), 24),
                     ("198.18.0.10".parse().unwrap(), 16),
                 ],
@@ -791,14 +807,178 @@ mod tests {
         );
     }
 
+    const DUAL_STACK: &str = r#"
+        [director]
+        interface = "eth0"
+
+        [[service]]
+        vip = "198.18.0.100"
+        port = 80
+        protocol = "tcp"
+
+        [[service.backend]]
+        address = "198.18.0.11"
+
+        [[service]]
+        vip = "2001:2::100"
+        port = 80
+        protocol = "tcp"
+
+        [[service.backend]]
+        address = "2001:2::11"
+
+        [[service.backend]]
+        address = "2001:2::12"
+        weight = 2
+    "#;
+
+    fn dual_stack_eth0() -> InterfaceAddresses {
+        InterfaceAddresses {
+            name: "eth0".into(),
+            addresses: vec![
+                ("198.18.0.2".parse().unwrap(), 24),
+                ("2001:2::2".parse().unwrap(), 64),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_same_service_on_both_families() {
+        let config = Config::parse(DUAL_STACK).unwrap();
+        let names: Vec<String> = config.services.iter().map(ServiceConfig::name).collect();
+        assert_eq!(names, ["tcp 198.18.0.100:80", "tcp [2001:2::100]:80"]);
+        assert_eq!(config.services[1].backends[1].weight, 2);
+        config
+            .validate_for_interfaces(&[dual_stack_eth0()])
+            .unwrap();
+        // Without a global IPv6 prefix on eth0, its IPv6 backends are off-link.
+        let err = format!(
+            "{:#}",
+            config.validate_for_interfaces(&[eth0()]).unwrap_err()
+        );
+        assert!(
+            err.contains("2001:2::11 is not on a directly connected subnet")
+                && err.contains("it has no global IPv6 address"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_service_and_its_backends_share_a_family() {
+        let err = error_of(&DUAL_STACK.replace("2001:2::12", "198.18.0.12"));
+        assert!(
+            err.contains(
+                "service tcp [2001:2::100]:80: backend 198.18.0.12 is IPv4 and the VIP 2001:2::100 is IPv6"
+            ),
+            "{err}"
+        );
+        let err = error_of(&DUAL_STACK.replace("198.18.0.11", "2001:2::13"));
+        assert!(
+            err.contains("backend 2001:2::13 is IPv6 and the VIP 198.18.0.100 is IPv4"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_no_one_can_serve_are_refused() {
+        for (address, why) in [
+            ("::", "unspecified"),
+            ("::1", "loopback"),
+            ("ff02::1", "multicast"),
+            ("fe80::11", "link-local"),
+            ("::ffff:198.18.0.11", "IPv4-mapped"),
+        ] {
+            let err = error_of(&DUAL_STACK.replace("2001:2::11", address));
+            assert!(err.contains(why), "{address}: {err}");
+        }
+        let err = error_of(&DUAL_STACK.replace("2001:2::100", "fe80::100"));
+        assert!(err.contains("the VIP fe80::100 is a link-local"), "{err}");
+        // Duplicates are found however they are written.
+        let err = error_of(&DUAL_STACK.replace("2001:2::12", "2001:2:0:0::11"));
+        assert!(err.contains("backend 2001:2::11 is listed twice"), "{err}");
+        let err = error_of(&DUAL_STACK.replace("2001:2::11", "2001:2::100"));
+        assert!(err.contains("is the VIP itself"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_backends_go_out_of_the_interface_with_their_prefix() {
+        let ifs = [
+            InterfaceAddresses {
+                name: "eth7".into(),
+                addresses: vec![
+                    ("198.18.7.10".parse().unwrap(), 24),
+                    ("2001:2:0:7::10".parse().unwrap(), 64),
+                ],
+            },
+            InterfaceAddresses {
+                name: "eth8".into(),
+                addresses: vec![
+                    ("2001:2::10".parse().unwrap(), 48),
+                    ("198.18.88.10".parse().unwrap(), 24),
+                ],
+            },
+        ];
+        let via = |address: &str| egress_for(&backend(address, None), &ifs).map(|i| i.name.clone());
+        assert_eq!(
+            via("2001:2:0:7::20").as_deref(),
+            Some("eth7"),
+            "the /64 beats the /48"
+        );
+        assert_eq!(via("2001:2:0:88::20").as_deref(), Some("eth8"));
+        assert_eq!(via("2001:3::20"), None);
+        assert_eq!(via("198.18.88.20").as_deref(), Some("eth8"));
+    }
+
+    #[test]
+    fn an_ipv6_vip_on_the_director_is_local() {
+        let config = Config::parse(DUAL_STACK).unwrap();
+        let mut eth0 = dual_stack_eth0();
+        assert!(config.local_vips(&[eth0.clone()]).is_empty());
+        eth0.addresses.push(("2001:2::100".parse().unwrap(), 128));
+        assert_eq!(
+            config.local_vips(&[eth0]),
+            [("2001:2::100".parse().unwrap(), "eth0".to_owned())]
+        );
+    }
+
+    #[test]
+    fn services_are_written_with_brackets_for_ipv6() {
+        let id: ServiceId = "tcp/[2001:2::100]:80".parse().unwrap();
+        assert_eq!(id.vip, "2001:2::100".parse::<IpAddr>().unwrap());
+        assert_eq!(id.to_string(), "tcp [2001:2::100]:80");
+        assert_eq!(
+            "udp/198.18.0.100:53"
+                .parse::<ServiceId>()
+                .unwrap()
+                .to_string(),
+            "udp 198.18.0.100:53"
+        );
+        let err = format!(
+            "{:#}",
+            "tcp/2001:2::100:80".parse::<ServiceId>().unwrap_err()
+        );
+        assert!(err.contains("tcp/[2001:db8::100]:8080"), "{err}");
+    }
+
     #[test]
     fn prefix_arithmetic() {
-        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(contains(a("198.18.0.2"), 24, a("198.18.0.255")));
         assert!(!contains(a("198.18.0.2"), 24, a("198.18.1.1")));
         assert!(contains(a("198.18.0.2"), 0, a("1.2.3.4")));
         assert!(contains(a("198.18.0.2"), 32, a("198.18.0.2")));
         assert!(!contains(a("198.18.0.2"), 32, a("198.18.0.3")));
         assert_eq!(network(a("198.18.0.77"), 25), a("198.18.0.0"));
+        assert_eq!(network(a("198.18.0.77"), 0), a("0.0.0.0"));
+        assert!(contains(a("2001:2::2"), 64, a("2001:2::ffff:1")));
+        assert!(!contains(a("2001:2::2"), 64, a("2001:2:0:1::1")));
+        assert!(contains(a("2001:2::2"), 0, a("fd00::1")));
+        assert!(contains(a("2001:2::2"), 128, a("2001:2::2")));
+        assert!(!contains(a("2001:2::2"), 128, a("2001:2::3")));
+        assert_eq!(network(a("2001:2:0:1:ffff::7"), 64), a("2001:2:0:1::"));
+        assert_eq!(network(a("2001:2::7"), 0), a("::"));
+        // Never across families, whatever the prefix.
+        assert!(!contains(a("0.0.0.0"), 0, a("::1")));
+        assert!(!contains(a("::"), 0, a("198.18.0.1")));
     }
 }

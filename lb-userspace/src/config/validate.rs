@@ -1,7 +1,7 @@
 //! Validation: [`Config::validate`] checks the file on its own, [`Config::validate_for_interfaces`]
 //! against the director's interfaces. Every problem is reported at once, each with its fix.
 
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{collections::HashSet, net::IpAddr};
 
 use anyhow::{Result, bail};
 use lb_common::{MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MAX_SERVICES};
@@ -140,6 +140,16 @@ impl Config {
                         name_ = service.name()
                     ));
                 }
+                if address.is_ipv4() != service.vip.is_ipv4() {
+                    problems.push(format!(
+                        "service {name}: backend {address} is {} and the VIP {} is {}: a \
+                         service's VIP and backends share a family (configure the other \
+                         family's backends under a service of its own, with a VIP of that family)",
+                        family(address),
+                        service.vip,
+                        family(service.vip)
+                    ));
+                }
                 if address == service.vip {
                     problems.push(format!(
                         "service {name}: backend {address} is the VIP itself"
@@ -165,20 +175,26 @@ impl Config {
     /// director, or added by keepalived): see [`Config::local_vips`].
     pub fn validate_for_interfaces(&self, interfaces: &[InterfaceAddresses]) -> Result<()> {
         let mut problems = Vec::new();
-        let owner = |a: Ipv4Addr| {
+        let owner = |a: IpAddr| {
             interfaces
                 .iter()
-                .find(|i| i.ipv4.iter().any(|(addr, _)| *addr == a))
+                .find(|i| i.addresses.iter().any(|(addr, _)| *addr == a))
         };
-        let subnets = interfaces
-            .iter()
-            .flat_map(|i| {
-                i.ipv4
-                    .iter()
-                    .map(move |(addr, len)| format!("{}/{len} on {}", network(*addr, *len), i.name))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        // The connected subnets of the backend's family.
+        let subnets = |of: IpAddr| {
+            interfaces
+                .iter()
+                .flat_map(|i| {
+                    i.addresses
+                        .iter()
+                        .filter(move |(addr, _)| addr.is_ipv4() == of.is_ipv4())
+                        .map(move |(addr, len)| {
+                            format!("{}/{len} on {}", network(*addr, *len), i.name)
+                        })
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         for service in &self.services {
             let name = service.name();
             for backend in &service.backends {
@@ -189,11 +205,16 @@ impl Config {
                         interface.name
                     ));
                 } else if egress_for(backend, interfaces).is_none() {
+                    let subnets = subnets(address);
                     problems.push(format!(
                         "service {name}: backend {address} is not on a directly connected subnet of the director ({}); \
                          direct routing needs every real server on one of the director's L2 networks \
                          (or name its interface with `interface = ...`)",
-                        if subnets.is_empty() { "it has no IPv4 address" } else { &subnets }
+                        if subnets.is_empty() {
+                            if address.is_ipv4() { "it has no IPv4 address" } else { "it has no global IPv6 address" }
+                        } else {
+                            &subnets
+                        }
                     ));
                 }
             }
@@ -206,14 +227,14 @@ impl Config {
     /// The VIPs that are addresses of the director's interfaces, with the interface holding
     /// each: the program takes their service traffic before the stack and passes the rest to it.
     #[must_use]
-    pub fn local_vips(&self, interfaces: &[InterfaceAddresses]) -> Vec<(Ipv4Addr, String)> {
-        let vips: std::collections::BTreeSet<Ipv4Addr> =
+    pub fn local_vips(&self, interfaces: &[InterfaceAddresses]) -> Vec<(IpAddr, String)> {
+        let vips: std::collections::BTreeSet<IpAddr> =
             self.services.iter().map(|s| s.vip).collect();
         vips.into_iter()
             .filter_map(|vip| {
                 let owner = interfaces
                     .iter()
-                    .find(|i| i.ipv4.iter().any(|(addr, _)| *addr == vip))?;
+                    .find(|i| i.addresses.iter().any(|(addr, _)| *addr == vip))?;
                 Some((vip, owner.name.clone()))
             })
             .collect()
@@ -232,18 +253,30 @@ fn report(problems: Vec<String>) -> Result<()> {
     }
 }
 
+/// "IPv4" or "IPv6", for messages.
+const fn family(addr: IpAddr) -> &'static str {
+    match addr {
+        IpAddr::V4(_) => "IPv4",
+        IpAddr::V6(_) => "IPv6",
+    }
+}
+
 /// Why an address cannot be a VIP or a backend, if it cannot.
-fn unusable_unicast(addr: Ipv4Addr) -> Option<&'static str> {
-    if addr.is_unspecified() {
-        Some("is unspecified (0.0.0.0)")
-    } else if addr.is_broadcast() {
-        Some("is the broadcast address")
-    } else if addr.is_multicast() {
-        Some("is a multicast address")
-    } else if addr.is_loopback() {
-        Some("is a loopback address")
-    } else {
-        None
+fn unusable_unicast(addr: IpAddr) -> Option<&'static str> {
+    match addr {
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("is the broadcast address"),
+        IpAddr::V4(v4) if v4.is_unspecified() => Some("is unspecified (0.0.0.0)"),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("is unspecified (::)"),
+        // The data plane keys IPv4 by its mapped form: one address, one way to write it.
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            Some("is an IPv4-mapped IPv6 address: write the IPv4 address itself")
+        }
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(
+            "is a link-local address (fe80::/10), which no prefix routes: use a global address",
+        ),
+        _ if addr.is_multicast() => Some("is a multicast address"),
+        _ if addr.is_loopback() => Some("is a loopback address"),
+        _ => None,
     }
 }
 

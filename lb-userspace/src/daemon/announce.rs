@@ -1,11 +1,11 @@
 //! Route health injection (`[director] announce`, docs/bgp.md): the VIPs this director can
 //! serve ([`Controller::servable_vips`]: active, with a usable backend) are kept as
-//! `VIP/32 dev <announce device>` routes in the configured table, which the director's BIRD
+//! `VIP/32 dev <announce device>` routes (`VIP/128` for IPv6) in the configured table, which the director's BIRD
 //! learns and announces by BGP. A VIP's route goes as soon as it cannot be served (standby, no
 //! usable backend), all of them when drlb stops (removed first, then the device goes), and,
 //! when drlb dies, with the device the kernel deletes as its last descriptor closes.
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use anyhow::Result;
 use tracing::{info, warn};
@@ -22,13 +22,13 @@ use crate::{
 /// What the routes should change: VIPs to add and to remove.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RouteChanges {
-    pub add: Vec<Ipv4Addr>,
-    pub remove: Vec<Ipv4Addr>,
+    pub add: Vec<IpAddr>,
+    pub remove: Vec<IpAddr>,
 }
 
 /// From the routes present to the routes wanted. Pure.
 #[must_use]
-pub fn route_changes(present: &BTreeSet<Ipv4Addr>, wanted: &BTreeSet<Ipv4Addr>) -> RouteChanges {
+pub fn route_changes(present: &BTreeSet<IpAddr>, wanted: &BTreeSet<IpAddr>) -> RouteChanges {
     RouteChanges {
         add: wanted.difference(present).copied().collect(),
         remove: present.difference(wanted).copied().collect(),
@@ -40,7 +40,7 @@ pub struct RouteAnnouncer {
     device: AnnounceDevice,
     table: u32,
     /// The VIPs routed now (as last written successfully).
-    announced: BTreeSet<Ipv4Addr>,
+    announced: BTreeSet<IpAddr>,
 }
 
 impl RouteAnnouncer {
@@ -63,13 +63,13 @@ impl RouteAnnouncer {
 
     /// The VIPs routed now.
     #[must_use]
-    pub const fn announced(&self) -> &BTreeSet<Ipv4Addr> {
+    pub const fn announced(&self) -> &BTreeSet<IpAddr> {
         &self.announced
     }
 
     /// Makes the table hold exactly `wanted`. Each route that cannot be written is logged
     /// and tried again on the next call (the daemon calls after every event and every tick).
-    pub async fn sync(&mut self, netlink: &Netlink, wanted: &BTreeSet<Ipv4Addr>) {
+    pub async fn sync(&mut self, netlink: &Netlink, wanted: &BTreeSet<IpAddr>) {
         if *wanted == self.announced {
             return;
         }
@@ -122,8 +122,31 @@ impl RouteAnnouncer {
 mod tests {
     use super::*;
 
-    fn set(vips: &[u8]) -> BTreeSet<Ipv4Addr> {
-        vips.iter().map(|v| Ipv4Addr::new(198, 18, 3, *v)).collect()
+    fn set(vips: &[u8]) -> BTreeSet<IpAddr> {
+        vips.iter()
+            .map(|v| IpAddr::from([198, 18, 3, *v]))
+            .collect()
+    }
+
+    #[test]
+    fn both_families_are_host_routes_changed_alike() {
+        let v6: IpAddr = "2001:2::100".parse().unwrap();
+        let v4: IpAddr = "198.18.0.100".parse().unwrap();
+        assert_eq!(
+            (
+                crate::net::routes::host_prefix(v4),
+                crate::net::routes::host_prefix(v6)
+            ),
+            (32, 128)
+        );
+        let changes = route_changes(&BTreeSet::from([v4]), &BTreeSet::from([v6]));
+        assert_eq!(
+            changes,
+            RouteChanges {
+                add: vec![v6],
+                remove: vec![v4],
+            }
+        );
     }
 
     #[test]

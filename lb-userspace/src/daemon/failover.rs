@@ -14,8 +14,9 @@
 //! non-service traffic to the stack, and while the VIP is standby drops ARP requests for it,
 //! so the kernel cannot answer them and draw traffic a standby drops (`drop_arp_standby`).
 //!
-//! On activation the director sends gratuitous ARP as keepalived does for its own VIPs: a
-//! burst at once and the same burst again a few seconds later, so that clients and gateways
+//! On activation the director sends gratuitous ARP (an unsolicited Neighbor Advertisement
+//! for an IPv6 VIP) as keepalived does for its own VIPs: a burst at once and the same burst
+//! again a few seconds later, so that clients and gateways
 //! move to its MAC at once, and those that missed the first burst with the second. Flows keep
 //! their real server across the switch because both directors build the same Maglev table
 //! from the same backends (the new one has no flow entries, and needs none).
@@ -26,7 +27,7 @@
 
 use std::{
     fs, io,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -137,7 +138,7 @@ pub struct Announcer {
 impl Announcer {
     /// Announces `vips` on each of `interfaces` (ifindex, MAC): the program answers ARP for
     /// them on every interface it runs on.
-    pub fn start(&mut self, interfaces: Vec<(u32, [u8; 6])>, vips: Vec<Ipv4Addr>) {
+    pub fn start(&mut self, interfaces: Vec<(u32, [u8; 6])>, vips: Vec<IpAddr>) {
         self.stop();
         self.task = Some(tokio::spawn(async move {
             let socket = match ArpSocket::sender(0) {
@@ -153,12 +154,15 @@ impl Announcer {
                         for _ in 0..frames {
                             let frame = garp::announcement(*mac, *vip);
                             if let Err(e) = socket.send_on(*ifindex, &frame) {
-                                warn!(%vip, ifindex, "gratuitous ARP failed: {e:#}");
+                                warn!(%vip, ifindex, "announcing the VIP (gratuitous ARP, or unsolicited NA for IPv6) failed: {e:#}");
                             }
                         }
                     }
                 }
-                info!(?vips, frames, "VIPs announced with gratuitous ARP");
+                info!(
+                    ?vips,
+                    frames, "VIPs announced with gratuitous ARP (unsolicited NA for IPv6)"
+                );
             }
         }));
     }

@@ -3,7 +3,7 @@
 //! [`crate::director::health::Health`], which decides up and down.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     thread::JoinHandle,
 };
 
@@ -25,12 +25,12 @@ use crate::config::{
 /// A health probe's result, sent from the probes' thread to the daemon's loop.
 pub struct HealthResult {
     pub service: ServiceId,
-    pub backend: Ipv4Addr,
+    pub backend: IpAddr,
     pub result: Result<()>,
 }
 
 /// What to probe: (service, backend, check, target), from `Controller::health_targets`.
-pub type Target = (ServiceId, Ipv4Addr, HealthCheckConfig, SocketAddr);
+pub type Target = (ServiceId, IpAddr, HealthCheckConfig, SocketAddr);
 
 /// The probes, on a thread (and runtime) of their own: however long the daemon's loop spends
 /// on a change or a table, no probe starts late or times out for it. Results go to the loop
@@ -176,7 +176,7 @@ mod tests {
             ..HealthCheckConfig::default()
         };
         let service: ServiceId = "tcp/198.18.0.100:80".parse().unwrap();
-        prober.check(vec![(service, Ipv4Addr::LOCALHOST, check, target)]);
+        prober.check(vec![(service, target.ip(), check, target)]);
         // This thread only sleeps (blocked, as on a grace period) and looks.
         let started = std::time::Instant::now();
         let mut seen = Vec::new();
@@ -205,10 +205,27 @@ mod tests {
         assert!(probe(&check, addr).await.is_err());
     }
 
+    /// An IPv6 backend is probed at `[address]:port`, TCP and HTTP alike.
+    #[tokio::test]
+    async fn ipv6_backends_are_probed_too() {
+        let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(addr.is_ipv6());
+        probe(&HealthCheckConfig::default(), addr).await.unwrap();
+        http_probe_checks_the_status_at("[::1]:0").await;
+        drop(listener);
+        assert!(probe(&HealthCheckConfig::default(), addr).await.is_err());
+    }
+
     #[tokio::test]
     async fn http_probe_checks_the_status() {
+        http_probe_checks_the_status_at("127.0.0.1:0").await;
+    }
+
+    /// An HTTP server at `bind` answers 200, then 503: the probe passes, then fails.
+    async fn http_probe_checks_the_status_at(bind: &str) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             for status in ["200 OK", "503 Service Unavailable"] {

@@ -22,7 +22,7 @@ mod serve;
 mod startup;
 pub mod systemd;
 
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tracing::info;
@@ -121,7 +121,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         info!(pin_dir = %pins.root().display(), "pinning a new data plane there");
         Controller::new(&config, interfaces.clone(), dataplane)?
     };
-    director.set_local(netlink.ipv4_addresses(&ifindexes).await?)?;
+    director.set_local(netlink.ip_addresses(&ifindexes).await?)?;
     let mut conflicts = conflict::Monitor::new(ConflictMap::take_from(&mut ebpf)?);
     let recorded = if options.standby {
         failover::recorded(&options.state_dir)?
@@ -134,7 +134,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
     // Ask the kernel for the backends' MACs before the first table is built, so the first
     // table already holds every backend that answers.
-    let wanted: Vec<(u32, Ipv4Addr)> = config
+    let wanted: Vec<(u32, IpAddr)> = config
         .services
         .iter()
         .flat_map(|s| &s.backends)

@@ -1,7 +1,11 @@
 //! The serving loop of `drlb run`: signals, control requests, health results and a one-second
 //! tick, each handled by a named method of [`Server`].
 
-use std::{net::Ipv4Addr, sync::Arc, time::Instant};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::Instant,
+};
 
 use anyhow::Result;
 use lb_common::Event;
@@ -300,10 +304,10 @@ impl<'a> Server<'a> {
         false
     }
 
-    /// An IPv4 address was added or removed: the director's addresses are read again and the
-    /// VIPs among them become local (with `active_when = "vip-assigned"`: active), the others
-    /// not. VIPs that became active are announced (keepalived announces the addresses it adds
-    /// too; drlb's announcement comes once forwarding is on, and costs nothing).
+    /// An address (IPv4 or IPv6) was added or removed: the director's addresses are read again
+    /// and the VIPs among them become local (with `active_when = "vip-assigned"`: active), the
+    /// others not. VIPs that became active are announced (keepalived announces the addresses it
+    /// adds too; drlb's announcement comes once forwarding is on, and costs nothing).
     async fn on_addresses(&mut self) -> Changed {
         let ifindexes: Vec<u32> = self
             .director
@@ -311,7 +315,7 @@ impl<'a> Server<'a> {
             .iter()
             .map(|i| i.ifindex)
             .collect();
-        let switched = match self.netlink.ipv4_addresses(&ifindexes).await {
+        let switched = match self.netlink.ip_addresses(&ifindexes).await {
             Ok(addresses) => self.director.set_local(addresses),
             Err(e) => Err(e),
         };
@@ -332,9 +336,9 @@ impl<'a> Server<'a> {
         false
     }
 
-    /// Gratuitous ARP for `vips` on every interface: a burst, then a repeat. None with
-    /// `arp = false` (routed VIPs).
-    fn announce(&mut self, vips: Vec<Ipv4Addr>) {
+    /// Gratuitous ARP (unsolicited NA for IPv6) for `vips` on every interface: a burst, then a
+    /// repeat. None with `arp = false` (routed VIPs).
+    fn announce(&mut self, vips: Vec<IpAddr>) {
         if !self.director.config().director.arp {
             return;
         }
@@ -437,7 +441,7 @@ async fn refresh_neighbours(netlink: &Netlink, director: &mut Controller) -> Res
     let macs = netlink.neighbour_macs(&ifindexes).await?;
     // Entries someone deleted (e.g. `ip neigh flush`) and those of backends added since are
     // (re)created; failed ones the kernel keeps retrying by itself, as they are managed.
-    let missing: Vec<(u32, Ipv4Addr)> = director
+    let missing: Vec<(u32, IpAddr)> = director
         .backends_needing_neighbours()
         .filter(|key| !macs.contains_key(key))
         .collect();
@@ -451,7 +455,15 @@ async fn refresh_neighbours(netlink: &Netlink, director: &mut Controller) -> Res
 fn conflict_context(controller: &Controller) -> conflict::Context {
     conflict::Context {
         active: controller.is_active(),
-        backends: controller.backend_macs(),
+        // The monitor watches ARP: IPv4 backends.
+        backends: controller
+            .backend_macs()
+            .into_iter()
+            .filter_map(|(address, mac)| match address {
+                IpAddr::V4(v4) => Some((v4, mac)),
+                IpAddr::V6(_) => None,
+            })
+            .collect(),
     }
 }
 
@@ -459,7 +471,15 @@ fn conflict_context(controller: &Controller) -> conflict::Context {
 /// is no VIP (a probe from a VIP would be a gratuitous ARP for it; without such an address,
 /// 0.0.0.0, an ARP probe), for each VIP.
 fn conflict_probe(controller: &Controller) -> conflict::Probe {
-    let vips = controller.vips();
+    // ARP probes: the IPv4 VIPs.
+    let vips: Vec<Ipv4Addr> = controller
+        .vips()
+        .into_iter()
+        .filter_map(|vip| match vip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
     conflict::Probe {
         from: controller
             .interfaces()

@@ -1,7 +1,7 @@
 //! The steps of `drlb run` before it serves: attaching the program (with the veth peers' needs),
 //! forwarding the program's log, resolving backends' MACs, announcing the VIPs.
 
-use std::{net::Ipv4Addr, time::Instant};
+use std::{net::IpAddr, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 use tracing::{info, warn};
@@ -179,7 +179,7 @@ pub fn start_ebpf_logger(ebpf: &mut aya::Ebpf) {
 pub async fn resolve(
     netlink: &Netlink,
     ifindexes: &[u32],
-    wanted: &[(u32, Ipv4Addr)],
+    wanted: &[(u32, IpAddr)],
 ) -> Result<NeighbourMacs> {
     for &(ifindex, addr) in wanted {
         netlink.keep_resolved(ifindex, addr).await?;
@@ -198,7 +198,9 @@ pub async fn resolve(
 /// Announces every active VIP on every interface (the program answers ARP on all of them).
 pub async fn announce_vips(director: &Controller) {
     if !director.config().director.arp {
-        return info!("arp = false: the VIPs are routed here, not announced with gratuitous ARP");
+        return info!(
+            "arp = false: the VIPs are routed here, not announced with gratuitous ARP or unsolicited NA"
+        );
     }
     let socket = match ArpSocket::sender(0) {
         Ok(socket) => socket,
@@ -212,10 +214,10 @@ pub async fn announce_vips(director: &Controller) {
             for interface in director.interfaces() {
                 let frame = garp::announcement(interface.mac, vip);
                 if let Err(e) = socket.send_on(interface.ifindex, &frame) {
-                    warn!(%vip, interface = %interface.name, "gratuitous ARP failed: {e:#}");
+                    warn!(%vip, interface = %interface.name, "announcing the VIP (gratuitous ARP, or unsolicited NA for IPv6) failed: {e:#}");
                 }
             }
         }
     }
-    info!(vips = ?director.active_vips(), "VIPs announced with gratuitous ARP");
+    info!(vips = ?director.active_vips(), "VIPs announced with gratuitous ARP (unsolicited NA for IPv6)");
 }

@@ -821,10 +821,10 @@ impl Dataplane {
 
     /// The VIPs the program knows.
     #[must_use]
-    pub fn vips(&self) -> Vec<std::net::Ipv4Addr> {
+    pub fn vips(&self) -> Vec<std::net::IpAddr> {
         self.vip_ids
             .keys()
-            .filter_map(|a| std::net::Ipv6Addr::from(*a).to_ipv4_mapped())
+            .map(|a| crate::net::addr::ip_of(*a))
             .collect()
     }
 

@@ -3,11 +3,11 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use anyhow::{Context as _, Result, ensure};
-use lb_common::{MAX_BACKENDS_PER_SERVICE, ipv4_mapped};
+use lb_common::MAX_BACKENDS_PER_SERVICE;
 
 use super::{
     health::Health,
@@ -16,6 +16,7 @@ use super::{
 use crate::{
     config::{BackendConfig, ServiceConfig, egress_for},
     dataplane::Dataplane,
+    net::addr::addr_of,
     net::netlink::{InterfaceInfo, NeighbourMacs},
 };
 
@@ -50,7 +51,7 @@ pub fn update(
     changes: &mut Vec<String>,
 ) -> Result<()> {
     let name = config.id();
-    let wanted: BTreeMap<Ipv4Addr, &BackendConfig> =
+    let wanted: BTreeMap<IpAddr, &BackendConfig> =
         config.backends.iter().map(|b| (b.address, b)).collect();
     for (address, backend) in &mut service.backends {
         if !wanted.contains_key(address) {
@@ -100,7 +101,7 @@ pub fn update(
         let id = (0..MAX_BACKENDS_PER_SERVICE)
             .find(|i| !used.contains(i))
             .with_context(|| format!("service {name}: no backend id left for {address}"))?;
-        dataplane.claim_backend(service.id, id, ipv4_mapped(address.octets()))?;
+        dataplane.claim_backend(service.id, id, addr_of(*address))?;
         service.backends.insert(
             *address,
             BackendState {

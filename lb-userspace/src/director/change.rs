@@ -2,7 +2,7 @@
 //! config is then applied like any other, so a change is validated and refused whole exactly as
 //! a config file is.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -25,11 +25,11 @@ pub enum Change {
     },
     BackendRemove {
         service: ServiceId,
-        address: Ipv4Addr,
+        address: IpAddr,
     },
     BackendSetWeight {
         service: ServiceId,
-        address: Ipv4Addr,
+        address: IpAddr,
         weight: u32,
     },
 }
@@ -172,11 +172,69 @@ mod tests {
         );
     }
 
+    /// IPv6 services and backends travel the control socket (JSON) and edit the config alike;
+    /// a backend of the other family is refused by validation, naming the service.
+    #[test]
+    fn ipv6_changes_are_made_like_ipv4_ones() {
+        let c = config(WEB);
+        let v6: ServiceId = "tcp/[2001:2::100]:80".parse().unwrap();
+        let backend = |a: &str| BackendConfig {
+            interface: None,
+            address: a.parse().unwrap(),
+            weight: 1,
+            mac: None,
+        };
+        let add_service = Change::ServiceAdd {
+            service: ServiceConfig {
+                vip: v6.vip,
+                port: v6.port,
+                protocol: v6.protocol,
+                scheduler: crate::config::Scheduler::Maglev,
+                table_size: lb_common::DEFAULT_TABLE_SIZE,
+                health_check: None,
+                backends: Vec::new(),
+            },
+        };
+        let add_backend = Change::BackendAdd {
+            service: v6,
+            backend: backend("2001:2::11"),
+        };
+        let json = serde_json::to_string(&add_backend).unwrap();
+        assert!(
+            json.contains("\"2001:2::100\"") && json.contains("\"2001:2::11\""),
+            "{json}"
+        );
+        let add_backend: Change = serde_json::from_str(&json).unwrap();
+        let edited = edit_all(&[add_service.clone(), add_backend], &c).unwrap();
+        edited.validate().unwrap();
+        assert_eq!(edited.services[1].id(), v6);
+        let weight = Change::BackendSetWeight {
+            service: v6,
+            address: "2001:2::11".parse().unwrap(),
+            weight: 0,
+        };
+        assert_eq!(
+            weight.edit(&edited).unwrap().services[1].backends[0].weight,
+            0
+        );
+        let mixed = Change::BackendAdd {
+            service: v6,
+            backend: backend("198.18.0.12"),
+        }
+        .edit(&edited)
+        .unwrap();
+        let err = format!("{:#}", mixed.validate().unwrap_err());
+        assert!(
+            err.contains("service tcp [2001:2::100]:80: backend 198.18.0.12 is IPv4"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_batch_is_made_in_order_or_refused_whole() {
         let c = config(WEB);
         let web: ServiceId = "tcp/198.18.0.100:80".parse().unwrap();
-        let address: Ipv4Addr = "198.18.0.11".parse().unwrap();
+        let address: IpAddr = "198.18.0.11".parse().unwrap();
         let weight = |weight| Change::BackendSetWeight {
             service: web,
             address,

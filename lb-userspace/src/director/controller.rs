@@ -2,11 +2,11 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
 };
 
 use anyhow::{Context as _, Result, bail};
-use lb_common::{SERVICE_FLAG_SOURCE_HASH, VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL, Vip, ipv4_mapped};
+use lb_common::{SERVICE_FLAG_SOURCE_HASH, VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL, Vip};
 use tracing::{info, warn};
 
 use super::{
@@ -24,6 +24,7 @@ use crate::{
     },
     dataplane::{AdoptedService, Dataplane, TableLayout},
     net::{
+        addr::{addr_of, ip_of},
         mac::format_mac,
         netlink::{InterfaceInfo, NeighbourMacs},
     },
@@ -40,9 +41,10 @@ pub struct Controller {
     /// Answers ARP for the VIPs and forwards (else a standby: neither; see `set_active`), with
     /// `active_when = "always"`.
     active: bool,
-    /// The IPv4 addresses of the director's interfaces (`set_local`): VIPs among them are
-    /// local (`VIP_FLAG_LOCAL`), and with `active_when = "vip-assigned"` the active ones.
-    local: BTreeSet<Ipv4Addr>,
+    /// The addresses (IPv4 and IPv6) of the director's interfaces (`set_local`): VIPs among
+    /// them are local (`VIP_FLAG_LOCAL`), and with `active_when = "vip-assigned"` the active
+    /// ones.
+    local: BTreeSet<IpAddr>,
     /// Tables of services already published are built and published later
     /// ([`Controller::defer_publishes`]), not by the change.
     deferred: bool,
@@ -57,7 +59,7 @@ pub struct Controller {
 #[derive(Debug, Default)]
 pub struct Switched {
     pub effects: Vec<String>,
-    pub activated: Vec<Ipv4Addr>,
+    pub activated: Vec<IpAddr>,
 }
 
 impl Controller {
@@ -141,7 +143,7 @@ impl Controller {
 
     /// The VIPs of all services.
     #[must_use]
-    pub fn vips(&self) -> Vec<Ipv4Addr> {
+    pub fn vips(&self) -> Vec<IpAddr> {
         self.services
             .keys()
             .map(|id| id.vip)
@@ -152,7 +154,7 @@ impl Controller {
 
     /// Whether the director answers ARP for `vip` and forwards its traffic.
     #[must_use]
-    pub fn is_vip_active(&self, vip: Ipv4Addr) -> bool {
+    pub fn is_vip_active(&self, vip: IpAddr) -> bool {
         match self.config.director.active_when {
             ActiveWhen::Always => self.active,
             ActiveWhen::VipAssigned => self.local.contains(&vip),
@@ -164,7 +166,7 @@ impl Controller {
     /// A VIP with several services stays announced while any of them can serve: withdrawing
     /// it would take the others' traffic away too.
     #[must_use]
-    pub fn servable_vips(&self) -> BTreeSet<Ipv4Addr> {
+    pub fn servable_vips(&self) -> BTreeSet<IpAddr> {
         self.services
             .iter()
             .filter(|(id, _)| self.is_vip_active(id.vip))
@@ -175,13 +177,13 @@ impl Controller {
 
     /// Whether `vip` is an address of one of the director's interfaces.
     #[must_use]
-    pub fn is_vip_local(&self, vip: Ipv4Addr) -> bool {
+    pub fn is_vip_local(&self, vip: IpAddr) -> bool {
         self.local.contains(&vip)
     }
 
     /// The VIPs the director is active for.
     #[must_use]
-    pub fn active_vips(&self) -> Vec<Ipv4Addr> {
+    pub fn active_vips(&self) -> Vec<IpAddr> {
         self.vips()
             .into_iter()
             .filter(|v| self.is_vip_active(*v))
@@ -189,7 +191,7 @@ impl Controller {
     }
 
     /// Backends whose MAC must come from the neighbour table, with their egress interface.
-    pub fn backends_needing_neighbours(&self) -> impl Iterator<Item = (u32, Ipv4Addr)> + '_ {
+    pub fn backends_needing_neighbours(&self) -> impl Iterator<Item = (u32, IpAddr)> + '_ {
         self.services
             .values()
             .flat_map(|s| s.backends.iter())
@@ -199,7 +201,7 @@ impl Controller {
 
     /// What to health-check: (service, backend, check, target) for every checked backend.
     #[must_use]
-    pub fn health_targets(&self) -> Vec<(ServiceId, Ipv4Addr, HealthCheckConfig, SocketAddr)> {
+    pub fn health_targets(&self) -> Vec<(ServiceId, IpAddr, HealthCheckConfig, SocketAddr)> {
         let mut targets = Vec::new();
         for (id, s) in &self.services {
             let check = s.config.health_check();
@@ -376,7 +378,7 @@ impl Controller {
                 self.dataplane.remove_service(&key, id)?;
             }
         }
-        let active: BTreeSet<Ipv4Addr> = self.active_vips().into_iter().collect();
+        let active: BTreeSet<IpAddr> = self.active_vips().into_iter().collect();
         for service in self.services.values_mut() {
             service.layout.flags = layout::service_flags(
                 service.config.scheduler,
@@ -397,10 +399,10 @@ impl Controller {
     /// Writes the VIPs of the services in the model with their flags (active, local), and
     /// removes the others. `only`: just the VIPs that are active (`Some(true)`) or standby.
     fn publish_vips(&mut self, only: Option<bool>) -> Result<()> {
-        let wanted: BTreeSet<Ipv4Addr> = self.vips().into_iter().collect();
+        let wanted: BTreeSet<IpAddr> = self.vips().into_iter().collect();
         for vip in self.dataplane.vips() {
             if !wanted.contains(&vip) {
-                self.dataplane.remove_vip(&ipv4_mapped(vip.octets()))?;
+                self.dataplane.remove_vip(&addr_of(vip))?;
             }
         }
         for vip in wanted {
@@ -416,8 +418,7 @@ impl Controller {
                 } else {
                     0
                 };
-            self.dataplane
-                .set_vip(ipv4_mapped(vip.octets()), Vip { flags })?;
+            self.dataplane.set_vip(addr_of(vip), Vip { flags })?;
         }
         Ok(())
     }
@@ -478,12 +479,12 @@ impl Controller {
         }])
     }
 
-    /// Takes the IPv4 addresses of the director's interfaces (at start-up and on every change
+    /// Takes the addresses (IPv4 and IPv6) of the director's interfaces (at start-up and on every change
     /// the kernel reports): VIPs among them are local; with `active_when = "vip-assigned"`,
     /// the director becomes active for the VIPs that appeared and standby for those that
     /// went. Returns one line per VIP that changed and the VIPs that became active.
-    pub fn set_local(&mut self, local: BTreeSet<Ipv4Addr>) -> Result<Switched> {
-        let before: Vec<(Ipv4Addr, bool, bool)> = self.vip_states();
+    pub fn set_local(&mut self, local: BTreeSet<IpAddr>) -> Result<Switched> {
+        let before: Vec<(IpAddr, bool, bool)> = self.vip_states();
         self.switch(self.active, local)?;
         let mut switched = Switched::default();
         for ((vip, was_active, was_local), (_, active, local)) in
@@ -514,7 +515,7 @@ impl Controller {
 
     /// (VIP, active, local) of every VIP.
     #[must_use]
-    pub fn vip_states(&self) -> Vec<(Ipv4Addr, bool, bool)> {
+    pub fn vip_states(&self) -> Vec<(IpAddr, bool, bool)> {
         self.vips()
             .into_iter()
             .map(|v| (v, self.is_vip_active(v), self.is_vip_local(v)))
@@ -524,7 +525,7 @@ impl Controller {
     /// The director's new state, written: VIPs going standby lose their ARP answers before
     /// their forwarding, VIPs going active get forwarding before ARP answers. A failed write
     /// restores the state as it was (model and maps).
-    fn switch(&mut self, active: bool, local: BTreeSet<Ipv4Addr>) -> Result<()> {
+    fn switch(&mut self, active: bool, local: BTreeSet<IpAddr>) -> Result<()> {
         let old_active = std::mem::replace(&mut self.active, active);
         let old_local = std::mem::replace(&mut self.local, local);
         let before = self.services.clone();
@@ -539,7 +540,7 @@ impl Controller {
     /// The writes of `switch`: standby VIPs, then every service's flags, then active VIPs.
     fn write_states(&mut self) -> Result<()> {
         self.publish_vips(Some(false))?;
-        let active: BTreeSet<Ipv4Addr> = self.active_vips().into_iter().collect();
+        let active: BTreeSet<IpAddr> = self.active_vips().into_iter().collect();
         for service in self.services.values_mut() {
             service.layout.flags = layout::service_flags(
                 service.config.scheduler,
@@ -556,8 +557,8 @@ impl Controller {
 
     /// (address, MAC) of every backend whose MAC is known, to name the owner of a MAC.
     #[must_use]
-    pub fn backend_macs(&self) -> Vec<(Ipv4Addr, [u8; 6])> {
-        let macs: BTreeSet<(Ipv4Addr, [u8; 6])> = self
+    pub fn backend_macs(&self) -> Vec<(IpAddr, [u8; 6])> {
+        let macs: BTreeSet<(IpAddr, [u8; 6])> = self
             .services
             .values()
             .flat_map(|s| s.backends.iter())
@@ -604,7 +605,7 @@ impl Controller {
     pub fn record_health(
         &mut self,
         id: ServiceId,
-        address: Ipv4Addr,
+        address: IpAddr,
         result: &Result<()>,
     ) -> Result<()> {
         let Some(service) = self.services.get_mut(&id) else {
@@ -825,9 +826,7 @@ fn adopted_service(
     addresses: &[crate::config::InterfaceAddresses],
     adopted: AdoptedService,
 ) -> Result<(ServiceId, ServiceState)> {
-    let vip = std::net::Ipv6Addr::from(adopted.key.addr)
-        .to_ipv4_mapped()
-        .context("an adopted service has a VIP that is not IPv4")?;
+    let vip = ip_of(adopted.key.addr);
     let protocol = Protocol::from_number(adopted.key.protocol)
         .context("an adopted service has a protocol drlb does not balance")?;
     let id = ServiceId {
@@ -856,9 +855,7 @@ fn adopted_service(
     let checked = service_config.health_check().kind != CheckKind::None;
     let mut backends = BTreeMap::new();
     for backend in adopted.backends {
-        let address = std::net::Ipv6Addr::from(backend.address)
-            .to_ipv4_mapped()
-            .context("an adopted backend address is not IPv4")?;
+        let address = ip_of(backend.address);
         let configured = service_config
             .backends
             .iter()
@@ -937,7 +934,7 @@ fn adopted_service(
     Ok((id, state))
 }
 
-fn log_mac(id: &ServiceId, address: Ipv4Addr, new: Option<[u8; 6]>, old: Option<[u8; 6]>) {
+fn log_mac(id: &ServiceId, address: IpAddr, new: Option<[u8; 6]>, old: Option<[u8; 6]>) {
     match new {
         Some(mac) => {
             info!(service = %id, backend = %address, mac = %format_mac(mac), "backend MAC known")
@@ -969,7 +966,7 @@ fn write_service(
 /// model; their ids are freed after the next grace period.
 fn retire_leaving(service: &mut ServiceState, dataplane: &Dataplane) {
     let token = dataplane.grace_token();
-    let gone: Vec<Ipv4Addr> = service
+    let gone: Vec<IpAddr> = service
         .backends
         .iter()
         .filter(|(_, b)| b.leaving && b.published.is_none())

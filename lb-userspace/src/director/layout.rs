@@ -47,7 +47,7 @@ pub fn plan(
     current: &BTreeMap<ServiceId, ServiceState>,
     capacity: u32,
     service_capacity: u32,
-    active: &dyn Fn(std::net::Ipv4Addr) -> bool,
+    active: &dyn Fn(std::net::IpAddr) -> bool,
     wanted: &BTreeMap<ServiceId, &ServiceConfig>,
 ) -> Result<BTreeMap<ServiceId, TableLayout>> {
     let mut used_ids: BTreeSet<u32> = BTreeSet::new();

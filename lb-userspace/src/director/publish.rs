@@ -10,7 +10,7 @@
 //! changes arrive, and every change is visible after at most two builds and grace periods.
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::atomic::{AtomicU64, Ordering},
     thread::JoinHandle,
     time::Instant,
@@ -48,7 +48,7 @@ pub struct Job {
     pub size: u32,
     /// (address, weight, id) to build the table from; `None`: no table, only the grace
     /// period (to free the ids of removed backends).
-    pub inputs: Option<Vec<(Ipv4Addr, u32, u32)>>,
+    pub inputs: Option<Vec<(IpAddr, u32, u32)>>,
     /// Wait for a grace period that begins after this point of the dataplane's writes.
     pub grace: Option<GraceToken>,
     /// From [`next_sequence`], when asked.

@@ -1,7 +1,7 @@
 //! The order of map writes that keeps every reference the program follows valid.
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -65,7 +65,7 @@ fn drains(service: &ServiceState) -> bool {
 /// The table of backend ids for `inputs` (from [`ServiceState::wanted_inputs`]): a pure
 /// function, run on any thread.
 #[must_use]
-pub fn build(inputs: &[(Ipv4Addr, u32, u32)], size: u32) -> Vec<u32> {
+pub fn build(inputs: &[(IpAddr, u32, u32)], size: u32) -> Vec<u32> {
     let weighted: Vec<WeightedBackend> = inputs
         .iter()
         .map(|&(address, weight, _)| WeightedBackend { address, weight })
@@ -82,7 +82,7 @@ pub fn build(inputs: &[(Ipv4Addr, u32, u32)], size: u32) -> Vec<u32> {
 pub fn publish(
     service: &mut ServiceState,
     dataplane: &mut Dataplane,
-    inputs: Vec<(Ipv4Addr, u32, u32)>,
+    inputs: Vec<(IpAddr, u32, u32)>,
     table: &[u32],
     sequence: u64,
     started: Instant,
@@ -111,7 +111,7 @@ pub fn publish(
 /// be used and that the live table does not name (their flows are scheduled again).
 pub fn clear_unused(service: &mut ServiceState, dataplane: &mut Dataplane) -> Result<()> {
     let drain = drains(service);
-    let named = |id: u32, inputs: &Option<Vec<(Ipv4Addr, u32, u32)>>| {
+    let named = |id: u32, inputs: &Option<Vec<(IpAddr, u32, u32)>>| {
         inputs
             .as_ref()
             .is_some_and(|inputs| inputs.iter().any(|&(_, _, i)| i == id))

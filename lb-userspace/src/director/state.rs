@@ -3,16 +3,16 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
-use lb_common::{Backend, ServiceKey, ipv4_mapped};
+use lb_common::{Backend, ServiceKey};
 
 use super::health::Health;
 use crate::{
     config::{ServiceConfig, ServiceId},
     dataplane::{GraceToken, TableLayout},
-    net::netlink::InterfaceInfo,
+    net::{addr::addr_of, netlink::InterfaceInfo},
 };
 
 /// The interface a backend's frames leave by.
@@ -89,9 +89,9 @@ pub struct ServiceState {
     pub config: ServiceConfig,
     pub key: ServiceKey,
     pub layout: TableLayout,
-    pub backends: BTreeMap<Ipv4Addr, BackendState>,
+    pub backends: BTreeMap<IpAddr, BackendState>,
     /// The (address, weight, id) list the live table was built from.
-    pub table_inputs: Option<Vec<(Ipv4Addr, u32, u32)>>,
+    pub table_inputs: Option<Vec<(IpAddr, u32, u32)>>,
     pub published_layout: Option<TableLayout>,
     /// Tables published for this service and the time they took (built and written).
     pub publishes: Publishes,
@@ -110,7 +110,7 @@ impl ServiceState {
     /// The (address, weight, id) list the service's table is to be built from now: usable
     /// backends with a weight.
     #[must_use]
-    pub fn wanted_inputs(&self) -> Vec<(Ipv4Addr, u32, u32)> {
+    pub fn wanted_inputs(&self) -> Vec<(IpAddr, u32, u32)> {
         self.backends
             .iter()
             .filter(|(_, b)| b.usable() && b.weight > 0)
@@ -153,7 +153,7 @@ pub struct Publishes {
 
 pub fn service_key(id: &ServiceId) -> ServiceKey {
     ServiceKey {
-        addr: ipv4_mapped(id.vip.octets()),
+        addr: addr_of(id.vip),
         port_be: id.port.to_be(),
         protocol: id.protocol.number(),
         _pad: 0,

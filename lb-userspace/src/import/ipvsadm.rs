@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     sync::Arc,
 };
 
@@ -76,15 +76,11 @@ fn service_of(words: &[&str]) -> Result<(Protocol, SocketAddr, usize), String> {
 
 fn socket_address(text: &str) -> Result<SocketAddr, String> {
     text.parse::<SocketAddr>().map_err(|_| {
-        format!("{text:?} is not ADDRESS:PORT in numbers (save with `ipvsadm-save -n`)")
+        format!(
+            "{text:?} is not ADDRESS:PORT in numbers (IPv6 as [2001:db8::1]:80; save with \
+             `ipvsadm-save -n`)"
+        )
     })
-}
-
-fn ipv4(address: &SocketAddr) -> Result<Ipv4Addr, String> {
-    match address.ip() {
-        IpAddr::V4(ip) => Ok(ip),
-        IpAddr::V6(_) => Err("an IPv6 address; drlb serves IPv4 only for now".to_owned()),
-    }
 }
 
 fn add_service(
@@ -96,7 +92,7 @@ fn add_service(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Result<(), String> {
     let (protocol, address, _) = service_of(words)?;
-    let vip = ipv4(&address)?;
+    let vip = address.ip();
     if address.port() == 0 {
         return Err(
             "port 0 (a service on every port); drlb services have one port each".to_owned(),
@@ -189,7 +185,7 @@ fn add_server(
     let &service = index
         .get(&(protocol, address))
         .ok_or("no -A line before it adds that service")?;
-    let mut rs: Option<(Ipv4Addr, Option<u16>)> = None;
+    let mut rs: Option<(IpAddr, Option<u16>)> = None;
     let (mut weight, mut forwarding) = (DEFAULT_WEIGHT, Forwarding::Dr);
     let mut words = words.iter().copied();
     while let Some(word) = words.next() {
@@ -200,11 +196,18 @@ fn add_server(
             "-r" | "--real-server" => {
                 let text = words.next().ok_or("-r names no real server")?;
                 rs = Some(match text.parse::<SocketAddr>() {
-                    Ok(address) => (ipv4(&address)?, Some(address.port())),
+                    Ok(address) => (address.ip(), Some(address.port())),
+                    // A bare address, IPv6 with or without brackets.
                     Err(_) => (
-                        text.parse::<Ipv4Addr>().map_err(|_| {
-                            format!("{text:?} is not an IPv4 ADDRESS[:PORT] in numbers (save with `ipvsadm-save -n`)")
-                        })?,
+                        text.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse::<IpAddr>()
+                            .map_err(|_| {
+                                format!(
+                                    "{text:?} is not an ADDRESS[:PORT] in numbers (IPv6 as \
+                                     [2001:db8::2]:80; save with `ipvsadm-save -n`)"
+                                )
+                            })?,
                         None,
                     ),
                 });

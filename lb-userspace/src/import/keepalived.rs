@@ -65,8 +65,11 @@ pub fn read(nodes: &[Node], diagnostics: &mut Vec<Diagnostic>) -> Lvs {
     lvs
 }
 
-/// The IPv4 addresses of a vrrp_instance's `virtual_ipaddress` block (`ADDR[/LEN] [dev X]...`).
-fn vrrp_addresses(instance: &Node) -> Vec<(Ipv4Addr, String)> {
+/// The addresses (IPv4 and IPv6) of a vrrp_instance's `virtual_ipaddress` block
+/// (`ADDR[/LEN] [dev X]...`), and of its `virtual_ipaddress_excluded` block: a dual-stack
+/// instance lists one family there (keepalived refuses both in one block), and adds and removes
+/// those addresses with its state all the same.
+fn vrrp_addresses(instance: &Node) -> Vec<(IpAddr, String)> {
     let name = format!(
         "vrrp_instance {} ({})",
         instance.args.first().map_or("", String::as_str),
@@ -75,7 +78,12 @@ fn vrrp_addresses(instance: &Node) -> Vec<(Ipv4Addr, String)> {
     instance
         .children()
         .iter()
-        .filter(|c| c.keyword == "virtual_ipaddress" && c.condition.is_none())
+        .filter(|c| {
+            matches!(
+                c.keyword.as_str(),
+                "virtual_ipaddress" | "virtual_ipaddress_excluded"
+            ) && c.condition.is_none()
+        })
         .flat_map(Node::children)
         .filter(|entry| entry.condition.is_none())
         .filter_map(|entry| {
@@ -202,16 +210,7 @@ fn virtual_server(
         .filter_map(|c| real_server(c, &settings, diagnostics))
         .collect();
     for (ip, port, at, origin) in endpoints {
-        let vip = match ip {
-            IpAddr::V4(vip) => vip,
-            IpAddr::V6(_) => {
-                diagnostics.push(Diagnostic::left_out(
-                    &at,
-                    format!("`{origin}`: an IPv6 VIP; drlb serves IPv4 VIPs only for now"),
-                ));
-                continue;
-            }
-        };
+        let vip = ip;
         let Some(port) = port else {
             diagnostics.push(Diagnostic::left_out(
                 &at,
@@ -315,8 +314,8 @@ fn group_members(
     members
 }
 
-/// The addresses a group member names. IPv6 addresses come back as they are (one address, a
-/// range is refused); the caller leaves IPv6 out.
+/// The addresses a group member names. An IPv6 member is one address (an IPv6 range is
+/// refused).
 fn address_range(text: &str) -> Result<Vec<IpAddr>, String> {
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(vec![ip]);
@@ -495,16 +494,7 @@ fn real_server(
         node.args.first().map_or("", String::as_str),
         node.args.get(1).map(String::as_str),
     ) {
-        Ok((IpAddr::V4(address), port)) => (address, port),
-        Ok((IpAddr::V6(_), _)) => {
-            diagnostics.push(Diagnostic::left_out(
-                &node.at,
-                format!(
-                    "`{text}`: an IPv6 real server; drlb forwards to IPv4 backends only for now"
-                ),
-            ));
-            return None;
-        }
+        Ok((address, port)) => (address, port),
         Err(why) => {
             diagnostics.push(Diagnostic::left_out(&node.at, format!("`{text}`: {why}")));
             return None;

@@ -413,15 +413,61 @@ fn what_has_no_equivalent_is_listed_with_its_line() {
 }
 
 #[test]
-fn fwmark_ipv6_and_sctp_services_are_left_out() {
-    let text = "virtual_server fwmark 1 {\n lb_kind DR\n}\nvirtual_server 2001:2::1 80 {\n lb_kind DR\n}\nvirtual_server 198.18.0.1 80 {\n lb_kind DR\n protocol SCTP\n}\n";
+fn fwmark_and_sctp_services_are_left_out() {
+    let text = "virtual_server fwmark 1 {\n lb_kind DR\n}\nvirtual_server 198.18.0.1 80 {\n lb_kind DR\n protocol SCTP\n}\n";
     let (config, outcome) = import(text);
     assert!(config.services.is_empty());
     let lines: Vec<u32> = outcome
         .left_out()
         .map(|d| d.at.as_ref().unwrap().line)
         .collect();
-    assert_eq!(lines, [1, 4, 9], "{}", messages(&outcome));
+    assert_eq!(lines, [1, 6], "{}", messages(&outcome));
+}
+
+/// keepalived keeps one family per `virtual_ipaddress` block: a dual-stack instance lists the
+/// other in `virtual_ipaddress_excluded`, which it adds and removes alike.
+#[test]
+fn a_dual_stack_vrrp_instance_holds_both_vips() {
+    let text = "vrrp_instance VI_1 {\n interface eth0\n virtual_ipaddress {\n  198.18.0.100/32 dev eth0\n }\n virtual_ipaddress_excluded {\n  2001:2::100/128 dev eth0\n }\n}\nvirtual_server 198.18.0.100 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.0.11 80 {\n }\n}\nvirtual_server 2001:2::100 80 {\n lb_kind DR\n protocol TCP\n real_server 2001:2::11 80 {\n }\n}\n";
+    let (config, outcome) = import(text);
+    assert_eq!(config.services.len(), 2, "{}", outcome.config);
+    assert_eq!(
+        config.director.active_when,
+        crate::config::ActiveWhen::VipAssigned,
+        "{}",
+        outcome.config
+    );
+    let m = messages(&outcome);
+    assert!(!m.contains("is in no vrrp_instance"), "{m}");
+}
+
+#[test]
+fn ipv6_virtual_and_real_servers_translate() {
+    let text = "vrrp_instance VI_6 {\n virtual_ipaddress {\n  2001:2::100/64 dev eth0\n }\n}\nvirtual_server 2001:2::100 80 {\n lb_kind DR\n protocol TCP\n real_server 2001:2::11 80 {\n  weight 2\n }\n real_server 2001:2::12 80 {\n }\n real_server 198.18.0.13 80 {\n }\n}\n";
+    let (config, outcome) = import(text);
+    let service = only_service(&config);
+    assert_eq!(
+        service.vip,
+        "2001:2::100".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(
+        service
+            .backends
+            .iter()
+            .map(|b| (b.address.to_string(), b.weight))
+            .collect::<Vec<_>>(),
+        [("2001:2::11".to_owned(), 2), ("2001:2::12".to_owned(), 1)]
+    );
+    // The IPv4 real server of an IPv6 service is left out, with why.
+    let m = messages(&outcome);
+    assert!(m.contains("198.18.0.13") && m.contains("family"), "{m}");
+    // The VIP keepalived's VRRP instance holds: vip-assigned, as for IPv4.
+    assert_eq!(
+        config.director.active_when,
+        crate::config::ActiveWhen::VipAssigned,
+        "{}",
+        outcome.config
+    );
 }
 
 #[test]
@@ -546,6 +592,32 @@ fn ipvsadm_save_output_translates() {
             .config
             .contains("# -a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 2 (<stdin>:2)")
     );
+}
+
+/// `ipvsadm-save -n` writes IPv6 services and real servers as `[address]:port`.
+#[test]
+fn ipvsadm_ipv6_services_translate() {
+    let text = "-A -t [2001:2::100]:80 -s mh\n-a -t [2001:2::100]:80 -r [2001:2::11]:80 -g -w 1\n-a -t [2001:2::100]:80 -r [2001:2::12]:80 -g -w 3\n-a -t [2001:2::100]:80 -r 198.18.0.11:80 -g -w 1\n";
+    let outcome = ipvsadm(text, "<stdin>", &Options::default());
+    let config = Config::parse(&outcome.config).unwrap();
+    let service = only_service(&config);
+    assert_eq!(
+        (service.vip.to_string(), service.port, service.protocol),
+        ("2001:2::100".to_owned(), 80, Protocol::Tcp)
+    );
+    assert_eq!(
+        service
+            .backends
+            .iter()
+            .map(|b| (b.address.to_string(), b.weight))
+            .collect::<Vec<_>>(),
+        [("2001:2::11".to_owned(), 1), ("2001:2::12".to_owned(), 3)]
+    );
+    let lines: Vec<u32> = outcome
+        .left_out()
+        .map(|d| d.at.as_ref().unwrap().line)
+        .collect();
+    assert_eq!(lines, [4], "{}", messages(&outcome));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The common model both readers produce (virtual services as IPVS sees them), and its
 //! translation to drlb services: schedulers, persistence, forwarding methods, backends.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{collections::HashMap, net::IpAddr};
 
 use lb_common::MAX_SERVICES;
 
@@ -21,7 +21,7 @@ pub struct Lvs {
     /// The first VRRP instance's interface and where it was found.
     pub interface: Option<(String, Location)>,
     /// Addresses VRRP instances hold (`virtual_ipaddress`), with the instance's name and place.
-    pub vrrp_addresses: Vec<(Ipv4Addr, String)>,
+    pub vrrp_addresses: Vec<(IpAddr, String)>,
 }
 
 /// IPVS forwarding methods.
@@ -52,7 +52,7 @@ pub struct VirtualService {
     pub at: Location,
     /// The statement as written, e.g. `virtual_server 198.18.0.100 80`.
     pub origin: String,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
     /// The IPVS scheduler and where it was set.
@@ -74,7 +74,7 @@ pub struct RealServer {
     pub at: Location,
     /// The statement or line as written.
     pub origin: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: Option<u16>,
     pub weight: u32,
     /// Overrides the service's method.
@@ -143,7 +143,7 @@ pub fn follow_vrrp(
     director: &mut Director,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let held = |vip: Ipv4Addr| lvs.vrrp_addresses.iter().find(|(a, _)| *a == vip);
+    let held = |vip: IpAddr| lvs.vrrp_addresses.iter().find(|(a, _)| *a == vip);
     let Some((vip, instance)) = services.iter().find_map(|s| held(s.service.vip)) else {
         return;
     };
@@ -397,8 +397,13 @@ fn unusable_backend(
             "it is listed twice (drlb backends are addresses; DR keeps the virtual port)"
                 .to_owned(),
         )
+    } else if address.is_ipv4() != vs.vip.is_ipv4() {
+        Some(format!(
+            "it is {} and the VIP is not: a drlb service's backends share its VIP's family",
+            if address.is_ipv4() { "IPv4" } else { "IPv6" }
+        ))
     } else if address.is_unspecified()
-        || address.is_broadcast()
+        || matches!(address, IpAddr::V4(v4) if v4.is_broadcast())
         || address.is_multicast()
         || address.is_loopback()
     {

@@ -2,6 +2,7 @@
 //! frames and packet sockets ([`arp`]), gratuitous ARP ([`garp`]), MAC formatting ([`mac`]), the routes that announce VIPs
 //! ([`routes`]), rx VLAN offload ([`ethtool`]). Knows nothing of services.
 
+pub mod addr;
 pub mod arp;
 pub mod ethtool;
 pub mod garp;

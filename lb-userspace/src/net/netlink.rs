@@ -1,10 +1,10 @@
 //! What drlb asks the kernel over rtnetlink: the director's interface (index, MAC, addresses),
-//! the backends' MACs from the neighbour table, and (`AddressEvents`) word of every IPv4
-//! address added or removed, to follow VIPs that keepalived moves.
+//! the backends' MACs from the neighbour table (IPv4 and IPv6), and (`AddressEvents`) word of
+//! every address added or removed, to follow VIPs that keepalived moves.
 
 use std::{
     collections::{BTreeSet, HashMap},
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -30,7 +30,7 @@ pub const VLAN: &str = "vlan";
 
 /// Neighbour entries by (ifindex, address): `Some(mac)` when usable, `None` when present
 /// without one.
-pub type NeighbourMacs = HashMap<(u32, Ipv4Addr), Option<[u8; 6]>>;
+pub type NeighbourMacs = HashMap<(u32, IpAddr), Option<[u8; 6]>>;
 
 /// The director's interface as drlb needs it.
 #[derive(Clone, Debug)]
@@ -39,6 +39,8 @@ pub struct InterfaceInfo {
     pub ifindex: u32,
     pub mac: [u8; 6],
     pub ipv4: Vec<(Ipv4Addr, u8)>,
+    /// (address, prefix length) of each IPv6 address, link-local ones included.
+    pub ipv6: Vec<(Ipv6Addr, u8)>,
     /// The link kind (`veth`, `bridge`, ...) for virtual interfaces; `None` for hardware.
     pub kind: Option<String>,
     /// For a veth (or a VLAN on a veth): its peer.
@@ -89,7 +91,17 @@ impl InterfaceInfo {
     pub fn addresses(&self) -> InterfaceAddresses {
         InterfaceAddresses {
             name: self.name.clone(),
-            ipv4: self.ipv4.clone(),
+            addresses: self
+                .ipv4
+                .iter()
+                .map(|(a, len)| (IpAddr::V4(*a), *len))
+                .chain(
+                    self.ipv6
+                        .iter()
+                        .filter(|(a, _)| !a.is_unicast_link_local())
+                        .map(|(a, len)| (IpAddr::V6(*a), *len)),
+                )
+                .collect(),
         }
     }
 }
@@ -141,7 +153,7 @@ impl Netlink {
                     "interface {name} has no Ethernet MAC address: drlb needs an Ethernet interface"
                 )
             })?;
-        let mut ipv4 = Vec::new();
+        let (mut ipv4, mut ipv6) = (Vec::new(), Vec::new());
         let mut addresses = self
             .handle
             .address()
@@ -154,8 +166,14 @@ impl Netlink {
             .with_context(|| format!("listing the addresses of {name} failed"))?
         {
             for attribute in &message.attributes {
-                if let AddressAttribute::Address(IpAddr::V4(addr)) = attribute {
-                    ipv4.push((*addr, message.header.prefix_len));
+                match attribute {
+                    AddressAttribute::Address(IpAddr::V4(addr)) => {
+                        ipv4.push((*addr, message.header.prefix_len));
+                    }
+                    AddressAttribute::Address(IpAddr::V6(addr)) => {
+                        ipv6.push((*addr, message.header.prefix_len));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -172,6 +190,7 @@ impl Netlink {
             ifindex,
             mac,
             ipv4,
+            ipv6,
             kind,
             veth_peer,
             vlan,
@@ -245,8 +264,8 @@ impl Netlink {
         Ok((VlanOf { parent, id }, parent_link))
     }
 
-    /// The IPv4 addresses of the interfaces `ifindexes`, as the kernel holds them now.
-    pub async fn ipv4_addresses(&self, ifindexes: &[u32]) -> Result<BTreeSet<Ipv4Addr>> {
+    /// The addresses (IPv4 and IPv6) of the interfaces `ifindexes`, as the kernel holds them now.
+    pub async fn ip_addresses(&self, ifindexes: &[u32]) -> Result<BTreeSet<IpAddr>> {
         let mut found = BTreeSet::new();
         let mut addresses = self.handle.address().get().execute();
         while let Some(message) = addresses
@@ -260,9 +279,7 @@ impl Netlink {
             for attribute in &message.attributes {
                 // IFA_LOCAL is the address itself (IFA_ADDRESS is the peer's on a point-to-point
                 // link, and the same address elsewhere).
-                if let AddressAttribute::Local(IpAddr::V4(addr))
-                | AddressAttribute::Address(IpAddr::V4(addr)) = attribute
-                {
+                if let AddressAttribute::Local(addr) | AddressAttribute::Address(addr) = attribute {
                     found.insert(*addr);
                 }
             }
@@ -304,7 +321,7 @@ impl Netlink {
             .with_context(|| format!("interface {ifindex} has no name"))
     }
 
-    /// The IPv4 neighbour entries on the interfaces `ifindexes`: a MAC where the entry holds a usable one,
+    /// The IPv4 and IPv6 neighbour entries on the interfaces `ifindexes`: a MAC where the entry holds a usable one,
     /// `None` where it is being resolved or failed to resolve.
     pub async fn neighbour_macs(&self, ifindexes: &[u32]) -> Result<NeighbourMacs> {
         let mut macs = HashMap::new();
@@ -330,7 +347,12 @@ impl Netlink {
             let mut mac = None;
             for attribute in &message.attributes {
                 match attribute {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(*a),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                        addr = Some(IpAddr::V4(*a));
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                        addr = Some(IpAddr::V6(*a));
+                    }
                     NeighbourAttribute::LinkLayerAddress(l) => {
                         mac = <[u8; 6]>::try_from(l.as_slice()).ok()
                     }
@@ -347,11 +369,11 @@ impl Netlink {
     /// Marks the neighbour entry of `addr` "managed": the kernel resolves it now if it has to
     /// and keeps it resolved from then on, although the XDP path never confirms it. An entry
     /// that already holds a MAC keeps it. (Linux 5.16 and later.)
-    pub async fn keep_resolved(&self, ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+    pub async fn keep_resolved(&self, ifindex: u32, addr: IpAddr) -> Result<()> {
         let mut request = self
             .handle
             .neighbours()
-            .add(ifindex, IpAddr::V4(addr))
+            .add(ifindex, addr)
             .state(NeighbourState::None)
             .replace();
         request
@@ -395,7 +417,8 @@ fn veth_peer_of(link: &LinkMessage, kind: Option<&str>) -> Option<VethPeer> {
     })
 }
 
-/// The kernel's IPv4 address events (RTNLGRP_IPV4_IFADDR), on a netlink socket of their own.
+/// The kernel's address events (RTNLGRP_IPV4_IFADDR and RTNLGRP_IPV6_IFADDR), on a netlink
+/// socket of their own.
 /// Subscribe before reading the addresses, so no change falls between the two.
 pub struct AddressEvents {
     messages: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
@@ -404,19 +427,55 @@ pub struct AddressEvents {
 impl AddressEvents {
     /// Joins the group; the socket is served by a task on the current tokio runtime.
     pub fn subscribe() -> Result<Self> {
-        let (connection, _handle, messages) =
-            rtnetlink::new_multicast_connection(&[MulticastGroup::Ipv4Ifaddr]).context(
-                "could not subscribe to the kernel's address events (netlink RTNLGRP_IPV4_IFADDR)",
-            )?;
+        let (connection, _handle, messages) = rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Ipv6Ifaddr,
+        ])
+        .context(
+            "could not subscribe to the kernel's address events (netlink RTNLGRP_IPV4_IFADDR \
+                 and RTNLGRP_IPV6_IFADDR)",
+        )?;
         tokio::spawn(connection);
         Ok(Self { messages })
     }
 
-    /// Waits until some IPv4 address was added or removed, then takes every event already
+    /// Waits until some address was added or removed, then takes every event already
     /// queued with it (one re-read of the addresses covers them all). `None`: the socket closed.
     pub async fn changed(&mut self) -> Option<()> {
         self.messages.next().await?;
         while self.messages.try_recv().is_ok() {}
         Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Validation and egress see IPv4 and global IPv6 prefixes; link-local ones are on every
+    /// interface and reach nothing in particular.
+    #[test]
+    fn interface_addresses_leave_link_local_prefixes_out() {
+        let interface = InterfaceInfo {
+            name: "eth0".into(),
+            ifindex: 2,
+            mac: [2, 0, 0, 0, 0, 2],
+            ipv4: vec![("198.18.0.2".parse().unwrap(), 24)],
+            ipv6: vec![
+                ("fe80::2".parse().unwrap(), 64),
+                ("2001:2::2".parse().unwrap(), 64),
+            ],
+            kind: None,
+            veth_peer: None,
+            vlan: None,
+        };
+        let addresses = interface.addresses().addresses;
+        assert_eq!(
+            addresses,
+            [
+                ("198.18.0.2".parse().unwrap(), 24),
+                ("2001:2::2".parse().unwrap(), 64)
+            ]
+        );
     }
 }

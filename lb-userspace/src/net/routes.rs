@@ -1,12 +1,13 @@
 //! Route health injection on the kernel's side (docs/bgp.md): a TUN device that lives exactly
 //! as long as drlb (the kernel removes it, and every route through it, when drlb's last file
-//! descriptor closes: on exit, SIGKILL or a crash), and `VIP/32 dev <that device>` routes in
-//! a routing table of their own, which BIRD's `kernel` protocol learns and exports to BGP.
+//! descriptor closes: on exit, SIGKILL or a crash), and `VIP/32 dev <that device>` routes
+//! (`VIP/128` for an IPv6 VIP) in a routing table of their own, which BIRD's `kernel` protocol
+//! learns and exports to BGP.
 
 use std::{
     collections::BTreeSet,
     fs::{File, OpenOptions},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd as _,
 };
 
@@ -23,8 +24,18 @@ use super::netlink::Netlink;
 /// `krt_source = 200`): it tells them apart from any other route in the table. Linux leaves
 /// numbers above `RTPROT_STATIC` (4) to user space; 200 is unassigned in iproute2's list.
 pub const ROUTE_PROTOCOL: u8 = 200;
-/// Every VIP is announced as a host route.
-const HOST_PREFIX: u8 = 32;
+/// Every VIP is announced as a host route: /32 for IPv4, /128 for IPv6.
+const HOST_PREFIX_V4: u8 = 32;
+const HOST_PREFIX_V6: u8 = 128;
+
+/// The host route's prefix length for `vip`'s family.
+#[must_use]
+pub const fn host_prefix(vip: IpAddr) -> u8 {
+    match vip {
+        IpAddr::V4(_) => HOST_PREFIX_V4,
+        IpAddr::V6(_) => HOST_PREFIX_V6,
+    }
+}
 const TUN_PATH: &str = "/dev/net/tun";
 
 /// The device the VIP routes point at. Dropping it (or drlb's death) deletes the device and
@@ -98,18 +109,31 @@ pub struct VipRoutes<'a> {
 }
 
 impl VipRoutes<'_> {
-    fn route(&self, vip: Ipv4Addr) -> RouteMessage {
-        RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(vip, HOST_PREFIX)
+    fn route(&self, vip: IpAddr) -> RouteMessage {
+        match vip {
+            IpAddr::V4(v4) => self.finish(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(v4, HOST_PREFIX_V4)
+                    .scope(RouteScope::Link),
+            ),
+            // IPv6 routes have no scope (the kernel keeps them universe).
+            IpAddr::V6(v6) => self.finish(
+                RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(v6, HOST_PREFIX_V6),
+            ),
+        }
+    }
+
+    /// What every VIP route has, of either family: drlb's device, table and protocol.
+    fn finish<T>(&self, builder: RouteMessageBuilder<T>) -> RouteMessage {
+        builder
             .output_interface(self.device.ifindex)
             .table_id(self.table)
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
-            .scope(RouteScope::Link)
             .build()
     }
 
     /// Adds (or keeps) the route of `vip`.
-    pub async fn add(&self, vip: Ipv4Addr) -> Result<()> {
+    pub async fn add(&self, vip: IpAddr) -> Result<()> {
         self.netlink
             .handle()
             .route()
@@ -119,14 +143,16 @@ impl VipRoutes<'_> {
             .await
             .with_context(|| {
                 format!(
-                    "adding the route {vip}/32 dev {} table {} failed",
-                    self.device.name, self.table
+                    "adding the route {vip}/{} dev {} table {} failed",
+                    host_prefix(vip),
+                    self.device.name,
+                    self.table
                 )
             })
     }
 
     /// Removes the route of `vip`.
-    pub async fn remove(&self, vip: Ipv4Addr) -> Result<()> {
+    pub async fn remove(&self, vip: IpAddr) -> Result<()> {
         self.netlink
             .handle()
             .route()
@@ -135,28 +161,33 @@ impl VipRoutes<'_> {
             .await
             .with_context(|| {
                 format!(
-                    "removing the route {vip}/32 dev {} table {} failed",
-                    self.device.name, self.table
+                    "removing the route {vip}/{} dev {} table {} failed",
+                    host_prefix(vip),
+                    self.device.name,
+                    self.table
                 )
             })
     }
 
     /// The VIPs whose routes are in the table now (drlb's protocol, through its device).
-    pub async fn present(&self) -> Result<BTreeSet<Ipv4Addr>> {
-        let mut routes = self
-            .netlink
-            .handle()
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute();
+    pub async fn present(&self) -> Result<BTreeSet<IpAddr>> {
         let mut present = BTreeSet::new();
-        while let Some(route) = routes
-            .try_next()
-            .await
-            .context("listing the IPv4 routes failed")?
-        {
+        for (family, query) in [
+            ("IPv4", RouteMessageBuilder::<Ipv4Addr>::new().build()),
+            ("IPv6", RouteMessageBuilder::<Ipv6Addr>::new().build()),
+        ] {
+            self.present_of(query, &mut present)
+                .await
+                .with_context(|| format!("listing the {family} routes failed"))?;
+        }
+        Ok(present)
+    }
+
+    /// Adds to `present` the VIPs of drlb's routes that `query` lists (one family).
+    async fn present_of(&self, query: RouteMessage, present: &mut BTreeSet<IpAddr>) -> Result<()> {
+        let mut routes = self.netlink.handle().route().get(query).execute();
+        while let Some(route) = routes.try_next().await? {
             if route.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
-                || route.header.destination_prefix_length != HOST_PREFIX
                 || table_of(&route) != self.table
             {
                 continue;
@@ -166,14 +197,17 @@ impl VipRoutes<'_> {
                 .iter()
                 .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == self.device.ifindex));
             let destination = route.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(RouteAddress::Inet(addr)) => Some(*addr),
+                RouteAttribute::Destination(RouteAddress::Inet(addr)) => Some(IpAddr::V4(*addr)),
+                RouteAttribute::Destination(RouteAddress::Inet6(addr)) => Some(IpAddr::V6(*addr)),
                 _ => None,
             });
-            if let (true, Some(vip)) = (through_device, destination) {
+            if let (true, Some(vip)) = (through_device, destination)
+                && route.header.destination_prefix_length == host_prefix(vip)
+            {
                 present.insert(vip);
             }
         }
-        Ok(present)
+        Ok(())
     }
 }
 

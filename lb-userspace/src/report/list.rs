@@ -4,9 +4,9 @@
 //! The formats are ipvsadm 1.31's (`print_title`, `print_service_entry`, `print_largenum` in
 //! ipvsadm.c): services sorted by protocol, address and port, backends by address.
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{fmt::Write as _, net::IpAddr};
 
-use super::stats::{BackendStats, ServiceStats, StatsReport};
+use super::stats::{BackendStats, ServiceStats, StatsReport, with_port};
 
 /// The IPVS version the header names: the listing format drlb reproduces (ipvsadm prints the
 /// kernel's, 1.2.1 on every kernel since 2.6.28).
@@ -50,7 +50,11 @@ pub fn render(report: &StatsReport, columns: Columns, exact: bool) -> String {
     services.sort_by_key(|s| (protocol_number(&s.protocol), address(&s.vip), s.port));
     for s in services {
         let name = truncated(
-            format!("{}  {}:{}", s.protocol.to_uppercase(), s.vip, s.port),
+            format!(
+                "{}  {}",
+                s.protocol.to_uppercase(),
+                with_port(&s.vip, s.port)
+            ),
             SERVICE_WIDTH,
         );
         match columns {
@@ -76,7 +80,7 @@ pub fn render(report: &StatsReport, columns: Columns, exact: bool) -> String {
         let mut backends: Vec<&BackendStats> = s.backends.iter().collect();
         backends.sort_by_key(|b| address(&b.address));
         for b in backends {
-            let name = truncated(format!("{}:{}", b.address, s.port), BACKEND_WIDTH);
+            let name = truncated(with_port(&b.address, s.port), BACKEND_WIDTH);
             match columns {
                 Columns::Plain => {
                     // drlb keeps no connection state: see `drlb list --help`.
@@ -177,8 +181,10 @@ fn protocol_number(protocol: &str) -> u8 {
     }
 }
 
-fn address(text: &str) -> Ipv4Addr {
-    text.parse().unwrap_or(Ipv4Addr::BROADCAST)
+/// For sorting as libipvs does: IPv4 before IPv6 (by address family), each by address;
+/// unreadable text last.
+fn address(text: &str) -> IpAddr {
+    text.parse().unwrap_or(IpAddr::from([0xff_u8; 16]))
 }
 
 /// ipvsadm cuts names at the column's width.
@@ -278,6 +284,36 @@ mod tests {
             }),
             events: BTreeMap::new(),
         }
+    }
+
+    /// ipvsadm writes IPv6 as `[address]:port` (libipvs `addrport_to_anyname`) and lists
+    /// IPv4 services before IPv6 ones (by address family).
+    #[test]
+    fn ipv6_services_are_bracketed_and_listed_after_ipv4() {
+        let mut report = report();
+        let mut v6 = service(
+            "tcp",
+            80,
+            "maglev",
+            vec![
+                backend("2001:2::12", 1, "active", 0),
+                backend("2001:2::11", 1, "active", 0),
+            ],
+        );
+        v6.vip = "2001:2::100".into();
+        report.services.insert(0, v6);
+        let text = render(&report, Columns::Plain, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[3], "TCP  198.18.0.100:8080 mh");
+        assert_eq!(lines[7], "TCP  [2001:2::100]:80 mh");
+        assert_eq!(
+            lines[8],
+            format!(
+                "  -> {:<28} Route   1      0          0         ",
+                "[2001:2::11]:80"
+            )
+        );
+        assert_eq!(lines[9].split_whitespace().nth(1), Some("[2001:2::12]:80"));
     }
 
     #[test]

@@ -431,6 +431,25 @@ mod tests {
         text.lines().filter(|l| !l.starts_with('#')).collect()
     }
 
+    /// IPv6 addresses are label values as they are written (no brackets: the port has its
+    /// own label).
+    #[test]
+    fn ipv6_services_and_vips_are_labelled_by_their_addresses() {
+        let mut report = report();
+        report.services[0].vip = "2001:2::100".into();
+        report.services[0].backends[0].address = "2001:2::11".into();
+        report.vips[1].vip = "2001:2::100".parse().unwrap();
+        let text = render(&report);
+        let samples = samples(&text);
+        for want in [
+            r#"drlb_service_packets_total{vip="2001:2::100",port="8080",protocol="tcp"} 30"#,
+            r#"drlb_backend_packets_total{vip="2001:2::100",port="8080",protocol="tcp",backend="2001:2::11"} 20"#,
+            r#"drlb_vip_active{vip="2001:2::100"} 0"#,
+        ] {
+            assert!(samples.contains(&want), "{want} missing from:\n{text}");
+        }
+    }
+
     #[test]
     fn names_and_labels_follow_prometheus_conventions() {
         let text = render(&report());

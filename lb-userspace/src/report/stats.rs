@@ -55,7 +55,7 @@ pub struct StatsReport {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VipStats {
-    pub vip: std::net::Ipv4Addr,
+    pub vip: std::net::IpAddr,
     /// ARP answered and services forwarded.
     pub active: bool,
     /// An address of one of the director's interfaces (other traffic to it goes to the stack).
@@ -299,18 +299,30 @@ impl StatsReport {
         for s in &self.services {
             let _ = writeln!(
                 out,
-                "\nservice {} {}:{} ({})  {} packets  {} bytes",
-                s.protocol, s.vip, s.port, s.scheduler, s.packets, s.bytes
+                "\nservice {} {} ({})  {} packets  {} bytes",
+                s.protocol,
+                with_port(&s.vip, s.port),
+                s.scheduler,
+                s.packets,
+                s.bytes
             );
+            // Wide enough for the longest address (IPv6 ones may be long).
+            let width = s
+                .backends
+                .iter()
+                .map(|b| b.address.len())
+                .max()
+                .unwrap_or(0)
+                .max(BACKEND_COLUMN);
             let _ = writeln!(
                 out,
-                "  {:<16} {:<9} {:>6} {:<18} {:<8} {:<9} {:>12} {:>14}",
+                "  {:<width$} {:<9} {:>6} {:<18} {:<8} {:<9} {:>12} {:>14}",
                 "backend", "via", "weight", "mac", "state", "health", "packets", "bytes"
             );
             for b in &s.backends {
                 let _ = writeln!(
                     out,
-                    "  {:<16} {:<9} {:>6} {:<18} {:<8} {:<9} {:>12} {:>14}",
+                    "  {:<width$} {:<9} {:>6} {:<18} {:<8} {:<9} {:>12} {:>14}",
                     b.address,
                     b.interface,
                     b.weight,
@@ -338,5 +350,30 @@ impl StatsReport {
             );
         }
         out + &super::conflicts::render(&self.arp_conflicts)
+    }
+}
+
+/// The backend column's least width in `drlb stats` (an IPv4 address and a space).
+const BACKEND_COLUMN: usize = 16;
+
+/// `address:port` as ipvsadm and `SocketAddr` write it: an IPv6 address in brackets
+/// (`[2001:2::100]:80`), so the port cannot be read as part of it.
+#[must_use]
+pub fn with_port(address: &str, port: u16) -> String {
+    address.parse::<std::net::IpAddr>().map_or_else(
+        |_| format!("{address}:{port}"),
+        |ip| std::net::SocketAddr::new(ip, port).to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_port;
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_before_their_port() {
+        assert_eq!(with_port("198.18.0.100", 80), "198.18.0.100:80");
+        assert_eq!(with_port("2001:2::100", 80), "[2001:2::100]:80");
+        assert_eq!(with_port("not an address", 80), "not an address:80");
     }
 }

@@ -292,7 +292,7 @@ impl Plan {
                 .services
                 .iter()
                 .map(|s| Service {
-                    vip: IpAddr::from(s.vip),
+                    vip: s.vip,
                     port: s.port,
                     protocol: s.protocol,
                 })
@@ -495,11 +495,7 @@ mod tests {
             .expect("the generated config is valid");
         assert_eq!(config.services.len(), 4);
         let vip6: IpAddr = "2001:2::100".parse().expect("an address");
-        let on_vip6: Vec<_> = config
-            .services
-            .iter()
-            .filter(|s| IpAddr::from(s.vip) == vip6)
-            .collect();
+        let on_vip6: Vec<_> = config.services.iter().filter(|s| s.vip == vip6).collect();
         assert_eq!(on_vip6.len(), 2, "TCP and UDP on the IPv6 VIP");
         for service in on_vip6 {
             let backends: Vec<String> = service

@@ -87,6 +87,8 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
         ifindex: TEST_RUN_IFINDEX,
         mac: DIRECTOR_MAC,
         ipv4: vec![(DIRECTOR_IP, DIRECTOR_PREFIX_LEN)],
+        // The bench config's IPv6 services reach their backends here.
+        ipv6: vec![(super::DIRECTOR_IP6, super::DIRECTOR_PREFIX_LEN6)],
         kind: None,
         veth_peer: None,
         vlan: None,

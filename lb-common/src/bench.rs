@@ -51,6 +51,11 @@ pub const MAX_FLOWS: u32 = 256 * FLOWS_PER_SOURCE_PORT;
 /// Offsets in the generator's template frame: Ethernet, IPv4 without options, TCP or UDP.
 pub const IPV4_OFFSET: usize = 14;
 pub const L4_OFFSET: usize = IPV4_OFFSET + 20;
+/// The same for an IPv6 template (no extension headers): the flow's source address (32 bits,
+/// as for IPv4) goes in the last 4 bytes of the IPv6 source address.
+pub const IPV6_OFFSET: usize = 14;
+pub const IPV6_SADDR_LOW_OFFSET: usize = IPV6_OFFSET + 8 + 12;
+pub const L4_OFFSET_V6: usize = IPV6_OFFSET + 40;
 
 /// The one entry of `BENCH_GEN_CONFIG`: what the generator writes into each frame.
 #[repr(C)]
@@ -66,9 +71,11 @@ pub struct GeneratorConfig {
     pub sport_base: u16,
     /// [`crate::IPPROTO_TCP`] or [`crate::IPPROTO_UDP`]: where the L4 checksum is.
     pub protocol: u8,
-    pub _pad: u8,
+    /// 1: the template is IPv6 (the source goes at [`IPV6_SADDR_LOW_OFFSET`], L4 at
+    /// [`L4_OFFSET_V6`], no IP checksum); 0: IPv4.
+    pub ipv6: u8,
     /// One's-complement sum (unfolded) of the template's IPv4 header, as big-endian 16-bit
-    /// words, with the checksum and the source address's low 16 bits taken as zero.
+    /// words, with the checksum and the source address's low 16 bits taken as zero (IPv6: 0).
     pub ip_sum: u32,
     /// The same for the TCP/UDP checksum: pseudo-header, L4 header and payload, with the
     /// checksum, the source address's low 16 bits and the source port taken as zero.
@@ -137,7 +144,7 @@ mod tests {
             saddr_base: 0xc613_0000,
             sport_base: 10_000,
             protocol,
-            _pad: 0,
+            ipv6: 0,
             ip_sum: 0,
             l4_sum: 0,
         }

@@ -197,6 +197,11 @@ enum TestbedCommand {
         /// two-armed LVS-DR testbed.
         #[arg(long)]
         two_armed: bool,
+        /// IPv6 too: every host gets an address in 2001:2::/64 (2001:2::11, ::12, ... for the
+        /// real servers; two-armed, their eth1 2001:2:0:88::11, ...) and the generated config
+        /// the same two services on the IPv6 VIP 2001:2::100.
+        #[arg(long)]
+        ipv6: bool,
         /// The director's config instead of the generated one (TCP port 80 and UDP port 5353 of
         /// 198.18.0.100 over every server); its interface must be eth0 (two-armed: eth0 and
         /// eth1), its backends 198.18.0.11, .12, ... (two-armed: 198.18.88.11, .12, ...)
@@ -634,6 +639,7 @@ async fn testbed_command(command: TestbedCommand) -> Result<()> {
             name,
             servers,
             two_armed,
+            ipv6,
             config,
         } => {
             // Blocking work (commands, waits) off the runtime's only thread.
@@ -642,6 +648,7 @@ async fn testbed_command(command: TestbedCommand) -> Result<()> {
                     name: &name,
                     servers,
                     two_armed,
+                    ipv6,
                     config: config.as_deref(),
                 })
             })

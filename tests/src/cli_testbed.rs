@@ -31,6 +31,8 @@ pub struct CliHost {
     /// The testbed's namespace; `down` removes it, not this handle.
     pub ns: Netns,
     pub address: String,
+    /// With `up --ipv6`.
+    pub address6: Option<String>,
     /// Lower case; empty for the client (`up` does not print its MAC).
     pub mac: String,
 }
@@ -41,6 +43,8 @@ pub struct CliTestbed {
     /// The JSON `up` printed.
     pub description: Value,
     pub vip: String,
+    /// With `up --ipv6`.
+    pub vip6: Option<String>,
     pub client: CliHost,
     pub director: CliHost,
     pub servers: Vec<CliHost>,
@@ -93,6 +97,7 @@ impl CliTestbed {
             role: role.to_owned(),
             ns: Netns::existing(text(value, "netns")),
             address: text(value, "address").to_owned(),
+            address6: value["address6"].as_str().map(str::to_owned),
             mac: value["mac"].as_str().unwrap_or_default().to_owned(),
         };
         let servers = description["servers"]
@@ -105,6 +110,7 @@ impl CliTestbed {
         let testbed = Self {
             name: name.to_owned(),
             vip: text(&description, "vip").to_owned(),
+            vip6: description["vip6"].as_str().map(str::to_owned),
             client: host("client", &description["client"]),
             director: host("director", &description["director"]),
             servers,

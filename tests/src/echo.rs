@@ -43,6 +43,12 @@ pub fn connect(client: &Netns, n: usize) -> Vec<Connection> {
     let vip: SocketAddr = format!("{VIP}:{TCP_ECHO_PORT}")
         .parse()
         .expect("VIP address");
+    connect_to(client, vip, n)
+}
+
+/// [`connect`] to another address, e.g. the IPv6 VIP's echo port.
+#[must_use]
+pub fn connect_to(client: &Netns, vip: SocketAddr, n: usize) -> Vec<Connection> {
     in_netns(client, move || {
         (0..n)
             .map(|i| {

@@ -19,7 +19,13 @@ pub fn plug_host(switch: &Switch, name: &'static str, ip: &'static str, mac: &st
     switch.connect(&ns, &switch_port(name), IFNAME, mac, &format!("{ip}/24"));
     ns.checksum_in_software(IFNAME);
     let mac = ns.mac(IFNAME);
-    Host { name, ns, ip, mac }
+    Host {
+        name,
+        ns,
+        ip,
+        ip6: None,
+        mac,
+    }
 }
 
 /// The switch-side port of a host plugged by [`plug_host`] (the testbed's naming).

@@ -358,6 +358,32 @@ impl Netns {
         self.run(&["ethtool", "-K", ifname, "tx", "off"]);
     }
 
+    /// Turns IPv6 on (`Netns::create` turns it off) without duplicate address detection, so that
+    /// every address, the link-local ones too, is usable at once, and without router
+    /// advertisements. Covers interfaces made later and the existing `interfaces`.
+    #[track_caller]
+    pub fn enable_ipv6(&self, interfaces: &[&str]) {
+        let confs: Vec<&str> = ["all", "default"]
+            .iter()
+            .chain(interfaces)
+            .copied()
+            .collect();
+        // DAD off before IPv6 comes on: the link-local addresses are made at that moment.
+        for conf in &confs {
+            self.sysctl(&format!("net.ipv6.conf.{conf}.accept_dad"), "0");
+            self.sysctl(&format!("net.ipv6.conf.{conf}.accept_ra"), "0");
+        }
+        for conf in &confs {
+            self.sysctl(&format!("net.ipv6.conf.{conf}.disable_ipv6"), "0");
+        }
+    }
+
+    /// `ip -6 addr add CIDR dev IFNAME nodad`: usable at once.
+    #[track_caller]
+    pub fn add_address6(&self, ifname: &str, cidr: &str) {
+        self.ip(&["-6", "addr", "add", cidr, "dev", ifname, "nodad"]);
+    }
+
     /// The MAC address of `ifname`, lower case (`02:00:00:00:00:01`).
     #[track_caller]
     #[must_use]

@@ -17,6 +17,10 @@
 //! with XDP_TX, and every host's eth0 computes checksums in software, as a physical NIC would
 //! before the wire (see [`Netns::checksum_in_software`]). Every namespace, process and file
 //! goes away when the [`Testbed`] is dropped.
+//!
+//! [`Testbed::dual_stack`] builds the same with IPv6 too: every host also has 2001:2::HOST/64 on
+//! eth0 (the IPv4 host number's digits: 2001:2::1, ::2, ::11, ...; no DAD), the real servers
+//! also hold [`VIP6`] on lo as /128, and their services listen on both VIPs and both addresses.
 
 use std::{
     ffi::OsString,
@@ -28,6 +32,10 @@ use std::{
 use crate::netns::{Capture, Netns, PassProgram, Process, Ran, Scratch, Switch, wait_for};
 
 pub const VIP: &str = "198.18.0.100";
+/// The IPv6 VIP of a [`Testbed::dual_stack`] testbed.
+pub const VIP6: &str = "2001:2::100";
+/// The IPv6 prefix length of every host's eth0 in a dual-stack testbed.
+pub const PREFIX_LEN6: u8 = 64;
 pub const HTTP_PORT: u16 = 8080;
 pub const UDP_PORT: u16 = 5353;
 /// Each real server's line echo (long-lived TCP connections), on the VIP and its own address.
@@ -45,6 +53,22 @@ pub fn vip_url() -> String {
     format!("http://{VIP}:{HTTP_PORT}/")
 }
 
+/// `http://[2001:2::100]:8080/`
+#[must_use]
+pub fn vip6_url() -> String {
+    format!("http://[{VIP6}]:{HTTP_PORT}/")
+}
+
+/// `ADDRESS:PORT`, an IPv6 address in brackets.
+#[must_use]
+pub fn socket_text(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
 /// A host plugged into the switch.
 pub struct Host {
     /// `client`, `director`, `rs1`, ...
@@ -52,6 +76,8 @@ pub struct Host {
     pub ns: Netns,
     /// Its address on `eth0`.
     pub ip: &'static str,
+    /// Its IPv6 address on `eth0`, in a dual-stack testbed.
+    pub ip6: Option<&'static str>,
     /// Its MAC on `eth0`, lower case.
     pub mac: String,
 }
@@ -122,6 +148,8 @@ pub struct Testbed {
     test_server: TestServer,
     drlb_binary: PathBuf,
     state_dirs: u32,
+    /// Built by [`Testbed::dual_stack`].
+    pub ipv6: bool,
 }
 
 impl Testbed {
@@ -129,18 +157,42 @@ impl Testbed {
     /// HTTP and UDP on its own address. drlb is not started (see [`Testbed::start_drlb`]).
     #[must_use]
     pub fn new(test_server: TestServer) -> Self {
+        Self::build(test_server, false)
+    }
+
+    /// [`Testbed::new`] with IPv6 too: every host also has an IPv6 address, the real servers
+    /// also hold [`VIP6`] and their services listen on it.
+    #[must_use]
+    pub fn dual_stack(test_server: TestServer) -> Self {
+        Self::build(test_server, true)
+    }
+
+    fn build(test_server: TestServer, ipv6: bool) -> Self {
         let scratch = Scratch::create();
         let switch = Switch::create();
-        let client = plug(&switch, "client", "198.18.0.1", "02:d1:00:00:00:01");
-        let director = plug(&switch, "director", "198.18.0.2", "02:d1:00:00:00:02");
+        let v6 = |ip6: &'static str| ipv6.then_some(ip6);
+        let client = plug(
+            &switch,
+            "client",
+            "198.18.0.1",
+            "02:d1:00:00:00:01",
+            v6("2001:2::1"),
+        );
+        let director = plug(
+            &switch,
+            "director",
+            "198.18.0.2",
+            "02:d1:00:00:00:02",
+            v6("2001:2::2"),
+        );
         let real_servers: Vec<Host> = [
-            ("rs1", "198.18.0.11", "02:d1:00:00:00:11"),
-            ("rs2", "198.18.0.12", "02:d1:00:00:00:12"),
-            ("rs3", "198.18.0.13", "02:d1:00:00:00:13"),
+            ("rs1", "198.18.0.11", "02:d1:00:00:00:11", "2001:2::11"),
+            ("rs2", "198.18.0.12", "02:d1:00:00:00:12", "2001:2::12"),
+            ("rs3", "198.18.0.13", "02:d1:00:00:00:13", "2001:2::13"),
         ]
         .into_iter()
-        .map(|(name, ip, mac)| {
-            let host = plug(&switch, name, ip, mac);
+        .map(|(name, ip, mac, ip6)| {
+            let host = plug(&switch, name, ip, mac, v6(ip6));
             make_real_server(&host);
             host
         })
@@ -162,6 +214,7 @@ impl Testbed {
             test_server,
             drlb_binary: crate::drlb_binary(),
             state_dirs: 0,
+            ipv6,
         };
         testbed.wait_for_services();
         testbed
@@ -170,21 +223,23 @@ impl Testbed {
     fn wait_for_services(&self) {
         let timeout = Duration::from_secs(10);
         for rs in &self.real_servers {
-            let url = format!("http://{}:{HTTP_PORT}/", rs.ip);
-            wait_for(
-                &format!("{}'s HTTP server at {url}", rs.name),
-                timeout,
-                || {
-                    let reply = self.http_get(&url).ok()?;
-                    (reply.server() == Some(rs.name)).then_some(())
-                },
-            );
-            let to = format!("{}:{UDP_PORT}", rs.ip);
-            let expected = format!("{} request 1", rs.name);
-            wait_for(&format!("{}'s UDP echo at {to}", rs.name), timeout, || {
-                let ran = self.udp_client(&to, 1);
-                (ran.success() && ran.stdout.trim() == expected).then_some(())
-            });
+            for ip in std::iter::once(rs.ip).chain(rs.ip6) {
+                let url = format!("http://{}/", socket_text(ip, HTTP_PORT));
+                wait_for(
+                    &format!("{}'s HTTP server at {url}", rs.name),
+                    timeout,
+                    || {
+                        let reply = self.http_get(&url).ok()?;
+                        (reply.server() == Some(rs.name)).then_some(())
+                    },
+                );
+                let to = socket_text(ip, UDP_PORT);
+                let expected = format!("{} request 1", rs.name);
+                wait_for(&format!("{}'s UDP echo at {to}", rs.name), timeout, || {
+                    let ran = self.udp_client(&to, 1);
+                    (ran.success() && ran.stdout.trim() == expected).then_some(())
+                });
+            }
         }
     }
 
@@ -242,6 +297,46 @@ impl Testbed {
             .iter()
             .map(|rs| format!("[[service.backend]]\naddress = \"{}\"\n", rs.ip))
             .collect()
+    }
+
+    /// `[[service.backend]]` entries for rs1..rs3's IPv6 addresses (dual-stack testbed).
+    #[must_use]
+    pub fn backends6_toml(&self) -> String {
+        self.real_servers
+            .iter()
+            .map(|rs| {
+                let ip6 = rs.ip6.expect("a dual-stack testbed");
+                format!("[[service.backend]]\naddress = \"{ip6}\"\n")
+            })
+            .collect()
+    }
+
+    /// A `[[service]]` on `vip` (either family) over rs1..rs3's addresses of its family.
+    #[must_use]
+    pub fn service_toml(&self, vip: &str, port: u16, protocol: &str) -> String {
+        let backends = if vip.contains(':') {
+            self.backends6_toml()
+        } else {
+            self.backends_toml()
+        };
+        format!(
+            "\n[[service]]\nvip = \"{vip}\"\nport = {port}\nprotocol = \"{protocol}\"\n{backends}"
+        )
+    }
+
+    /// A config with tcp VIP:8080 and udp VIP:5353 on each of `vips`, each over rs1..rs3.
+    #[must_use]
+    pub fn config_on(&self, vips: &[&str]) -> String {
+        let services: String = vips
+            .iter()
+            .flat_map(|vip| {
+                [
+                    self.service_toml(vip, HTTP_PORT, "tcp"),
+                    self.service_toml(vip, UDP_PORT, "udp"),
+                ]
+            })
+            .collect();
+        format!("[director]\ninterface = \"{IFNAME}\"\nxdp_mode = \"native\"\n{services}")
     }
 
     /// The standard config: tcp VIP:8080 and udp VIP:5353, each balanced over rs1..rs3.
@@ -412,20 +507,44 @@ fn port_name(host: &str) -> String {
     format!("p-{host}")
 }
 
-/// A new namespace for `name`, plugged into the switch as eth0 with `ip`/24 and `mac`.
-fn plug(switch: &Switch, name: &'static str, ip: &'static str, mac: &str) -> Host {
+/// A new namespace for `name`, plugged into the switch as eth0 with `ip`/24 and `mac` (and,
+/// given `ip6`, IPv6 on with `ip6`/64).
+fn plug(
+    switch: &Switch,
+    name: &'static str,
+    ip: &'static str,
+    mac: &str,
+    ip6: Option<&'static str>,
+) -> Host {
     let ns = Netns::create(name);
+    if ip6.is_some() {
+        ns.enable_ipv6(&[]);
+    }
     switch.connect(&ns, &port_name(name), IFNAME, mac, &format!("{ip}/24"));
+    if let Some(ip6) = ip6 {
+        ns.add_address6(IFNAME, &format!("{ip6}/{PREFIX_LEN6}"));
+    }
     ns.checksum_in_software(IFNAME);
     let mac = ns.mac(IFNAME);
-    Host { name, ns, ip, mac }
+    Host {
+        name,
+        ns,
+        ip,
+        ip6,
+        mac,
+    }
 }
 
-/// LVS-DR real-server setup: the VIP on lo as /32, and ARP kept quiet about it.
+/// LVS-DR real-server setup: the VIP on lo as /32, and ARP kept quiet about it; dual-stack, also
+/// the IPv6 VIP on lo as /128 (nothing else: Linux answers neighbour solicitations only for the
+/// addresses of the interface they arrive on).
 fn make_real_server(rs: &Host) {
     rs.ns.set_dr_arp_sysctls(&[IFNAME]);
     rs.ns
         .ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+    if rs.ip6.is_some() {
+        rs.ns.add_address6("lo", &format!("{VIP6}/128"));
+    }
 }
 
 /// HTTP and UDP echo on the VIP and on the real server's own address.
@@ -435,10 +554,17 @@ fn start_services(
     logs: &Path,
 ) -> [((&'static str, &'static str), Process); 3] {
     let serve = |mode: &'static str, port: u16| {
-        let (on_vip, on_own) = (format!("{VIP}:{port}"), format!("{}:{port}", rs.ip));
-        let argv = test_server.command([
-            mode, "--listen", &on_vip, "--listen", &on_own, "--name", rs.name,
-        ]);
+        let mut addresses = vec![VIP, rs.ip];
+        if let Some(ip6) = rs.ip6 {
+            addresses.extend([VIP6, ip6]);
+        }
+        let listen: Vec<String> = addresses.iter().map(|a| socket_text(a, port)).collect();
+        let mut args = vec![mode];
+        for on in &listen {
+            args.extend(["--listen", on.as_str()]);
+        }
+        args.extend(["--name", rs.name]);
+        let argv = test_server.command(args);
         (
             (rs.name, mode),
             rs.ns.spawn(&format!("{}-{mode}", rs.name), &argv, logs),
@@ -454,7 +580,8 @@ fn start_services(
 /// One GET from `ns` with curl (a new connection), bounded to 5 s.
 pub fn http_get(ns: &Netns, url: &str) -> Result<HttpReply, String> {
     let ran = ns.exec(
-        &["curl", "-sS", "-i", "--max-time", "5", url],
+        // --globoff: an IPv6 URL's brackets are the address's, not a curl range.
+        &["curl", "-sS", "--globoff", "-i", "--max-time", "5", url],
         Duration::from_secs(10),
     );
     if !ran.success() {

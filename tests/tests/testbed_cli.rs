@@ -78,9 +78,12 @@ fn assert_gone(name: &str) {
     );
 }
 
+/// The example script's line for the IPv6 VIP when every server answered through it.
+const ANSWERED_THROUGH_VIP6: &str = "answered through http://[2001:2::100]: ";
+
 /// Runs tests/ci-example.sh on testbed `name` with `testbed_args` for `up`; it must say OK and
 /// leave nothing behind.
-fn run_ci_example(name: &str, testbed_args: &str) {
+fn run_ci_example(name: &str, testbed_args: &str) -> Ran {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci-example.sh");
     let ran = run_bounded(
         Command::new("bash")
@@ -97,6 +100,7 @@ fn run_ci_example(name: &str, testbed_args: &str) {
         ran.describe()
     );
     assert_gone(name);
+    ran
 }
 
 #[test]
@@ -105,7 +109,12 @@ fn testbed_ci_example_script_reaches_every_server_through_the_vip() {
     require_root();
     let name = unique_name("ci");
     let _down = Down(name.clone());
-    run_ci_example(&name, "");
+    let ran = run_ci_example(&name, "");
+    assert!(
+        !ran.stdout.contains(ANSWERED_THROUGH_VIP6),
+        "no IPv6 without --ipv6: {}",
+        ran.describe()
+    );
 }
 
 #[test]
@@ -114,7 +123,35 @@ fn testbed_two_armed_ci_example_reaches_every_server_through_the_vip() {
     require_root();
     let name = unique_name("two");
     let _down = Down(name.clone());
-    run_ci_example(&name, "--two-armed --servers 2");
+    let _ = run_ci_example(&name, "--two-armed --servers 2");
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn testbed_ipv6_ci_example_reaches_every_server_through_both_vips() {
+    require_root();
+    let name = unique_name("v6");
+    let _down = Down(name.clone());
+    let ran = run_ci_example(&name, "--ipv6 --servers 2");
+    assert!(
+        ran.stdout.contains(ANSWERED_THROUGH_VIP6),
+        "the script did not go through the IPv6 VIP: {}",
+        ran.describe()
+    );
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn testbed_ipv6_two_armed_ci_example_reaches_every_server_through_both_vips() {
+    require_root();
+    let name = unique_name("v6two");
+    let _down = Down(name.clone());
+    let ran = run_ci_example(&name, "--ipv6 --two-armed --servers 2");
+    assert!(
+        ran.stdout.contains(ANSWERED_THROUGH_VIP6),
+        "the script did not go through the IPv6 VIP: {}",
+        ran.describe()
+    );
 }
 
 #[test]

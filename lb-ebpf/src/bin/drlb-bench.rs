@@ -15,8 +15,9 @@ use aya_ebpf::{
 use lb_common::{
     IPPROTO_TCP,
     bench::{
-        BACKEND_MAC_PREFIX, GeneratorConfig, IPV4_OFFSET, L4_OFFSET, MAX_BACKENDS,
-        REFLECTOR_DST_MAC, SINK_OTHER, SINK_SLOTS, flow_source, ipv4_checksum, l4_checksum,
+        BACKEND_MAC_PREFIX, GeneratorConfig, IPV4_OFFSET, IPV6_SADDR_LOW_OFFSET, L4_OFFSET,
+        L4_OFFSET_V6, MAX_BACKENDS, REFLECTOR_DST_MAC, SINK_OTHER, SINK_SLOTS, flow_source,
+        ipv4_checksum, l4_checksum,
     },
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
@@ -59,24 +60,36 @@ fn generate(ctx: &XdpContext) -> Option<u32> {
     };
     let (saddr, sport) = flow_source(config, flow);
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, IPV4_OFFSET)?;
     // SAFETY: ptr_at checked the bounds; the fields written have alignment 1.
     unsafe {
         (*eth).dst_addr = config.dst_mac;
         (*eth).src_addr = config.src_mac;
-        (*ip).src_addr = saddr.to_be_bytes();
-        (*ip).check = ipv4_checksum(config, saddr).to_be_bytes();
     }
+    let l4_offset = if config.ipv6 == 0 {
+        let ip: *mut Ipv4Hdr = ptr_at(ctx, IPV4_OFFSET)?;
+        // SAFETY: as above.
+        unsafe {
+            (*ip).src_addr = saddr.to_be_bytes();
+            (*ip).check = ipv4_checksum(config, saddr).to_be_bytes();
+        }
+        L4_OFFSET
+    } else {
+        // IPv6 has no header checksum: only the source address's last 4 bytes change.
+        let source_low: *mut [u8; 4] = ptr_at(ctx, IPV6_SADDR_LOW_OFFSET)?;
+        // SAFETY: as above.
+        unsafe { *source_low = saddr.to_be_bytes() };
+        L4_OFFSET_V6
+    };
     let check = l4_checksum(config, saddr, sport).to_be_bytes();
     if config.protocol == IPPROTO_TCP {
-        let tcp: *mut TcpHdr = ptr_at(ctx, L4_OFFSET)?;
+        let tcp: *mut TcpHdr = ptr_at(ctx, l4_offset)?;
         // SAFETY: as above.
         unsafe {
             (*tcp).source = sport.to_be_bytes();
             (*tcp).check = check;
         }
     } else {
-        let udp: *mut UdpHdr = ptr_at(ctx, L4_OFFSET)?;
+        let udp: *mut UdpHdr = ptr_at(ctx, l4_offset)?;
         // SAFETY: as above.
         unsafe {
             (*udp).src = sport.to_be_bytes();

@@ -16,8 +16,8 @@ use tracing::info;
 use super::{
     director_state_dir,
     plan::{
-        BACKEND_BRIDGE, BACKEND_IFNAME, BRIDGE, HOST_IFNAME, Host, Nic, Plan, backend_port_name,
-        port_name,
+        BACKEND_BRIDGE, BACKEND_IFNAME, BRIDGE, HOST_IFNAME, Host, Nic, Plan, Shape,
+        backend_port_name, port_name,
     },
     shell, state_dir, teardown,
 };
@@ -40,6 +40,8 @@ pub struct UpOptions<'a> {
     pub servers: u32,
     /// The real servers reached on a second bridge, as in the seed's testbed.
     pub two_armed: bool,
+    /// IPv6 addresses (2001:2::/64) beside the IPv4 ones, and an IPv6 VIP.
+    pub ipv6: bool,
     /// The director's config instead of the generated one; its interface must be `eth0`.
     pub config: Option<&'a Path>,
 }
@@ -51,12 +53,12 @@ pub fn up(options: &UpOptions) -> Result<Plan> {
         .config
         .map(|path| Config::load(path).map(|c| (path, c)))
         .transpose()?;
-    let plan = Plan::new(
-        options.name,
-        options.servers,
-        options.two_armed,
-        config.as_ref().map(|(_, c)| c),
-    )?;
+    let shape = Shape {
+        servers: options.servers,
+        two_armed: options.two_armed,
+        ipv6: options.ipv6,
+    };
+    let plan = Plan::new(options.name, shape, config.as_ref().map(|(_, c)| c))?;
     refuse_existing(&plan)?;
     let state = claim_state_dir(&plan.name)?;
     let config_path = match &config {
@@ -130,7 +132,7 @@ fn build(plan: &Plan, state: &Path, config_path: &Path) -> Result<()> {
     let drlb = std::env::current_exe().context("cannot find the drlb binary itself")?;
     create_switch(&plan.switch_netns, plan.two_armed)?;
     for host in plan.hosts() {
-        plug_host(&plan.switch_netns, host)
+        plug_host(&plan.switch_netns, host, plan.ipv6)
             .with_context(|| format!("setting up the {} namespace {}", host.role, host.netns))?;
     }
     hold_pass_program(plan, &drlb, state)?;
@@ -144,28 +146,52 @@ fn build(plan: &Plan, state: &Path, config_path: &Path) -> Result<()> {
     start_drlb(plan, &drlb, state, config_path)
 }
 
-/// A new namespace with `lo` up and IPv6 off (no router solicitations in users' captures).
-fn create_netns(netns: &str) -> Result<()> {
+/// A new namespace with `lo` up. Without `ipv6`, IPv6 is off (no router solicitations in
+/// users' captures); with it, IPv6 is on without duplicate address detection, so that every
+/// address (the link-local ones too) is usable at once, and without router advertisements.
+fn create_netns(netns: &str, ipv6: bool) -> Result<()> {
     shell::ip(&["netns", "add", netns])
         .with_context(|| format!("cannot create the namespace {netns} (needs root)"))?;
     shell::ip_in(netns, &["link", "set", "lo", "up"])?;
-    for key in [
-        "net.ipv6.conf.all.disable_ipv6",
-        "net.ipv6.conf.default.disable_ipv6",
-    ] {
-        // -e: a kernel without IPv6 has no such keys, which is just as good.
-        shell::run(&mut shell::in_netns(
-            netns,
-            Path::new("sysctl"),
-            &["-q", "-e", "-w", &format!("{key}=1")],
-        ))?;
+    let sysctls: &[(&str, &str)] = if ipv6 {
+        &[
+            ("net.ipv6.conf.all.disable_ipv6", "0"),
+            ("net.ipv6.conf.default.disable_ipv6", "0"),
+            ("net.ipv6.conf.all.accept_dad", "0"),
+            ("net.ipv6.conf.default.accept_dad", "0"),
+            ("net.ipv6.conf.all.accept_ra", "0"),
+            ("net.ipv6.conf.default.accept_ra", "0"),
+        ]
+    } else {
+        &[
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ]
+    };
+    for (key, value) in sysctls {
+        if ipv6 {
+            shell::run(&mut shell::in_netns(
+                netns,
+                Path::new("sysctl"),
+                &["-q", "-w", &format!("{key}={value}")],
+            ))
+            .context("--ipv6 needs a kernel with IPv6")?;
+        } else {
+            // -e: a kernel without IPv6 has no such keys, which is just as good.
+            shell::run(&mut shell::in_netns(
+                netns,
+                Path::new("sysctl"),
+                &["-q", "-e", "-w", &format!("{key}={value}")],
+            ))?;
+        }
     }
     Ok(())
 }
 
 /// The switch: a namespace of its own holding the bridge(s) (no STP, forwarding at once).
 fn create_switch(netns: &str, two_armed: bool) -> Result<()> {
-    create_netns(netns)?;
+    // The bridge forwards IPv6 frames without IPv6 of its own.
+    create_netns(netns, false)?;
     let bridges: &[&str] = if two_armed {
         &[BRIDGE, BACKEND_BRIDGE]
     } else {
@@ -193,8 +219,8 @@ fn create_switch(netns: &str, two_armed: bool) -> Result<()> {
 }
 
 /// A host's namespace, plugged into the bridge (two-armed, also into the backend bridge).
-fn plug_host(switch: &str, host: &Host) -> Result<()> {
-    create_netns(&host.netns)?;
+fn plug_host(switch: &str, host: &Host, ipv6: bool) -> Result<()> {
+    create_netns(&host.netns, ipv6)?;
     plug(
         switch,
         BRIDGE,
@@ -239,6 +265,12 @@ fn plug(switch: &str, bridge: &str, port: &str, host: &Host, ifname: &str, nic: 
         &["link", "set", ifname, "address", &nic.mac_text()],
     )?;
     shell::ip_in(&host.netns, &["addr", "add", &nic.cidr(), "dev", ifname])?;
+    if let Some(cidr6) = nic.cidr6() {
+        shell::ip_in(
+            &host.netns,
+            &["-6", "addr", "add", &cidr6, "dev", ifname, "nodad"],
+        )?;
+    }
     shell::ip_in(&host.netns, &["link", "set", ifname, "up"])?;
     // A veth leaves TCP/UDP checksums to "the NIC" (CHECKSUM_PARTIAL); XDP sees raw frames
     // without that note, so a frame the director forwards would arrive with a wrong checksum.
@@ -282,7 +314,9 @@ fn hold_pass_program(plan: &Plan, drlb: &Path, state: &Path) -> Result<()> {
     .context("attaching the pass program to the director's veth peer failed")
 }
 
-/// `drlb realserver setup` inside the server's namespace: the VIPs on lo, ARP kept quiet.
+/// `drlb realserver setup` inside the server's namespace: the VIPs on lo, ARP kept quiet (an
+/// IPv6 VIP on lo needs nothing more: Linux answers neighbour solicitations only for addresses
+/// of the interface they arrive on).
 fn make_real_server(plan: &Plan, server: &Host, drlb: &Path, state: &Path) -> Result<()> {
     let server_state = state.join(&server.role);
     let server_state = server_state

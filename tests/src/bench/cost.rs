@@ -105,7 +105,8 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
         ifindex: TEST_RUN_IFINDEX,
         mac: DIRECTOR_MAC,
         ipv4: vec![(DIRECTOR_IP, DIRECTOR_PREFIX_LEN)],
-        ipv6: Vec::new(),
+        // The bench config's IPv6 services reach their backends here.
+        ipv6: vec![(super::DIRECTOR_IP6, super::DIRECTOR_PREFIX_LEN6)],
         kind: None,
         veth_peer: None,
         vlan: None,
@@ -308,7 +309,7 @@ fn stream(protocol: Protocol, daddr: Ipv4Addr, port: u16) -> Stream {
         frame_len: 64,
         src_mac: GENERATOR_MAC,
         dst_mac: DIRECTOR_MAC,
-        vip: daddr,
+        vip: daddr.into(),
         port,
     }
 }

@@ -26,7 +26,10 @@ pub mod report;
 pub mod svg;
 pub mod topology;
 
-use std::{fmt, net::Ipv4Addr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use lb_common::{IPPROTO_TCP, IPPROTO_UDP};
 
@@ -45,36 +48,76 @@ pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0xb0, 0x0e, 0x00, 0x00, 0x02];
 pub const DIRECTOR_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const DIRECTOR_PREFIX_LEN: u8 = 15;
 
+/// The IPv6 VIP of the IPv6 streams, and the director's IPv6 address (a /64 with the backends).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+pub const DIRECTOR_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
+pub const DIRECTOR_PREFIX_LEN6: u8 = 64;
+
 /// Backend `n`'s address: 198.18.0.11 and up.
 #[must_use]
 pub const fn backend_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 11 + n)
 }
 
+/// Backend `n`'s IPv6 address: 2001:2::11 and up (the same MAC as its IPv4 one).
+#[must_use]
+pub const fn backend_ip6(n: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x11 + n as u16)
+}
+
+/// What a stream carries: the transport protocol, over IPv4 or IPv6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     /// TCP segments of established connections (ACK set, no handshake): the flow table path.
     Tcp,
     Udp,
+    /// The same over IPv6, to the IPv6 VIP.
+    Tcp6,
+    Udp6,
 }
 
 impl Protocol {
-    pub const ALL: [Self; 2] = [Self::Tcp, Self::Udp];
+    pub const ALL: [Self; 4] = [Self::Tcp, Self::Udp, Self::Tcp6, Self::Udp6];
 
     #[must_use]
     pub const fn number(self) -> u8 {
         match self {
-            Self::Tcp => IPPROTO_TCP,
-            Self::Udp => IPPROTO_UDP,
+            Self::Tcp | Self::Tcp6 => IPPROTO_TCP,
+            Self::Udp | Self::Udp6 => IPPROTO_UDP,
         }
+    }
+
+    #[must_use]
+    pub const fn is_ipv6(self) -> bool {
+        matches!(self, Self::Tcp6 | Self::Udp6)
     }
 
     /// The service port of the VIP for this protocol.
     #[must_use]
     pub const fn port(self) -> u16 {
         match self {
-            Self::Tcp => TCP_PORT,
-            Self::Udp => UDP_PORT,
+            Self::Tcp | Self::Tcp6 => TCP_PORT,
+            Self::Udp | Self::Udp6 => UDP_PORT,
+        }
+    }
+
+    /// The VIP of the streams: [`VIP`] or [`VIP6`].
+    #[must_use]
+    pub const fn vip(self) -> IpAddr {
+        if self.is_ipv6() {
+            IpAddr::V6(VIP6)
+        } else {
+            IpAddr::V4(VIP)
+        }
+    }
+
+    /// Backend `n`'s address of this protocol's family.
+    #[must_use]
+    pub const fn backend(self, n: u8) -> IpAddr {
+        if self.is_ipv6() {
+            IpAddr::V6(backend_ip6(n))
+        } else {
+            IpAddr::V4(backend_ip(n))
         }
     }
 
@@ -82,9 +125,15 @@ impl Protocol {
     #[must_use]
     pub const fn keyword(self) -> &'static str {
         match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
+            Self::Tcp | Self::Tcp6 => "tcp",
+            Self::Udp | Self::Udp6 => "udp",
         }
+    }
+
+    /// nftables' network-layer keyword: `ip` or `ip6`.
+    #[must_use]
+    pub const fn network_keyword(self) -> &'static str {
+        if self.is_ipv6() { "ip6" } else { "ip" }
     }
 }
 
@@ -93,6 +142,8 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Self::Tcp => "TCP-like",
             Self::Udp => "UDP",
+            Self::Tcp6 => "TCP-like IPv6",
+            Self::Udp6 => "UDP IPv6",
         })
     }
 }

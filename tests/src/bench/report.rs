@@ -174,6 +174,14 @@ impl Report {
             s.runs,
             s.flow_table_size
         );
+        if self.rows.iter().any(|r| r.protocol.is_ipv6()) {
+            let _ = writeln!(
+                md,
+                "IPv6 streams go to the IPv6 VIP and 8 IPv6 backends (the same MACs); their frames \
+                 are at least {} bytes long (Ethernet, IPv6 and TCP headers).\n",
+                super::frames::MIN_FRAME_LEN_V6.max(s.frame_len)
+            );
+        }
         let _ = writeln!(md, "## Forwarding through the testbed\n");
         let _ = writeln!(
             md,

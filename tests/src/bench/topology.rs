@@ -2,13 +2,13 @@
 //! reflector, the `drlb` daemon, nftables DR, or kernel IPVS in DR mode. Each contender is a
 //! guard that removes itself when dropped; the namespaces go last, with whatever is left.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use lb_common::bench::{REFLECTOR_PROGRAM, backend_mac};
 
 use super::{
-    BACKENDS, DIRECTOR_IF, DIRECTOR_IP, DIRECTOR_MAC, DIRECTOR_PREFIX_LEN, GENERATOR_IF,
-    GENERATOR_MAC, Protocol, VIP, backend_ip,
+    BACKENDS, DIRECTOR_IF, DIRECTOR_IP, DIRECTOR_IP6, DIRECTOR_MAC, DIRECTOR_PREFIX_LEN,
+    DIRECTOR_PREFIX_LEN6, GENERATOR_IF, GENERATOR_MAC, Protocol, VIP, VIP6,
     generator::{Generator, attach_bench_program},
     mac_text,
 };
@@ -39,6 +39,9 @@ impl Testbed {
         let scratch = Scratch::create();
         let generator_ns = Netns::create("bench-gen");
         let director_ns = Netns::create("bench-dir");
+        // The IPv6 streams' backends are on the director's IPv6 network (and IPVS forwards
+        // IPv6 through the director's stack).
+        director_ns.enable_ipv6(&[]);
         generator_ns.ip(&[
             "link",
             "add",
@@ -62,6 +65,10 @@ impl Testbed {
             "dev",
             DIRECTOR_IF,
         ]);
+        director_ns.add_address6(
+            DIRECTOR_IF,
+            &format!("{DIRECTOR_IP6}/{DIRECTOR_PREFIX_LEN6}"),
+        );
         for (ns, ifname) in [(&generator_ns, GENERATOR_IF), (&director_ns, DIRECTOR_IF)] {
             ns.ip(&["link", "set", ifname, "up"]);
             // A director forwards packet by packet: no GRO merging of the stack's path (the
@@ -128,9 +135,10 @@ impl Testbed {
             .success()
     }
 
-    /// Kernel IPVS in DR mode on the director: the VIP on d0, a virtual service per protocol
-    /// with the eight real servers (`-g`, the Maglev-hash scheduler `mh`), static neighbour
-    /// entries for their MACs, and the XDP_PASS program so d0 receives live frames.
+    /// Kernel IPVS in DR mode on the director: the VIPs on d0, a virtual service per protocol
+    /// (IPv4 and IPv6) with the eight real servers (`-g`, the Maglev-hash scheduler `mh`),
+    /// static neighbour entries for their MACs, and the XDP_PASS program so d0 receives live
+    /// frames.
     /// Returns an error text if any step fails (the caller reports it and goes on).
     pub fn install_ipvs(&self) -> Result<Ipvs, String> {
         let ns = &self.director_ns;
@@ -149,33 +157,45 @@ impl Testbed {
                 "dev",
                 DIRECTOR_IF,
             ]),
+            argv(&[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{VIP6}/128"),
+                "dev",
+                DIRECTOR_IF,
+                "nodad",
+            ]),
             // Segments of established connections (no SYN seen) may create a connection.
             argv(&["sysctl", "-q", "-w", "net.ipv4.vs.sloppy_tcp=1"]),
             argv(&["sysctl", "-q", "-w", "net.ipv4.vs.conntrack=0"]),
         ];
         for n in 0..BACKENDS {
-            commands.push(argv(&[
-                "ip",
-                "neigh",
-                "replace",
-                &backend_ip(n).to_string(),
-                "lladdr",
-                &mac_text(backend_mac(n)),
-                "nud",
-                "permanent",
-                "dev",
-                DIRECTOR_IF,
-            ]));
+            for address in [Protocol::Udp.backend(n), Protocol::Udp6.backend(n)] {
+                commands.push(argv(&[
+                    "ip",
+                    "neigh",
+                    "replace",
+                    &address.to_string(),
+                    "lladdr",
+                    &mac_text(backend_mac(n)),
+                    "nud",
+                    "permanent",
+                    "dev",
+                    DIRECTOR_IF,
+                ]));
+            }
         }
         for protocol in Protocol::ALL {
-            let flag = match protocol {
-                Protocol::Tcp => "-t",
-                Protocol::Udp => "-u",
+            let flag = match protocol.number() {
+                lb_common::IPPROTO_TCP => "-t",
+                _ => "-u",
             };
-            let service = format!("{VIP}:{}", protocol.port());
+            let service = SocketAddr::new(protocol.vip(), protocol.port()).to_string();
             commands.push(argv(&["ipvsadm", "-A", flag, &service, "-s", "mh"]));
             for n in 0..BACKENDS {
-                let real = format!("{}:{}", backend_ip(n), protocol.port());
+                let real = SocketAddr::new(protocol.backend(n), protocol.port()).to_string();
                 commands.push(argv(&[
                     "ipvsadm", "-a", flag, &service, "-r", &real, "-g", "-w", "1",
                 ]));
@@ -211,15 +231,16 @@ pub fn drlb_config(flow_table_size: u32) -> String {
     );
     for protocol in Protocol::ALL {
         text += &format!(
-            "\n[[service]]\nvip = \"{VIP}\"\nport = {}\nprotocol = \"{}\"\n\
+            "\n[[service]]\nvip = \"{}\"\nport = {}\nprotocol = \"{}\"\n\
              [service.health_check]\nkind = \"none\"\n",
+            protocol.vip(),
             protocol.port(),
             protocol.keyword()
         );
         for n in 0..BACKENDS {
             text += &format!(
                 "[[service.backend]]\naddress = \"{}\"\nmac = \"{}\"\n",
-                backend_ip(n),
+                protocol.backend(n),
                 mac_text(backend_mac(n))
             );
         }
@@ -239,10 +260,10 @@ pub fn nft_ruleset() -> String {
     let rules: Vec<String> = Protocol::ALL
         .iter()
         .map(|p| {
-            let l4 = p.keyword();
+            let (l3, l4, vip) = (p.network_keyword(), p.keyword(), p.vip());
             format!(
-                "    ip daddr {VIP} {l4} dport {port} ether saddr set {director} \
-                 ether daddr set jhash ip saddr . {l4} sport . ip daddr . {l4} dport \
+                "    {l3} daddr {vip} {l4} dport {port} ether saddr set {director} \
+                 ether daddr set jhash {l3} saddr . {l4} sport . {l3} daddr . {l4} dport \
                  mod {BACKENDS} seed {NFT_JHASH_SEED:#x} map {{ {macs} }} fwd to \"{DIRECTOR_IF}\"",
                 port = p.port(),
                 director = mac_text(DIRECTOR_MAC),
@@ -313,6 +334,15 @@ impl Drop for Ipvs {
             "addr",
             "del",
             &format!("{VIP}/32"),
+            "dev",
+            DIRECTOR_IF,
+        ]);
+        exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "del",
+            &format!("{VIP6}/128"),
             "dev",
             DIRECTOR_IF,
         ]);

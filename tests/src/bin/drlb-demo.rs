@@ -2,8 +2,9 @@
 //!
 //! Builds the LVS-DR testbed with the product's own `drlb testbed up` (namespaces, a bridge,
 //! veth pairs, `drlb run` on the director), starts HTTP and UDP test servers on the real servers,
-//! sends HTTP requests and UDP datagrams to the VIP from the client, shows which real server
-//! answered each and where the replies went, prints `drlb stats`, then removes everything with
+//! sends HTTP requests and UDP datagrams to the VIP and to the IPv6 VIP beside it (the testbed
+//! is dual-stack: `--ipv6`) from the client, shows which real server answered each and where
+//! the replies went, prints `drlb stats`, then removes everything with
 //! `drlb testbed down` (also when the demo fails). Exits non-zero if a real server got no
 //! traffic or a reply crossed the director. Needs root; `DRLB_BIN` names the drlb binary.
 //!
@@ -19,7 +20,7 @@ use lb_userspace::testbed::plan::{HOST_IFNAME, TCP_PORT, UDP_PORT};
 use tests::{
     cli_testbed::{CliHost, CliTestbed},
     netns::{Capture, Process, Scratch, wait_for},
-    testbed::{TestServer, frame_source_mac, http_get},
+    testbed::{TestServer, frame_source_mac, http_get, socket_text},
 };
 
 const HTTP_REQUESTS: u32 = 30;
@@ -60,75 +61,54 @@ fn demo() -> ExitCode {
     ));
     // Declared first so it drops last: `drlb testbed down` runs after the servers and captures
     // below are stopped, also when the demo panics.
-    let testbed = CliTestbed::up(&name, &[]);
+    let testbed = CliTestbed::up(&name, &["--ipv6"]);
     let vip = testbed.vip.clone();
+    let Some(vip6) = testbed.vip6.clone() else {
+        println!("FAILED: drlb testbed up --ipv6 described no IPv6 VIP");
+        return ExitCode::FAILURE;
+    };
     println!(
-        "Network namespaces joined by a bridge; each host has {HOST_IFNAME} on 198.18.0.0/24:"
+        "Network namespaces joined by a bridge; each host has {HOST_IFNAME} on 198.18.0.0/24 and"
     );
+    println!("2001:2::/64:");
     println!("{}", describe(&testbed));
     println!("The real servers hold the VIP {vip} on lo (arp_ignore=1, arp_announce=2), so they");
-    println!("accept its traffic but never answer ARP for it. The director does not have the VIP.");
+    println!("accept its traffic but never answer ARP for it, and the IPv6 VIP {vip6} (Linux");
+    println!(
+        "answers neighbour solicitations only for addresses of the interface they arrive on)."
+    );
+    println!("The director has neither VIP.");
     let config = std::fs::read_to_string(testbed.state_dir.join("drlb.toml")).unwrap_or_default();
     println!(
         "drlb runs on the director with the generated config:\n{}",
         indent(&config)
     );
-    println!("Its XDP program on the director's {HOST_IFNAME} answers ARP for {vip} and forwards");
-    println!("each frame for a service to a real server by rewriting only the MACs.");
+    println!("Its XDP program on the director's {HOST_IFNAME} answers ARP for {vip} and neighbour");
+    println!("solicitations for {vip6}, and forwards each frame for a service to a real server by");
+    println!("rewriting only the MACs.");
 
     heading("Starting the test servers on the real servers");
     let logs = Scratch::create();
-    let servers = start_servers(&testbed, &test_server, &vip, &logs);
-    println!("Each runs an HTTP server on port {TCP_PORT} and a UDP echo on port {UDP_PORT}.");
+    let servers = start_servers(&testbed, &test_server, &[&vip, &vip6], &logs);
+    println!(
+        "Each runs an HTTP server on port {TCP_PORT} and a UDP echo on port {UDP_PORT}, on both"
+    );
+    println!("VIPs.");
     wait_for_servers(&testbed, &test_server);
     println!("Each answers on its own address, and drlb's health checks call them up.");
 
-    // Who sends the frames whose source is the VIP? Only the real servers should.
-    let vip_frames = format!("ip and src host {vip}");
+    // Who sends the frames whose source is a VIP? Only the real servers should.
+    let vip_frames = format!("(ip and src host {vip}) or (ip6 and src host {vip6})");
     let capture = |host: &CliHost, label: &str| {
         Capture::start(&host.ns, HOST_IFNAME, &vip_frames, label, logs.path())
     };
     let on_director = capture(&testbed.director, "demo-tcpdump-director");
     let on_client = capture(&testbed.client, "demo-tcpdump-client");
 
-    let url = format!("http://{vip}:{TCP_PORT}/");
-    heading(&format!(
-        "{HTTP_REQUESTS} HTTP requests from the client to {url}, a new connection each"
-    ));
-    let mut http = zero_per_real_server(&testbed);
-    for n in 1..=HTTP_REQUESTS {
-        let outcome = match http_get(&testbed.client.ns, &url) {
-            Ok(reply) => match reply.server() {
-                Some(server) => {
-                    *http.entry(server.to_owned()).or_default() += 1;
-                    format!("served by {server}")
-                }
-                None => format!("unexpected reply {reply:?}"),
-            },
-            Err(e) => format!("failed: {e}"),
-        };
-        println!("request {n:>2} → {outcome}");
-    }
-
-    heading(&format!(
-        "{UDP_DATAGRAMS} UDP datagrams to {vip}:{UDP_PORT}, a new source port each"
-    ));
-    let mut udp = zero_per_real_server(&testbed);
-    let round = udp_client(
-        &testbed,
-        &test_server,
-        &format!("{vip}:{UDP_PORT}"),
-        UDP_DATAGRAMS,
-    );
-    for reply in round.stdout.lines() {
-        if let Some((server, _)) = reply.split_once(' ') {
-            *udp.entry(server.to_owned()).or_default() += 1;
-        }
-    }
-    if !round.success() {
-        problems.push(format!("some datagrams got no reply: {}", round.describe()));
-    }
-    println!("answered by {}", summary(&udp));
+    let rounds: Vec<Round> = [vip.as_str(), vip6.as_str()]
+        .into_iter()
+        .map(|vip| traffic(&testbed, &test_server, vip, &mut problems))
+        .collect();
 
     heading("Where the replies went");
     let director_frames = on_director.stop();
@@ -184,11 +164,17 @@ fn demo() -> ExitCode {
     println!("{}", indent(&testbed.drlb_log()));
 
     heading("Result");
-    println!("HTTP requests served:   {}", summary(&http));
-    println!("UDP datagrams answered: {}", summary(&udp));
-    for rs in &testbed.servers {
-        if http[&rs.role] == 0 || udp[&rs.role] == 0 {
-            problems.push(format!("{} served nothing over HTTP or UDP", rs.role));
+    for round in &rounds {
+        println!("Through {}:", round.vip);
+        println!("  HTTP requests served:   {}", summary(&round.http));
+        println!("  UDP datagrams answered: {}", summary(&round.udp));
+        for rs in &testbed.servers {
+            if round.http[&rs.role] == 0 || round.udp[&rs.role] == 0 {
+                problems.push(format!(
+                    "{} served nothing over HTTP or UDP through {}",
+                    rs.role, round.vip
+                ));
+            }
         }
     }
     drop(servers);
@@ -212,17 +198,76 @@ fn demo() -> ExitCode {
     }
 }
 
-/// One line per host: role, namespace, address, MAC.
+/// What the real servers answered through one VIP.
+struct Round {
+    vip: String,
+    http: BTreeMap<String, u32>,
+    udp: BTreeMap<String, u32>,
+}
+
+/// HTTP requests and UDP datagrams from the client through `vip`, each answer shown.
+fn traffic(
+    testbed: &CliTestbed,
+    test_server: &TestServer,
+    vip: &str,
+    problems: &mut Vec<String>,
+) -> Round {
+    let url = format!("http://{}/", socket_text(vip, TCP_PORT));
+    heading(&format!(
+        "{HTTP_REQUESTS} HTTP requests from the client to {url}, a new connection each"
+    ));
+    let mut http = zero_per_real_server(testbed);
+    for n in 1..=HTTP_REQUESTS {
+        let outcome = match http_get(&testbed.client.ns, &url) {
+            Ok(reply) => match reply.server() {
+                Some(server) => {
+                    *http.entry(server.to_owned()).or_default() += 1;
+                    format!("served by {server}")
+                }
+                None => format!("unexpected reply {reply:?}"),
+            },
+            Err(e) => format!("failed: {e}"),
+        };
+        println!("request {n:>2} → {outcome}");
+    }
+
+    let to = socket_text(vip, UDP_PORT);
+    heading(&format!(
+        "{UDP_DATAGRAMS} UDP datagrams to {to}, a new source port each"
+    ));
+    let mut udp = zero_per_real_server(testbed);
+    let round = udp_client(testbed, test_server, &to, UDP_DATAGRAMS);
+    for reply in round.stdout.lines() {
+        if let Some((server, _)) = reply.split_once(' ') {
+            *udp.entry(server.to_owned()).or_default() += 1;
+        }
+    }
+    if !round.success() {
+        problems.push(format!(
+            "some datagrams to {to} got no reply: {}",
+            round.describe()
+        ));
+    }
+    println!("answered by {}", summary(&udp));
+    Round {
+        vip: vip.to_owned(),
+        http,
+        udp,
+    }
+}
+
+/// One line per host: role, namespace, addresses, MAC.
 fn describe(testbed: &CliTestbed) -> String {
     std::iter::once(&testbed.client)
         .chain(std::iter::once(&testbed.director))
         .chain(&testbed.servers)
         .map(|host| {
             format!(
-                "  {:<9} {:<28} {:<13} {}",
+                "  {:<9} {:<28} {:<13} {:<12} {}",
                 host.role,
                 host.ns.name(),
                 host.address,
+                host.address6.as_deref().unwrap_or("-"),
                 host.mac
             )
         })
@@ -230,21 +275,29 @@ fn describe(testbed: &CliTestbed) -> String {
         .join("\n")
 }
 
-/// HTTP and UDP echo on each real server, on the VIP (what the client reaches) and on its own
-/// address (to check it is up without drlb).
+/// HTTP and UDP echo on each real server, on the VIPs (what the client reaches) and on its own
+/// addresses (to check it is up without drlb).
 fn start_servers(
     testbed: &CliTestbed,
     test_server: &TestServer,
-    vip: &str,
+    vips: &[&str],
     logs: &Scratch,
 ) -> Vec<Process> {
     let mut servers = Vec::new();
     for rs in &testbed.servers {
         for (mode, port) in [("http", TCP_PORT), ("udp-echo", UDP_PORT)] {
-            let (on_vip, on_own) = (format!("{vip}:{port}"), format!("{}:{port}", rs.address));
-            let argv = test_server.command([
-                mode, "--listen", &on_vip, "--listen", &on_own, "--name", &rs.role,
-            ]);
+            let addresses = vips
+                .iter()
+                .copied()
+                .chain([rs.address.as_str()])
+                .chain(rs.address6.as_deref());
+            let listen: Vec<String> = addresses.map(|a| socket_text(a, port)).collect();
+            let mut args = vec![mode];
+            for on in &listen {
+                args.extend(["--listen", on.as_str()]);
+            }
+            args.extend(["--name", &rs.role]);
+            let argv = test_server.command(args);
             servers.push(
                 rs.ns
                     .spawn(&format!("{}-{mode}", rs.role), &argv, logs.path()),
@@ -258,25 +311,27 @@ fn start_servers(
 /// checks have every TCP backend up (before that drlb may not send them requests).
 fn wait_for_servers(testbed: &CliTestbed, test_server: &TestServer) {
     for rs in &testbed.servers {
-        let url = format!("http://{}:{TCP_PORT}/", rs.address);
-        wait_for(
-            &format!("{}'s HTTP server at {url}", rs.role),
-            READY_TIMEOUT,
-            || {
-                let reply = http_get(&testbed.client.ns, &url).ok()?;
-                (reply.server() == Some(rs.role.as_str())).then_some(())
-            },
-        );
-        let to = format!("{}:{UDP_PORT}", rs.address);
-        let expected = format!("{} request 1", rs.role);
-        wait_for(
-            &format!("{}'s UDP echo at {to}", rs.role),
-            READY_TIMEOUT,
-            || {
-                let ran = udp_client(testbed, test_server, &to, 1);
-                (ran.success() && ran.stdout.trim() == expected).then_some(())
-            },
-        );
+        for address in std::iter::once(&rs.address).chain(&rs.address6) {
+            let url = format!("http://{}/", socket_text(address, TCP_PORT));
+            wait_for(
+                &format!("{}'s HTTP server at {url}", rs.role),
+                READY_TIMEOUT,
+                || {
+                    let reply = http_get(&testbed.client.ns, &url).ok()?;
+                    (reply.server() == Some(rs.role.as_str())).then_some(())
+                },
+            );
+            let to = socket_text(address, UDP_PORT);
+            let expected = format!("{} request 1", rs.role);
+            wait_for(
+                &format!("{}'s UDP echo at {to}", rs.role),
+                READY_TIMEOUT,
+                || {
+                    let ran = udp_client(testbed, test_server, &to, 1);
+                    (ran.success() && ran.stdout.trim() == expected).then_some(())
+                },
+            );
+        }
     }
     wait_for(
         "drlb's health checks to call every backend up",

@@ -33,6 +33,7 @@ const PROGRAM_TESTS: &[&str] = &[
     "program_arp",
     "program_icmp",
     "program_ipv6",
+    "program_ndp",
     "controller",
     "objects",
     "stress",

@@ -69,10 +69,10 @@ fn process(ctx: &XdpContext, frame_len: &mut u64) -> Verdict {
 }
 
 /// IPv6's path, in BPF subprograms of their own: 16-byte addresses and keys need more stack
-/// than one frame holds beside IPv4's path (the verifier allows 512 bytes for a chain of
-/// calls), and the verifier checks each on its own. The parsed packet lives in the entry
-/// point's frame (beside IPv4's locals, never with them); the parser and each handler run in
-/// frames of their own, one at a time. IPv4's path stays inlined, without calls.
+/// than one frame holds (the verifier allows 512 bytes for a chain of calls), and the
+/// verifier checks each on its own. The parsed packet lives in the entry point's frame; the
+/// parser and each handler run in frames of their own, one at a time. IPv4's path, ARP and
+/// NDP are subprograms too, so that the entry point's frame stays small enough for NDP's.
 #[inline(always)]
 fn forward_ipv6(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64) -> Verdict {
     match &parse_ipv6(ctx, offset) {

@@ -138,7 +138,7 @@ fn collect_seen(
 
 /// The backend whose MAC this is, if any.
 #[must_use]
-pub fn owner(mac: [u8; 6], backends: &[(Ipv4Addr, [u8; 6])]) -> Option<Ipv4Addr> {
+pub fn owner(mac: [u8; 6], backends: &[(IpAddr, [u8; 6])]) -> Option<IpAddr> {
     backends.iter().find(|(_, m)| *m == mac).map(|(a, _)| *a)
 }
 
@@ -147,8 +147,9 @@ pub fn owner(mac: [u8; 6], backends: &[(Ipv4Addr, [u8; 6])]) -> Option<Ipv4Addr>
 pub struct Context {
     /// Whether this director answers ARP for its VIPs (not a standby).
     pub active: bool,
-    /// (address, MAC) of every backend whose MAC is known.
-    pub backends: Vec<(Ipv4Addr, [u8; 6])>,
+    /// (address, MAC) of every backend whose MAC is known, of both families: a real server
+    /// claims a VIP with the one MAC, whichever family its backend address is.
+    pub backends: Vec<(IpAddr, [u8; 6])>,
 }
 
 /// The explanation of a conflict: who claims the VIP, why it matters and the fix.
@@ -481,6 +482,9 @@ mod tests {
     const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
     const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100));
     const RS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
+    /// An IPv6-only real server, with a MAC of its own.
+    const RS6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x12));
+    const RS6_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x62];
 
     fn seen(mac: [u8; 6], requests: u64, replies: u64) -> Seen {
         Seen {
@@ -496,8 +500,9 @@ mod tests {
         Context {
             active,
             backends: vec![
-                (Ipv4Addr::new(198, 18, 0, 11), [2, 0, 0, 0, 0, 0x11]),
-                (RS, RS_MAC),
+                (Ipv4Addr::new(198, 18, 0, 11).into(), [2, 0, 0, 0, 0, 0x11]),
+                (RS.into(), RS_MAC),
+                (RS6, RS6_MAC),
             ],
         }
     }
@@ -607,6 +612,25 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("arp_ignore too low"), "{text}");
+    }
+
+    #[test]
+    fn an_ipv6_backend_advertising_an_ipv6_vip_is_named_with_its_fix() {
+        let vip6: IpAddr = "2001:2::100".parse().unwrap();
+        let advertising = Seen {
+            last_vip: vip6,
+            ..seen(RS6_MAC, 0, 1)
+        };
+        assert_eq!(owner(RS6_MAC, &context(true).backends), Some(RS6));
+        let text = explain(&advertising, &context(true));
+        assert!(
+            text.contains("backend 2001:2::12 advertises the VIP"),
+            "{text}"
+        );
+        assert!(
+            text.contains("drlb realserver setup --vip 2001:2::100"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -455,15 +455,7 @@ async fn refresh_neighbours(netlink: &Netlink, director: &mut Controller) -> Res
 fn conflict_context(controller: &Controller) -> conflict::Context {
     conflict::Context {
         active: controller.is_active(),
-        // The monitor watches ARP: IPv4 backends.
-        backends: controller
-            .backend_macs()
-            .into_iter()
-            .filter_map(|(address, mac)| match address {
-                IpAddr::V4(v4) => Some((v4, mac)),
-                IpAddr::V6(_) => None,
-            })
-            .collect(),
+        backends: controller.backend_macs(),
     }
 }
 

@@ -78,7 +78,8 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
-/// Datagrams whose first fragment's backend the `FRAGMENTS` LRU map remembers (all CPUs share
+/// Datagrams whose first fragment's backend the `FRAGMENTS` (IPv4) and `FRAGMENTS6` (IPv6)
+/// LRU maps each remember (all CPUs share
 /// it: a datagram's fragments may arrive on several). Fragments of one datagram arrive within
 /// milliseconds, so a few thousand in flight is plenty; older ones are evicted.
 pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 4096;
@@ -388,18 +389,21 @@ pub struct FragmentKey6 {
 }
 
 /// VIP flags, one `u32` of `VIP_STATES` (indexed by the VIP's id, the value of `VIPS`).
-/// [`VIP_FLAG_ACTIVE`]: the program answers ARP for the VIP. Cleared on a standby director,
+/// [`VIP_FLAG_ACTIVE`]: the program answers ARP (IPv6: neighbour solicitations) for the VIP.
+/// Cleared on a standby director,
 /// whose services carry [`SERVICE_FLAG_STANDBY`] at the same time so it forwards nothing either.
 pub const VIP_FLAG_ACTIVE: u32 = 1;
 /// The VIP is also an address of one of the director's interfaces (as on an IPVS director, or
 /// added by keepalived's `virtual_ipaddress`): traffic to it that is no service goes to the
 /// director's stack (else it is dropped, `drop_no_service`), and while the VIP is standby the
-/// program drops ARP requests for it (`drop_arp_standby`), so the kernel cannot answer them.
+/// program drops ARP requests (`drop_arp_standby`) and neighbour solicitations
+/// (`drop_ndp_standby`) for it, so the kernel cannot answer them.
 pub const VIP_FLAG_LOCAL: u32 = 2;
 /// Most VIPs (every service may have its own).
 pub const MAX_VIPS: u32 = MAX_SERVICES;
 
-/// Words of the `VIP_FILTER` bitmap (64 bits each): a bit per hash of an IPv4 address, set for
+/// Words of the `VIP_FILTER` bitmap (64 bits each): a bit per hash of an address ([`vip_filter_bit`],
+/// [`vip_filter_bit_v6`]), set for
 /// every VIP. A clear bit says "not a VIP" with one array load, so a packet that is nobody's
 /// service skips the `VIPS` hash lookup; a set bit is only a maybe.
 pub const VIP_FILTER_WORDS: u32 = 64;

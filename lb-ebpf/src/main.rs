@@ -38,7 +38,7 @@ use crate::{family::Family, icmp::IcmpFamily};
 #[xdp(frags)]
 pub fn drlb(ctx: XdpContext) -> u32 {
     // The first buffer's length: the whole frame but for a multi-buffer one, whose length the
-    // forwarding path learns from its IPv4 header (a helper call per frame would cost more).
+    // forwarding path learns from its IP header (a helper call per frame would cost more).
     let mut frame_len = (ctx.data_end() - ctx.data()) as u64;
     let verdict = process(&ctx, &mut frame_len);
     if verdict == Verdict::Aborted {

@@ -5,7 +5,8 @@ use core::mem::size_of;
 
 use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
 use lb_common::{
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, NO_VLAN, VLAN_VID_MASK, Verdict,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_MAPPED_PREFIX_LEN, NO_VLAN,
+    VLAN_VID_MASK, Verdict, ipv4_mapped,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -120,6 +121,13 @@ pub fn ethernet(ctx: &XdpContext) -> Result<Ethernet, Verdict> {
 /// the wire bytes back). Sixteen separate bytes would each take a register, and a stack slot
 /// of 8 bytes whenever they live across a helper call; two words take two.
 pub type Ipv6 = [u64; 2];
+
+/// Whether an IPv6 address (as on the wire) is IPv4-mapped (`::ffff:0:0/96`), the form in
+/// which `SERVICES` and `VIPS` hold IPv4 addresses.
+#[inline(always)]
+pub fn is_ipv4_mapped(wire: &[u8; 16]) -> bool {
+    wire[..IPV4_MAPPED_PREFIX_LEN] == ipv4_mapped([0; 4])[..IPV4_MAPPED_PREFIX_LEN]
+}
 
 /// The [`Ipv6`] form of an address as on the wire.
 #[inline(always)]
@@ -324,6 +332,11 @@ pub fn ipv6_flow(ctx: &XdpContext, offset: usize) -> Result<Flow<Ipv6>, Unroutab
     let ip = unsafe { &*ip };
     let payload_len = usize::from(u16::from_be_bytes(ip.payload_len));
     if ip.vcf[0] >> 4 != IPV6_VERSION || !fits_frame(ctx, offset, Ipv6Hdr::LEN + payload_len) {
+        return Err(Unroutable::Malformed);
+    }
+    // IPv4 VIPs are keyed by their IPv4-mapped form: a packet to `::ffff:a.b.c.d` would find
+    // the IPv4 service. Such addresses never belong on the wire (RFC 4291 2.5.5.2).
+    if is_ipv4_mapped(&ip.dst_addr) {
         return Err(Unroutable::Malformed);
     }
     let daddr = ipv6(&ip.dst_addr);

@@ -239,7 +239,7 @@ pub async fn run(options: &Options<'_>) -> Result<Vec<Finding>> {
     let director = director_of(&report, probes.iter().map(|(i, _, _)| i.mac).collect());
     let (vips, vips6) = vips(&report);
     let mut findings = vec![Finding::ok(format!(
-        "director {} ({}): probing each VIP with {} ARP request(s) on {}",
+        "director {} ({}): probing each VIP with {} ARP request(s) or neighbour solicitation(s) on {}",
         if director.active { "active" } else { "standby" },
         director
             .macs

@@ -1001,9 +1001,12 @@ fn ipv6_flow(frame: &[u8], offset: usize) -> Result<(FlowTuple, Option<u32>), Un
     let saddr = IpAddr::V6(Ipv6Addr::from(
         <[u8; 16]>::try_from(&ip[IPV6_SADDR]).expect("16"),
     ));
-    let daddr = IpAddr::V6(Ipv6Addr::from(
-        <[u8; 16]>::try_from(&ip[IPV6_DADDR]).expect("16"),
-    ));
+    let daddr = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[IPV6_DADDR]).expect("16"));
+    // Never on the wire (RFC 4291 2.5.5.2); IPv4 VIPs' keys have that form.
+    if daddr.to_ipv4_mapped().is_some() {
+        return Err(Unroutable::Malformed);
+    }
+    let daddr = IpAddr::V6(daddr);
     let packet_end = offset + IPV6_HEADER_LEN + payload_len;
     let mut next = ip[IPV6_NEXT_HEADER_AT];
     let mut at = offset + IPV6_HEADER_LEN;

@@ -48,6 +48,9 @@ fn fuzz_run_finds_the_program_doing_what_the_model_says() {
         Verdict::DropStandby,
         Verdict::DropNoService,
         Verdict::EchoReply,
+        Verdict::Redirect,
+        Verdict::DropFragmentOrphan,
+        Verdict::NdpReply,
     ] {
         assert!(
             ipv6(verdict) > 0,

@@ -39,6 +39,8 @@ const SOURCE_HASH_PORT: u16 = 8443;
 const TCP_SERVICE_ID: u32 = 0;
 const UDP_SERVICE_ID: u32 = 1;
 const SOURCE_HASH_SERVICE_ID: u32 = 2;
+/// An IPv4 service beside the IPv6 ones.
+const IPV4_SERVICE_ID: u32 = 3;
 const BACKENDS: u8 = 3;
 /// Flows tried where a test needs several (every backend reached, a table change).
 const FLOWS: u16 = 64;
@@ -587,4 +589,38 @@ fn unfinished_ipv6_checksums_of_new_flows_are_counted() {
     let fine = Ipv6Frame::new(tcp_flow().with_sport(CLIENT_PORT + 1)).build();
     director.expect("finished TCP", &fine, Verdict::Tx);
     assert_eq!(bad(&director), 2, "finished checksums count nothing");
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn a_packet_to_an_ipv4_mapped_address_never_reaches_the_ipv4_service() {
+    tests::require_root();
+    let mut director = Director::load();
+    // An IPv4 service, keyed (as userspace keys it) by its VIP's IPv4-mapped form.
+    let ipv4_vip = Ipv4Addr::new(198, 18, 0, 100);
+    director.publish(
+        IPV4_SERVICE_ID,
+        service_key(ipv4_vip.to_ipv6_mapped(), TCP_PORT, Transport::Tcp),
+        0,
+        &all_backends(),
+        NO_VLAN,
+    );
+    let flow = Ipv6Flow::tcp(
+        CLIENT_IPV6,
+        CLIENT_PORT,
+        ipv4_vip.to_ipv6_mapped(),
+        TCP_PORT,
+    );
+    let frame = Ipv6Frame::new(flow).build();
+    let output = director.expect(
+        "an IPv6 packet to ::ffff:198.18.0.100 (never on the wire, RFC 4291 2.5.5.2)",
+        &frame,
+        Verdict::DropMalformed,
+    );
+    assert_eq!(output, frame, "left as it was");
+    assert_eq!(
+        director.flow_backend(&flow),
+        None,
+        "no IPv6 flow remembered"
+    );
 }

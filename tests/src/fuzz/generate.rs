@@ -76,12 +76,14 @@ const PORTS: [u16; 7] = [
 const DESTINATIONS: [Ipv4Addr; 5] = [VIP, VIP, VIP2, INACTIVE_VIP, OTHER_IP];
 /// A second IPv6 VIP, an address of the director (its other traffic is the stack's).
 const VIP6_LOCAL: Ipv6Addr = Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0x102);
-const DESTINATIONS_V6: [Ipv6Addr; 5] = [
+/// ... and the IPv4 VIP's IPv4-mapped form, which keys the IPv4 services.
+const DESTINATIONS_V6: [Ipv6Addr; 6] = [
     VIP_IPV6,
     VIP_IPV6,
     VIP6_LOCAL,
     INACTIVE_VIP_IPV6,
     OTHER_IPV6,
+    VIP.to_ipv6_mapped(),
 ];
 
 /// Clients: a few addresses and ports, so flows come back and meet the flow table.

@@ -28,7 +28,7 @@ use crate::{
     conflict,
     forward::MAC_GROUP_BIT,
     maps::{VIP_FILTER, VIP_STATES, VIPS, interface, load_u32, load_u64},
-    parse::{frame_len, is_ipv4_mapped, ptr_at},
+    parse::{frame_len, ptr_at},
 };
 
 pub const ICMPV6_NEIGHBOR_SOLICITATION: u8 = 135;
@@ -196,11 +196,6 @@ fn valid_message(
     }
     let mut target = [0; 16];
     target.copy_from_slice(&header[NDP_TARGET_AT..]);
-    // RFC 4861 7.1.1: a multicast target is invalid. An IPv4-mapped one is no IPv6 address
-    // (and would name an IPv4 VIP's key).
-    if target[0] == IPV6_MULTICAST_FIRST_BYTE || is_ipv4_mapped(&target) {
-        return None;
-    }
     Some(Message { target, lla })
 }
 

@@ -94,11 +94,32 @@ fn drlbs_maps_are_sized_from_the_config() {
         assert_eq!(max_entries(map), expected, "entries of {name}");
     }
     let (online, possible) = loader::cpus().expect("the host's CPUs");
-    for name in [map_names::FLOWS, map_names::FLOWS6] {
-        let flows = max_entries(ebpf.map(name).expect("a flow table"));
-        assert!(
-            loader::flow_capacity(flows, online, possible) >= 4096,
-            "{name} holds the configured 4096 flows on the {online} online CPUs ({flows} entries, {possible} possible CPUs)"
-        );
-    }
+    let flows = max_entries(ebpf.map(map_names::FLOWS).expect("the flow table"));
+    assert!(
+        loader::flow_capacity(flows, online, possible) >= 4096,
+        "FLOWS holds the configured 4096 flows on the {online} online CPUs ({flows} entries, {possible} possible CPUs)"
+    );
+    // No IPv6 service: the IPv6 flow table is the smallest; with one, as large as IPv4's.
+    let flows6 = max_entries(ebpf.map(map_names::FLOWS6).expect("the IPv6 flow table"));
+    assert!(
+        flows6 < flows,
+        "an IPv4-only config gets a small FLOWS6 ({flows6} entries, FLOWS {flows})"
+    );
+    let dual = Config::parse(&format!("{TWO_SERVICES}{IPV6_SERVICE}")).expect("the dual config");
+    let ebpf = loader::load(map_sizes(&dual)).expect("loading drlb's object");
+    let flows6 = max_entries(ebpf.map(map_names::FLOWS6).expect("the IPv6 flow table"));
+    assert!(
+        loader::flow_capacity(flows6, online, possible) >= 4096,
+        "FLOWS6 holds the configured 4096 flows on the {online} online CPUs ({flows6} entries, {possible} possible CPUs)"
+    );
 }
+
+/// An IPv6 service, to add to `TWO_SERVICES`.
+const IPV6_SERVICE: &str = "
+[[service]]
+vip = \"2001:2::100\"
+port = 80
+protocol = \"tcp\"
+[[service.backend]]
+address = \"2001:2::11\"
+";

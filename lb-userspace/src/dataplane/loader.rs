@@ -44,6 +44,8 @@ pub struct MapSizes {
     pub maglev_entries: u32,
     /// Flows the table must hold: `flow_table_size` of the config (see [`flow_map_entries`]).
     pub flow_table_size: u32,
+    /// Flows the IPv6 table (`FLOWS6`) must hold: see `director::map_sizes`.
+    pub ipv6_flow_table_size: u32,
     /// Entries of the `INTERFACES` array, a power of two (see [`interface_slots`]).
     pub interface_slots: u32,
     /// Services the per-service maps (and their backends' maps and counters) have room for.
@@ -55,6 +57,7 @@ impl Default for MapSizes {
         Self {
             maglev_entries: DEFAULT_MAGLEV_ENTRIES,
             flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
+            ipv6_flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
             interface_slots: DEFAULT_INTERFACE_SLOTS,
             services: MAX_SERVICES,
         }
@@ -147,10 +150,10 @@ pub fn map_entries(sizes: MapSizes) -> Result<BTreeMap<&'static str, u32>> {
             map_names::FLOWS,
             flow_map_entries(sizes.flow_table_size, online, possible),
         ),
-        // IPv6 flows have a table of their own (a 40-byte key), sized as IPv4's.
+        // IPv6 flows have a table of their own (a 40-byte key).
         (
             map_names::FLOWS6,
-            flow_map_entries(sizes.flow_table_size, online, possible),
+            flow_map_entries(sizes.ipv6_flow_table_size, online, possible),
         ),
         (map_names::INTERFACES, sizes.interface_slots),
     ]))

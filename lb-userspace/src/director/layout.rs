@@ -11,7 +11,7 @@ use lb_common::{
 
 use super::state::ServiceState;
 use crate::{
-    config::{Config, Scheduler, ServiceConfig, ServiceId},
+    config::{Config, MIN_FLOW_TABLE_SIZE, Scheduler, ServiceConfig, ServiceId},
     dataplane::{TableLayout, loader::MapSizes},
 };
 
@@ -32,9 +32,18 @@ pub fn map_sizes(config: &Config) -> MapSizes {
         * u64::from(TABLE_BANKS)
         * u64::from(DEFAULT_TABLE_SIZE);
     let maglev_entries = u32::try_from(configured + spare).unwrap_or(u32::MAX);
+    // The IPv6 flow table costs as much memory again (more: its key is 40 bytes): full size
+    // only for a config with IPv6 services. One that gains its first IPv6 service at run time
+    // has a small IPv6 table until the data plane is made anew (`drlb down`, start).
+    let has_ipv6 = config.services.iter().any(|s| s.vip.is_ipv6());
     MapSizes {
         maglev_entries,
         flow_table_size: config.director.flow_table_size,
+        ipv6_flow_table_size: if has_ipv6 {
+            config.director.flow_table_size
+        } else {
+            MIN_FLOW_TABLE_SIZE
+        },
         services,
         ..MapSizes::default()
     }
@@ -168,6 +177,18 @@ mod tests {
         let c = config(WEB);
         let sizes = map_sizes(&c);
         assert_eq!(sizes.services, 1 + SPARE_SERVICES);
+        assert_eq!(
+            sizes.ipv6_flow_table_size, MIN_FLOW_TABLE_SIZE,
+            "no IPv6 service: a small IPv6 flow table"
+        );
+        let web6 = "[[service]]\nvip = \"2001:2::100\"\nport = 80\nprotocol = \"tcp\"\n\
+                    [[service.backend]]\naddress = \"2001:2::11\"\n";
+        let dual = config(&format!("{WEB}{web6}"));
+        assert_eq!(
+            map_sizes(&dual).ipv6_flow_table_size,
+            dual.director.flow_table_size,
+            "an IPv6 service: the IPv6 flow table as large as IPv4's"
+        );
         assert_eq!(
             sizes.maglev_entries,
             (1 + SPARE_SERVICES) * 2 * DEFAULT_TABLE_SIZE

@@ -63,6 +63,7 @@ const IPV6_CLIENT_PORT: u16 = 40_000;
 const NDP_INSTANCE_SIZES: MapSizes = MapSizes {
     maglev_entries: 1024,
     flow_table_size: 1024,
+    ipv6_flow_table_size: 1024,
     interface_slots: DEFAULT_INTERFACE_SLOTS,
     services: MAX_SERVICES,
 };
@@ -235,8 +236,11 @@ fn ipv6_hit_cost(repeat: u32) -> f64 {
     use lb_common::{Backend, MAX_SERVICES, ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, Vip};
     use lb_userspace::dataplane::{TableLayout, loader::MapSizes};
 
+    // Small flow tables, as the NS instance's: a guest's memory holds the main instance too.
     let sizes = MapSizes {
         maglev_entries: MAX_SERVICES * TABLE_BANKS * IPV6_TABLE_SIZE,
+        flow_table_size: NDP_INSTANCE_SIZES.flow_table_size,
+        ipv6_flow_table_size: NDP_INSTANCE_SIZES.ipv6_flow_table_size,
         ..MapSizes::default()
     };
     let mut ebpf = loader::load(sizes).expect("loading drlb for the IPv6 hit");

@@ -23,7 +23,9 @@ const HUB_NIC_MACS: &[&str] = &[
     "02:d1:00:00:00:12",
     "02:d1:00:00:00:13",
 ];
-const GUEST_MEMORY_MB: u32 = 1024;
+/// Room for the benchmark's director: IPv4 and IPv6 flow tables of 1M flows each, beside the
+/// guest's own needs (TCG allocates guest memory only as it is touched).
+const GUEST_MEMORY_MB: u32 = 2048;
 /// CPUs online in the guest while the tests run.
 pub const GUEST_CPUS: u32 = 2;
 /// CPUs possible in the guest: more than online, as on many servers (128 possible, 8 online),

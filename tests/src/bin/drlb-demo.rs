@@ -97,8 +97,10 @@ fn demo() -> ExitCode {
     wait_for_servers(&testbed, &test_server);
     println!("Each answers on its own address, and drlb's health checks call them up.");
 
-    // Who sends the frames whose source is a VIP? Only the real servers should.
-    let vip_frames = format!("(ip and src host {vip}) or (ip6 and src host {vip6})");
+    // Who sends the replies (TCP/UDP from a VIP)? Only the real servers should. The director
+    // sends neighbour advertisements from the IPv6 VIP (ICMPv6): those are its job.
+    let vip_frames =
+        format!("(tcp or udp) and ((ip and src host {vip}) or (ip6 and src host {vip6}))");
     let capture = |host: &CliHost, label: &str| {
         Capture::start(&host.ns, HOST_IFNAME, &vip_frames, label, logs.path())
     };
@@ -114,11 +116,11 @@ fn demo() -> ExitCode {
     let director_frames = on_director.stop();
     let client_frames = on_client.stop();
     println!(
-        "Frames from the VIP seen on the director's {HOST_IFNAME}: {}",
+        "TCP/UDP frames from a VIP seen on the director's {HOST_IFNAME}: {}",
         director_frames.len()
     );
     println!(
-        "Frames from the VIP seen on the client's {HOST_IFNAME}:   {}, by source MAC:",
+        "TCP/UDP frames from a VIP seen on the client's {HOST_IFNAME}:   {}, by source MAC:",
         client_frames.len()
     );
     let mut by_mac: BTreeMap<String, u32> = BTreeMap::new();

@@ -201,7 +201,13 @@ fn forward_flow<A: Family>(
     if packet_end > *frame_len {
         *frame_len = packet_end;
     }
-    let Some(service) = select::service(flow) else {
+    // Neither a VIP nor a service's address (the filter holds both): the stack's, decided
+    // by one array read, before any hash lookup.
+    if !maps::maybe_vip(flow.daddr) {
+        return Verdict::Pass;
+    }
+    let key = A::flow_key(flow);
+    let Some((service, remembered)) = select::lookup(flow, &key) else {
         return no_service(ctx, flow.daddr, vlan);
     };
     let interface = match forward::ours(ctx, vlan) {
@@ -212,9 +218,12 @@ fn forward_flow<A: Family>(
     if service.state.flags & SERVICE_FLAG_STANDBY != 0 {
         return Verdict::DropStandby;
     }
-    let chosen = match select::backend(service, flow) {
-        Ok(chosen) => chosen,
-        Err(verdict) => return verdict,
+    let chosen = match remembered {
+        Some(chosen) => chosen,
+        None => match select::schedule_and_remember(service, flow, &key) {
+            Ok(chosen) => chosen,
+            Err(verdict) => return verdict,
+        },
     };
     if chosen.new {
         checksum::note_unfinished(ctx, flow, &interface);

@@ -39,25 +39,58 @@ pub fn service<A: Family>(flow: &Flow<A>) -> Option<Service> {
         .with_service_key(flow.dport, flow.protocol, |key| SERVICES.get_ptr(key))?;
     // SAFETY: the value is a u32 set at insert and never updated; read once.
     let id = unsafe { core::ptr::read_volatile(id) };
+    live_service(id)
+}
+
+/// Service `id`, if it is live (a key whose state is not live is being added or removed: not
+/// a service yet, or any more).
+#[inline(always)]
+fn live_service(id: u32) -> Option<Service> {
     let state = ServiceState::unpack(load_u64(&SERVICE_STATES, id)?);
-    // A key whose state is not live is being added or removed: not a service yet, or any more.
     state.is_live().then_some(Service { id, state })
 }
 
-/// The backend of a flow: the one the flow table remembers if it is still usable, else a new
-/// choice from the live Maglev bank, remembered.
+/// A packet's service, and the backend the flow table remembers for its flow (`key`) if it
+/// is still usable.
+///
+/// The flow table is read first: a remembered flow names its service (id and generation), so
+/// a hit needs no `SERVICES` lookup. That is the service the lookup would find: the entry was
+/// written for the service that held the flow's (VIP, port, protocol) key, a service id given
+/// to another key carries another generation (see `ServiceState::generation`), and a removed
+/// service is not live.
 #[inline(always)]
-pub fn backend<A: Family>(service: Service, flow: &Flow<A>) -> Result<Chosen, Verdict> {
-    let key = A::flow_key(flow);
-    if let Some(chosen) = remembered::<A>(service, &key) {
-        return Ok(chosen);
+pub fn lookup<A: Family>(flow: &Flow<A>, key: &A::FlowKey) -> Option<(Service, Option<Chosen>)> {
+    // Read whole, once (the LRU may recycle the element under us; then we see another flow's
+    // entry, which the checks below reject unless it is of a live service and its generation).
+    if let Some(entry) = A::remembered(key)
+        && let Some(service) = live_service(entry.service_id())
+        && service.state.generation == entry.generation
+    {
+        // A backend that has left: the flow is scheduled again.
+        let backend = backend_entry(entry.backend);
+        let chosen = backend.is_usable().then_some(Chosen {
+            index: entry.backend,
+            backend,
+            new: false,
+        });
+        return Some((service, chosen));
     }
+    Some((service(flow)?, None))
+}
+
+/// A new choice from the service's live Maglev bank for the flow (`key`), remembered.
+#[inline(always)]
+pub fn schedule_and_remember<A: Family>(
+    service: Service,
+    flow: &Flow<A>,
+    key: &A::FlowKey,
+) -> Result<Chosen, Verdict> {
     let chosen = schedule(service, flow)?;
     let entry = FlowEntry {
         backend: chosen.index,
         generation: service.state.generation,
     };
-    A::remember(&key, entry);
+    A::remember(key, entry);
     Ok(chosen)
 }
 

@@ -143,7 +143,7 @@ fn main() {
         started.elapsed()
     );
     // Also now, not only in the report: they stand even if a traffic run fails below.
-    for cost in &costs {
+    for cost in costs.iter().chain([&cost_check]) {
         eprintln!(
             "dataplane:   {}: {:.1} ns ({})",
             cost.what, cost.ns, cost.action

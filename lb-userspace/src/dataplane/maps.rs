@@ -240,7 +240,8 @@ impl Dataplane {
     }
 
     /// Reads what a running data plane holds (pinned by an earlier drlb) into this object's
-    /// bookkeeping, and returns its services for the controller. Writes nothing.
+    /// bookkeeping, and returns its services for the controller. Writes only to finish what
+    /// the stopped daemon left half-done (a removal) and the address filter.
     pub fn adopt(&mut self) -> Result<Vec<AdoptedService>> {
         for slot in 0..MAX_INTERFACES {
             let Ok(entry) = self.egress_slots.get(&slot, 0) else {
@@ -256,8 +257,6 @@ impl Dataplane {
             let (addr, id) = item.context("reading VIPS failed")?;
             self.vip_ids.insert(addr, id);
         }
-        let vips: Vec<Addr> = self.vip_ids.keys().copied().collect();
-        self.store_vip_filter(&vips)?;
         let keys: Vec<(ServiceKey, u32)> = self
             .services
             .iter()
@@ -335,6 +334,8 @@ impl Dataplane {
                 backends,
             });
         }
+        // The filter as this build computes it (an older one may have left VIPs only).
+        self.store_vip_filter(None)?;
         // A program run the stopped daemon's last writes raced with is over long since; one
         // grace period makes it certain before this daemon reuses anything.
         grace::wait();
@@ -514,9 +515,7 @@ impl Dataplane {
         self.vip_states.store_u32(id, vip.flags)?;
         // Its filter bit before its key: the filter may say "maybe" of a non-VIP, never "no"
         // of a VIP.
-        let mut with_new: Vec<Addr> = self.vip_ids.keys().copied().collect();
-        with_new.push(addr);
-        self.store_vip_filter(&with_new)?;
+        self.store_vip_filter(Some(addr))?;
         self.settle(self.pending.keys_deleted.is_some());
         self.write_allowed()?;
         self.vips
@@ -526,9 +525,19 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Stores the `VIP_FILTER` words that differ from the bitmap of `vips`.
-    fn store_vip_filter(&mut self, vips: &[Addr]) -> Result<()> {
-        let wanted = vip_filter(vips);
+    /// Stores the `VIP_FILTER` words that differ from the bitmap of every VIP and every live
+    /// service's address, and `extra` (an address about to become one of them). The program
+    /// checks the filter before any lookup, so a service's address needs its bit even if it is
+    /// (wrongly) no VIP.
+    fn store_vip_filter(&mut self, extra: Option<Addr>) -> Result<()> {
+        let addresses: Vec<Addr> = self
+            .vip_ids
+            .keys()
+            .copied()
+            .chain(self.live.values().map(|live| live.key.addr))
+            .chain(extra)
+            .collect();
+        let wanted = vip_filter(&addresses);
         for (word, &bits) in (0..).zip(&wanted) {
             if self.vip_filter.load_u64(word)? != bits {
                 self.vip_filter.store_u64(word, bits)?;
@@ -546,8 +555,7 @@ impl Dataplane {
         self.vip_states.store_u32(id, 0)?;
         self.vip_ids.remove(addr);
         self.pending.keys_deleted = Some(self.next_sequence());
-        let remaining: Vec<Addr> = self.vip_ids.keys().copied().collect();
-        self.store_vip_filter(&remaining)
+        self.store_vip_filter(None)
     }
 
     /// The index of a backend in `BACKENDS`, checked against the bounds that keep it within
@@ -759,6 +767,8 @@ impl Dataplane {
             let sequence = self.next_sequence();
             self.pending.flipped.insert(id, sequence);
         } else {
+            // Its address's filter bit before its key (see `store_vip_filter`).
+            self.store_vip_filter(Some(key.addr))?;
             self.settle(self.pending.keys_deleted.is_some());
             self.write_allowed()?;
             self.services
@@ -812,7 +822,7 @@ impl Dataplane {
         self.pending.keys_deleted = Some(sequence);
         self.pending.regions_freed = Some(sequence);
         self.pending.flipped.insert(service_id, sequence);
-        Ok(())
+        self.store_vip_filter(None)
     }
 
     /// The services the program can see: key and id.

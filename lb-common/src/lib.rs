@@ -403,9 +403,9 @@ pub const VIP_FLAG_LOCAL: u32 = 2;
 pub const MAX_VIPS: u32 = MAX_SERVICES;
 
 /// Words of the `VIP_FILTER` bitmap (64 bits each): a bit per hash of an address ([`vip_filter_bit`],
-/// [`vip_filter_bit_v6`]), set for
-/// every VIP. A clear bit says "not a VIP" with one array load, so a packet that is nobody's
-/// service skips the `VIPS` hash lookup; a set bit is only a maybe.
+/// [`vip_filter_bit_v6`]), set for every VIP and every service's address. A clear bit says
+/// "neither" with one array load, so a packet that is nobody's service skips every hash
+/// lookup; a set bit is only a maybe.
 pub const VIP_FILTER_WORDS: u32 = 64;
 const VIP_FILTER_BITS_LOG2: u32 = 12;
 const _: () = assert!(VIP_FILTER_WORDS * 64 == 1 << VIP_FILTER_BITS_LOG2);

@@ -91,8 +91,9 @@ pub static VIPS: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
 #[map]
 pub static VIP_STATES: Array<u32> = Array::with_max_entries(MAX_VIPS, BPF_F_MMAPABLE);
 
-/// A bitmap over hashes of addresses (`vip_filter_bit`, `vip_filter_bit_v6`), a bit set for every VIP (see
-/// `lb_common::VIP_FILTER_WORDS`); userspace stores each word atomically.
+/// A bitmap over hashes of addresses (`vip_filter_bit`, `vip_filter_bit_v6`), a bit set for
+/// every VIP and every service's address (see `lb_common::VIP_FILTER_WORDS`); userspace stores
+/// each word atomically.
 #[map]
 pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, BPF_F_MMAPABLE);
 
@@ -178,8 +179,8 @@ pub fn load_u32(map: &Array<u32>, index: u32) -> Option<u32> {
     Some(unsafe { core::ptr::read_volatile(ptr) })
 }
 
-/// Whether `addr` may be a VIP: false is certain (its `VIP_FILTER` bit is clear), true
-/// needs the `VIPS` lookup.
+/// Whether `addr` may be a VIP or a service's address: false is certain (its `VIP_FILTER` bit
+/// is clear), true needs the `VIPS` (or `SERVICES`) lookup.
 #[inline(always)]
 pub fn maybe_vip<A: Family>(addr: A) -> bool {
     let bit = addr.filter_bit();

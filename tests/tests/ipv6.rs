@@ -33,6 +33,9 @@ const NDISC_TIMEOUT: Duration = Duration::from_secs(15);
 /// A Neighbor Advertisement: ICMPv6 type 136, right after the fixed IPv6 header (tcpdump's
 /// `icmp6` with no extension headers, which neither side sends).
 const NEIGHBOR_ADVERTISEMENTS: &str = "icmp6 and ip6[40] == 136";
+/// ICMPv6 echo request: its type, right after the fixed IPv6 header (a ping without extension
+/// headers).
+const ECHO_REQUEST: u8 = 128;
 const CONNECTIONS: usize = 10;
 /// From stopping the active director's keepalived to the client's entry holding the new MAC.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -137,21 +140,57 @@ fn curl_and_udp_through_an_ipv6_vip_reach_every_server_and_replies_bypass_the_di
     require_root();
     let mut bed = dual_stack_testbed();
     let state = start_drlb_on(&mut bed, &[VIP6]);
-    // Every frame from the VIP is a reply: none may cross the director.
+    // Every frame from the VIP is a reply: none may cross the director. The client's echo
+    // requests to the director's own address are the director capture's positive control.
     let from_vip = format!("ip6 and src host {VIP6} and (tcp or udp)");
-    let on_director = capture(&bed, &bed.director, &from_vip, "tcpdump-director");
+    let director_ip6 = bed.director.ip6.expect("a dual-stack director");
+    let director_filter = format!(
+        "({from_vip}) or (icmp6 and dst host {director_ip6} and ip6[40] == {ECHO_REQUEST})"
+    );
+    let on_director = capture(&bed, &bed.director, &director_filter, "tcpdump-director");
     let on_client = capture(&bed, &bed.client, &from_vip, "tcpdump-client");
 
+    let ping = bed.client.ns.exec(
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            director_ip6,
+        ],
+        Duration::from_secs(15),
+    );
+    assert!(
+        ping.success(),
+        "the client cannot ping the director's IPv6 address: {}",
+        ping.describe()
+    );
     let http = http_round(&bed, &vip6_url());
     assert_every_server(&bed, &http, "HTTP through the IPv6 VIP");
     let udp = udp_round(&bed, &socket_text(VIP6, UDP_PORT));
     assert_every_server(&bed, &udp, "UDP through the IPv6 VIP");
 
     let (director_frames, client_frames) = (on_director.stop(), on_client.stop());
+    let (pings, replies): (Vec<_>, Vec<_>) = director_frames
+        .iter()
+        .partition(|line| line.contains("ICMP6, echo request"));
     assert!(
-        director_frames.is_empty(),
-        "replies crossed the director:\n{}",
+        !pings.is_empty(),
+        "the director capture saw none of the client's pings (is it capturing?):\n{}",
         director_frames.join("\n")
+    );
+    assert!(
+        replies.is_empty(),
+        "replies crossed the director:\n{}",
+        replies
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(
         !client_frames.is_empty(),

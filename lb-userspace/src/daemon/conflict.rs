@@ -32,7 +32,7 @@ use lb_common::conflict::{ArpConflict, ArpConflictKey, MAP_NAME, MAX_ARP_CONFLIC
 use tracing::{info, warn};
 
 use crate::{
-    net::{arp, mac::format_mac, ndp_probe},
+    net::{addr::ip_of, arp, mac::format_mac, ndp_probe},
     report::conflicts::ArpConflictStats,
 };
 
@@ -76,7 +76,7 @@ pub fn sum_cpus(mac: [u8; 6], values: &[ArpConflict]) -> Seen {
         requests: values.iter().map(|v| v.requests).sum(),
         replies: values.iter().map(|v| v.replies).sum(),
         last_seen_ns: latest.last_seen_ns,
-        last_vip: Ipv6Addr::from(latest.last_vip).to_canonical(),
+        last_vip: ip_of(latest.last_vip),
     }
 }
 

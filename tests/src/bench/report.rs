@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::{
     Protocol,
     cost::{Cost, Method},
-    generator::Measurement,
+    generator::{Injection, Measurement},
     svg::{Bar, Chart, Group, Series},
 };
 
@@ -148,6 +148,22 @@ impl Report {
             .collect()
     }
 
+    /// Whether the generator fell back to its packet socket (the kernel refused live frames).
+    fn used_packet_socket(&self) -> bool {
+        self.rows
+            .iter()
+            .any(|r| r.measurement.injection == Injection::PacketSocket)
+    }
+
+    /// Who sent the traffic.
+    fn generator_text(&self) -> &'static str {
+        if self.used_packet_socket() {
+            "userspace through an AF_PACKET socket on g0"
+        } else {
+            "drlb's XDP generator (BPF_PROG_TEST_RUN, live frames)"
+        }
+    }
+
     #[must_use]
     pub fn markdown(&self) -> String {
         let m = &self.machine;
@@ -161,19 +177,29 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "Traffic: {}-byte frames from drlb's XDP generator (BPF_PROG_TEST_RUN, live frames, \
-             batches of {}, pinned to CPU {}), {} frames per run (at least one per flow), one VIP \
+            "Traffic: {}-byte frames sent by {} (batches of {}, pinned to CPU {}), {} frames per run (at least one per flow), one VIP \
              and 8 backends, every contender in turn on each stream; each row is the median of {} run(s). Mpps = frames delivered to a \
              backend MAC, counted by the sink / generator wall time; ns/frame = generator wall \
              time per frame sent, i.e. the whole path (generator, veth, director, sink) on one \
              CPU. drlb rows run the real daemon (`drlb run`, flow_table_size = {}).\n",
             s.frame_len,
+            self.generator_text(),
             s.batch,
             s.cpu,
             flows_label(u32::try_from(s.frames).unwrap_or(u32::MAX)),
             s.runs,
             s.flow_table_size
         );
+        if self.used_packet_socket() {
+            let _ = writeln!(
+                md,
+                "**This kernel refused BPF_PROG_TEST_RUN's live-frames mode (EPERM)**, so the \
+                 generator's frames (the same bytes, flow by flow) went through a packet socket: a \
+                 syscall share and an skb per frame make every rate lower than with live frames. \
+                 Compare the rows of this report with each other, not with reports made with live \
+                 frames.\n"
+            );
+        }
         if self.rows.iter().any(|r| r.protocol.is_ipv6()) {
             let _ = writeln!(
                 md,
@@ -443,6 +469,7 @@ mod tests {
 
     fn measurement(delivered: u64, sent: u64, ms: u64) -> Measurement {
         Measurement {
+            injection: Injection::LiveFrames,
             sent,
             delivered,
             stray: 0,

@@ -5,6 +5,11 @@
 //! (the kernel looks the ingress ifindex up there) and pinned to one CPU, in chunks so that a
 //! run stops at its deadline even if the testbed is slow. The sink's counters, read before and
 //! after, say how many frames came back and to which backend.
+//!
+//! Where the kernel refuses live frames (EPERM before the run starts, seen on a hardened 6.18
+//! whatever the program, frame, context or batch), the generator falls back for good to the
+//! same frames sent from userspace through a packet socket ([`super::packet_socket`]); every
+//! measurement says which way its frames went.
 
 use std::{
     thread,
@@ -14,14 +19,20 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, PerCpuArray, PerCpuValues},
-    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    programs::{ProgramError, TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    sys::SyscallError,
 };
 use lb_common::bench::{
     GENERATOR_PROGRAM, MAX_BACKENDS, SINK_OTHER, SINK_PROGRAM, SINK_SLOTS, map_names,
 };
 use lb_userspace::dataplane::loader::BENCH_OBJECT;
 
-use super::frames::{Stream, template};
+use super::GENERATOR_IF;
+
+use super::{
+    frames::{Stream, template},
+    packet_socket::{PacketSocket, write_flow},
+};
 use crate::netns::{Netns, ifindex_in_current_netns, in_netns_scoped};
 
 /// Frames per BPF_PROG_TEST_RUN call: the run checks its deadline between calls.
@@ -47,9 +58,22 @@ pub struct RunParams {
     pub deadline: Duration,
 }
 
+/// How the generator put its frames on g0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Injection {
+    /// The XDP generator, run by BPF_PROG_TEST_RUN in live-frames mode.
+    #[default]
+    LiveFrames,
+    /// The kernel refused live frames: the same frames from userspace, by an AF_PACKET socket
+    /// (slower per frame: syscalls and skbs).
+    PacketSocket,
+}
+
 /// What one run sent and what came back.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Measurement {
+    /// How the frames were sent.
+    pub injection: Injection,
     pub sent: u64,
     /// Frames that came back addressed to one of the backends.
     pub delivered: u64,
@@ -97,6 +121,8 @@ impl Measurement {
 pub struct Generator {
     ebpf: Ebpf,
     ifindex: u32,
+    /// Set once the kernel has refused live frames: every later run uses it.
+    socket: Option<PacketSocket>,
 }
 
 impl Generator {
@@ -114,7 +140,11 @@ impl Generator {
             xdp(&mut ebpf, SINK_PROGRAM)
                 .attach_to_if_index(ifindex, XdpMode::Driver)
                 .unwrap_or_else(|e| panic!("attaching {SINK_PROGRAM} to {ifname}: {e}"));
-            Self { ebpf, ifindex }
+            Self {
+                ebpf,
+                ifindex,
+                socket: None,
+            }
         })
     }
 
@@ -137,41 +167,38 @@ impl Generator {
         .expect("writing the generator config");
         self.restart_sequence();
         let before = self.sink_counts();
-        let mut ctx = [0u8; XDP_MD_LEN];
-        let frame_len = u32::try_from(frame.len()).expect("a frame is short");
-        ctx[XDP_MD_DATA_END..XDP_MD_DATA_END + 4].copy_from_slice(&frame_len.to_ne_bytes());
-        ctx[XDP_MD_INGRESS_IFINDEX..XDP_MD_INGRESS_IFINDEX + 4]
-            .copy_from_slice(&self.ifindex.to_ne_bytes());
-        let program = xdp(&mut self.ebpf, GENERATOR_PROGRAM);
-        let (sent, elapsed, truncated) = in_netns_scoped(ns, || {
-            pin_to_cpu(params.cpu);
-            let start = Instant::now();
-            let mut sent = 0u64;
-            while sent < frames {
-                if start.elapsed() >= params.deadline {
-                    return (sent, start.elapsed(), true);
+        let (injection, (sent, elapsed, truncated)) = if self.socket.is_none() {
+            match self.run_live(ns, &frame, frames, params) {
+                Ok(result) => (Injection::LiveFrames, result),
+                Err(refused) => {
+                    eprintln!(
+                        "dataplane: the kernel refuses BPF_PROG_TEST_RUN in live-frames mode \
+                         ({refused}); sending the same frames through a packet socket on \
+                         {GENERATOR_IF} instead (rates are lower than with live frames)"
+                    );
+                    self.socket = Some(in_netns_scoped(ns, || {
+                        PacketSocket::open(self.ifindex).unwrap_or_else(|e| {
+                            panic!("opening a packet socket on {GENERATOR_IF}: {e}")
+                        })
+                    }));
+                    (
+                        Injection::PacketSocket,
+                        self.run_socket(&frame, &config, frames, params),
+                    )
                 }
-                let chunk = u32::try_from((frames - sent).min(u64::from(CHUNK_FRAMES)))
-                    .expect("a chunk fits u32");
-                let options = TestRunOptions {
-                    data_in: Some(&frame),
-                    ctx_in: Some(&ctx),
-                    repeat: chunk,
-                    attrs: TestRunAttrs::new().xdp_live_frames(params.batch),
-                    ..TestRunOptions::new()
-                };
-                program
-                    .test_run(options)
-                    .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (live frames) failed: {e:?}"));
-                sent += u64::from(chunk);
             }
-            (sent, start.elapsed(), false)
-        });
+        } else {
+            (
+                Injection::PacketSocket,
+                self.run_socket(&frame, &config, frames, params),
+            )
+        };
         let after = self.settle(&before, sent);
         let per_backend: Vec<u64> = (0..MAX_BACKENDS as usize)
             .map(|b| after[b] - before[b])
             .collect();
         Measurement {
+            injection,
             sent,
             delivered: per_backend.iter().sum(),
             stray: after[SINK_OTHER as usize] - before[SINK_OTHER as usize],
@@ -179,6 +206,95 @@ impl Generator {
             elapsed,
             truncated,
         }
+    }
+
+    /// Sends by the XDP generator in live-frames mode, from a thread in the generator
+    /// namespace pinned to `params.cpu`: frames sent, wall time, whether the deadline cut the
+    /// run short. Err (nothing sent) if the kernel refuses live frames with EPERM.
+    fn run_live(
+        &mut self,
+        ns: &Netns,
+        frame: &[u8],
+        frames: u64,
+        params: RunParams,
+    ) -> Result<(u64, Duration, bool), std::io::Error> {
+        let mut ctx = [0u8; XDP_MD_LEN];
+        let frame_len = u32::try_from(frame.len()).expect("a frame is short");
+        ctx[XDP_MD_DATA_END..XDP_MD_DATA_END + 4].copy_from_slice(&frame_len.to_ne_bytes());
+        ctx[XDP_MD_INGRESS_IFINDEX..XDP_MD_INGRESS_IFINDEX + 4]
+            .copy_from_slice(&self.ifindex.to_ne_bytes());
+        let program = xdp(&mut self.ebpf, GENERATOR_PROGRAM);
+        in_netns_scoped(ns, || {
+            pin_to_cpu(params.cpu);
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while sent < frames {
+                if start.elapsed() >= params.deadline {
+                    return Ok((sent, start.elapsed(), true));
+                }
+                let chunk = u32::try_from((frames - sent).min(u64::from(CHUNK_FRAMES)))
+                    .expect("a chunk fits u32");
+                let options = TestRunOptions {
+                    data_in: Some(frame),
+                    ctx_in: Some(&ctx),
+                    repeat: chunk,
+                    attrs: TestRunAttrs::new().xdp_live_frames(params.batch),
+                    ..TestRunOptions::new()
+                };
+                match program.test_run(options) {
+                    Ok(_) => sent += u64::from(chunk),
+                    Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
+                        if sent == 0 && io_error.raw_os_error() == Some(libc::EPERM) =>
+                    {
+                        return Err(io_error);
+                    }
+                    Err(e) => panic!("BPF_PROG_TEST_RUN (live frames) failed: {e:?}"),
+                }
+            }
+            Ok((sent, start.elapsed(), false))
+        })
+    }
+
+    /// Sends the same frames through the packet socket, `params.batch` per syscall, from a
+    /// thread pinned to `params.cpu` (the socket already belongs to the generator namespace).
+    fn run_socket(
+        &self,
+        template: &[u8],
+        config: &lb_common::bench::GeneratorConfig,
+        frames: u64,
+        params: RunParams,
+    ) -> (u64, Duration, bool) {
+        let socket = self.socket.as_ref().expect("the packet socket is open");
+        let flows = u64::from(config.flows);
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    pin_to_cpu(params.cpu);
+                    let batch = u64::from(params.batch);
+                    let mut buffers: Vec<Vec<u8>> =
+                        (0..params.batch.min(u32::try_from(frames).unwrap_or(u32::MAX)))
+                            .map(|_| template.to_vec())
+                            .collect();
+                    let start = Instant::now();
+                    let mut sent = 0u64;
+                    while sent < frames {
+                        if start.elapsed() >= params.deadline {
+                            return (sent, start.elapsed(), true);
+                        }
+                        let count =
+                            usize::try_from((frames - sent).min(batch)).expect("a batch is small");
+                        for (i, buffer) in buffers[..count].iter_mut().enumerate() {
+                            let n = (sent + i as u64) % flows;
+                            write_flow(buffer, config, u32::try_from(n).expect("a flow is u32"));
+                        }
+                        socket.send(&mut buffers[..count]);
+                        sent += count as u64;
+                    }
+                    (sent, start.elapsed(), false)
+                })
+                .join()
+                .expect("the packet-socket sender panicked")
+        })
     }
 
     /// Waits until every sent frame is counted, or the count stops moving; the final counts.

@@ -22,6 +22,7 @@
 pub mod cost;
 pub mod frames;
 pub mod generator;
+pub mod packet_socket;
 pub mod report;
 pub mod svg;
 pub mod topology;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::{
     Protocol,
     cost::{Cost, Method},
-    generator::Measurement,
+    generator::{Injection, Measurement},
     svg::{Bar, Chart, Group, Series},
 };
 
@@ -148,6 +148,32 @@ impl Report {
             .collect()
     }
 
+    /// Whether the generator fell back to its packet socket (the kernel refused live frames).
+    fn used_packet_socket(&self) -> bool {
+        self.rows
+            .iter()
+            .any(|r| r.measurement.injection == Injection::PacketSocket)
+    }
+
+    /// A target's verdict. Packet-socket traffic leaves it unjudged: the injection's own cost
+    /// per frame is most of every row's, which pulls every ratio toward 1.
+    fn verdict(&self, met: bool) -> &'static str {
+        if self.used_packet_socket() {
+            "not judged (packet-socket traffic)"
+        } else {
+            yes_no(met)
+        }
+    }
+
+    /// Who sent the traffic.
+    fn generator_text(&self) -> &'static str {
+        if self.used_packet_socket() {
+            "userspace through an AF_PACKET socket on g0"
+        } else {
+            "drlb's XDP generator (BPF_PROG_TEST_RUN, live frames)"
+        }
+    }
+
     #[must_use]
     pub fn markdown(&self) -> String {
         let m = &self.machine;
@@ -161,19 +187,30 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "Traffic: {}-byte frames from drlb's XDP generator (BPF_PROG_TEST_RUN, live frames, \
-             batches of {}, pinned to CPU {}), {} frames per run (at least one per flow), one VIP \
+            "Traffic: {}-byte frames sent by {} (batches of {}, pinned to CPU {}), {} frames per run (at least one per flow), one VIP \
              and 8 backends, every contender in turn on each stream; each row is the median of {} run(s). Mpps = frames delivered to a \
              backend MAC, counted by the sink / generator wall time; ns/frame = generator wall \
              time per frame sent, i.e. the whole path (generator, veth, director, sink) on one \
              CPU. drlb rows run the real daemon (`drlb run`, flow_table_size = {}).\n",
             s.frame_len,
+            self.generator_text(),
             s.batch,
             s.cpu,
             flows_label(u32::try_from(s.frames).unwrap_or(u32::MAX)),
             s.runs,
             s.flow_table_size
         );
+        if self.used_packet_socket() {
+            let _ = writeln!(
+                md,
+                "**This kernel refused BPF_PROG_TEST_RUN's live-frames mode (EPERM)**, so the \
+                 generator's frames (the same bytes, flow by flow) went through a packet socket: a \
+                 syscall share, an skb and veth's copy of it for XDP cost far more per frame than \
+                 live frames and than any contender, so every rate is lower and every ratio is \
+                 pulled toward 1. Compare the rows of this report with each other, not with reports \
+                 made with live frames; the targets below are not judged.\n"
+            );
+        }
         if self.rows.iter().any(|r| r.protocol.is_ipv6()) {
             let _ = writeln!(
                 md,
@@ -269,7 +306,12 @@ impl Report {
                 .map(|(p, r)| format!("{} ({p})", percent(*r)))
                 .collect();
             let met = ratios.iter().all(|(_, r)| *r >= target);
-            let _ = writeln!(md, "| {label} | {} | {} |", text.join(", "), yes_no(met));
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} |",
+                text.join(", "),
+                self.verdict(met)
+            );
         };
         if let Some(&first) = self.flow_counts.first() {
             let label = format!(
@@ -301,7 +343,7 @@ impl Report {
                     contender.short_name(),
                     row.protocol,
                     flows_label(row.flows),
-                    yes_no(ratio >= 3.0)
+                    self.verdict(ratio >= 3.0)
                 );
             }
         }
@@ -443,6 +485,7 @@ mod tests {
 
     fn measurement(delivered: u64, sent: u64, ms: u64) -> Measurement {
         Measurement {
+            injection: Injection::LiveFrames,
             sent,
             delivered,
             stray: 0,
@@ -531,6 +574,34 @@ mod tests {
         );
         assert!(
             md.contains("nftables DR (netdev ingress, jhash, fwd) | UDP | 1 | 0.90 | 10.0%"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn packet_socket_traffic_is_named_and_leaves_targets_unjudged() {
+        let live = report().markdown();
+        assert!(live.contains("live frames"), "{live}");
+        assert!(!live.contains("refused"), "{live}");
+        let mut fallback = report();
+        for row in &mut fallback.rows {
+            row.measurement.injection = Injection::PacketSocket;
+        }
+        let md = fallback.markdown();
+        assert!(
+            md.contains("sent by userspace through an AF_PACKET socket"),
+            "{md}"
+        );
+        assert!(
+            md.contains("refused BPF_PROG_TEST_RUN's live-frames mode (EPERM)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ≥ 90% of the limit, 1 flow, warm | 80.0% (UDP) | not judged"),
+            "{md}"
+        );
+        assert!(
+            !md.contains("| yes |") && !md.contains("| not yet |"),
             "{md}"
         );
     }

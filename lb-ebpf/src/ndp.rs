@@ -5,9 +5,10 @@
 //! Only an ICMPv6 message directly behind the fixed IPv6 header is looked at (a Neighbor
 //! Solicitation or Advertisement with extension headers is left to the stack). A message is
 //! valid as RFC 4861 7.1.1/7.1.2 require of a receiver: hop limit 255, code 0, a length of at
-//! least the 24-byte header, in whole 8-byte option units, a correct ICMPv6 checksum, and no
-//! option of length 0. Invalid ones, and every one not answered, pass: the stack drops what it
-//! finds invalid.
+//! least the 24-byte header, in whole 8-byte option units, a correct ICMPv6 checksum, no
+//! option of length 0, and a target that is not multicast (nor IPv4-mapped, which is no IPv6
+//! address). Invalid ones, and every one not answered, pass: the stack drops what it finds
+//! invalid.
 //!
 //! Decisions:
 //! - A DAD probe (source `::`) for a VIP is not answered: it is another host about to claim the
@@ -19,7 +20,9 @@
 //!   not answered: the checksum and the option walk stay bounded for the verifier.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_tail, programs::XdpContext};
-use lb_common::{IPPROTO_ICMPV6, VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL, Verdict};
+use lb_common::{
+    IPPROTO_ICMPV6, IPV4_MAPPED_PREFIX_LEN, VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL, Verdict, ipv4_mapped,
+};
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
@@ -61,16 +64,22 @@ const NA_LEN: usize = NDP_HEADER_LEN + OPTION_UNIT;
 /// Version 6, traffic class and flow label 0.
 const IPV6_VCF: [u8; 4] = [0x60, 0, 0, 0];
 /// `ff02::1:ff00:0/104`: the solicited-node multicast prefix (RFC 4291 2.7.1), followed by the
-/// address's last 3 bytes (where the mask's bits are set).
+/// address's last 3 bytes.
 const SOLICITED_NODE_PREFIX: Ipv6 =
     words([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, 0, 0, 0]);
-const SOLICITED_NODE_PREFIX_MASK: Ipv6 = [!SOLICITED_NODE_SUFFIX[0], !SOLICITED_NODE_SUFFIX[1]];
-const SOLICITED_NODE_SUFFIX: Ipv6 =
-    words([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff]);
+const SOLICITED_NODE_PREFIX_LEN: usize = 13;
+const SOLICITED_NODE_PREFIX_MASK: Ipv6 = prefix_mask(SOLICITED_NODE_PREFIX_LEN);
+const SOLICITED_NODE_SUFFIX: Ipv6 = [
+    !SOLICITED_NODE_PREFIX_MASK[0],
+    !SOLICITED_NODE_PREFIX_MASK[1],
+];
 /// An IPv6 multicast address's MAC: `33:33` and its last 4 bytes (RFC 2464 7).
 const IPV6_MULTICAST_MAC_PREFIX: [u8; 2] = [0x33, 0x33];
 const IPV6_MULTICAST_MAC_SUFFIX_AT: usize = 12;
 const UNSPECIFIED: Ipv6 = [0; 2];
+/// `::ffff:0:0/96`, the IPv4-mapped addresses, in which `VIPS` holds IPv4 VIPs.
+const IPV4_MAPPED_PREFIX: Ipv6 = words(ipv4_mapped([0; 4]));
+const IPV4_MAPPED_PREFIX_MASK: Ipv6 = prefix_mask(IPV4_MAPPED_PREFIX_LEN);
 const IPV6_MULTICAST_FIRST_BYTE: u8 = 0xff;
 /// The destination MAC's length: the source MAC follows it.
 const MAC_LEN: usize = 6;
@@ -205,10 +214,15 @@ fn valid_message(
     if next_option != end || fold(sum) != CHECKSUM_OK {
         return None;
     }
-    Some(Message {
-        target: load_ipv6(target_field(header)),
-        lla,
-    })
+    let target = load_ipv6(target_field(header));
+    // RFC 4861 7.1.1: a multicast target is invalid. An IPv4-mapped one is no IPv6 address
+    // (and would name an IPv4 VIP's key).
+    if target[0].to_ne_bytes()[0] == IPV6_MULTICAST_FIRST_BYTE
+        || masked(target, IPV4_MAPPED_PREFIX_MASK) == IPV4_MAPPED_PREFIX
+    {
+        return None;
+    }
+    Some(Message { target, lla })
 }
 
 /// The target address field of the message that starts with `message`.
@@ -375,6 +389,17 @@ fn option_mac(option: &[u8; OPTION_UNIT]) -> MacWord {
     } else {
         word << shift
     }
+}
+
+/// The mask of an address's first `len` bytes.
+const fn prefix_mask(len: usize) -> Ipv6 {
+    let mut wire = [0; 16];
+    let mut i = 0;
+    while i < len {
+        wire[i] = 0xff;
+        i += 1;
+    }
+    words(wire)
 }
 
 /// `parse::ipv6` for constants.

@@ -53,18 +53,33 @@ pub fn note_unfinished<A: Family>(ctx: &XdpContext, flow: &Flow<A>, interface: &
 /// are 0): what an unfinished checksum holds.
 #[inline(always)]
 fn pseudo_header_sum<A: Family>(flow: &Flow<A>) -> u16 {
-    let mut sum = A::address_sum(flow) + u32::from(flow.protocol) + u32::from(flow.l4_len);
-    sum = (sum & WORD_MASK) + (sum >> WORD_BITS);
-    sum = (sum & WORD_MASK) + (sum >> WORD_BITS);
-    sum as u16
+    fold(A::address_sum(flow) + u32::from(flow.protocol) + u32::from(flow.l4_len))
 }
 
 /// A one's-complement checksum after one 16-bit word it covers changed from `old` to `new`
 /// (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')), all in host order.
 #[inline(always)]
 pub fn replace_word(check: u16, old: u16, new: u16) -> u16 {
-    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    !fold(u32::from(!check) + u32::from(!old) + u32::from(new))
+}
+
+/// `sum` plus the big-endian 16-bit words of `bytes` (of even length), unfolded: sums of a few
+/// dozen words stay far from overflowing 32 bits.
+#[inline(always)]
+pub fn add_words<const N: usize>(mut sum: u32, bytes: &[u8; N]) -> u32 {
+    const { assert!(N.is_multiple_of(2)) };
+    let mut i = 0;
+    while i < N {
+        sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
+        i += 2;
+    }
+    sum
+}
+
+/// A 32-bit one's-complement sum folded into 16 bits (two carries at most).
+#[inline(always)]
+pub fn fold(mut sum: u32) -> u16 {
     sum = (sum & WORD_MASK) + (sum >> WORD_BITS);
     sum = (sum & WORD_MASK) + (sum >> WORD_BITS);
-    !(sum as u16)
+    sum as u16
 }

@@ -71,8 +71,8 @@ fn process(ctx: &XdpContext, frame_len: &mut u64) -> Verdict {
 /// IPv6's path, in BPF subprograms of their own: 16-byte addresses and keys need more stack
 /// than one frame holds (the verifier allows 512 bytes for a chain of calls), and the
 /// verifier checks each on its own. The parsed packet lives in the entry point's frame; the
-/// parser and each handler run in frames of their own, one at a time. IPv4's path, ARP and
-/// NDP are subprograms too, so that the entry point's frame stays small enough for NDP's.
+/// parser and each handler run in frames of their own, one at a time, each beside the entry
+/// point's (which holds IPv4's path, inlined).
 #[inline(always)]
 fn forward_ipv6(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64) -> Verdict {
     match &parse_ipv6(ctx, offset) {
@@ -120,26 +120,27 @@ fn icmp_ipv6(ctx: &XdpContext, why: &Unroutable<Ipv6>, offset: usize, vlan: u16)
     }
 }
 
-/// ARP: conflicts noted, requests for a VIP answered. A BPF subprogram of its own, as IPv4's
-/// path is (see [`forward_ipv4`]).
-#[inline(never)]
+/// ARP: conflicts noted, requests for a VIP answered. Inlined, as IPv4's path is (see
+/// [`forward_ipv4`]).
+#[inline(always)]
 fn answer_arp(ctx: &XdpContext, offset: usize, vlan: u16) -> Verdict {
     conflict::note(ctx, offset, vlan);
     arp::answer_request(ctx, offset, vlan)
 }
 
 /// Neighbour discovery (`ndp`), in a BPF subprogram of its own: the verifier bounds a chain of
-/// frames at 512 bytes, and the entry point's frame with this one's fits only because IPv4's
-/// path has a frame of its own too.
+/// frames at 512 bytes, and the entry point's frame (IPv4's path and ARP inlined) with this
+/// one's fits because `ndp` keeps addresses and MACs in words (see `ndp::handle`).
 #[inline(never)]
 fn answer_ndp(ctx: &XdpContext, offset: usize, vlan: u16) -> Option<Verdict> {
     ndp::handle(ctx, offset, vlan)
 }
 
-/// IPv4's path, the packet's IP header at `offset`: a BPF subprogram of its own, so that its
-/// locals are not in the entry point's frame, which every chain of calls starts with (the
-/// verifier bounds a chain at 512 bytes; neighbour discovery needs most of them).
-#[inline(never)]
+/// IPv4's path, the packet's IP header at `offset`, inlined into the entry point (as a BPF
+/// subprogram it cost about 10 ns per packet). Its locals are in the entry point's frame,
+/// which every chain of calls starts with: NDP's and IPv6's subprograms keep theirs small
+/// enough to fit beside it in the verifier's 512 bytes.
+#[inline(always)]
 fn forward_ipv4(ctx: &XdpContext, offset: usize, vlan: u16, frame_len: &mut u64) -> Verdict {
     match parse::ipv4_flow(ctx, offset) {
         Ok(flow) => forward_flow(ctx, &flow, vlan, frame_len),

@@ -152,7 +152,9 @@ fn valid_target(frame: &[u8], offset: usize) -> Option<Ipv6Addr> {
     if next_option != len || checksum_sum(source, destination, message) != 0xffff {
         return None;
     }
-    Some(addr(&message[NDP_TARGET]))
+    let target = addr(&message[NDP_TARGET]);
+    // Multicast (RFC 4861 7.1.1) and IPv4-mapped targets are invalid.
+    (!target.is_multicast() && target.to_ipv4_mapped().is_none()).then_some(target)
 }
 
 /// The folded one's-complement sum of the ICMPv6 pseudo-header and `message`.

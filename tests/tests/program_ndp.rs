@@ -23,8 +23,8 @@ use tests::{
         lla_option, multicast_mac, solicited_node, with_bad_checksum,
     },
     packet::{
-        DIRECTOR_MAC, ETH_HEADER_LEN, MULTICAST_MAC, OTHER_HOST_MAC, ROUTER_MAC, VIP_IPV6, VLAN_ID,
-        truncated,
+        DIRECTOR_MAC, ETH_HEADER_LEN, MULTICAST_MAC, OTHER_HOST_MAC, ROUTER_MAC, VIP, VIP_IPV6,
+        VLAN_ID, truncated,
     },
     program::TEST_RUN_IFINDEX,
 };
@@ -60,10 +60,12 @@ impl Bed {
         dataplane
             .set_interface(TEST_RUN_IFINDEX, vlan, DIRECTOR_MAC)
             .expect("registering the test-run interface");
+        // The IPv4 VIP too, which VIPS holds under its IPv4-mapped address.
         for (vip, flags) in [
             (VIP_IPV6, VIP_FLAG_ACTIVE),
             (STANDBY_VIP, 0),
             (STANDBY_LOCAL_VIP, VIP_FLAG_LOCAL),
+            (VIP.to_ipv6_mapped(), VIP_FLAG_ACTIVE),
         ] {
             dataplane
                 .set_vip(vip.octets(), Vip { flags })
@@ -273,6 +275,10 @@ fn solicitations_for_an_active_vip_are_answered_and_nothing_else_is() {
             &NdpFrame::solicitation(ROUTER_MAC, ROUTER_IPV6, OTHER_ADDR),
         ),
         passed(
+            "for the IPv4 VIP's IPv4-mapped address, which is no IPv6 address",
+            &NdpFrame::solicitation(ROUTER_MAC, ROUTER_IPV6, VIP.to_ipv6_mapped()),
+        ),
+        passed(
             "for a no-VIP address in the VIP's solicited-node group",
             &NdpFrame::solicitation(ROUTER_MAC, ROUTER_IPV6, SAME_GROUP_ADDR),
         ),
@@ -354,6 +360,16 @@ fn solicitations_for_an_active_vip_are_answered_and_nothing_else_is() {
         passed(
             "the director's own advertisement of the VIP is no conflict",
             &director_answers(),
+        ),
+        passed(
+            "an advertisement of the IPv4 VIP's IPv4-mapped address is invalid: no conflict",
+            &NdpFrame::advertisement(
+                BACKEND_MAC,
+                VIP.to_ipv6_mapped(),
+                ROUTER_MAC,
+                ROUTER_IPV6,
+                true,
+            ),
         ),
         passed(
             "an advertisement of another address is no conflict",

@@ -50,8 +50,8 @@ fn live_service(id: u32) -> Option<Service> {
     state.is_live().then_some(Service { id, state })
 }
 
-/// A packet's service, and the backend the flow table remembers for its flow (`key`) if it
-/// is still usable.
+/// A packet's service, and the backend the flow table remembers for its flow if it is still
+/// usable.
 ///
 /// The flow table is read first: a remembered flow names its service (id and generation), so
 /// a hit needs no `SERVICES` lookup. That is the service the lookup would find: the entry was
@@ -59,10 +59,10 @@ fn live_service(id: u32) -> Option<Service> {
 /// to another key carries another generation (see `ServiceState::generation`), and a removed
 /// service is not live.
 #[inline(always)]
-pub fn lookup<A: Family>(flow: &Flow<A>, key: &A::FlowKey) -> Option<(Service, Option<Chosen>)> {
+pub fn lookup<A: Family>(flow: &Flow<A>) -> Option<(Service, Option<Chosen>)> {
     // Read whole, once (the LRU may recycle the element under us; then we see another flow's
     // entry, which the checks below reject unless it is of a live service and its generation).
-    if let Some(entry) = A::remembered(key)
+    if let Some(entry) = A::remembered(&A::flow_key(flow))
         && let Some(service) = live_service(entry.service_id())
         && service.state.generation == entry.generation
     {
@@ -78,19 +78,20 @@ pub fn lookup<A: Family>(flow: &Flow<A>, key: &A::FlowKey) -> Option<(Service, O
     Some((service(flow)?, None))
 }
 
-/// A new choice from the service's live Maglev bank for the flow (`key`), remembered.
+/// A new choice from the service's live Maglev bank for the flow, remembered. The flow's key
+/// is built again here rather than kept from [`lookup`]: kept, it would live on the stack
+/// across every call in between, and the entry point's frame has no room for it.
 #[inline(always)]
 pub fn schedule_and_remember<A: Family>(
     service: Service,
     flow: &Flow<A>,
-    key: &A::FlowKey,
 ) -> Result<Chosen, Verdict> {
     let chosen = schedule(service, flow)?;
     let entry = FlowEntry {
         backend: chosen.index,
         generation: service.state.generation,
     };
-    A::remember(key, entry);
+    A::remember(&A::flow_key(flow), entry);
     Ok(chosen)
 }
 

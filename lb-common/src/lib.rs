@@ -92,6 +92,7 @@ pub const ICMP_RELAY_OFF_GLOBAL: &str = "ICMP_RELAY_OFF";
 /// Map names, as declared in the XDP program and looked up by userspace.
 pub mod map_names {
     pub const SERVICES: &str = "SERVICES";
+    pub const SERVICE_KEYS: &str = "SERVICE_KEYS";
     pub const SERVICE_STATES: &str = "SERVICE_STATES";
     pub const TABLES: &str = "TABLES";
     pub const BACKENDS: &str = "BACKENDS";
@@ -153,6 +154,25 @@ pub struct ServiceKey {
     /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
     pub protocol: u8,
     pub _pad: u8,
+}
+
+/// A [`ServiceKey`] as three native-endian words (`SERVICE_KEYS`, indexed by service id): the
+/// address's 16 bytes, then the port as on the wire, the protocol and five zero bytes. A
+/// flow-table hit names its service by id; comparing the packet's words with these makes
+/// sure the id is of the packet's service even if the LRU recycled the entry under the reader.
+pub type ServiceKeyWords = [u64; 3];
+
+/// The [`ServiceKeyWords`] of `key`.
+#[inline(always)]
+#[must_use]
+pub const fn service_key_words(key: &ServiceKey) -> ServiceKeyWords {
+    let a = key.addr;
+    let [p0, p1] = key.port_be.to_ne_bytes();
+    [
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+        u64::from_ne_bytes([p0, p1, key.protocol, 0, 0, 0, 0, 0]),
+    ]
 }
 
 /// A service's mutable state, one `u64` of `SERVICE_STATES` (indexed by service id): which

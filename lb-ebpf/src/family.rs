@@ -10,7 +10,7 @@
 //! across every helper call), more stack than a BPF frame has.
 
 use lb_common::{
-    Addr, FlowEntry, FlowKey, FlowKey6, FragmentKey, FragmentKey6, ServiceKey,
+    Addr, FlowEntry, FlowKey, FlowKey6, FragmentKey, FragmentKey6, ServiceKey, ServiceKeyWords,
     hash::{flow_hash_v4, flow_hash_v6, source_hash_v4, source_hash_v6},
     ipv4_mapped, vip_filter_bit,
 };
@@ -27,6 +27,9 @@ pub trait Family: Copy {
     fn with_vip_key<R>(self, f: impl FnOnce(&Addr) -> R) -> R;
     /// `f` of the `SERVICES` key of (this address, port, protocol).
     fn with_service_key<R>(self, port: u16, protocol: u8, f: impl FnOnce(&ServiceKey) -> R) -> R;
+    /// The `SERVICE_KEYS` words of (this address, port, protocol) (see
+    /// `lb_common::service_key_words`).
+    fn service_key_words(self, port: u16, protocol: u8) -> ServiceKeyWords;
     /// Its `VIP_FILTER` bit.
     fn filter_bit(self) -> u32;
     /// The hash a new flow is scheduled by: the 5-tuple, or the client alone (source hash).
@@ -78,6 +81,18 @@ impl Family for [u8; 4] {
             protocol,
             _pad: 0,
         })
+    }
+
+    #[inline(always)]
+    fn service_key_words(self, port: u16, protocol: u8) -> ServiceKeyWords {
+        let [a, b, c, d] = self;
+        let [p0, p1] = port.to_be_bytes();
+        // The IPv4-mapped form: ten zero bytes, two 0xff, the address.
+        [
+            0,
+            u64::from_ne_bytes([0, 0, 0xff, 0xff, a, b, c, d]),
+            tail_word([p0, p1, protocol, 0, 0]),
+        ]
     }
 
     #[inline(always)]
@@ -197,6 +212,12 @@ impl Family for Ipv6 {
         let [p0, p1] = port.to_be_bytes();
         let key = KeyWords([self[0], self[1], tail_word([p0, p1, protocol, 0, 0])]);
         f(key.as_key())
+    }
+
+    #[inline(always)]
+    fn service_key_words(self, port: u16, protocol: u8) -> ServiceKeyWords {
+        let [p0, p1] = port.to_be_bytes();
+        [self[0], self[1], tail_word([p0, p1, protocol, 0, 0])]
     }
 
     /// `lb_common::vip_filter_bit_v6`: the four big-endian words folded, hashed as IPv4's.

@@ -15,7 +15,8 @@ use lb_common::{
     Addr, BACKEND_SLOTS, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS,
     DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, FlowKey6, ForwardCounter,
     FragmentKey, FragmentKey6, Interface, MAGLEV_BLOCK, MAX_FRAGMENTED_DATAGRAMS, MAX_INTERFACES,
-    MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, TABLE_BANKS, VIP_FILTER_WORDS, Verdict,
+    MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, ServiceKeyWords, TABLE_BANKS,
+    VIP_FILTER_WORDS, Verdict,
     conflict::{ArpConflict, ArpConflictKey, MAX_ARP_CONFLICTS},
     interface_slot, maglev_blocks,
 };
@@ -25,6 +26,12 @@ use crate::family::Family;
 /// (VIP, port, protocol) -> service id. Set when the service is added, never updated.
 #[map]
 pub static SERVICES: HashMap<ServiceKey, u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Service id -> its key's `ServiceKeyWords`: written before the id is made live for the key,
+/// unchanged while it is. A flow-table hit checks that the id it names is the packet's
+/// service (the LRU may recycle an entry under its reader).
+#[map]
+pub static SERVICE_KEYS: Array<ServiceKeyWords> = Array::with_max_entries(MAX_SERVICES, 0);
 
 /// Service id -> `ServiceState` word (live bank, flags, generation).
 #[map]

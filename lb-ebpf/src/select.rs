@@ -12,7 +12,7 @@ use lb_common::{
 
 use crate::{
     family::Family,
-    maps::{BACKENDS, SERVICE_STATES, SERVICES, TABLES, load_u64, maglev_slot},
+    maps::{BACKENDS, SERVICE_KEYS, SERVICE_STATES, SERVICES, TABLES, load_u64, maglev_slot},
     parse::Flow,
 };
 
@@ -56,8 +56,9 @@ fn live_service(id: u32) -> Option<Service> {
 /// The flow table is read first: a remembered flow names its service (id and generation), so
 /// a hit needs no `SERVICES` lookup. That is the service the lookup would find: the entry was
 /// written for the service that held the flow's (VIP, port, protocol) key, a service id given
-/// to another key carries another generation (see `ServiceState::generation`), and a removed
-/// service is not live.
+/// to another key carries another generation (see `ServiceState::generation`), a removed
+/// service is not live, and an entry the LRU recycled under us for another service's flow
+/// fails the `SERVICE_KEYS` check.
 #[inline(always)]
 pub fn lookup<A: Family>(flow: &Flow<A>) -> Option<(Service, Option<Chosen>)> {
     // Read whole, once (the LRU may recycle the element under us; then we see another flow's
@@ -65,6 +66,7 @@ pub fn lookup<A: Family>(flow: &Flow<A>) -> Option<(Service, Option<Chosen>)> {
     if let Some(entry) = A::remembered(&A::flow_key(flow))
         && let Some(service) = live_service(entry.service_id())
         && service.state.generation == entry.generation
+        && is_service_of(service.id, flow)
     {
         // A backend that has left: the flow is scheduled again.
         let backend = backend_entry(entry.backend);
@@ -76,6 +78,23 @@ pub fn lookup<A: Family>(flow: &Flow<A>) -> Option<(Service, Option<Chosen>)> {
         return Some((service, chosen));
     }
     Some((service(flow)?, None))
+}
+
+/// Whether service `id` is the one of the flow's (VIP, port, protocol): its `SERVICE_KEYS`
+/// words, each read once (written before the id was made live, so never half-written then).
+#[inline(always)]
+fn is_service_of<A: Family>(id: u32, flow: &Flow<A>) -> bool {
+    let Some(stored) = SERVICE_KEYS.get_ptr(id) else {
+        return false;
+    };
+    let [a, b, c] = flow.daddr.service_key_words(flow.dport, flow.protocol);
+    // SAFETY: the pointer is into the map's value memory, 8-aligned, three words long.
+    unsafe {
+        let stored = stored.cast::<u64>();
+        core::ptr::read_volatile(stored) == a
+            && core::ptr::read_volatile(stored.add(1)) == b
+            && core::ptr::read_volatile(stored.add(2)) == c
+    }
 }
 
 /// A new choice from the service's live Maglev bank for the flow, remembered. The flow's key

@@ -1703,3 +1703,54 @@ fn a_flow_of_a_removed_service_never_reaches_the_next_holder_of_its_id() {
         ],
     );
 }
+
+/// The LRU flow table may recycle an entry while a run reads it: the run then sees another
+/// flow's entry. One naming a live service of the right generation, but another service,
+/// must not take the packet there: the hit checks the service's key (`SERVICE_KEYS`).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn a_flow_entry_naming_another_service_is_not_followed() {
+    tests::require_root();
+    let mut director = Director::with_standard_services();
+    let udp = udp_service();
+    let udp_backend = predicted_backend(&UDP_FLOW, &udp.backends);
+    run_fixtures(
+        &mut director,
+        &[forwarded(
+            "UDP, remembering its flow",
+            Ipv4Frame::new(UDP_FLOW).build(),
+            udp_backend,
+        )],
+    );
+    let udp_key = FlowKey {
+        saddr: CLIENT_IP.octets(),
+        daddr: VIP.octets(),
+        sport_be: CLIENT_PORT.to_be(),
+        dport_be: UDP_PORT.to_be(),
+        protocol: lb_common::IPPROTO_UDP,
+        _pad: [0; 3],
+    };
+    let udp_entry = director
+        .dataplane
+        .flow(&udp_key)
+        .expect("reading FLOWS")
+        .expect("the UDP flow's entry");
+    // The TCP flow's entry, as a recycled element would show it: the UDP flow's.
+    let tcp_key = FlowKey {
+        dport_be: TCP_PORT.to_be(),
+        protocol: lb_common::IPPROTO_TCP,
+        ..udp_key
+    };
+    director
+        .dataplane
+        .set_flow(&tcp_key, udp_entry)
+        .expect("writing FLOWS");
+    run_fixtures(
+        &mut director,
+        &[forwarded(
+            "TCP whose flow entry names the UDP service: scheduled by its own",
+            Ipv4Frame::new(TCP_FLOW).build(),
+            predicted_backend(&TCP_FLOW, &tcp_service().backends),
+        )],
+    );
+}

@@ -138,6 +138,7 @@ pub fn map_entries(sizes: MapSizes) -> Result<BTreeMap<&'static str, u32>> {
     Ok(BTreeMap::from([
         (map_names::SERVICES, services),
         (map_names::SERVICE_STATES, services),
+        (map_names::SERVICE_KEYS, services),
         (map_names::SERVICE_COUNTERS, services),
         (map_names::TABLES, services * TABLE_BANKS),
         (map_names::BACKENDS, backends),

@@ -19,8 +19,9 @@ use lb_common::{
     Addr, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, Event, FlowEntry,
     FlowKey, FlowKey6, ForwardCounter, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK,
     MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey,
-    ServiceState, TABLE_BANKS, TableDesc, VIP_FILTER_WORDS, Verdict, Vip, backend_index,
-    interface_slot, map_names, table_desc_index, vip_filter_bit_of,
+    ServiceKeyWords, ServiceState, TABLE_BANKS, TableDesc, VIP_FILTER_WORDS, Verdict, Vip,
+    backend_index, interface_slot, map_names, service_key_words, table_desc_index,
+    vip_filter_bit_of,
 };
 
 use super::{
@@ -95,6 +96,7 @@ impl GraceToken {
 
 pub struct Dataplane {
     services: HashMap<MapData, ServiceKey, u32>,
+    service_keys: Array<MapData, ServiceKeyWords>,
     service_states: Mapped,
     tables: Mapped,
     maglev: Mapped,
@@ -210,6 +212,7 @@ impl Dataplane {
         };
         Ok(Self {
             services: take(ebpf, map_names::SERVICES)?,
+            service_keys: take(ebpf, map_names::SERVICE_KEYS)?,
             service_states,
             tables: take_mapped(ebpf, map_names::TABLES, u64_size, &mut keep)?,
             maglev: take_mapped(ebpf, map_names::MAGLEV, size_of::<MaglevBlock>(), &mut keep)?,
@@ -761,6 +764,14 @@ impl Dataplane {
             flags: SERVICE_FLAG_LIVE | flags_byte(layout.flags)?,
             bank,
         };
+        if live.is_none() {
+            // Before the id is live for this key: no reader of this generation ever sees
+            // the words half-written.
+            self.write_allowed()?;
+            self.service_keys
+                .set(id, service_key_words(key), 0)
+                .context("writing SERVICE_KEYS failed")?;
+        }
         self.write_allowed()?;
         self.service_states.store_u64(id, state.pack())?;
         if live.is_some() {
@@ -893,6 +904,15 @@ impl Dataplane {
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e).context("reading FLOWS failed"),
         }
+    }
+
+    /// Writes a flow-table entry as the program would: a test hook, for what the program must
+    /// do with entries it did not write (one the LRU recycled under it).
+    #[doc(hidden)]
+    pub fn set_flow(&mut self, key: &FlowKey, entry: FlowEntry) -> Result<()> {
+        self.flows
+            .insert(key, entry, 0)
+            .context("writing FLOWS failed")
     }
 
     /// The IPv6 flow table's entry for a 5-tuple.

@@ -29,13 +29,14 @@ use super::loader::EBPF_OBJECT;
 /// What the pinned words mean. Bump it with any change to a pinned map's type, key, value,
 /// flags or the meaning of its contents (the check of sizes against the program catches most,
 /// not all, such changes).
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// The program's maps kept across restarts: all of them (the log ring buffer and the
 /// read-only data belong to one loaded program and are not shared).
 pub const PROGRAM_MAPS: &[&str] = &[
     map_names::SERVICES,
     map_names::SERVICE_STATES,
+    map_names::SERVICE_KEYS,
     map_names::TABLES,
     map_names::MAGLEV,
     map_names::BACKENDS,
@@ -60,6 +61,7 @@ pub const PROGRAM_MAPS: &[&str] = &[
 const SIZED_BY_CONFIG: &[&str] = &[
     map_names::SERVICES,
     map_names::SERVICE_STATES,
+    map_names::SERVICE_KEYS,
     map_names::TABLES,
     map_names::MAGLEV,
     map_names::BACKENDS,

@@ -142,6 +142,8 @@ pub const fn ipv4_mapped(octets: [u8; 4]) -> Addr {
 // element deleted may be reused by the kernel at once, so userspace waits for an RCU grace
 // period (every running program has finished) after deleting keys and before inserting
 // others, and before it rewrites a Maglev bank or table descriptor the program may still read.
+// SERVICE_KEYS (three words per service id) is written only while its id is not live, before
+// the id's state word makes it live; the program compares it only for an id found live.
 
 /// Key of the `SERVICES` hash map: what a packet is addressed to. Its value is the service's
 /// id (a `u32`), fixed for as long as the key exists.

@@ -23,7 +23,7 @@ use crate::{
     family::Family,
     forward::{self, MAC_GROUP_BIT},
     maps,
-    parse::{Flow, Ipv6, ipv6, ptr_at},
+    parse::{Flow, IPV6_VERSION, Ipv6, ipv6, ptr_at},
     select, stats,
 };
 
@@ -54,7 +54,6 @@ const ICMPV6_ECHO_REPLY: u8 = 129;
 /// Neighbour discovery (router solicitation and advertisement, neighbour solicitation and
 /// advertisement, redirect): never this module's.
 const ICMPV6_NDP: core::ops::RangeInclusive<u8> = 133..=137;
-const IPV6_VERSION: u8 = 6;
 
 /// What ICMP and ICMPv6 do differently.
 pub trait IcmpFamily: Family {

@@ -30,12 +30,11 @@ use crate::{
     conflict::{self, MAC_WORD_MASK, MacWord, mac_word},
     forward::MAC_GROUP_BIT,
     maps::{interface, is_vip, vip_flags},
-    parse::{Ipv6, frame_len, ptr_at},
+    parse::{IPV6_VERSION, Ipv6, frame_len, ptr_at},
 };
 
 pub const ICMPV6_NEIGHBOR_SOLICITATION: u8 = 135;
 pub const ICMPV6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
-const IPV6_VERSION: u8 = 6;
 /// RFC 4861 7.1: a neighbour discovery message with another hop limit crossed a router.
 const NDP_HOP_LIMIT: u8 = 255;
 const NDP_CODE: u8 = 0;

@@ -23,7 +23,8 @@ const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
 /// The fragment offset alone: zero in a first fragment (and in a whole packet).
 const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
-const IPV6_VERSION: u8 = 6;
+/// The version field of an IPv6 header (its first 4 bits).
+pub const IPV6_VERSION: u8 = 6;
 /// IPv6 extension headers the parser walks (RFC 8200 section 4): hop-by-hop options,
 /// routing, fragment, destination options. Any other next header ends the walk.
 const IPV6_HOP_BY_HOP: u8 = 0;

@@ -152,8 +152,9 @@ impl Announcer {
                 for vip in &vips {
                     for (ifindex, mac) in &interfaces {
                         for _ in 0..frames {
-                            let frame = garp::announcement(*mac, *vip);
-                            if let Err(e) = socket.send_on(*ifindex, &frame) {
+                            let sent = garp::announcement(*mac, *vip)
+                                .and_then(|frame| socket.send_on(*ifindex, &frame));
+                            if let Err(e) = sent {
                                 warn!(%vip, ifindex, "announcing the VIP (gratuitous ARP, or unsolicited NA for IPv6) failed: {e:#}");
                             }
                         }

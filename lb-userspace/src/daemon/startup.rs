@@ -212,8 +212,9 @@ pub async fn announce_vips(director: &Controller) {
         }
         for vip in director.active_vips() {
             for interface in director.interfaces() {
-                let frame = garp::announcement(interface.mac, vip);
-                if let Err(e) = socket.send_on(interface.ifindex, &frame) {
+                let sent = garp::announcement(interface.mac, vip)
+                    .and_then(|frame| socket.send_on(interface.ifindex, &frame));
+                if let Err(e) = sent {
                     warn!(%vip, interface = %interface.name, "announcing the VIP (gratuitous ARP, or unsolicited NA for IPv6) failed: {e:#}");
                 }
             }

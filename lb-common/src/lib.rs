@@ -102,6 +102,8 @@ pub mod map_names {
     pub const VIPS: &str = "VIPS";
     pub const VIP_STATES: &str = "VIP_STATES";
     pub const VIP_FILTER: &str = "VIP_FILTER";
+    pub const VIP_SLOTS: &str = "VIP_SLOTS";
+    pub const VIP_ADDRS: &str = "VIP_ADDRS";
     pub const INTERFACES: &str = "INTERFACES";
     pub const EGRESS: &str = "EGRESS";
     pub const SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
@@ -144,6 +146,8 @@ pub const fn ipv4_mapped(octets: [u8; 4]) -> Addr {
 // others, and before it rewrites a Maglev bank or table descriptor the program may still read.
 // SERVICE_KEYS (three words per service id) is written only while its id is not live, before
 // the id's state word makes it live; the program compares it only for an id found live.
+// VIP_ADDRS (two words per VIP id) likewise is written only while no `VIPS` key and no
+// `VIP_SLOTS` word names its id (a reused id after a grace period), before either does.
 
 /// Key of the `SERVICES` hash map: what a packet is addressed to. Its value is the service's
 /// id (a `u32`), fixed for as long as the key exists.
@@ -168,11 +172,11 @@ pub type ServiceKeyWords = [u64; 3];
 #[inline(always)]
 #[must_use]
 pub const fn service_key_words(key: &ServiceKey) -> ServiceKeyWords {
-    let a = key.addr;
+    let [a, b] = addr_words(&key.addr);
     let [p0, p1] = key.port_be.to_ne_bytes();
     [
-        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
-        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+        a,
+        b,
         u64::from_ne_bytes([p0, p1, key.protocol, 0, 0, 0, 0, 0]),
     ]
 }
@@ -461,6 +465,43 @@ pub const fn vip_filter_bit_of(addr: Addr) -> u32 {
         i += 1;
     }
     vip_filter_bit([addr[12], addr[13], addr[14], addr[15]])
+}
+
+/// Entries of `VIP_SLOTS`: one per `VIP_FILTER` bit. Slot `b` names one VIP whose address
+/// has filter bit `b` (userspace picks the one of lowest id), so most VIPs are found by
+/// array reads alone; a VIP that shares its bit with the slot's holder is found in `VIPS`.
+pub const VIP_SLOT_COUNT: u32 = VIP_FILTER_WORDS * 64;
+/// A `VIP_SLOTS` word that names no VIP: no VIP has that filter bit.
+pub const NO_VIP_SLOT: u32 = 0;
+
+/// The `VIP_SLOTS` word naming VIP `id` (ids are below [`MAX_VIPS`], so it never overflows).
+#[inline(always)]
+#[must_use]
+pub const fn vip_slot_word(id: u32) -> u32 {
+    id + 1
+}
+
+/// The VIP id a `VIP_SLOTS` word names, if any.
+#[inline(always)]
+#[must_use]
+pub const fn vip_of_slot_word(word: u32) -> Option<u32> {
+    word.checked_sub(1)
+}
+
+/// An [`Addr`] as two native-endian words, its bytes in order: `VIP_ADDRS` (indexed by VIP
+/// id) holds VIPs so, and the program compares a packet's address with its slot holder's in
+/// two loads.
+pub type AddrWords = [u64; 2];
+
+/// The [`AddrWords`] of `addr`.
+#[inline(always)]
+#[must_use]
+pub const fn addr_words(addr: &Addr) -> AddrWords {
+    let a = addr;
+    [
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    ]
 }
 
 /// Userspace's view of a `VIP_STATES` word.

@@ -10,7 +10,8 @@
 //! across every helper call), more stack than a BPF frame has.
 
 use lb_common::{
-    Addr, FlowEntry, FlowKey, FlowKey6, FragmentKey, FragmentKey6, ServiceKey, ServiceKeyWords,
+    Addr, AddrWords, FlowEntry, FlowKey, FlowKey6, FragmentKey, FragmentKey6, ServiceKey,
+    ServiceKeyWords,
     hash::{flow_hash_v4, flow_hash_v6, source_hash_v4, source_hash_v6},
     ipv4_mapped, vip_filter_bit,
 };
@@ -30,6 +31,8 @@ pub trait Family: Copy {
     /// The `SERVICE_KEYS` words of (this address, port, protocol) (see
     /// `lb_common::service_key_words`).
     fn service_key_words(self, port: u16, protocol: u8) -> ServiceKeyWords;
+    /// The address as `VIP_ADDRS` holds it (see `lb_common::addr_words`; IPv4: mapped).
+    fn addr_words(self) -> AddrWords;
     /// Its `VIP_FILTER` bit.
     fn filter_bit(self) -> u32;
     /// The hash a new flow is scheduled by: the 5-tuple, or the client alone (source hash).
@@ -85,14 +88,16 @@ impl Family for [u8; 4] {
 
     #[inline(always)]
     fn service_key_words(self, port: u16, protocol: u8) -> ServiceKeyWords {
-        let [a, b, c, d] = self;
+        let [a, b] = self.addr_words();
         let [p0, p1] = port.to_be_bytes();
+        [a, b, tail_word([p0, p1, protocol, 0, 0])]
+    }
+
+    #[inline(always)]
+    fn addr_words(self) -> AddrWords {
+        let [a, b, c, d] = self;
         // The IPv4-mapped form: ten zero bytes, two 0xff, the address.
-        [
-            0,
-            u64::from_ne_bytes([0, 0, 0xff, 0xff, a, b, c, d]),
-            tail_word([p0, p1, protocol, 0, 0]),
-        ]
+        [0, u64::from_ne_bytes([0, 0, 0xff, 0xff, a, b, c, d])]
     }
 
     #[inline(always)]
@@ -218,6 +223,11 @@ impl Family for Ipv6 {
     fn service_key_words(self, port: u16, protocol: u8) -> ServiceKeyWords {
         let [p0, p1] = port.to_be_bytes();
         [self[0], self[1], tail_word([p0, p1, protocol, 0, 0])]
+    }
+
+    #[inline(always)]
+    fn addr_words(self) -> AddrWords {
+        self
     }
 
     /// `lb_common::vip_filter_bit_v6`: the four big-endian words folded, hashed as IPv4's.

@@ -12,13 +12,13 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use lb_common::{
-    Addr, BACKEND_SLOTS, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS,
+    Addr, AddrWords, BACKEND_SLOTS, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERFACE_SLOTS,
     DEFAULT_MAGLEV_ENTRIES, EgressSlot, Event, FlowEntry, FlowKey, FlowKey6, ForwardCounter,
     FragmentKey, FragmentKey6, Interface, MAGLEV_BLOCK, MAX_FRAGMENTED_DATAGRAMS, MAX_INTERFACES,
     MAX_SERVICES, MAX_VIPS, MaglevBlock, ServiceKey, ServiceKeyWords, TABLE_BANKS,
-    VIP_FILTER_WORDS, Verdict,
+    VIP_FILTER_WORDS, VIP_SLOT_COUNT, Verdict,
     conflict::{ArpConflict, ArpConflictKey, MAX_ARP_CONFLICTS},
-    interface_slot, maglev_blocks,
+    interface_slot, maglev_blocks, vip_of_slot_word,
 };
 
 use crate::family::Family;
@@ -103,6 +103,16 @@ pub static VIP_STATES: Array<u32> = Array::with_max_entries(MAX_VIPS, BPF_F_MMAP
 /// each word atomically.
 #[map]
 pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, BPF_F_MMAPABLE);
+
+/// `VIP_FILTER` bit -> `vip_slot_word` of one VIP with that bit, or `NO_VIP_SLOT` if no VIP
+/// has it (see `lb_common::VIP_SLOT_COUNT`): a VIP is found by array reads, not a hash lookup.
+#[map]
+pub static VIP_SLOTS: Array<u32> = Array::with_max_entries(VIP_SLOT_COUNT, BPF_F_MMAPABLE);
+
+/// VIP id -> its address's `AddrWords`: written before a `VIPS` key or `VIP_SLOTS` word names
+/// the id, unchanged while one does.
+#[map]
+pub static VIP_ADDRS: Array<AddrWords> = Array::with_max_entries(MAX_VIPS, 0);
 
 /// `interface_slot(ifindex, VLAN id, entries - 1)` -> the interface the program serves there
 /// (its ifindex, VLAN id and MAC).
@@ -190,25 +200,56 @@ pub fn load_u32(map: &Array<u32>, index: u32) -> Option<u32> {
 /// is clear), true needs the `VIPS` (or `SERVICES`) lookup.
 #[inline(always)]
 pub fn maybe_vip<A: Family>(addr: A) -> bool {
-    let bit = addr.filter_bit();
+    has_filter_bit(addr.filter_bit())
+}
+
+#[inline(always)]
+fn has_filter_bit(bit: u32) -> bool {
     load_u64(&VIP_FILTER, bit / 64).is_some_and(|word| word & (1 << (bit % 64)) != 0)
 }
 
 /// Whether `addr` is a VIP (in any state).
 #[inline(always)]
 pub fn is_vip<A: Family>(addr: A) -> bool {
-    maybe_vip(addr) && addr.with_vip_key(|key| VIPS.get_ptr(key).is_some())
+    vip_id(addr).is_some()
 }
 
 /// The `VIP_STATES` word of `addr` if it is a VIP, read with one load.
 #[inline(always)]
 pub fn vip_flags<A: Family>(addr: A) -> Option<u32> {
-    if !maybe_vip(addr) {
+    load_u32(&VIP_STATES, vip_id(addr)?)
+}
+
+/// The id of VIP `addr`, if it is one: its filter bit, then the VIP in that bit's slot, all
+/// array reads; `VIPS` is looked up only if another VIP holds the slot (they share the bit).
+#[inline(always)]
+fn vip_id<A: Family>(addr: A) -> Option<u32> {
+    let bit = addr.filter_bit();
+    if !has_filter_bit(bit) {
         return None;
+    }
+    // No VIP has the bit: the address's bit is set for a service's address, not a VIP.
+    let holder = vip_of_slot_word(load_u32(&VIP_SLOTS, bit)?)?;
+    if holds_address(holder, addr) {
+        return Some(holder);
     }
     let id = addr.with_vip_key(|key| VIPS.get_ptr(key))?;
     // SAFETY: the value is a u32 set at insert and never updated; read once.
-    load_u32(&VIP_STATES, unsafe { core::ptr::read_volatile(id) })
+    Some(unsafe { core::ptr::read_volatile(id) })
+}
+
+/// Whether VIP `id`'s `VIP_ADDRS` words are `addr`'s (each read once; see the map).
+#[inline(always)]
+fn holds_address<A: Family>(id: u32, addr: A) -> bool {
+    let Some(stored) = VIP_ADDRS.get_ptr(id) else {
+        return false;
+    };
+    let [a, b] = addr.addr_words();
+    // SAFETY: the pointer is into the map's value memory, 8-aligned, two words long.
+    unsafe {
+        let stored = stored.cast::<u64>();
+        core::ptr::read_volatile(stored) == a && core::ptr::read_volatile(stored.add(1)) == b
+    }
 }
 
 /// Slot `index` of the `MAGLEV` array (a backend id), read with one load.

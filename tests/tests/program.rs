@@ -25,6 +25,7 @@ use lb_common::{
     Backend, Counter, Event, FlowEntry, FlowKey, ForwardCounter, MAX_SERVICES, NO_VLAN,
     SERVICE_FLAG_SOURCE_HASH, Service, ServiceKey, TABLE_BANKS, VIP_FLAG_ACTIVE, VIP_FLAG_LOCAL,
     Verdict, Vip, backend_index, hash::flow_hash_v4, hash::source_hash_v4, ipv4_mapped,
+    vip_filter_bit,
 };
 use lb_userspace::{
     dataplane::loader::{self, MapSizes},
@@ -1618,6 +1619,66 @@ fn jumbo_frames_in_several_buffers_are_forwarded_whole() {
         counted(1, frame.len()),
         "counted with its whole length, every buffer"
     );
+}
+
+/// An address in 198.18.0.0/16 other than `addr` and `not` whose `VIP_FILTER` bit (and so
+/// `VIP_SLOTS` slot) is `addr`'s.
+fn sharing_filter_bit(addr: Ipv4Addr, not: Option<Ipv4Addr>) -> Ipv4Addr {
+    let bit = vip_filter_bit(addr.octets());
+    (1..=u16::MAX)
+        .map(|i| {
+            let [hi, lo] = i.to_be_bytes();
+            Ipv4Addr::new(198, 18, hi, lo)
+        })
+        .find(|a| *a != addr && Some(*a) != not && vip_filter_bit(a.octets()) == bit)
+        .expect("4096 bits: 198.18.0.0/16 holds addresses sharing each")
+}
+
+/// A VIP is found by its filter bit's slot, which names one VIP: one that shares the bit with
+/// the slot's holder is found in `VIPS`, and when the holder goes, it takes the slot over.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn vips_sharing_a_filter_bit_are_each_answered_whichever_holds_the_slot() {
+    tests::require_root();
+    let mut director = Director::load();
+    let twin = sharing_filter_bit(VIP, None);
+    let no_vip = sharing_filter_bit(VIP, Some(twin));
+    let active = Vip {
+        flags: VIP_FLAG_ACTIVE,
+    };
+    director
+        .dataplane
+        .set_vip(ipv4_mapped(twin.octets()), active)
+        .expect("adding the twin VIP");
+    let request = |ip: Ipv4Addr| Arp::request(ROUTER_MAC, ROUTER_IP, ip).build();
+    let reply = |ip: Ipv4Addr| Arp::reply(DIRECTOR_MAC, ip, ROUTER_MAC, ROUTER_IP).build();
+    let both = [
+        answered("the VIP holding the slot", request(VIP), reply(VIP)),
+        answered("its twin, found in VIPS", request(twin), reply(twin)),
+        passed(
+            "an address sharing their bit that is no VIP",
+            request(no_vip),
+        ),
+    ];
+    run_fixtures(&mut director, &both);
+    director
+        .dataplane
+        .remove_vip(&ipv4_mapped(VIP.octets()))
+        .expect("removing the VIP");
+    run_fixtures(
+        &mut director,
+        &[
+            passed("the removed VIP", request(VIP)),
+            answered("the twin, now holding the slot", request(twin), reply(twin)),
+            passed("the address that is no VIP", request(no_vip)),
+        ],
+    );
+    // Back with its old (lower) id, the VIP takes the slot back.
+    director
+        .dataplane
+        .set_vip(ipv4_mapped(VIP.octets()), active)
+        .expect("adding the VIP again");
+    run_fixtures(&mut director, &both);
 }
 
 /// A service address that is no VIP (the daemon always adds one; the data plane must not

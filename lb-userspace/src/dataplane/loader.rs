@@ -146,6 +146,7 @@ pub fn map_entries(sizes: MapSizes) -> Result<BTreeMap<&'static str, u32>> {
         // Every service may have its own VIP.
         (map_names::VIPS, services),
         (map_names::VIP_STATES, services),
+        (map_names::VIP_ADDRS, services),
         (map_names::MAGLEV, maglev_blocks(sizes.maglev_entries)),
         (
             map_names::FLOWS,

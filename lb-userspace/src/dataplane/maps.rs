@@ -16,12 +16,12 @@ use aya::{
     maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
 };
 use lb_common::{
-    Addr, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, Event, FlowEntry,
-    FlowKey, FlowKey6, ForwardCounter, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface, MAGLEV_BLOCK,
-    MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MaglevBlock, SERVICE_FLAG_LIVE, Service, ServiceKey,
-    ServiceKeyWords, ServiceState, TABLE_BANKS, TableDesc, VIP_FILTER_WORDS, Verdict, Vip,
-    backend_index, interface_slot, map_names, service_key_words, table_desc_index,
-    vip_filter_bit_of,
+    Addr, AddrWords, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, Event,
+    FlowEntry, FlowKey, FlowKey6, ForwardCounter, INTERFACE_FLAG_CHECK_CHECKSUMS, Interface,
+    MAGLEV_BLOCK, MAX_BACKENDS_PER_SERVICE, MAX_INTERFACES, MaglevBlock, NO_VIP_SLOT,
+    SERVICE_FLAG_LIVE, Service, ServiceKey, ServiceKeyWords, ServiceState, TABLE_BANKS, TableDesc,
+    VIP_FILTER_WORDS, VIP_SLOT_COUNT, Verdict, Vip, addr_words, backend_index, interface_slot,
+    map_names, service_key_words, table_desc_index, vip_filter_bit_of, vip_slot_word,
 };
 
 use super::{
@@ -108,6 +108,8 @@ pub struct Dataplane {
     vips: HashMap<MapData, Addr, u32>,
     vip_states: Mapped,
     vip_filter: Mapped,
+    vip_slots: Mapped,
+    vip_addrs: Array<MapData, AddrWords>,
     interfaces: Array<MapData, Interface>,
     egress: DevMapHash<MapData>,
     service_counters: PerCpuArray<MapData, ForwardCounter>,
@@ -223,6 +225,8 @@ impl Dataplane {
             vips: take(ebpf, map_names::VIPS)?,
             vip_states: take_mapped(ebpf, map_names::VIP_STATES, size_of::<u32>(), &mut keep)?,
             vip_filter: take_mapped(ebpf, map_names::VIP_FILTER, u64_size, &mut keep)?,
+            vip_slots: take_mapped(ebpf, map_names::VIP_SLOTS, size_of::<u32>(), &mut keep)?,
+            vip_addrs: take(ebpf, map_names::VIP_ADDRS)?,
             interfaces: take(ebpf, map_names::INTERFACES)?,
             egress: take(ebpf, map_names::EGRESS)?,
             service_counters: take(ebpf, map_names::SERVICE_COUNTERS)?,
@@ -337,8 +341,10 @@ impl Dataplane {
                 backends,
             });
         }
-        // The filter as this build computes it (an older one may have left VIPs only).
+        // The filter as this build computes it (an older one may have left VIPs only), and
+        // the slots (a daemon stopped within `set_vip` may have left one unwritten).
         self.store_vip_filter(None)?;
+        self.store_vip_slots()?;
         // A program run the stopped daemon's last writes raced with is over long since; one
         // grace period makes it certain before this daemon reuses anything.
         grace::wait();
@@ -503,7 +509,7 @@ impl Dataplane {
             .with_context(|| format!("writing EGRESS for ifindex {ifindex} failed"))
     }
 
-    /// Sets a VIP's flags; a new VIP gets an id and its key.
+    /// Sets a VIP's flags; a new VIP gets an id, its address, its key and maybe its slot.
     pub fn set_vip(&mut self, addr: Addr, vip: Vip) -> Result<()> {
         if let Some(&id) = self.vip_ids.get(&addr) {
             self.write_allowed()?;
@@ -515,16 +521,31 @@ impl Dataplane {
             format!("no room for more than {room} VIPs: stop drlb, run `drlb down` and start it again to make room")
         })?;
         self.write_allowed()?;
+        // An id (and a `VIPS` element) freed by a removal is reused only once no program run
+        // that may have found the removed VIP is left.
+        self.settle(self.pending.keys_deleted.is_some());
+        self.vip_addrs
+            .set(id, addr_words(&addr), 0)
+            .context("writing VIP_ADDRS failed")?;
         self.vip_states.store_u32(id, vip.flags)?;
         // Its filter bit before its key: the filter may say "maybe" of a non-VIP, never "no"
         // of a VIP.
         self.store_vip_filter(Some(addr))?;
-        self.settle(self.pending.keys_deleted.is_some());
         self.write_allowed()?;
         self.vips
             .insert(addr, id, 0)
             .context("writing VIPS failed")?;
         self.vip_ids.insert(addr, id);
+        self.store_vip_slots()
+    }
+
+    /// Stores the `VIP_SLOTS` words that differ from [`vip_slots`] of the VIPs.
+    fn store_vip_slots(&mut self) -> Result<()> {
+        for (bit, word) in vip_slots(&self.vip_ids) {
+            if self.vip_slots.load_u32(bit)? != word {
+                self.vip_slots.store_u32(bit, word)?;
+            }
+        }
         Ok(())
     }
 
@@ -554,9 +575,14 @@ impl Dataplane {
             return Ok(());
         };
         self.write_allowed()?;
+        // Its slot first (cleared, or handed to a VIP that shares its bit), then its key.
+        self.vip_ids.remove(addr);
+        if let Err(error) = self.store_vip_slots() {
+            self.vip_ids.insert(*addr, id);
+            return Err(error);
+        }
         ignore_missing(self.vips.remove(addr)).context("removing from VIPS failed")?;
         self.vip_states.store_u32(id, 0)?;
-        self.vip_ids.remove(addr);
         self.pending.keys_deleted = Some(self.next_sequence());
         self.store_vip_filter(None)
     }
@@ -978,6 +1004,20 @@ fn vip_filter(vips: &[Addr]) -> [u64; VIP_FILTER_WORDS as usize] {
     words
 }
 
+/// Every `VIP_SLOTS` word for `vips` (address -> id): each filter bit's slot names the VIP of
+/// lowest id with that bit, or none. The lowest id, so a VIP keeps its slot while others that
+/// share its bit come and go.
+fn vip_slots(vips: &StdHashMap<Addr, u32>) -> impl Iterator<Item = (u32, u32)> + use<> {
+    let mut words = vec![NO_VIP_SLOT; VIP_SLOT_COUNT as usize];
+    for (addr, &id) in vips {
+        let slot = &mut words[vip_filter_bit_of(*addr) as usize];
+        if *slot == NO_VIP_SLOT || vip_slot_word(id) < *slot {
+            *slot = vip_slot_word(id);
+        }
+    }
+    (0..).zip(words)
+}
+
 /// The flags of a `TableLayout` as the state word's byte.
 fn flags_byte(flags: u32) -> Result<u8> {
     u8::try_from(flags).with_context(|| format!("service flags {flags:#x} do not fit a byte"))
@@ -1079,5 +1119,41 @@ mod tests {
                 "{vip:?}"
             );
         }
+    }
+
+    /// Two VIPs whose filter bits collide, found by search (the bit has 4096 values).
+    fn colliding_pair() -> (Addr, Addr) {
+        let first = ipv4_mapped([198, 18, 0, 1]);
+        let bit = vip_filter_bit_of(first);
+        let second = (2..=u16::MAX)
+            .map(|i| {
+                let [hi, lo] = i.to_be_bytes();
+                ipv4_mapped([198, 18, hi, lo])
+            })
+            .find(|addr| vip_filter_bit_of(*addr) == bit)
+            .expect("a colliding address in 198.18.0.0/16");
+        (first, second)
+    }
+
+    #[test]
+    fn each_vip_bit_names_the_vip_of_lowest_id_and_no_other_slot_names_any() {
+        let (a, b) = colliding_pair();
+        let v6 = [0x20, 0x01, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        let vips = StdHashMap::from([(a, 7), (b, 3), (v6, 5)]);
+        let slots: StdHashMap<u32, u32> = vip_slots(&vips).collect();
+        assert_eq!(slots.len(), VIP_SLOT_COUNT as usize);
+        // a and b share a bit: the lower id (b's) holds it; a is left to VIPS.
+        assert_eq!(slots[&vip_filter_bit_of(a)], vip_slot_word(3));
+        assert_eq!(slots[&vip_filter_bit_of(v6)], vip_slot_word(5));
+        let named = slots.values().filter(|&&w| w != NO_VIP_SLOT).count();
+        assert_eq!(named, 2);
+        // Without b, a takes the bit over.
+        let slots: StdHashMap<u32, u32> = vip_slots(&StdHashMap::from([(a, 7)])).collect();
+        assert_eq!(slots[&vip_filter_bit_of(a)], vip_slot_word(7));
+    }
+
+    #[test]
+    fn no_vips_leave_every_slot_empty() {
+        assert!(vip_slots(&StdHashMap::new()).all(|(_, word)| word == NO_VIP_SLOT));
     }
 }

@@ -29,7 +29,7 @@ use super::loader::EBPF_OBJECT;
 /// What the pinned words mean. Bump it with any change to a pinned map's type, key, value,
 /// flags or the meaning of its contents (the check of sizes against the program catches most,
 /// not all, such changes).
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// The program's maps kept across restarts: all of them (the log ring buffer and the
 /// read-only data belong to one loaded program and are not shared).
@@ -45,6 +45,8 @@ pub const PROGRAM_MAPS: &[&str] = &[
     map_names::VIPS,
     map_names::VIP_STATES,
     map_names::VIP_FILTER,
+    map_names::VIP_SLOTS,
+    map_names::VIP_ADDRS,
     map_names::INTERFACES,
     map_names::EGRESS,
     map_names::SERVICE_COUNTERS,
@@ -69,6 +71,7 @@ const SIZED_BY_CONFIG: &[&str] = &[
     map_names::FLOWS6,
     map_names::VIPS,
     map_names::VIP_STATES,
+    map_names::VIP_ADDRS,
     map_names::INTERFACES,
     map_names::SERVICE_COUNTERS,
     map_names::BACKEND_COUNTERS,

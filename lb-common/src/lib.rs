@@ -123,6 +123,16 @@ pub const PASS_PROGRAM_NAME: &str = "drlb_pass";
 /// (`::ffff:a.b.c.d`), so one key type serves both families. Network byte order.
 pub type Addr = [u8; 16];
 
+/// Extension headers the program walks before TCP/UDP/ICMPv6 must have been reached (a bound
+/// the verifier can see; farther, the packet is malformed to it). RFC 8200's recommended order
+/// has at most hop-by-hop, destination options, routing, fragment (and destination options
+/// again, which real traffic to a service does not carry).
+pub const MAX_IPV6_EXTENSION_HEADERS: usize = 4;
+/// No offset in a frame the program's parser reads lies beyond this: it bounds the variable
+/// offsets of the extension-header walk for the verifier (far beyond any first buffer's
+/// headers); a header beyond it counts as truncated.
+pub const MAX_HEADER_OFFSET: usize = 0x1fff;
+
 /// Bytes before the IPv4 address in its IPv4-mapped form.
 pub const IPV4_MAPPED_PREFIX_LEN: usize = 12;
 

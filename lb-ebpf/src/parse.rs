@@ -5,8 +5,8 @@ use core::mem::size_of;
 
 use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
 use lb_common::{
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_MAPPED_PREFIX_LEN, NO_VLAN,
-    VLAN_VID_MASK, Verdict, ipv4_mapped,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_MAPPED_PREFIX_LEN,
+    MAX_HEADER_OFFSET, MAX_IPV6_EXTENSION_HEADERS, NO_VLAN, VLAN_VID_MASK, Verdict, ipv4_mapped,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -31,10 +31,6 @@ const IPV6_HOP_BY_HOP: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_DESTINATION_OPTIONS: u8 = 60;
-/// Extension headers walked before TCP/UDP/ICMPv6 must have been reached: a bound the verifier
-/// can see. RFC 8200's recommended order has at most hop-by-hop, destination options, routing,
-/// fragment (and destination options again, which real traffic to a service does not carry).
-pub const MAX_IPV6_EXTENSION_HEADERS: usize = 4;
 /// An extension header's length field counts 8-byte units beyond the first 8 bytes.
 const IPV6_EXTENSION_UNIT: usize = 8;
 /// The Fragment header: 8 bytes; its offset (13 bits, in 8-byte units) and M flag share a
@@ -42,9 +38,6 @@ const IPV6_EXTENSION_UNIT: usize = 8;
 const IPV6_FRAGMENT_HEADER_LEN: usize = 8;
 const IPV6_FRAGMENT_OFFSET_MASK: u16 = 0xfff8;
 const IPV6_FRAGMENT_MORE: u16 = 0x0001;
-/// No offset in a frame the parser reads lies beyond this: it bounds the variable offsets of
-/// the extension-header walk for the verifier (far beyond any first buffer's headers).
-const MAX_HEADER_OFFSET: usize = 0x1fff;
 
 /// A pointer to a `T` at `offset` in the frame, if the frame holds all of it.
 #[inline(always)]

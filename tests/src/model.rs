@@ -16,7 +16,8 @@ use std::{
 };
 
 use lb_common::{
-    ECHO_REPLY_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Verdict,
+    ECHO_REPLY_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_HEADER_OFFSET,
+    MAX_IPV6_EXTENSION_HEADERS, Verdict,
     hash::{flow_hash_v4, flow_hash_v6, ipv6_words, source_hash_v4, source_hash_v6},
 };
 use serde::{Deserialize, Serialize};
@@ -98,14 +99,10 @@ const IPV6_HOP_BY_HOP: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_DESTINATION_OPTIONS: u8 = 60;
-/// Extension headers walked before the upper layer must have been reached.
-pub const MAX_IPV6_EXTENSION_HEADERS: usize = 4;
 /// Extension headers are 8-byte units; every one is at least one.
 const IPV6_EXTENSION_UNIT: usize = 8;
 const IPV6_FRAGMENT_OFFSET_MASK: u16 = 0xfff8;
 const IPV6_FRAGMENT_MORE: u16 = 0x0001;
-/// The program bounds its header offsets by this (for the verifier); farther is truncated.
-const MAX_HEADER_OFFSET: usize = 0x1fff;
 /// ICMPv6 types the program acts on, and neighbour discovery, which it leaves to the stack.
 const ICMPV6_DEST_UNREACHABLE: u8 = 1;
 const ICMPV6_PACKET_TOO_BIG: u8 = 2;

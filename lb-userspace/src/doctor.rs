@@ -75,6 +75,9 @@ pub struct Director {
     /// The MACs of the director's interfaces: its own answers are no conflict.
     pub macs: Vec<[u8; 6]>,
     pub active: bool,
+    /// Whether it answers ARP and NDP for its active VIPs (`arp = false`: the VIPs are routed
+    /// to it, and no host on the link may answer for them, itself included).
+    pub answers_arp: bool,
     /// (address, MAC) of each backend whose MAC is known.
     pub backends: Vec<(IpAddr, [u8; 6])>,
     pub conflicts: Vec<ArpConflictStats>,
@@ -155,6 +158,23 @@ fn diagnose_claims(
             .collect::<Vec<_>>()
             .join(", ")
     };
+    if !director.answers_arp {
+        findings.push(match unknown.as_slice() {
+            [] if answering.is_empty() => Finding::ok(format!(
+                "{vip}: nobody answers {what} for it, as it should be: this director runs with \
+                 arp = false (the VIP is routed to it)"
+            )),
+            [] => return findings,
+            u => Finding::problem(format!(
+                "{vip}: {} answer(s) {what} for it although the VIP is routed to this director \
+                 (arp = false): hosts on this link that resolve it send its traffic there instead \
+                 of by the route. Remove the VIP from that host, or if it is another director, \
+                 set arp = false there too",
+                list(u)
+            )),
+        });
+        return findings;
+    }
     match (director.active, unknown.as_slice()) {
         (true, []) if answering.is_empty() => findings.push(Finding::ok(format!(
             "{vip}: no other host answers {what} for it (this active director answers it from XDP)"
@@ -239,8 +259,13 @@ pub async fn run(options: &Options<'_>) -> Result<Vec<Finding>> {
     let director = director_of(&report, probes.iter().map(|(i, _, _)| i.mac).collect());
     let (vips, vips6) = vips(&report);
     let mut findings = vec![Finding::ok(format!(
-        "director {} ({}): probing each VIP with {} ARP request(s) or neighbour solicitation(s) on {}",
+        "director {}{} ({}): probing each VIP with {} ARP request(s) or neighbour solicitation(s) on {}",
         if director.active { "active" } else { "standby" },
+        if director.answers_arp {
+            ""
+        } else {
+            ", arp = false"
+        },
         director
             .macs
             .iter()
@@ -373,6 +398,7 @@ fn director_of(report: &StatsReport, macs: Vec<[u8; 6]>) -> Director {
     Director {
         macs,
         active: report.state != "standby",
+        answers_arp: report.answers_arp,
         backends,
         conflicts: report.arp_conflicts.clone(),
     }
@@ -430,6 +456,7 @@ mod tests {
         Director {
             macs: vec![OWN],
             active,
+            answers_arp: true,
             backends: vec![
                 (Ipv4Addr::new(198, 18, 0, 11).into(), [2, 0, 0, 0, 0, 0x11]),
                 (Ipv4Addr::new(198, 18, 0, 12).into(), RS2),
@@ -491,6 +518,33 @@ mod tests {
             assert!(
                 rs2.contains("drlb realserver setup --vip 198.18.0.100"),
                 "{rs2}"
+            );
+        }
+    }
+
+    /// `arp = false`: the VIP is routed to the director, which answers no ARP for it, so
+    /// silence is right in either state and any answer is a problem.
+    #[test]
+    fn with_arp_off_silence_is_right_and_any_answer_is_a_problem() {
+        for active in [true, false] {
+            let routed = Director {
+                answers_arp: false,
+                ..director(active)
+            };
+            let quiet = diagnose_vip(VIP, &[reply(OWN)], &routed);
+            assert!(problems(&quiet).is_empty(), "{quiet:?}");
+            assert!(quiet[0].text.contains("arp = false"), "{quiet:?}");
+            let stranger = diagnose_vip(VIP, &[reply(STRANGER), reply(PEER)], &routed);
+            assert_eq!(problems(&stranger).len(), 1, "{stranger:?}");
+            assert!(
+                problems(&stranger)[0].contains("routed to this director"),
+                "{stranger:?}"
+            );
+            let backend = diagnose_vip(VIP, &[reply(RS2)], &routed);
+            assert_eq!(problems(&backend).len(), 1, "{backend:?}");
+            assert!(
+                problems(&backend)[0].contains("backend 198.18.0.12"),
+                "{backend:?}"
             );
         }
     }

@@ -82,6 +82,7 @@ fn empty_stats() -> StatsReport {
         arp_conflicts: Vec::new(),
         flow_table: None,
         events: BTreeMap::new(),
+        answers_arp: true,
     }
 }
 

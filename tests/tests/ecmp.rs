@@ -470,6 +470,15 @@ fn three_directors_announce_the_vip_share_new_connections_and_publish_one_table(
         "nobody answers ARP for a routed VIP: {}",
         arping.describe()
     );
+    // And `drlb doctor` takes that silence for what it is, not for a missing active director.
+    let doctor = drlb_in(ecmp.ns(0), &ecmp.directors[0].state, &["doctor"]);
+    assert!(
+        doctor.success()
+            && doctor.stdout.contains("as it should be")
+            && doctor.stdout.contains("arp = false"),
+        "doctor on a routed director: {}",
+        doctor.describe()
+    );
 }
 
 #[test]

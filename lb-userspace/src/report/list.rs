@@ -283,6 +283,7 @@ mod tests {
                 possible_cpus: 2,
             }),
             events: BTreeMap::new(),
+            answers_arp: true,
         }
     }
 

@@ -168,6 +168,7 @@ mod tests {
             arp_conflicts: Vec::new(),
             flow_table: None,
             events: std::collections::BTreeMap::new(),
+            answers_arp: true,
         }
     }
 

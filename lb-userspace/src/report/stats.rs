@@ -51,6 +51,15 @@ pub struct StatsReport {
     /// What the program noticed beside the verdicts (`bad_checksum`, `icmp_relay`, ...).
     #[serde(default)]
     pub events: BTreeMap<String, Count>,
+    /// Whether the director answers ARP and neighbour solicitations for its active VIPs
+    /// (`arp = true`, the default); false where the VIPs are routed to it and nobody on its
+    /// segment may answer for them. An older daemon does not say: it always answered.
+    #[serde(default = "answers_arp_by_default")]
+    pub answers_arp: bool,
+}
+
+const fn answers_arp_by_default() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,6 +258,7 @@ pub fn build(controller: &Controller, interfaces: Vec<InterfaceStats>) -> Result
         arp_conflicts: Vec::new(),
         flow_table: None,
         events,
+        answers_arp: controller.config().director.arp,
     })
 }
 

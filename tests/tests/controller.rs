@@ -3,7 +3,7 @@
 //! half-changed. Frames are judged through BPF_PROG_TEST_RUN (as arriving on loopback,
 //! ifindex 1, which is the interface registered here).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::{
     Ebpf,
@@ -16,7 +16,7 @@ use lb_userspace::{
         Dataplane,
         loader::{self, MapSizes},
     },
-    director::{Change, Controller, publish},
+    director::{Change, Controller, SMALL_IPV6_FLOW_TABLE, map_sizes, publish},
     net::{mac::format_mac, netlink::InterfaceInfo},
     report::stats,
 };
@@ -73,6 +73,20 @@ fn config(numbers: impl Iterator<Item = u32>) -> Config {
     Config::parse(&text).expect("the test config")
 }
 
+/// Loopback as the test director's one interface (BPF_PROG_TEST_RUN's ingress).
+fn lo_interface() -> InterfaceInfo {
+    InterfaceInfo {
+        name: "lo".to_owned(),
+        ifindex: TEST_RUN_IFINDEX,
+        mac: DIRECTOR_MAC,
+        ipv4: vec![(DIRECTOR_IP, DIRECTOR_PREFIX_LEN)],
+        ipv6: Vec::new(),
+        kind: None,
+        veth_peer: None,
+        vlan: None,
+    }
+}
+
 struct Bed {
     ebpf: Ebpf,
     controller: Controller,
@@ -85,16 +99,7 @@ impl Bed {
             flow_table_size: 65_536,
             ..MapSizes::default()
         });
-        let interface = InterfaceInfo {
-            name: "lo".to_owned(),
-            ifindex: TEST_RUN_IFINDEX,
-            mac: DIRECTOR_MAC,
-            ipv4: vec![(DIRECTOR_IP, DIRECTOR_PREFIX_LEN)],
-            ipv6: Vec::new(),
-            kind: None,
-            veth_peer: None,
-            vlan: None,
-        };
+        let interface = lo_interface();
         let mut controller =
             Controller::new(config, vec![interface], dataplane).expect("creating the controller");
         controller
@@ -283,6 +288,56 @@ fn removing_a_service_that_is_not_there_succeeds() {
         .remove_service(&key, 0)
         .expect("removing a service that was never added");
 }
+
+/// A config that gains its first IPv6 service at run time keeps the small IPv6 flow table
+/// its data plane was made with (`map_sizes`): the change says so, and how to size it. A data
+/// plane made for IPv6 services says nothing.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn a_first_ipv6_service_at_run_time_is_told_its_flow_table_is_small() {
+    tests::require_root();
+    let ipv4 = format!(
+        "[director]\ninterface = \"lo\"\nflow_table_size = 65536\n\n\
+         [[service]]\nvip = \"{VIP}\"\nport = {OTHER_PORT}\nprotocol = \"udp\"\ntable_size = 251\n{}",
+        backend_toml(
+            Ipv4Addr::new(198, 19, 0, 10).into(),
+            &format_mac(OTHER_BACKEND_MAC)
+        )
+    );
+    let dual = format!(
+        "{ipv4}\n[[service]]\nvip = \"{IPV6_VIP}\"\nport = 80\nprotocol = \"tcp\"\ntable_size = 251\n{}",
+        backend_toml(IPV6_BACKEND.into(), &format_mac(OTHER_BACKEND_MAC))
+    );
+    let (ipv4, dual) = (
+        Config::parse(&ipv4).expect("the IPv4 config"),
+        Config::parse(&dual).expect("the dual-stack config"),
+    );
+    let controller_for = |made_for: &Config| {
+        let (_ebpf, dataplane) = tests::program::load_maps(map_sizes(made_for));
+        let interface = InterfaceInfo {
+            ipv6: vec![(IPV6_DIRECTOR, IPV6_PREFIX_LEN)],
+            ..lo_interface()
+        };
+        Controller::new(made_for, vec![interface], dataplane).expect("creating the controller")
+    };
+    let warned = |effects: &[String]| effects.iter().any(|e| e == SMALL_IPV6_FLOW_TABLE);
+
+    let mut made_for_ipv4 = controller_for(&ipv4);
+    assert!(!warned(&made_for_ipv4.apply(ipv4.clone()).expect("IPv4")));
+    let effects = made_for_ipv4
+        .apply(dual.clone())
+        .expect("the first IPv6 service");
+    assert!(warned(&effects), "{effects:?}");
+
+    let mut made_for_dual = controller_for(&dual);
+    let effects = made_for_dual.apply(dual).expect("the dual-stack config");
+    assert!(!warned(&effects), "{effects:?}");
+}
+
+const IPV6_VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+const IPV6_DIRECTOR: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
+const IPV6_BACKEND: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x11);
+const IPV6_PREFIX_LEN: u8 = 64;
 
 /// The full service's id as the CLI names it.
 fn full_service() -> ServiceId {

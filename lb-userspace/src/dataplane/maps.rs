@@ -13,7 +13,9 @@ use std::collections::{BTreeSet, HashMap as StdHashMap};
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::{
     Ebpf,
-    maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{
+        Array, DevMapHash, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+    },
 };
 use lb_common::{
     Addr, AddrWords, BACKEND_FLAG_USABLE, Backend, BackendEntry, Counter, EgressSlot, Event,
@@ -377,6 +379,18 @@ impl Dataplane {
     #[must_use]
     pub fn service_capacity(&self) -> u32 {
         self.service_states.entries()
+    }
+
+    /// Whether `FLOWS6` was created smaller than `FLOWS` (both are sized from the same
+    /// `flow_table_size`; the IPv6 one small for a config without IPv6 services).
+    pub fn ipv6_flow_table_is_small(&self) -> Result<bool> {
+        let entries = |map: &MapData, name: &str| {
+            map.info()
+                .map(|info| info.max_entries())
+                .with_context(|| format!("reading the size of {name} failed"))
+        };
+        Ok(entries(IterableMap::map(&self.flows6), map_names::FLOWS6)?
+            < entries(IterableMap::map(&self.flows), map_names::FLOWS)?)
     }
 
     /// Entries of the `MAGLEV` array, as sized at load.

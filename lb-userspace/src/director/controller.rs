@@ -30,6 +30,14 @@ use crate::{
     },
 };
 
+/// The change a config gaining its first IPv6 service brings when the data plane was made
+/// without any (`map_sizes` gives `FLOWS6` its full size only then): it works, with a small
+/// IPv6 flow table, so the operator is told how to size it.
+pub const SMALL_IPV6_FLOW_TABLE: &str = "warning: the first IPv6 service of this data plane: \
+     its IPv6 flow table was made small (the config it was made for had no IPv6 service), so \
+     established IPv6 flows may lose their backend when backends change; to give it \
+     flow_table_size, stop drlb, run `drlb down` and start it again";
+
 /// Applies configs to the data plane: the director's interfaces, the config in force, per-service
 /// state, and whether it is active.
 pub struct Controller {
@@ -251,9 +259,14 @@ impl Controller {
         // Only now are maps written. The model changes with them, so a failed write restores
         // the model as it was and writes it back whole (see `roll_back`).
         let before = self.services.clone();
+        let first_ipv6 = !self.config.services.iter().any(|s| s.vip.is_ipv6())
+            && new.services.iter().any(|s| s.vip.is_ipv6());
         match self.write_change(&wanted, &layouts) {
-            Ok(changes) => {
+            Ok(mut changes) => {
                 self.config = new;
+                if first_ipv6 && self.dataplane.ipv6_flow_table_is_small().unwrap_or(false) {
+                    changes.push(SMALL_IPV6_FLOW_TABLE.to_owned());
+                }
                 Ok(changes)
             }
             Err(e) => Err(self.roll_back(before, e)),

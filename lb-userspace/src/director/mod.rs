@@ -23,7 +23,7 @@ mod reconcile;
 pub mod state;
 
 pub use change::{Change, edit_all};
-pub use controller::{Controller, Switched};
+pub use controller::{Controller, SMALL_IPV6_FLOW_TABLE, Switched};
 pub use layout::map_sizes;
 
 /// Configs for the host tests of this module's files.

@@ -11,6 +11,9 @@
 //! (the timer and the call around the program) is removed by the same measurement of an empty
 //! program: cost = median(single run) - median(single run of the empty program) + the empty
 //! program's loop cost. The flow-table hit is also measured this way as a check of the method.
+//!
+//! Beside drlb's new flow, the floors (`floors`): the same single runs of programs that only
+//! insert the frame's flow into one kind of map each, sized like drlb's flow table.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -34,6 +37,7 @@ use lb_userspace::{
 use super::{
     BACKENDS, DIRECTOR_IF, DIRECTOR_IP, DIRECTOR_MAC, DIRECTOR_PREFIX_LEN, GENERATOR_MAC, Protocol,
     VIP,
+    floors::{Floor, FloorProgram, phase_runs},
     frames::{Stream, frame},
     mac_text,
     topology::drlb_config,
@@ -77,12 +81,32 @@ pub enum Method {
     SingleRuns,
 }
 
+/// Which path a cost is of (the report finds its rows by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// The trivial reflector: the baseline of the ratios.
+    Reflector,
+    Hit,
+    NewFlow,
+    /// A floor of the new flow: the map work alone.
+    Floor(Floor),
+    ArpReply,
+    NdpAdvertisement,
+    Ipv6Hit,
+    NonService,
+    /// The flow-table hit by the single-run method (the method's check).
+    HitSingleRuns,
+}
+
 #[derive(Clone, Debug)]
 pub struct Cost {
-    pub what: &'static str,
+    pub path: Path,
+    pub what: String,
     pub action: &'static str,
     pub ns: f64,
     pub method: Method,
+    /// Iterations of the loop, or single runs whose median it is.
+    pub runs: u32,
 }
 
 /// How many iterations each measurement gets.
@@ -97,6 +121,10 @@ pub struct CostParams {
 /// flow-table hit measured that way.
 #[must_use]
 pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
+    assert!(
+        params.single_runs as usize >= Floor::ALL.len(),
+        "at least one single run per floor"
+    );
     let mut reflector = load_bench(BENCH_OBJECT, REFLECTOR_PROGRAM);
     let mut empty = load_bench(PASS_OBJECT, PASS_PROGRAM_NAME);
     let config = Config::parse(&cost_config(params.flow_table_size)).expect("the bench config");
@@ -157,76 +185,126 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
     let pass_loop = run_loop(program, &frame(&non_service, 0), repeat, XDP_PASS);
     let ipv6_hit_loop = ipv6_hit_cost(repeat);
 
-    // Single runs, interleaved so that drift hits every series alike.
+    // Single runs, interleaved so that drift hits every series alike. They are made in one
+    // phase per floor, with that floor's program (and its flow-table-sized map) loaded for the
+    // phase only; each of its runs takes the frame of drlb's new flow just before it, a flow
+    // new to the floor's map too.
     let (mut empty_once, mut new_once, mut hit_once, mut arp_once, mut ndp_once) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut floor_once: Vec<(Floor, Vec<f64>)> = Vec::new();
     let empty_frame = frame(&udp, 0);
-    for i in 0..params.single_runs {
-        let fresh = frame(&tcp, FIRST_SINGLE_RUN_FLOW + i);
-        empty_once.push(run_once(
-            xdp(&mut empty, PASS_PROGRAM_NAME),
-            &empty_frame,
-            XDP_PASS,
-        ));
-        let program = xdp(&mut drlb, PROGRAM_NAME);
-        new_once.push(run_once(program, &fresh, XDP_TX));
-        hit_once.push(run_once(program, &fresh, XDP_TX));
-        arp_once.push(run_once(program, &arp, XDP_TX));
-        ndp_once.push(run_once(xdp(&mut drlb_ndp, PROGRAM_NAME), &ns, XDP_TX));
+    for (phase, &floor) in Floor::ALL.iter().enumerate() {
+        let mut floor_program = FloorProgram::load(floor, params.flow_table_size);
+        let mut runs = Vec::new();
+        for i in phase_runs(params.single_runs, phase, Floor::ALL.len()) {
+            let fresh = frame(&tcp, FIRST_SINGLE_RUN_FLOW + i);
+            empty_once.push(run_once(
+                xdp(&mut empty, PASS_PROGRAM_NAME),
+                &empty_frame,
+                XDP_PASS,
+            ));
+            let program = xdp(&mut drlb, PROGRAM_NAME);
+            new_once.push(run_once(program, &fresh, XDP_TX));
+            hit_once.push(run_once(program, &fresh, XDP_TX));
+            arp_once.push(run_once(program, &arp, XDP_TX));
+            ndp_once.push(run_once(xdp(&mut drlb_ndp, PROGRAM_NAME), &ns, XDP_TX));
+            let (action, ns) = floor_program.run(&fresh);
+            assert_eq!(
+                action,
+                lb_common::bench::floor::FLOOR_INSERTED,
+                "{floor:?}: the frame's flow was not inserted as a new one"
+            );
+            runs.push(ns);
+        }
+        floor_once.push((floor, runs));
+        // Dropped before the next floor's map is made (a guest's memory holds one).
+        drop(floor_program);
     }
     let overhead = median(&mut empty_once) - empty_loop;
     let single = |runs: &mut Vec<f64>| median(runs) - overhead;
 
-    let costs = vec![
-        Cost {
-            what: "trivial reflector (limit)",
-            action: "XDP_TX",
-            ns: reflector_loop,
-            method: Method::Loop,
+    let row = |path: Path, what: &str, action, ns, method| Cost {
+        path,
+        what: what.to_owned(),
+        action,
+        ns,
+        method,
+        runs: match method {
+            Method::Loop => repeat,
+            Method::SingleRuns => params.single_runs,
         },
-        Cost {
-            what: "drlb: flow-table hit",
-            action: "XDP_TX",
-            ns: hit_loop,
-            method: Method::Loop,
-        },
-        Cost {
-            what: "drlb: new flow (Maglev + flow insert)",
-            action: "XDP_TX",
-            ns: single(&mut new_once),
-            method: Method::SingleRuns,
-        },
-        Cost {
-            what: "drlb: ARP reply for the VIP",
-            action: "XDP_TX",
-            ns: single(&mut arp_once),
-            method: Method::SingleRuns,
-        },
-        Cost {
-            what: "drlb: NDP advertisement for the IPv6 VIP",
-            action: "XDP_TX",
-            ns: single(&mut ndp_once),
-            method: Method::SingleRuns,
-        },
-        Cost {
-            what: "drlb: IPv6 flow-table hit",
-            action: "XDP_TX",
-            ns: ipv6_hit_loop,
-            method: Method::Loop,
-        },
-        Cost {
-            what: "drlb: non-service packet",
-            action: "XDP_PASS",
-            ns: pass_loop,
-            method: Method::Loop,
-        },
-    ];
-    let check = Cost {
-        what: "drlb: flow-table hit (single runs, method check)",
-        action: "XDP_TX",
-        ns: single(&mut hit_once),
-        method: Method::SingleRuns,
     };
+    let mut costs = vec![
+        row(
+            Path::Reflector,
+            "trivial reflector (limit)",
+            "XDP_TX",
+            reflector_loop,
+            Method::Loop,
+        ),
+        row(
+            Path::Hit,
+            "drlb: flow-table hit",
+            "XDP_TX",
+            hit_loop,
+            Method::Loop,
+        ),
+        row(
+            Path::NewFlow,
+            "drlb: new flow (Maglev + flow insert)",
+            "XDP_TX",
+            single(&mut new_once),
+            Method::SingleRuns,
+        ),
+    ];
+    // Right after drlb's new flow, which they are the floors of.
+    for (floor, mut runs) in floor_once {
+        costs.push(Cost {
+            path: Path::Floor(floor),
+            what: floor.what(params.flow_table_size),
+            action: "XDP_TX",
+            ns: single(&mut runs),
+            method: Method::SingleRuns,
+            runs: u32::try_from(runs.len()).unwrap_or(u32::MAX),
+        });
+    }
+    costs.extend([
+        row(
+            Path::ArpReply,
+            "drlb: ARP reply for the VIP",
+            "XDP_TX",
+            single(&mut arp_once),
+            Method::SingleRuns,
+        ),
+        row(
+            Path::NdpAdvertisement,
+            "drlb: NDP advertisement for the IPv6 VIP",
+            "XDP_TX",
+            single(&mut ndp_once),
+            Method::SingleRuns,
+        ),
+        row(
+            Path::Ipv6Hit,
+            "drlb: IPv6 flow-table hit",
+            "XDP_TX",
+            ipv6_hit_loop,
+            Method::Loop,
+        ),
+        row(
+            Path::NonService,
+            "drlb: non-service packet",
+            "XDP_PASS",
+            pass_loop,
+            Method::Loop,
+        ),
+    ]);
+    let check = row(
+        Path::HitSingleRuns,
+        "drlb: flow-table hit (single runs, method check)",
+        "XDP_TX",
+        single(&mut hit_once),
+        Method::SingleRuns,
+    );
     (costs, check)
 }
 

@@ -101,7 +101,11 @@ fn the_floor_programs_insert_a_new_flow_once_into_small_declared_maps() {
         let map = bench
             .map(floor.map())
             .unwrap_or_else(|| panic!("the bench object has no map {}", floor.map()));
-        assert_eq!(max_entries(map), DECLARED_ENTRIES, "{floor:?}'s declared size");
+        assert_eq!(
+            max_entries(map),
+            DECLARED_ENTRIES,
+            "{floor:?}'s declared size"
+        );
     }
     drop(bench);
     let stream = Stream {
@@ -116,9 +120,21 @@ fn the_floor_programs_insert_a_new_flow_once_into_small_declared_maps() {
     for floor in Floor::ALL {
         let mut program = FloorProgram::load(floor, FLOOR_TEST_FLOWS);
         let (first, second) = (frame(&stream, 0), frame(&stream, 1));
-        assert_eq!(program.run(&first).0, FLOOR_INSERTED, "{floor:?}: a new flow");
-        assert_eq!(program.run(&first).0, FLOOR_FOUND, "{floor:?}: the same flow");
-        assert_eq!(program.run(&second).0, FLOOR_INSERTED, "{floor:?}: another flow");
+        assert_eq!(
+            program.run(&first).0,
+            FLOOR_INSERTED,
+            "{floor:?}: a new flow"
+        );
+        assert_eq!(
+            program.run(&first).0,
+            FLOOR_FOUND,
+            "{floor:?}: the same flow"
+        );
+        assert_eq!(
+            program.run(&second).0,
+            FLOOR_INSERTED,
+            "{floor:?}: another flow"
+        );
     }
 }
 

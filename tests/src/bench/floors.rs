@@ -6,7 +6,9 @@
 //! Each kind gets an instance of the bench object of its own, whose floor map alone is resized
 //! (every other floor map keeps its small declared size): a vm-test guest has no memory for
 //! several flow-table-sized maps beside drlb's, so one kind is loaded, measured and dropped at
-//! a time.
+//! a time. Where even one does not fit beside drlb's (a guest: drlb's two flow tables take
+//! most of its memory), the floors get the largest power of two that does ([`table_size`]);
+//! their rows say the size.
 
 use std::ops::Range;
 
@@ -14,8 +16,21 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
-use lb_common::bench::floor::{self, direct_mapped_entries};
-use lb_userspace::dataplane::loader::BENCH_OBJECT;
+use lb_common::bench::floor::{self, FlowSlot, direct_mapped_entries};
+use lb_userspace::dataplane::loader::{self, BENCH_OBJECT};
+
+/// Bytes per entry of a preallocated (LRU) hash of flow keys, rounded up from the kernel's
+/// layout: a 48-byte element header, the 16-byte key, the 8-byte value (or, per-CPU, the
+/// pointer to the values) and a 16-byte bucket.
+const HASH_BYTES_PER_ENTRY: u64 = 128;
+/// A per-CPU hash's values: one [`lb_common::FlowEntry`] per possible CPU, per entry.
+const PER_CPU_VALUE_BYTES: u64 = 8;
+/// One floor map may take at most this share (1/n) of the memory available when the floors
+/// start: the kernel frees a dropped map asynchronously, so the previous kind's may still
+/// hold its memory while the next is made.
+const AVAILABLE_MEMORY_SHARE: u64 = 2;
+/// The smallest flow table a floor is given (as declared in the object).
+const MIN_TABLE_SIZE: u32 = floor::DECLARED_ENTRIES;
 
 /// The map a floor program inserts into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +107,44 @@ impl Floor {
             entries_label(self.entries(flow_table_size))
         )
     }
+}
+
+/// The flow table the floors are sized for: `flow_table_size` (drlb's), unless the largest
+/// floor map of that size would take more than its share of `available` bytes; then the
+/// largest power of two below it that fits (at least [`MIN_TABLE_SIZE`]).
+#[must_use]
+pub fn table_size(flow_table_size: u32, available: u64, possible_cpus: u32) -> u32 {
+    let per_entry = (HASH_BYTES_PER_ENTRY + PER_CPU_VALUE_BYTES * u64::from(possible_cpus))
+        .max(size_of::<FlowSlot>() as u64);
+    let budget = available / AVAILABLE_MEMORY_SHARE;
+    let fits = |entries: u32| u64::from(entries) * per_entry <= budget;
+    if fits(flow_table_size) {
+        return flow_table_size;
+    }
+    let mut entries = direct_mapped_entries(flow_table_size);
+    while entries > MIN_TABLE_SIZE && !fits(entries) {
+        entries /= 2;
+    }
+    entries.max(MIN_TABLE_SIZE)
+}
+
+/// [`table_size`] for this machine now: its available memory, its possible CPUs.
+#[must_use]
+pub fn table_size_here(flow_table_size: u32) -> u32 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let available = mem_available(&meminfo).unwrap_or(u64::MAX);
+    let possible = loader::cpus().map_or(1, |(_, possible)| possible);
+    table_size(flow_table_size, available, possible)
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+#[must_use]
+pub fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// `2Mi`, `1Ki`, `1000`: map sizes are powers of two, which decimal labels would round.
@@ -193,6 +246,26 @@ mod tests {
         assert_eq!(entries_label(1 << 22), "4Mi");
         assert_eq!(entries_label(1024), "1Ki");
         assert_eq!(entries_label(1000), "1000");
+    }
+
+    #[test]
+    fn floors_get_the_flow_table_where_memory_allows() {
+        const GIB: u64 = 1 << 30;
+        // The bench host: 2 CPUs, 20 GiB available: drlb's 2Mi table.
+        assert_eq!(table_size(1 << 21, 20 * GIB, 2), 1 << 21);
+        assert_eq!(table_size(3_000, 20 * GIB, 2), 3_000);
+        // A guest: 4 possible CPUs (160 bytes an entry), 400 MiB available: 200 MiB a map.
+        assert_eq!(table_size(1 << 22, 400 << 20, 4), 1 << 20);
+        // Never below the declared size.
+        assert_eq!(table_size(1 << 22, 0, 4), MIN_TABLE_SIZE);
+    }
+
+    #[test]
+    fn mem_available_is_read_in_bytes() {
+        let meminfo = "MemTotal:       24683520 kB\nMemFree:        13187072 kB\n\
+                       MemAvailable:   24101888 kB\nBuffers:          123 kB\n";
+        assert_eq!(mem_available(meminfo), Some(24_101_888 * 1024));
+        assert_eq!(mem_available("MemFree: 1 kB\n"), None);
     }
 
     #[test]

@@ -88,8 +88,8 @@ pub enum Path {
     Reflector,
     Hit,
     NewFlow,
-    /// A floor of the new flow: the map work alone.
-    Floor(Floor),
+    /// A floor of the new flow: the map work alone, in a map of this kind and size.
+    Floor(Floor, u32),
     ArpReply,
     NdpAdvertisement,
     Ipv6Hit,
@@ -122,7 +122,7 @@ pub struct CostParams {
 #[must_use]
 pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
     assert!(
-        params.single_runs as usize >= Floor::ALL.len(),
+        params.single_runs as usize >= Floor::ALL.len() + floors::CACHE_RESIDENT_KINDS.len(),
         "at least one single run per floor"
     );
     let mut reflector = load_bench(BENCH_OBJECT, REFLECTOR_PROGRAM);
@@ -191,14 +191,14 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
     // new to the floor's map too.
     let (mut empty_once, mut new_once, mut hit_once, mut arp_once, mut ndp_once) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut floor_once: Vec<(Floor, Vec<f64>)> = Vec::new();
+    let mut floor_once: Vec<(Floor, u32, Vec<f64>)> = Vec::new();
     let empty_frame = frame(&udp, 0);
     // drlb's flow table's size, unless memory beside drlb's maps is short (a vm-test guest).
-    let floor_table = floors::table_size_here(params.flow_table_size);
-    for (phase, &floor) in Floor::ALL.iter().enumerate() {
-        let mut floor_program = FloorProgram::load(floor, floor_table);
+    let phases = floors::phases(floors::table_size_here(params.flow_table_size));
+    for (phase, &(floor, table)) in phases.iter().enumerate() {
+        let mut floor_program = FloorProgram::load(floor, table);
         let mut runs = Vec::new();
-        for i in phase_runs(params.single_runs, phase, Floor::ALL.len()) {
+        for i in phase_runs(params.single_runs, phase, phases.len()) {
             let fresh = frame(&tcp, FIRST_SINGLE_RUN_FLOW + i);
             empty_once.push(run_once(
                 xdp(&mut empty, PASS_PROGRAM_NAME),
@@ -218,7 +218,7 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
             );
             runs.push(ns);
         }
-        floor_once.push((floor, runs));
+        floor_once.push((floor, table, runs));
         // Dropped before the next floor's map is made (a guest's memory holds one).
         drop(floor_program);
     }
@@ -260,10 +260,10 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
         ),
     ];
     // Right after drlb's new flow, which they are the floors of.
-    for (floor, mut runs) in floor_once {
+    for (floor, table, mut runs) in floor_once {
         costs.push(Cost {
-            path: Path::Floor(floor),
-            what: floor.what(floor_table),
+            path: Path::Floor(floor, table),
+            what: floor.what(table),
             action: "XDP_TX",
             ns: single(&mut runs),
             method: Method::SingleRuns,

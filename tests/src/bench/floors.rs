@@ -109,6 +109,28 @@ impl Floor {
     }
 }
 
+/// Entries of the control floors: a table that stays in the CPU's caches (an LRU hash of it
+/// takes about 1.4 MB), so that the difference to the same kind at the flow table's size is
+/// what the size costs (cache and TLB misses), and the rest what the map's code costs.
+pub const CACHE_RESIDENT_TABLE: u32 = 1 << 14;
+/// The kinds measured again on [`CACHE_RESIDENT_TABLE`]: drlb's own and the cheapest.
+pub const CACHE_RESIDENT_KINDS: [Floor; 2] = [Floor::LruNoCommon, Floor::DirectMapped];
+
+/// The floors measured, one phase each: every kind on a flow table of `table` entries, then
+/// the control kinds on [`CACHE_RESIDENT_TABLE`] (where `table` is larger).
+#[must_use]
+pub fn phases(table: u32) -> Vec<(Floor, u32)> {
+    let controls = CACHE_RESIDENT_KINDS
+        .iter()
+        .filter(|_| table > CACHE_RESIDENT_TABLE)
+        .map(|&f| (f, CACHE_RESIDENT_TABLE));
+    Floor::ALL
+        .iter()
+        .map(|&f| (f, table))
+        .chain(controls)
+        .collect()
+}
+
 /// The flow table the floors are sized for: `flow_table_size` (drlb's), unless the largest
 /// floor map of that size would take more than its share of `available` bytes; then the
 /// largest power of two below it that fits (at least [`MIN_TABLE_SIZE`]).
@@ -258,6 +280,18 @@ mod tests {
         assert_eq!(table_size(1 << 22, 400 << 20, 4), 1 << 20);
         // Never below the declared size.
         assert_eq!(table_size(1 << 22, 0, 4), MIN_TABLE_SIZE);
+    }
+
+    #[test]
+    fn every_kind_at_the_table_size_then_the_controls() {
+        let p = phases(1 << 21);
+        assert_eq!(p.len(), Floor::ALL.len() + CACHE_RESIDENT_KINDS.len());
+        assert!(p[..Floor::ALL.len()].iter().all(|&(_, n)| n == 1 << 21));
+        assert_eq!(
+            p[Floor::ALL.len()],
+            (Floor::LruNoCommon, CACHE_RESIDENT_TABLE)
+        );
+        assert_eq!(phases(CACHE_RESIDENT_TABLE).len(), Floor::ALL.len());
     }
 
     #[test]

@@ -489,7 +489,7 @@ impl Report {
             self.cost_check.ns,
             self.cost(Path::Hit).map_or(0.0, |c| c.ns)
         );
-        if self.costs.iter().any(|c| matches!(c.path, Path::Floor(_))) {
+        if self.costs.iter().any(|c| matches!(c.path, Path::Floor(..))) {
             let _ = writeln!(
                 md,
                 "The floor rows are programs that do only a new flow's map work: read the \
@@ -498,7 +498,10 @@ impl Report {
                  the map (the frame of drlb's new flow just before it). Each floor's single runs \
                  are made while its map alone is loaded, interleaved with a share of drlb's. \
                  drlb's new flow minus the floor of its own kind (no common LRU) is what drlb \
-                 does beyond the kernel's insert.\n"
+                 does beyond the kernel's insert. The {}-entry rows are the same programs on a table \
+                 that stays in the CPU's caches: their difference to the same kind at the flow \
+                 table's size is what the size costs (cache and TLB misses).\n",
+                super::floors::entries_label(super::floors::CACHE_RESIDENT_TABLE)
             );
         }
     }
@@ -657,7 +660,11 @@ mod tests {
                 cost(Path::Reflector, 10.0, Method::Loop),
                 cost(Path::Hit, 45.0, Method::Loop),
                 cost(Path::NewFlow, 680.0, Method::SingleRuns),
-                cost(Path::Floor(Floor::LruNoCommon), 400.0, Method::SingleRuns),
+                cost(
+                    Path::Floor(Floor::LruNoCommon, 1 << 21),
+                    400.0,
+                    Method::SingleRuns,
+                ),
                 cost(Path::ArpReply, 55.0, Method::SingleRuns),
                 cost(Path::NonService, 25.0, Method::Loop),
             ],
@@ -695,7 +702,9 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| Floor(LruNoCommon) | XDP_TX | 400.0 | 40.0x |  10 single runs (median)"),
+            md.contains(
+                "| Floor(LruNoCommon, 2097152) | XDP_TX | 400.0 | 40.0x |  10 single runs (median)"
+            ),
             "{md}"
         );
         assert!(md.contains("The floor rows are programs"), "{md}");

@@ -495,12 +495,15 @@ impl Report {
                 "The floor rows are programs that do only a new flow's map work: read the \
                  frame's flow key, look it up, miss, remember a flow entry (flags 0, as drlb), in \
                  a map of the kind named, sized like drlb's flow table, each run a flow new to \
-                 the map (the frame of drlb's new flow just before it). Each floor's single runs \
-                 are made while its map alone is loaded, interleaved with a share of drlb's. \
-                 drlb's new flow minus the floor of its own kind (no common LRU) is what drlb \
-                 does beyond the kernel's insert. The {}-entry rows are the same programs on a table \
-                 that stays in the CPU's caches: their difference to the same kind at the flow \
-                 table's size is what the size costs (cache and TLB misses).\n",
+                 the map. They are measured after drlb's series, one phase per floor with its map \
+                 alone loaded, each floor run right after a run of drlb's new flow on the same \
+                 frame: the row \"drlb: new flow, interleaved with the floors' runs\" is drlb \
+                 under the same conditions as the floors (colder caches and TLB than in its own \
+                 series, whose row above is the one the targets judge). That row minus the floor \
+                 of drlb's kind (no common LRU) is what drlb does beyond the kernel's insert. The \
+                 {}-entry rows are the same programs on a table that stays in the CPU's caches: \
+                 their difference to the same kind at the flow table's size is what the size \
+                 costs (cache and TLB misses).\n",
                 super::floors::entries_label(super::floors::CACHE_RESIDENT_TABLE)
             );
         }

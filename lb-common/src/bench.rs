@@ -15,6 +15,78 @@ pub const SINK_PROGRAM: &str = "drlb_bench_sink";
 /// Name of the trivial reflector: sets the destination MAC to [`REFLECTOR_DST_MAC`], XDP_TX.
 pub const REFLECTOR_PROGRAM: &str = "drlb_bench_reflect";
 
+/// The floor programs: each does only what a new flow's memory needs (look the frame's
+/// [`crate::FlowKey`] up, miss, remember a [`crate::FlowEntry`] for it) in one kind of map, so
+/// that the benchmark can set drlb's new-flow cost beside what the kernel's map alone costs.
+/// Each returns [`FLOOR_INSERTED`] when the key was new and is now in its map,
+/// [`FLOOR_FOUND`] when it was there already, XDP_ABORTED when the insert failed or the frame
+/// is not an IPv4 TCP/UDP one without options.
+pub mod floor {
+    /// An LRU hash with BPF_F_NO_COMMON_LRU: drlb's `FLOWS` as it is.
+    pub const LRU_PROGRAM: &str = "drlb_bench_floor_lru";
+    pub const LRU_MAP: &str = "BENCH_FLOOR_LRU";
+    /// An LRU hash with one LRU list shared by the CPUs (flags 0).
+    pub const LRU_COMMON_PROGRAM: &str = "drlb_bench_floor_lru_common";
+    pub const LRU_COMMON_MAP: &str = "BENCH_FLOOR_LRU_COMMON";
+    /// An LRU hash with per-CPU values.
+    pub const LRU_PERCPU_PROGRAM: &str = "drlb_bench_floor_lru_percpu";
+    pub const LRU_PERCPU_MAP: &str = "BENCH_FLOOR_LRU_PERCPU";
+    /// A plain (preallocated) hash: what a flow table aged by userspace would be.
+    pub const HASH_PROGRAM: &str = "drlb_bench_floor_hash";
+    pub const HASH_MAP: &str = "BENCH_FLOOR_HASH";
+    /// A direct-mapped array of [`FlowSlot`]s: slot = [`direct_mapped_slot`], one write.
+    pub const DIRECT_PROGRAM: &str = "drlb_bench_floor_direct";
+    pub const DIRECT_MAP: &str = "BENCH_FLOOR_DIRECT";
+    /// The direct-mapped array's entries minus one (a power of two minus one), a read-only
+    /// global the loader sets to match the size it gives the array.
+    pub const DIRECT_MASK_GLOBAL: &str = "BENCH_FLOOR_DIRECT_MASK";
+
+    /// Entries every floor map is declared with. The generator and the sink load the same
+    /// object, and every map of an object is created when it loads: the floor maps stay this
+    /// small there, and only the instance the cost measurement loads gets a flow table's size.
+    pub const DECLARED_ENTRIES: u32 = 1024;
+    /// The direct-mapped array's mask as declared (for [`DECLARED_ENTRIES`] entries).
+    pub const DECLARED_DIRECT_MASK: u32 = DECLARED_ENTRIES - 1;
+
+    /// XDP_TX: the key was new and is now remembered (as drlb forwards a new flow).
+    pub const FLOOR_INSERTED: u32 = 3;
+    /// XDP_PASS: the key was there already (the frame's flow is not new to this map).
+    pub const FLOOR_FOUND: u32 = 2;
+
+    /// One entry of the direct-mapped array: the flow it holds and that flow's entry.
+    #[repr(C, align(8))]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+    pub struct FlowSlot {
+        pub key: crate::FlowKey,
+        pub entry: crate::FlowEntry,
+    }
+
+    const _: () = assert!(core::mem::size_of::<FlowSlot>() == 24);
+    const _: () = assert!(DECLARED_ENTRIES.is_power_of_two());
+
+    #[cfg(feature = "user")]
+    // SAFETY: #[repr(C)], Copy, no padding (the bytemuck::Pod derive checks it).
+    unsafe impl aya::Pod for FlowSlot {}
+
+    /// The direct-mapped array's slot of a flow: its hash's low bits (`mask` = entries - 1).
+    #[inline(always)]
+    #[must_use]
+    pub const fn direct_mapped_slot(hash: u32, mask: u32) -> u32 {
+        hash & mask
+    }
+
+    /// Entries of the direct-mapped array for a flow table of `flows`: the largest power of
+    /// two not above it (a mask must select the slot), at least 1.
+    #[must_use]
+    pub const fn direct_mapped_entries(flows: u32) -> u32 {
+        if flows <= 1 {
+            1
+        } else {
+            1 << (31 - flows.leading_zeros())
+        }
+    }
+}
+
 /// Map names of the benchmark programs.
 pub mod map_names {
     pub const GENERATOR_CONFIG: &str = "BENCH_GEN_CONFIG";
@@ -157,6 +229,18 @@ mod tests {
         assert_eq!(flow_source(&c, 0xffff), (0xc613_ffff, 10_000));
         assert_eq!(flow_source(&c, 0x1_0000), (0xc613_0000, 10_001));
         assert_eq!(flow_source(&c, MAX_FLOWS - 1), (0xc613_ffff, 10_255));
+    }
+
+    #[test]
+    fn direct_mapped_array_is_a_power_of_two_within_the_table() {
+        use floor::{direct_mapped_entries, direct_mapped_slot};
+        assert_eq!(direct_mapped_entries(0), 1);
+        assert_eq!(direct_mapped_entries(1), 1);
+        assert_eq!(direct_mapped_entries(1 << 21), 1 << 21);
+        assert_eq!(direct_mapped_entries((1 << 21) + 1), 1 << 21);
+        assert_eq!(direct_mapped_entries(3_000_000), 1 << 21);
+        assert_eq!(direct_mapped_entries(u32::MAX), 1 << 31);
+        assert_eq!(direct_mapped_slot(0xdead_beef, (1 << 21) - 1), 0x0d_beef);
     }
 
     #[test]

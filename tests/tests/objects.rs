@@ -3,12 +3,25 @@
 //! flow table and 33 MB of Maglev table per veth peer).
 
 use aya::{EbpfLoader, maps::Map};
-use lb_common::{MAX_BACKENDS_PER_SERVICE, SPARE_SERVICES, map_names};
+use lb_common::{
+    MAX_BACKENDS_PER_SERVICE, SPARE_SERVICES,
+    bench::floor::{DECLARED_ENTRIES, FLOOR_FOUND, FLOOR_INSERTED},
+    map_names,
+};
 use lb_userspace::{
     config::Config,
     dataplane::loader::{self, BENCH_OBJECT, PASS_OBJECT},
     director::map_sizes,
 };
+use tests::bench::{
+    DIRECTOR_MAC, GENERATOR_MAC, Protocol, VIP,
+    floors::{Floor, FloorProgram},
+    frames::{Stream, frame},
+};
+
+/// A flow table for the floor programs' test: small, and not a power of two (the
+/// direct-mapped array gets the power of two below it).
+const FLOOR_TEST_FLOWS: u32 = 3000;
 
 const TWO_SERVICES: &str = r#"
 [director]
@@ -37,7 +50,11 @@ address = "198.18.0.10"
 /// Entries of a map of a loaded object.
 fn max_entries(map: &Map) -> u32 {
     let data = match map {
-        Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::LruHashMap(d) => d,
+        Map::Array(d)
+        | Map::PerCpuArray(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuLruHashMap(d) => d,
         other => panic!("unexpected map type {other:?}"),
     };
     data.info().expect("map info").max_entries()
@@ -66,6 +83,57 @@ fn the_pass_program_object_has_no_maps() {
         assert!(
             !bench_maps.contains(&drlbs),
             "the bench object creates drlb's map {drlbs}: {bench_maps:?}"
+        );
+    }
+}
+
+/// The bench object is loaded for the generator and the sink too: its floor maps are small
+/// there. Each floor program passes the verifier, remembers a new flow once and finds it again
+/// (so the benchmark's single runs, one per new flow, time an insert each).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn the_floor_programs_insert_a_new_flow_once_into_small_declared_maps() {
+    tests::require_root();
+    let bench = EbpfLoader::new()
+        .load(BENCH_OBJECT)
+        .expect("loading the bench object");
+    for floor in Floor::ALL {
+        let map = bench
+            .map(floor.map())
+            .unwrap_or_else(|| panic!("the bench object has no map {}", floor.map()));
+        assert_eq!(
+            max_entries(map),
+            DECLARED_ENTRIES,
+            "{floor:?}'s declared size"
+        );
+    }
+    drop(bench);
+    let stream = Stream {
+        protocol: Protocol::Tcp,
+        flows: 2,
+        frame_len: 64,
+        src_mac: GENERATOR_MAC,
+        dst_mac: DIRECTOR_MAC,
+        vip: VIP.into(),
+        port: Protocol::Tcp.port(),
+    };
+    for floor in Floor::ALL {
+        let mut program = FloorProgram::load(floor, FLOOR_TEST_FLOWS);
+        let (first, second) = (frame(&stream, 0), frame(&stream, 1));
+        assert_eq!(
+            program.run(&first).0,
+            FLOOR_INSERTED,
+            "{floor:?}: a new flow"
+        );
+        assert_eq!(
+            program.run(&first).0,
+            FLOOR_FOUND,
+            "{floor:?}: the same flow"
+        );
+        assert_eq!(
+            program.run(&second).0,
+            FLOOR_INSERTED,
+            "{floor:?}: another flow"
         );
     }
 }

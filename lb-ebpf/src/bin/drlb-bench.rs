@@ -7,18 +7,23 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_F_NO_COMMON_LRU, xdp_action},
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use lb_common::{
-    IPPROTO_TCP,
+    FlowEntry, FlowKey, IPPROTO_TCP,
     bench::{
         BACKEND_MAC_PREFIX, GeneratorConfig, IPV4_OFFSET, IPV6_SADDR_LOW_OFFSET, L4_OFFSET,
-        L4_OFFSET_V6, MAX_BACKENDS, REFLECTOR_DST_MAC, SINK_OTHER, SINK_SLOTS, flow_source,
-        ipv4_checksum, l4_checksum,
+        L4_OFFSET_V6, MAX_BACKENDS, REFLECTOR_DST_MAC, SINK_OTHER, SINK_SLOTS,
+        floor::{
+            DECLARED_DIRECT_MASK, DECLARED_ENTRIES, FLOOR_FOUND, FLOOR_INSERTED, FlowSlot,
+            direct_mapped_slot,
+        },
+        flow_source, ipv4_checksum, l4_checksum,
     },
+    hash::flow_hash_v4,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
@@ -142,6 +147,151 @@ pub fn drlb_bench_reflect(ctx: XdpContext) -> u32 {
     // SAFETY: ptr_at checked the bounds; a MAC has alignment 1.
     unsafe { (*eth).dst_addr = REFLECTOR_DST_MAC };
     xdp_action::XDP_TX
+}
+
+// The floor maps: declared small (see `floor::DECLARED_ENTRIES`), resized by the cost
+// measurement's own instance of the object to the benchmark's flow table.
+
+/// drlb's `FLOWS` as it is: an LRU hash whose CPUs each have their own LRU list.
+#[map]
+static BENCH_FLOOR_LRU: LruHashMap<FlowKey, FlowEntry> =
+    LruHashMap::with_max_entries(DECLARED_ENTRIES, BPF_F_NO_COMMON_LRU);
+
+/// The same with one LRU list for all CPUs.
+#[map]
+static BENCH_FLOOR_LRU_COMMON: LruHashMap<FlowKey, FlowEntry> =
+    LruHashMap::with_max_entries(DECLARED_ENTRIES, 0);
+
+/// An LRU hash with per-CPU values.
+#[map]
+static BENCH_FLOOR_LRU_PERCPU: LruPerCpuHashMap<FlowKey, FlowEntry> =
+    LruPerCpuHashMap::with_max_entries(DECLARED_ENTRIES, 0);
+
+/// A plain hash, preallocated (no BPF_F_NO_PREALLOC): no LRU list, eviction left to userspace.
+#[map]
+static BENCH_FLOOR_HASH: HashMap<FlowKey, FlowEntry> =
+    HashMap::with_max_entries(DECLARED_ENTRIES, 0);
+
+/// A direct-mapped array: a flow's slot is its hash's low bits; a new flow overwrites the slot.
+#[map]
+static BENCH_FLOOR_DIRECT: Array<FlowSlot> = Array::with_max_entries(DECLARED_ENTRIES, 0);
+
+/// `BENCH_FLOOR_DIRECT`'s entries minus one; the loader sets it with the array's size.
+#[unsafe(no_mangle)]
+static BENCH_FLOOR_DIRECT_MASK: u32 = DECLARED_DIRECT_MASK;
+
+/// What every floor remembers: the value's content costs nothing, only its size (drlb's).
+const FLOOR_ENTRY: FlowEntry = FlowEntry {
+    backend: 0,
+    generation: 0,
+};
+
+/// The frame's flow key, as drlb builds it for an IPv4 TCP/UDP packet, read at the fixed
+/// offsets of the benchmark's frames (no VLAN tag, no IP options). drlb's own parsing checks
+/// more; a floor does only what the map needs.
+#[inline(always)]
+fn frame_flow_key(ctx: &XdpContext) -> Option<FlowKey> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, IPV4_OFFSET)?;
+    let ports: *const [[u8; 2]; 2] = ptr_at(ctx, L4_OFFSET)?;
+    // SAFETY: ptr_at checked the bounds; the fields read have alignment 1.
+    unsafe {
+        Some(FlowKey {
+            saddr: (*ip).src_addr,
+            daddr: (*ip).dst_addr,
+            // The wire's bytes, as drlb keeps them (network order).
+            sport_be: u16::from_ne_bytes((*ports)[0]),
+            dport_be: u16::from_ne_bytes((*ports)[1]),
+            protocol: (*ip).proto,
+            _pad: [0; 3],
+        })
+    }
+}
+
+/// A floor on a hash map: look the frame's key up; on a miss, insert it (flags 0, as drlb).
+#[inline(always)]
+fn floor_hash(
+    ctx: &XdpContext,
+    found: impl Fn(&FlowKey) -> bool,
+    insert: impl Fn(&FlowKey) -> bool,
+) -> u32 {
+    let Some(key) = frame_flow_key(ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    if found(&key) {
+        FLOOR_FOUND
+    } else if insert(&key) {
+        FLOOR_INSERTED
+    } else {
+        xdp_action::XDP_ABORTED
+    }
+}
+
+#[xdp]
+pub fn drlb_bench_floor_lru(ctx: XdpContext) -> u32 {
+    floor_hash(
+        &ctx,
+        |key| BENCH_FLOOR_LRU.get_ptr(key).is_some(),
+        |key| BENCH_FLOOR_LRU.insert(key, &FLOOR_ENTRY, 0).is_ok(),
+    )
+}
+
+#[xdp]
+pub fn drlb_bench_floor_lru_common(ctx: XdpContext) -> u32 {
+    floor_hash(
+        &ctx,
+        |key| BENCH_FLOOR_LRU_COMMON.get_ptr(key).is_some(),
+        |key| BENCH_FLOOR_LRU_COMMON.insert(key, &FLOOR_ENTRY, 0).is_ok(),
+    )
+}
+
+#[xdp]
+pub fn drlb_bench_floor_lru_percpu(ctx: XdpContext) -> u32 {
+    floor_hash(
+        &ctx,
+        |key| BENCH_FLOOR_LRU_PERCPU.get_ptr(key).is_some(),
+        |key| BENCH_FLOOR_LRU_PERCPU.insert(key, &FLOOR_ENTRY, 0).is_ok(),
+    )
+}
+
+#[xdp]
+pub fn drlb_bench_floor_hash(ctx: XdpContext) -> u32 {
+    floor_hash(
+        &ctx,
+        |key| BENCH_FLOOR_HASH.get_ptr(key).is_some(),
+        |key| BENCH_FLOOR_HASH.insert(key, &FLOOR_ENTRY, 0).is_ok(),
+    )
+}
+
+/// The direct-mapped floor: hash the key (drlb's flow hash), read the slot's key (a cache's
+/// lookup: the same cache line as the write), and on a different key write key and entry.
+#[xdp]
+pub fn drlb_bench_floor_direct(ctx: XdpContext) -> u32 {
+    let Some(key) = frame_flow_key(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let hash = flow_hash_v4(
+        u32::from_be_bytes(key.saddr),
+        u32::from_be_bytes(key.daddr),
+        u16::from_be(key.sport_be),
+        u16::from_be(key.dport_be),
+        key.protocol,
+    );
+    // SAFETY: a plain read of a constant the loader may have overridden (rodata).
+    let mask = unsafe { core::ptr::read_volatile(&raw const BENCH_FLOOR_DIRECT_MASK) };
+    let Some(slot) = BENCH_FLOOR_DIRECT.get_ptr_mut(direct_mapped_slot(hash, mask)) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: an element of the array; a benchmark run is the only writer.
+    unsafe {
+        if (*slot).key == key {
+            return FLOOR_FOUND;
+        }
+        *slot = FlowSlot {
+            key,
+            entry: FLOOR_ENTRY,
+        };
+    }
+    FLOOR_INSERTED
 }
 
 lb_ebpf::object_boilerplate!();

@@ -11,6 +11,9 @@
 //! (the timer and the call around the program) is removed by the same measurement of an empty
 //! program: cost = median(single run) - median(single run of the empty program) + the empty
 //! program's loop cost. The flow-table hit is also measured this way as a check of the method.
+//!
+//! Beside drlb's new flow, the floors (`floors`): the same single runs of programs that only
+//! insert the frame's flow into one kind of map each, sized like drlb's flow table.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -34,6 +37,7 @@ use lb_userspace::{
 use super::{
     BACKENDS, DIRECTOR_IF, DIRECTOR_IP, DIRECTOR_MAC, DIRECTOR_PREFIX_LEN, GENERATOR_MAC, Protocol,
     VIP,
+    floors::{self, Floor, FloorProgram, phase_runs},
     frames::{Stream, frame},
     mac_text,
     topology::drlb_config,
@@ -77,12 +81,34 @@ pub enum Method {
     SingleRuns,
 }
 
+/// Which path a cost is of (the report finds its rows by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// The trivial reflector: the baseline of the ratios.
+    Reflector,
+    Hit,
+    NewFlow,
+    /// drlb's new flow measured in the floors' phases, beside them.
+    NewFlowBesideFloors,
+    /// A floor of the new flow: the map work alone, in a map of this kind and size.
+    Floor(Floor, u32),
+    ArpReply,
+    NdpAdvertisement,
+    Ipv6Hit,
+    NonService,
+    /// The flow-table hit by the single-run method (the method's check).
+    HitSingleRuns,
+}
+
 #[derive(Clone, Debug)]
 pub struct Cost {
-    pub what: &'static str,
+    pub path: Path,
+    pub what: String,
     pub action: &'static str,
     pub ns: f64,
     pub method: Method,
+    /// Iterations of the loop, or single runs whose median it is.
+    pub runs: u32,
 }
 
 /// How many iterations each measurement gets.
@@ -97,6 +123,10 @@ pub struct CostParams {
 /// flow-table hit measured that way.
 #[must_use]
 pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
+    assert!(
+        params.single_runs as usize >= Floor::ALL.len() + floors::CACHE_RESIDENT_KINDS.len(),
+        "at least one single run per floor"
+    );
     let mut reflector = load_bench(BENCH_OBJECT, REFLECTOR_PROGRAM);
     let mut empty = load_bench(PASS_OBJECT, PASS_PROGRAM_NAME);
     let config = Config::parse(&cost_config(params.flow_table_size)).expect("the bench config");
@@ -177,56 +207,137 @@ pub fn measure(params: CostParams) -> (Vec<Cost>, Cost) {
     let overhead = median(&mut empty_once) - empty_loop;
     let single = |runs: &mut Vec<f64>| median(runs) - overhead;
 
-    let costs = vec![
-        Cost {
-            what: "trivial reflector (limit)",
-            action: "XDP_TX",
-            ns: reflector_loop,
-            method: Method::Loop,
+    // The floors, after drlb's series: interleaving a floor's run with them raised drlb's new
+    // flow by about 200 ns (the floor's run leaves the caches and TLB colder for drlb's).
+    // One phase per floor, with that floor's program (and its flow-table-sized map) loaded for
+    // the phase only. Each phase interleaves the empty program (its own overhead), drlb's new
+    // flow and the floor, each floor run on the frame of drlb's new flow just before it (a flow
+    // new to both maps): drlb's new flow beside the floors is measured as they are.
+    let first_floor_flow = FIRST_SINGLE_RUN_FLOW + params.single_runs;
+    let phases = floors::phases(floors::table_size_here(params.flow_table_size));
+    let mut floor_once: Vec<(Floor, u32, f64, u32)> = Vec::new();
+    let mut new_beside_floors = Vec::new();
+    for (phase, &(floor, table)) in phases.iter().enumerate() {
+        let mut floor_program = FloorProgram::load(floor, table);
+        let (mut empty_runs, mut runs) = (Vec::new(), Vec::new());
+        for i in phase_runs(params.single_runs, phase, phases.len()) {
+            let fresh = frame(&tcp, first_floor_flow + i);
+            empty_runs.push(run_once(
+                xdp(&mut empty, PASS_PROGRAM_NAME),
+                &empty_frame,
+                XDP_PASS,
+            ));
+            new_beside_floors.push(run_once(xdp(&mut drlb, PROGRAM_NAME), &fresh, XDP_TX));
+            let (action, ns) = floor_program.run(&fresh);
+            assert_eq!(
+                action,
+                lb_common::bench::floor::FLOOR_INSERTED,
+                "{floor:?}: the frame's flow was not inserted as a new one"
+            );
+            runs.push(ns);
+        }
+        let phase_overhead = median(&mut empty_runs) - empty_loop;
+        let count = u32::try_from(runs.len()).unwrap_or(u32::MAX);
+        floor_once.push((floor, table, median(&mut runs) - phase_overhead, count));
+        // Each of drlb's runs less its own phase's overhead.
+        let first = new_beside_floors.len() - runs.len();
+        for ns in &mut new_beside_floors[first..] {
+            *ns -= phase_overhead;
+        }
+        // Dropped before the next floor's map is made (a guest's memory holds one).
+        drop(floor_program);
+    }
+
+    let row = |path: Path, what: &str, action, ns, method| Cost {
+        path,
+        what: what.to_owned(),
+        action,
+        ns,
+        method,
+        runs: match method {
+            Method::Loop => repeat,
+            Method::SingleRuns => params.single_runs,
         },
-        Cost {
-            what: "drlb: flow-table hit",
-            action: "XDP_TX",
-            ns: hit_loop,
-            method: Method::Loop,
-        },
-        Cost {
-            what: "drlb: new flow (Maglev + flow insert)",
-            action: "XDP_TX",
-            ns: single(&mut new_once),
-            method: Method::SingleRuns,
-        },
-        Cost {
-            what: "drlb: ARP reply for the VIP",
-            action: "XDP_TX",
-            ns: single(&mut arp_once),
-            method: Method::SingleRuns,
-        },
-        Cost {
-            what: "drlb: NDP advertisement for the IPv6 VIP",
-            action: "XDP_TX",
-            ns: single(&mut ndp_once),
-            method: Method::SingleRuns,
-        },
-        Cost {
-            what: "drlb: IPv6 flow-table hit",
-            action: "XDP_TX",
-            ns: ipv6_hit_loop,
-            method: Method::Loop,
-        },
-        Cost {
-            what: "drlb: non-service packet",
-            action: "XDP_PASS",
-            ns: pass_loop,
-            method: Method::Loop,
-        },
-    ];
-    let check = Cost {
-        what: "drlb: flow-table hit (single runs, method check)",
-        action: "XDP_TX",
-        ns: single(&mut hit_once),
-        method: Method::SingleRuns,
     };
+    let mut costs = vec![
+        row(
+            Path::Reflector,
+            "trivial reflector (limit)",
+            "XDP_TX",
+            reflector_loop,
+            Method::Loop,
+        ),
+        row(
+            Path::Hit,
+            "drlb: flow-table hit",
+            "XDP_TX",
+            hit_loop,
+            Method::Loop,
+        ),
+        row(
+            Path::NewFlow,
+            "drlb: new flow (Maglev + flow insert)",
+            "XDP_TX",
+            single(&mut new_once),
+            Method::SingleRuns,
+        ),
+    ];
+    // Right after drlb's new flow, which they are the floors of.
+    costs.push(Cost {
+        path: Path::NewFlowBesideFloors,
+        what: "drlb: new flow, interleaved with the floors' runs".to_owned(),
+        action: "XDP_TX",
+        ns: median(&mut new_beside_floors),
+        method: Method::SingleRuns,
+        runs: u32::try_from(new_beside_floors.len()).unwrap_or(u32::MAX),
+    });
+    for (floor, table, ns, runs) in floor_once {
+        costs.push(Cost {
+            path: Path::Floor(floor, table),
+            what: floor.what(table),
+            action: "XDP_TX",
+            ns,
+            method: Method::SingleRuns,
+            runs,
+        });
+    }
+    costs.extend([
+        row(
+            Path::ArpReply,
+            "drlb: ARP reply for the VIP",
+            "XDP_TX",
+            single(&mut arp_once),
+            Method::SingleRuns,
+        ),
+        row(
+            Path::NdpAdvertisement,
+            "drlb: NDP advertisement for the IPv6 VIP",
+            "XDP_TX",
+            single(&mut ndp_once),
+            Method::SingleRuns,
+        ),
+        row(
+            Path::Ipv6Hit,
+            "drlb: IPv6 flow-table hit",
+            "XDP_TX",
+            ipv6_hit_loop,
+            Method::Loop,
+        ),
+        row(
+            Path::NonService,
+            "drlb: non-service packet",
+            "XDP_PASS",
+            pass_loop,
+            Method::Loop,
+        ),
+    ]);
+    let check = row(
+        Path::HitSingleRuns,
+        "drlb: flow-table hit (single runs, method check)",
+        "XDP_TX",
+        single(&mut hit_once),
+        Method::SingleRuns,
+    );
     (costs, check)
 }
 

@@ -20,6 +20,7 @@
 //! delivered count says what was lost.
 
 pub mod cost;
+pub mod floors;
 pub mod frames;
 pub mod generator;
 pub mod packet_socket;

@@ -5,7 +5,8 @@
 //! entry, health-checks it at `[address]:port`, keeps the VIP as a `/128` route in the
 //! announce table, lists it as ipvsadm does, takes run-time changes written
 //! `tcp/[2001:2::100]:80` (and refuses a backend of the other family, changing nothing),
-//! follows IPv6 address events (the VIP on the director is local), and withdraws the route
+//! follows IPv6 address events (the VIP on the director is local, but not once it failed
+//! duplicate address detection), and withdraws the route
 //! when it stops. Forwarding IPv6 is the data plane's (tests of helper
 //! v6e2e).
 //!
@@ -44,6 +45,8 @@ const STALE_MAC: &str = "02:d6:00:00:00:55";
 /// From start-up: the announcement, the neighbour's resolution, `rise` probes (2 at 1 s).
 const SETTLE: Duration = Duration::from_secs(15);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// After an address's DAD failed, time for the daemon to have handled every address event.
+const DAD_EVENT_SETTLE: Duration = Duration::from_secs(1);
 
 /// IPv6 on in `ns` (the test namespaces start with it off) and on its `eth0`, with `address`
 /// there (no duplicate address detection: it would hold the address tentative a while).
@@ -236,6 +239,22 @@ fn an_ipv6_service_is_announced_resolved_checked_routed_listed_and_changed() {
     wait_for("the IPv6 VIP no longer local", SETTLE, || {
         (vip_local(&stats_in(&director, &state)) == Some(false)).then_some(())
     });
+    // Added with duplicate address detection while another host holds it: the kernel marks
+    // it dadfailed and never uses it, so it is no address of the director (it counted as one).
+    client.ip(&["addr", "add", &vip6_host, "dev", IFNAME, "nodad"]);
+    director.ip(&["addr", "add", &vip6_host, "dev", IFNAME]);
+    wait_for("the director's copy of the VIP to fail DAD", SETTLE, || {
+        director
+            .ip(&["-6", "addr", "show", "dev", IFNAME])
+            .contains("dadfailed")
+            .then_some(())
+    });
+    // The add's address event came a DAD round (1 s) before the failure: long handled.
+    std::thread::sleep(DAD_EVENT_SETTLE);
+    let stats = stats_in(&director, &state);
+    assert_eq!(vip_local(&stats), Some(false), "a dadfailed VIP: {stats}");
+    director.ip(&["addr", "del", &vip6_host, "dev", IFNAME]);
+    client.ip(&["addr", "del", &vip6_host, "dev", IFNAME]);
 
     // Stopped: the routes go.
     drlb.stop(libc::SIGTERM, STOP_TIMEOUT);

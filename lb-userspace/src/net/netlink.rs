@@ -14,7 +14,7 @@ use rtnetlink::{
     packet_core::NetlinkMessage,
     packet_route::{
         RouteNetlinkMessage,
-        address::AddressAttribute,
+        address::{AddressAttribute, AddressFlags, AddressMessage},
         link::{InfoData, InfoVlan, LinkAttribute, LinkInfo, LinkMessage, VlanProtocol},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState},
     },
@@ -273,7 +273,7 @@ impl Netlink {
             .await
             .context("listing the director's addresses failed")?
         {
-            if !ifindexes.contains(&message.header.index) {
+            if !ifindexes.contains(&message.header.index) || !is_held(&message) {
                 continue;
             }
             for attribute in &message.attributes {
@@ -448,9 +448,60 @@ impl AddressEvents {
     }
 }
 
+/// Whether the interface holds the address of `message`: an IPv6 address still in duplicate
+/// address detection (tentative) or that failed it (dadfailed) is not used by the kernel, so
+/// it does not make the director the VIP's holder (`active_when = "vip-assigned"`). The kernel
+/// announces the end of DAD with another RTM_NEWADDR, which `AddressEvents` follows.
+fn is_held(message: &AddressMessage) -> bool {
+    // IFA_FLAGS holds all 32 bits; the header's byte only the low 8 (older kernels: only it).
+    let flags = message
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            AddressAttribute::Flags(flags) => Some(*flags),
+            _ => None,
+        })
+        .unwrap_or_else(|| AddressFlags::from_bits_retain(message.header.flags.bits().into()));
+    !flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed)
+}
+
 #[cfg(test)]
 mod tests {
+    use rtnetlink::packet_route::address::AddressHeaderFlags;
+
     use super::*;
+
+    fn message(header: AddressHeaderFlags, attribute: Option<AddressFlags>) -> AddressMessage {
+        let mut message = AddressMessage::default();
+        message.header.flags = header;
+        message
+            .attributes
+            .extend(attribute.map(AddressAttribute::Flags));
+        message
+    }
+
+    #[test]
+    fn tentative_and_dad_failed_addresses_are_not_held() {
+        assert!(is_held(&message(AddressHeaderFlags::Permanent, None)));
+        assert!(is_held(&message(
+            AddressHeaderFlags::Permanent,
+            Some(AddressFlags::Permanent | AddressFlags::Nodad)
+        )));
+        assert!(!is_held(&message(AddressHeaderFlags::Tentative, None)));
+        assert!(!is_held(&message(
+            AddressHeaderFlags::Tentative,
+            Some(AddressFlags::Tentative)
+        )));
+        assert!(!is_held(&message(
+            AddressHeaderFlags::empty(),
+            Some(AddressFlags::Dadfailed | AddressFlags::Tentative)
+        )));
+        // IFA_FLAGS, when present, is the whole truth.
+        assert!(is_held(&message(
+            AddressHeaderFlags::Tentative,
+            Some(AddressFlags::Permanent)
+        )));
+    }
 
     /// Validation and egress see IPv4 and global IPv6 prefixes; link-local ones are on every
     /// interface and reach nothing in particular.

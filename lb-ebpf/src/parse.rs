@@ -29,6 +29,10 @@ pub const IPV6_VERSION: u8 = 6;
 /// routing, fragment, destination options. Any other next header ends the walk.
 const IPV6_HOP_BY_HOP: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
+/// "No next header" (RFC 8200 4.7): nothing follows to balance.
+const IPV6_NO_NEXT_HEADER: u8 = 59;
+/// The Routing header's segments-left byte (after next header, length and routing type).
+const IPV6_ROUTING_SEGMENTS_LEFT_AT: usize = 3;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_DESTINATION_OPTIONS: u8 = 60;
 /// An extension header's length field counts 8-byte units beyond the first 8 bytes.
@@ -356,6 +360,14 @@ pub fn ipv6_flow(ctx: &XdpContext, offset: usize) -> Result<Flow<Ipv6>, Unroutab
             ptr_at(ctx, at & MAX_HEADER_OFFSET).ok_or(Unroutable::Truncated { daddr })?;
         // SAFETY: ptr_at checked the bounds; alignment 1.
         let header = unsafe { *header };
+        // Segments left: the VIP is a waypoint, not the packet's destination. Not a
+        // service's packet: the VIP's holder (the director's stack, if it has the address)
+        // decides what to do with it. (Left by `break`, as "no next header": an early return
+        // here made LLVM return the caller's result pointer, which the verifier refuses.)
+        if next == IPV6_ROUTING && header[IPV6_ROUTING_SEGMENTS_LEFT_AT] != 0 {
+            next = IPV6_NO_NEXT_HEADER;
+            break;
+        }
         if next == IPV6_FRAGMENT {
             let field = u16::from_be_bytes([header[2], header[3]]);
             let id = [header[4], header[5], header[6], header[7]];

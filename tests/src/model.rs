@@ -97,6 +97,8 @@ const IPV6_SADDR: std::ops::Range<usize> = 8..24;
 const IPV6_DADDR: std::ops::Range<usize> = 24..40;
 const IPV6_HOP_BY_HOP: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
+/// RFC 8200 4.4: next header, length, routing type, segments left.
+const IPV6_ROUTING_SEGMENTS_LEFT_AT: usize = 3;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_DESTINATION_OPTIONS: u8 = 60;
 /// Extension headers are 8-byte units; every one is at least one.
@@ -1020,6 +1022,10 @@ fn ipv6_flow(frame: &[u8], offset: usize) -> Result<(FlowTuple, Option<u32>), Un
             return Err(Unroutable::Truncated(daddr));
         }
         let header = &frame[at..at + IPV6_EXTENSION_UNIT];
+        // Segments left: the destination is a waypoint, the packet is not the service's.
+        if next == IPV6_ROUTING && header[IPV6_ROUTING_SEGMENTS_LEFT_AT] != 0 {
+            return Err(Unroutable::NotBalanced(daddr));
+        }
         if next == IPV6_FRAGMENT {
             let field = be16(header, 2);
             let id = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));

@@ -837,6 +837,8 @@ pub const IPV6_HEADER_LEN: usize = etherparse::Ipv6Header::LEN;
 const PADN_OPTION: [u8; 6] = [1, 4, 0, 0, 0, 0];
 /// A type 0 routing header with no address left (segments left 0): 8 bytes, skipped by hosts.
 const EMPTY_ROUTING: [u8; 6] = [0, 0, 0, 0, 0, 0];
+/// The Segment Routing header's routing type (RFC 8754).
+const SEGMENT_ROUTING_TYPE: u8 = 4;
 const ETHERTYPE_IPV6: EtherType = EtherType::IPV6;
 
 /// The 5-tuple of a TCP or UDP packet over IPv6.
@@ -930,6 +932,20 @@ impl Ipv6Frame {
         self.extensions.routing = Some(etherparse::Ipv6RoutingExtensions {
             routing: raw_extension(&EMPTY_ROUTING),
             final_destination_options: final_options.then(|| raw_extension(&PADN_OPTION)),
+        });
+        self
+    }
+
+    /// Adds a Segment Routing header (RFC 8754, routing type 4) with one segment left, to
+    /// `next_segment`: the packet's destination is then a waypoint, not where it ends.
+    #[must_use]
+    pub fn routing_via(mut self, next_segment: Ipv6Addr) -> Self {
+        // Routing type, segments left, last entry, flags, tag (2 bytes), then the segment.
+        let mut payload = vec![SEGMENT_ROUTING_TYPE, 1, 0, 0, 0, 0];
+        payload.extend_from_slice(&next_segment.octets());
+        self.extensions.routing = Some(etherparse::Ipv6RoutingExtensions {
+            routing: raw_extension(&payload),
+            final_destination_options: None,
         });
         self
     }

@@ -400,6 +400,39 @@ fn extension_headers_are_walked_and_left_as_they_are() {
     );
 }
 
+/// A Routing header with segments left makes the VIP a waypoint: the packet is no service's
+/// (its 5-tuple names another destination's flow), so it is not balanced. To a VIP the
+/// director does not hold, sent to us, it is dropped as any other non-service packet to it;
+/// with none left, it is an ordinary service packet.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn a_routing_header_with_segments_left_is_not_balanced() {
+    tests::require_root();
+    let mut director = Director::load();
+    let flow = tcp_flow();
+    let via = Ipv6Frame::new(flow).routing_via(OTHER_IPV6).build();
+    director.expect(
+        "to the VIP with a segment left",
+        &via,
+        Verdict::DropNoService,
+    );
+    let mut elsewhere = Ipv6Frame::new(flow).routing_via(VIP_IPV6);
+    elsewhere.flow.daddr = OTHER_IPV6;
+    director.expect(
+        "to another address with the VIP as the next segment: the stack's",
+        &elsewhere.build(),
+        Verdict::Pass,
+    );
+    let done = Ipv6Frame::new(flow).routing(false).build();
+    let output = director.expect("no segment left", &done, Verdict::Tx);
+    assert_forwarded(
+        "no segment left",
+        &done,
+        &output,
+        predicted(&flow, &all_backends(), false),
+    );
+}
+
 /// Every prefix of a frame (from a whole Ethernet header on), and the frame with a payload
 /// length beyond it, is passed or dropped as malformed, never sent anywhere.
 #[test]

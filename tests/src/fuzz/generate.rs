@@ -653,6 +653,9 @@ fn ipv6_parts(rng: &mut Rng, our_mac: Mac, state: &State) -> Ipv6Frame {
     }
     if rng.chance(1, 6) {
         frame = frame.routing(rng.chance(1, 2));
+    } else if rng.chance(1, 12) {
+        // A segment left: the destination is a waypoint (not balanced).
+        frame = frame.routing_via(rng.pick(&DESTINATIONS_V6));
     }
     if rng.chance(1, 4) {
         let (offset, more) = rng.pick(&[

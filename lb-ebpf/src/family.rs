@@ -29,9 +29,15 @@ pub trait Family: Copy {
     /// `f` of the `SERVICES` key of (this address, port, protocol).
     fn with_service_key<R>(self, port: u16, protocol: u8, f: impl FnOnce(&ServiceKey) -> R) -> R;
     /// The `SERVICE_KEYS` words of (this address, port, protocol) (see
-    /// `lb_common::service_key_words`).
-    fn service_key_words(self, port: u16, protocol: u8) -> ServiceKeyWords;
-    /// The address as `VIP_ADDRS` holds it (see `lb_common::addr_words`; IPv4: mapped).
+    /// `lb_common::service_key_words`): the address's words, then port and protocol.
+    #[inline(always)]
+    fn service_key_words(self, port: u16, protocol: u8) -> ServiceKeyWords {
+        let [a, b] = self.addr_words();
+        let [p0, p1] = port.to_be_bytes();
+        [a, b, tail_word([p0, p1, protocol, 0, 0])]
+    }
+    /// The address as `VIP_ADDRS` and `SERVICE_KEYS` hold it (see `lb_common::addr_words`;
+    /// IPv4: mapped).
     fn addr_words(self) -> AddrWords;
     /// Its `VIP_FILTER` bit.
     fn filter_bit(self) -> u32;
@@ -84,13 +90,6 @@ impl Family for [u8; 4] {
             protocol,
             _pad: 0,
         })
-    }
-
-    #[inline(always)]
-    fn service_key_words(self, port: u16, protocol: u8) -> ServiceKeyWords {
-        let [a, b] = self.addr_words();
-        let [p0, p1] = port.to_be_bytes();
-        [a, b, tail_word([p0, p1, protocol, 0, 0])]
     }
 
     #[inline(always)]
@@ -217,12 +216,6 @@ impl Family for Ipv6 {
         let [p0, p1] = port.to_be_bytes();
         let key = KeyWords([self[0], self[1], tail_word([p0, p1, protocol, 0, 0])]);
         f(key.as_key())
-    }
-
-    #[inline(always)]
-    fn service_key_words(self, port: u16, protocol: u8) -> ServiceKeyWords {
-        let [p0, p1] = port.to_be_bytes();
-        [self[0], self[1], tail_word([p0, p1, protocol, 0, 0])]
     }
 
     #[inline(always)]

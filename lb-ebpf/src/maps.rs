@@ -238,18 +238,24 @@ fn vip_id<A: Family>(addr: A) -> Option<u32> {
     Some(unsafe { core::ptr::read_volatile(id) })
 }
 
-/// Whether VIP `id`'s `VIP_ADDRS` words are `addr`'s (each read once; see the map).
+/// Whether VIP `id`'s `VIP_ADDRS` words are `addr`'s (see the map).
 #[inline(always)]
 fn holds_address<A: Family>(id: u32, addr: A) -> bool {
-    let Some(stored) = VIP_ADDRS.get_ptr(id) else {
-        return false;
-    };
-    let [a, b] = addr.addr_words();
-    // SAFETY: the pointer is into the map's value memory, 8-aligned, two words long.
-    unsafe {
-        let stored = stored.cast::<u64>();
-        core::ptr::read_volatile(stored) == a && core::ptr::read_volatile(stored.add(1)) == b
-    }
+    VIP_ADDRS
+        .get_ptr(id)
+        .is_some_and(|stored| holds_words(stored, addr.addr_words()))
+}
+
+/// Whether the `N` words of an array element (`stored`, from `get_ptr`) are `words`, each
+/// read once: for values userspace writes only while no reader can be looking at them (see
+/// `VIP_ADDRS`, `SERVICE_KEYS`).
+#[inline(always)]
+pub fn holds_words<const N: usize>(stored: *const [u64; N], words: [u64; N]) -> bool {
+    let stored = stored.cast::<u64>();
+    (0..N).all(|i| {
+        // SAFETY: `stored` points into a map's value memory, 8-aligned, N words long.
+        unsafe { core::ptr::read_volatile(stored.add(i)) == words[i] }
+    })
 }
 
 /// Slot `index` of the `MAGLEV` array (a backend id), read with one load.

@@ -12,7 +12,10 @@ use lb_common::{
 
 use crate::{
     family::Family,
-    maps::{BACKENDS, SERVICE_KEYS, SERVICE_STATES, SERVICES, TABLES, load_u64, maglev_slot},
+    maps::{
+        BACKENDS, SERVICE_KEYS, SERVICE_STATES, SERVICES, TABLES, holds_words, load_u64,
+        maglev_slot,
+    },
     parse::Flow,
 };
 
@@ -84,17 +87,12 @@ pub fn lookup<A: Family>(flow: &Flow<A>) -> Option<(Service, Option<Chosen>)> {
 /// words, each read once (written before the id was made live, so never half-written then).
 #[inline(always)]
 fn is_service_of<A: Family>(id: u32, flow: &Flow<A>) -> bool {
-    let Some(stored) = SERVICE_KEYS.get_ptr(id) else {
-        return false;
-    };
-    let [a, b, c] = flow.daddr.service_key_words(flow.dport, flow.protocol);
-    // SAFETY: the pointer is into the map's value memory, 8-aligned, three words long.
-    unsafe {
-        let stored = stored.cast::<u64>();
-        core::ptr::read_volatile(stored) == a
-            && core::ptr::read_volatile(stored.add(1)) == b
-            && core::ptr::read_volatile(stored.add(2)) == c
-    }
+    SERVICE_KEYS.get_ptr(id).is_some_and(|stored| {
+        holds_words(
+            stored,
+            flow.daddr.service_key_words(flow.dport, flow.protocol),
+        )
+    })
 }
 
 /// A new choice from the service's live Maglev bank for the flow, remembered. The flow's key

@@ -159,20 +159,21 @@ fn diagnose_claims(
             .join(", ")
     };
     if !director.answers_arp {
-        findings.push(match unknown.as_slice() {
-            [] if answering.is_empty() => Finding::ok(format!(
+        match unknown.as_slice() {
+            [] if answering.is_empty() => findings.push(Finding::ok(format!(
                 "{vip}: nobody answers {what} for it, as it should be: this director runs with \
                  arp = false (the VIP is routed to it)"
-            )),
-            [] => return findings,
-            u => Finding::problem(format!(
+            ))),
+            // Only backends answered: each is named above with its fix.
+            [] => {}
+            u => findings.push(Finding::problem(format!(
                 "{vip}: {} answer(s) {what} for it although the VIP is routed to this director \
                  (arp = false): hosts on this link that resolve it send its traffic there instead \
                  of by the route. Remove the VIP from that host, or if it is another director, \
                  set arp = false there too",
                 list(u)
-            )),
-        });
+            ))),
+        }
         return findings;
     }
     match (director.active, unknown.as_slice()) {
